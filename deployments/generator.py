@@ -1,0 +1,89 @@
+"""Generator deployment: one vLLM model, continuous batching, streaming, abort on disconnect."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+from ray import serve
+
+from maas.assemble import merge_results
+from maas.config import GeneratorModelConfig
+from maas.engines.generator import GeneratorEngine
+from maas.errors import ServiceUnavailableError
+from maas.metrics import MetricsRecorder
+from maas.schemas import GenerationParams, GenerationResult
+
+HEALTH_CACHE_S = 5.0
+
+
+def _on_gpu() -> bool:
+    import ray
+
+    return bool(ray.get_gpu_ids())
+
+
+@serve.deployment(name="generator")
+class GeneratorDeployment:
+    """vLLM's ``AsyncLLM`` for one model; receives token ids, streams deltas."""
+
+    def __init__(self, config: GeneratorModelConfig) -> None:
+        self.config = config
+        self.engine = GeneratorEngine(config, on_gpu=_on_gpu())
+        self.metrics = MetricsRecorder()
+        self._healthy_at = 0.0
+
+    async def generate_stream(
+        self, prompt_token_ids: list[int], params: GenerationParams
+    ) -> AsyncIterator[GenerationResult]:
+        """Stream results; a cancelled caller aborts the engine request."""
+        start = time.perf_counter()
+        first = True
+        last: GenerationResult | None = None
+        try:
+            async for result in self.engine.generate(prompt_token_ids, params):
+                if first and result.completion_tokens:
+                    self._record_ttft(time.perf_counter() - start)
+                    first = False
+                last = result
+                yield result
+        finally:
+            self._record_tokens(len(prompt_token_ids), last.completion_tokens if last else 0)
+
+    async def generate(self, prompt_token_ids: list[int], params: GenerationParams) -> GenerationResult:
+        """The whole generation as one result."""
+        results = [r async for r in self.generate_stream(prompt_token_ids, params)]
+        return merge_results(results)
+
+    def running_requests(self) -> int:
+        """Requests the engine is working on now (vLLM's unfinished count)."""
+        return int(self.engine.engine.get_num_unfinished_requests())
+
+    async def ping(self) -> bool:
+        await self._check()
+        return True
+
+    async def check_health(self) -> None:
+        await self._check()
+
+    async def _check(self) -> None:
+        if self.engine.is_dead():
+            raise ServiceUnavailableError("The generation engine is dead.")
+        if time.monotonic() - self._healthy_at > HEALTH_CACHE_S:
+            await self.engine.ping()
+            self._healthy_at = time.monotonic()
+
+    def _record_ttft(self, seconds: float) -> None:
+        self.metrics.record("maas_time_to_first_token_seconds", {"model": self.config.name}, seconds)
+
+    def _record_tokens(self, prompt_tokens: int, completion_tokens: int) -> None:
+        labels = {"model": self.config.name}
+        self.metrics.record_many([
+            ("maas_prompt_tokens", labels, prompt_tokens),
+            ("maas_completion_tokens", labels, completion_tokens),
+        ])
+
+    def __del__(self) -> None:
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.shutdown()

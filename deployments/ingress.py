@@ -1,0 +1,333 @@
+"""HTTP ingress: the OpenAI-compatible API over the tokenizer, generator, classifier, encoder.
+
+Each operation is a method of :class:`MaasIngress` taking and returning the wire schemas, so
+a Ray job calls it through the application's handle exactly as HTTP clients do; the FastAPI
+routes are a few lines each over those methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import struct
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import PlainTextResponse, StreamingResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from maas.assemble import chat_chunks, chat_response, completion_chunks, completion_response
+from maas.config import AppConfig, GeneratorModelConfig
+from maas.errors import InvalidRequestError, ModelNotFoundError, ServiceUnavailableError
+from maas.http import install_error_handlers, install_metrics_middleware, set_request_model, sse_events
+from maas.metrics import MetricsRecorder
+from maas.schemas import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ClassificationData,
+    ClassifyRequest,
+    ClassifyResponse,
+    CompletionRequest,
+    CompletionResponse,
+    DetokenizeRequest,
+    DetokenizeResponse,
+    EmbeddingData,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    GenerationParams,
+    GenerationResult,
+    ModelCard,
+    ModelList,
+    SamplingFields,
+    TokenizeRequest,
+    TokenizeResponse,
+    UsageInfo,
+    new_id,
+    now,
+)
+
+HEALTH_TIMEOUT_S = 10.0
+
+app = FastAPI(
+    title="maas",
+    description="NLP models as a service: generation, classification, embeddings, tokenization.",
+    version="0.1.0",
+)
+recorder = MetricsRecorder()
+install_error_handlers(app)
+install_metrics_middleware(app, recorder)
+
+
+def resolve_max_tokens(
+    requested: int | None, prompt_tokens: int, config: GeneratorModelConfig, param: str
+) -> int:
+    """The ``max_tokens`` to generate: bounded by the config and by the context left."""
+    room = config.max_model_len - prompt_tokens
+    if requested is None:
+        return max(1, min(config.max_tokens_limit, room))
+    if requested > config.max_tokens_limit:
+        raise InvalidRequestError(
+            f"{param} must be at most {config.max_tokens_limit} for this model.", param
+        )
+    if requested > room:
+        from maas.errors import ContextLengthExceededError
+
+        raise ContextLengthExceededError(
+            f"This model's maximum context length is {config.max_model_len} tokens; the prompt "
+            f"has {prompt_tokens} tokens and {param} asks for {requested}.",
+            param,
+        )
+    return requested
+
+
+def completion_prompts(prompt: str | list[str] | list[int] | list[list[int]]) -> list[str | list[int]]:
+    """The prompts of a completions request: one text, texts, token ids or lists of ids."""
+    if isinstance(prompt, str):
+        return [prompt]
+    if all(isinstance(p, int) for p in prompt):
+        return [list(prompt)]  # type: ignore[arg-type]
+    return list(prompt)  # type: ignore[arg-type]
+
+
+def encode_embedding(vector: list[float], encoding_format: str) -> list[float] | str:
+    """An embedding as floats or as base64 of little-endian float32 (the openai client's default)."""
+    if encoding_format == "base64":
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return vector
+
+
+def reject_unsupported(request: SamplingFields) -> None:
+    """Clear 400s for OpenAI features this service does not offer."""
+    if isinstance(request, CompletionRequest):
+        if request.echo:
+            raise InvalidRequestError("echo is not supported.", "echo")
+        if request.suffix:
+            raise InvalidRequestError("suffix is not supported.", "suffix")
+    if isinstance(request, ChatCompletionRequest):
+        if request.tools:
+            raise InvalidRequestError("tools are not supported.", "tools")
+        if request.response_format and request.response_format.type != "text":
+            raise InvalidRequestError(
+                "Only response_format type 'text' is supported.", "response_format"
+            )
+
+
+def event_stream(items: AsyncIterator[Any]) -> StreamingResponse:
+    """A server-sent-events response of a stream of wire models."""
+    return StreamingResponse(sse_events(items), media_type="text/event-stream")
+
+
+@serve.deployment(name="ingress")
+@serve.ingress(app)
+class MaasIngress:
+    """The ``maas`` application's entry point: HTTP routes and handle methods."""
+
+    def __init__(
+        self,
+        config: AppConfig,
+        tokenizer: DeploymentHandle,
+        generators: dict[str, DeploymentHandle],
+        classifier: DeploymentHandle | None,
+        encoder: DeploymentHandle | None,
+    ) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        self.generators = generators
+        self.classifier = classifier
+        self.encoder = encoder
+        self.generator_configs = {g.name: g for g in config.generators}
+        self.classifier_models = {m.name for m in config.classifier.models}
+        self.encoder_models = {m.name for m in config.encoder.models}
+
+    # ------------------------------------------------------------------ handle methods
+
+    def models(self) -> ModelList:
+        """Every served model with its capability."""
+        cards = [ModelCard(id=g.name, capability="generate", max_model_len=g.max_model_len)
+                 for g in self.config.generators]
+        cards += [ModelCard(id=m.name, capability="classify", max_model_len=m.max_seq_len)
+                  for m in self.config.classifier.models]
+        cards += [ModelCard(id=m.name, capability="embed", max_model_len=m.max_seq_len)
+                  for m in self.config.encoder.models]
+        return ModelList(data=cards)
+
+    async def chat(self, request: ChatCompletionRequest) -> ChatCompletionResponse:
+        """A whole chat completion (``stream`` is ignored; see :meth:`chat_stream`)."""
+        ids, params = await self._prepare_chat(request)
+        result: GenerationResult = await self.generators[request.model].generate.remote(ids, params)
+        return chat_response(request.model, result)
+
+    async def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
+        """A chat completion as chunks; call through ``handle.options(stream=True)``."""
+        ids, params = await self._prepare_chat(request)
+        async for chunk in self._chat_chunks(request, ids, params):
+            yield chunk
+
+    async def completions(self, request: CompletionRequest) -> CompletionResponse:
+        """A whole text completion for one or more prompts."""
+        prompts, params = await self._prepare_completion(request)
+        handle = self.generators[request.model]
+        results = await asyncio.gather(*(handle.generate.remote(ids, params) for ids in prompts))
+        return completion_response(request.model, list(results), params.n)
+
+    async def completions_stream(self, request: CompletionRequest) -> AsyncIterator[CompletionResponse]:
+        """A text completion as chunks; call through ``handle.options(stream=True)``."""
+        prompts, params = await self._prepare_completion(request)
+        async for chunk in self._completion_chunks(request, prompts, params):
+            yield chunk
+
+    async def embeddings(self, request: EmbeddingRequest) -> EmbeddingResponse:
+        """Unit-length sentence embeddings of one or more texts."""
+        texts = self._embedding_texts(request)
+        vectors = await self._encoder_handle(request.model).embed.remote(request.model, texts)
+        if request.dimensions is not None and vectors and request.dimensions != len(vectors[0].vector):
+            raise InvalidRequestError("dimensions cannot be changed for this model.", "dimensions")
+        data = [EmbeddingData(index=i, embedding=encode_embedding(v.vector, request.encoding_format))
+                for i, v in enumerate(vectors)]
+        usage = UsageInfo.of(sum(v.num_tokens for v in vectors))
+        return EmbeddingResponse(data=data, model=request.model, usage=usage)
+
+    async def classify(self, request: ClassifyRequest) -> ClassifyResponse:
+        """Every label's probability for one or more texts."""
+        handle = self._classifier_handle(request.model)
+        results = await handle.classify.remote(request.model, request.texts())
+        data = [ClassificationData(index=i, label=r.label, probs=r.probs, labels=r.labels,
+                                   num_classes=len(r.probs)) for i, r in enumerate(results)]
+        return ClassifyResponse(model=request.model, data=data,
+                                usage=UsageInfo.of(sum(r.num_tokens for r in results)))
+
+    async def tokenize(self, request: TokenizeRequest) -> TokenizeResponse:
+        """Token ids of a prompt or of chat messages (vLLM's ``/tokenize``)."""
+        return await self.tokenizer.tokenize.remote(request)
+
+    async def detokenize(self, request: DetokenizeRequest) -> DetokenizeResponse:
+        """Text of token ids (vLLM's ``/detokenize``)."""
+        return await self.tokenizer.detokenize.remote(request)
+
+    async def health(self) -> dict[str, Any]:
+        """A real call into every deployment; raises 503 if any fails or hangs."""
+        checks = {"tokenizer": self.tokenizer}
+        checks.update({f"generator:{name}": h for name, h in self.generators.items()})
+        checks.update({n: h for n, h in (("classifier", self.classifier),
+                                         ("encoder", self.encoder)) if h is not None})
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(h.ping.remote() for h in checks.values())), HEALTH_TIMEOUT_S
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
+            raise ServiceUnavailableError(f"Unhealthy: {type(exc).__name__}.") from None
+        return {"status": "ok", "deployments": sorted(checks)}
+
+    # ------------------------------------------------------------------ internals
+
+    def _generator_config(self, model: str) -> GeneratorModelConfig:
+        if model not in self.generator_configs:
+            raise ModelNotFoundError.for_model(model, "generation", list(self.generator_configs))
+        return self.generator_configs[model]
+
+    def _classifier_handle(self, model: str) -> DeploymentHandle:
+        if self.classifier is None or model not in self.classifier_models:
+            raise ModelNotFoundError.for_model(model, "classification", list(self.classifier_models))
+        return self.classifier
+
+    def _encoder_handle(self, model: str) -> DeploymentHandle:
+        if self.encoder is None or model not in self.encoder_models:
+            raise ModelNotFoundError.for_model(model, "embeddings", list(self.encoder_models))
+        return self.encoder
+
+    def _embedding_texts(self, request: EmbeddingRequest) -> list[str]:
+        self._encoder_handle(request.model)
+        if isinstance(request.input, str):
+            return [request.input]
+        if not all(isinstance(item, str) for item in request.input):
+            raise InvalidRequestError("Embeddings take text input, not token ids.", "input")
+        return list(request.input)  # type: ignore[arg-type]
+
+    async def _prepare_chat(self, request: ChatCompletionRequest) -> tuple[list[int], GenerationParams]:
+        config = self._generator_config(request.model)
+        reject_unsupported(request)
+        ids = await self.tokenizer.chat_ids.remote(request.model, request.messages)
+        param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
+        max_tokens = resolve_max_tokens(request.requested_max_tokens(), len(ids), config, param)
+        return ids, request.generation_params(max_tokens, request.requested_logprobs())
+
+    async def _prepare_completion(self, request: CompletionRequest) -> tuple[list[list[int]], GenerationParams]:
+        config = self._generator_config(request.model)
+        reject_unsupported(request)
+        prompts = await asyncio.gather(*(
+            self.tokenizer.prompt_ids.remote(request.model, p) for p in completion_prompts(request.prompt)
+        ))
+        longest = max(len(ids) for ids in prompts)
+        max_tokens = resolve_max_tokens(request.max_tokens, longest, config, "max_tokens")
+        return list(prompts), request.generation_params(max_tokens, request.logprobs)
+
+    def _stream(self, model: str, ids: list[int], params: GenerationParams) -> Any:
+        return self.generators[model].options(stream=True).generate_stream.remote(ids, params)
+
+    def _chat_chunks(self, request: ChatCompletionRequest, ids: list[int],
+                     params: GenerationParams) -> AsyncIterator[ChatCompletionChunk]:
+        include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        return chat_chunks(new_id("chatcmpl"), now(), request.model,
+                           self._stream(request.model, ids, params), include_usage)
+
+    def _completion_chunks(self, request: CompletionRequest, prompts: list[list[int]],
+                           params: GenerationParams) -> AsyncIterator[CompletionResponse]:
+        include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        streams = [self._stream(request.model, ids, params) for ids in prompts]
+        return completion_chunks(new_id("cmpl"), now(), request.model, streams, params.n,
+                                 include_usage)
+
+    # ------------------------------------------------------------------ HTTP routes
+
+    @app.get("/v1/models", response_model=ModelList)
+    async def http_models(self) -> ModelList:
+        return self.models()
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def http_chat(self, body: ChatCompletionRequest, request: Request) -> Any:
+        set_request_model(request, body.model)
+        if not body.stream:
+            return await self.chat(body)
+        ids, params = await self._prepare_chat(body)
+        return event_stream(self._chat_chunks(body, ids, params))
+
+    @app.post("/v1/completions", response_model=None)
+    async def http_completions(self, body: CompletionRequest, request: Request) -> Any:
+        set_request_model(request, body.model)
+        if not body.stream:
+            return await self.completions(body)
+        prompts, params = await self._prepare_completion(body)
+        return event_stream(self._completion_chunks(body, prompts, params))
+
+    @app.post("/v1/embeddings", response_model=EmbeddingResponse)
+    async def http_embeddings(self, body: EmbeddingRequest, request: Request) -> EmbeddingResponse:
+        set_request_model(request, body.model)
+        return await self.embeddings(body)
+
+    @app.post("/v1/classify", response_model=ClassifyResponse)
+    async def http_classify(self, body: ClassifyRequest, request: Request) -> ClassifyResponse:
+        set_request_model(request, body.model)
+        return await self.classify(body)
+
+    @app.post("/v1/tokenize", response_model=TokenizeResponse)
+    async def http_tokenize(self, body: TokenizeRequest, request: Request) -> TokenizeResponse:
+        set_request_model(request, body.model)
+        return await self.tokenize(body)
+
+    @app.post("/v1/detokenize", response_model=DetokenizeResponse)
+    async def http_detokenize(self, body: DetokenizeRequest, request: Request) -> DetokenizeResponse:
+        set_request_model(request, body.model)
+        return await self.detokenize(body)
+
+    @app.get("/health")
+    async def http_health(self) -> dict[str, Any]:
+        return await self.health()
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def http_metrics(self) -> PlainTextResponse:
+        text = await recorder.render()
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+

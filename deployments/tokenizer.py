@@ -1,0 +1,87 @@
+"""Tokenizer deployment: tokenize once, for every served model."""
+
+from __future__ import annotations
+
+from ray import serve
+
+from maas.engines.tokenizer import TokenizerEngine, TokenizerSpec
+from maas.errors import ContextLengthExceededError, ModelNotFoundError
+from maas.schemas import (
+    ChatMessage,
+    DetokenizeRequest,
+    DetokenizeResponse,
+    TokenizeRequest,
+    TokenizeResponse,
+)
+
+
+@serve.deployment(name="tokenizer")
+class TokenizerDeployment:
+    """HF fast tokenizers of every served model; chat templates; context-length checks."""
+
+    def __init__(self, specs: list[TokenizerSpec]) -> None:
+        self.engine = TokenizerEngine(specs)
+
+    def _require(self, model: str) -> None:
+        if model not in self.engine.specs:
+            raise ModelNotFoundError.for_model(model, "tokenization", list(self.engine.specs))
+
+    def tokenize(self, request: TokenizeRequest) -> TokenizeResponse:
+        """``/v1/tokenize``: a prompt or chat messages to token ids."""
+        self._require(request.model)
+        if request.messages is not None:
+            ids = self.engine.encode_chat(
+                request.model,
+                [m.for_template() for m in request.messages],
+                request.add_generation_prompt,
+                request.special_tokens(),
+            )
+        else:
+            ids = self.engine.encode(request.model, request.prompt or "", request.special_tokens())
+        strs = self.engine.token_strings(request.model, ids) if request.return_token_strs else None
+        return TokenizeResponse(
+            count=len(ids),
+            max_model_len=self.engine.max_model_len(request.model),
+            tokens=ids,
+            token_strs=strs,
+        )
+
+    def detokenize(self, request: DetokenizeRequest) -> DetokenizeResponse:
+        """``/v1/detokenize``: token ids to text."""
+        self._require(request.model)
+        return DetokenizeResponse(prompt=self.engine.decode(request.model, request.tokens))
+
+    def prompt_ids(self, model: str, prompt: str | list[int], param: str = "prompt") -> list[int]:
+        """Token ids of a completion prompt, checked against the model's context."""
+        self._require(model)
+        if isinstance(prompt, str):
+            ids = self.engine.encode(model, prompt)
+        else:
+            self.engine.decode(model, prompt)  # validates every id
+            ids = list(prompt)
+        return self._checked(model, ids, param)
+
+    def chat_ids(self, model: str, messages: list[ChatMessage]) -> list[int]:
+        """Token ids of chat messages (with the chat template), checked against the context."""
+        self._require(model)
+        ids = self.engine.encode_chat(model, [m.for_template() for m in messages])
+        return self._checked(model, ids, "messages")
+
+    def _checked(self, model: str, ids: list[int], param: str) -> list[int]:
+        limit = self.engine.max_model_len(model)
+        if len(ids) >= limit:
+            raise ContextLengthExceededError(
+                f"This model's maximum context length is {limit} tokens; the prompt has "
+                f"{len(ids)} tokens, leaving no room for the completion.",
+                param,
+            )
+        if not ids:
+            raise ContextLengthExceededError("The prompt is empty.", param, code="invalid_value")
+        return ids
+
+    def ping(self) -> bool:
+        self.engine.ping()
+        return True
+
+    def check_health(self) -> None:
+        self.engine.ping()

@@ -1,0 +1,201 @@
+"""Typed configuration of the ``maas`` application, loadable from a Serve config YAML.
+
+The Serve config under ``cluster/`` holds one application whose ``args`` are an
+:class:`AppConfig`; Ray's ``serve run``/``serve deploy`` and ``maas serve`` read the same file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ModelName = str
+
+
+class StrictModel(BaseModel):
+    """Base for configs: unknown keys are errors, so typos never pass silently."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class AutoscalingOptions(StrictModel):
+    """Ray Serve autoscaling of one deployment's replicas."""
+
+    min_replicas: int = Field(1, ge=0, description="Fewest replicas; 0 allows scale to zero.")
+    max_replicas: int = Field(1, ge=1, description="Most replicas.")
+    initial_replicas: int | None = Field(None, ge=0, description="Replicas at deploy time.")
+    target_ongoing_requests: float = Field(
+        8, gt=0, description="Ongoing requests per replica the autoscaler aims for."
+    )
+    upscale_delay_s: float = Field(5.0, ge=0, description="Seconds of high load before upscaling.")
+    downscale_delay_s: float = Field(30.0, ge=0, description="Seconds of low load before downscaling.")
+    metrics_interval_s: float = Field(2.0, gt=0, description="How often replicas report load.")
+    look_back_period_s: float = Field(10.0, gt=0, description="Window over which load is averaged.")
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> AutoscalingOptions:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must not exceed max_replicas")
+        return self
+
+
+class DeploymentOptions(StrictModel):
+    """Serve options of one deployment: replicas, resources, concurrency, health."""
+
+    num_replicas: int = Field(1, ge=1, description="Fixed replica count (ignored with autoscaling).")
+    autoscaling: AutoscalingOptions | None = Field(None, description="Autoscale the replicas.")
+    num_cpus: float = Field(0.1, ge=0, description="Logical CPUs reserved per replica.")
+    num_gpus: float = Field(0, ge=0, description="GPUs reserved per replica.")
+    accelerator_type: str | None = Field(None, description="Ray accelerator type, e.g. 'A10G'.")
+    max_ongoing_requests: int = Field(64, ge=1, description="Requests one replica runs at once.")
+    max_queued_requests: int = Field(-1, ge=-1, description="Queued requests per caller; -1 = no cap.")
+    health_check_period_s: float = Field(10.0, gt=0, description="Seconds between health checks.")
+    health_check_timeout_s: float = Field(30.0, gt=0, description="Health check timeout.")
+    graceful_shutdown_timeout_s: float = Field(20.0, ge=0, description="Drain time on shutdown.")
+
+    def to_serve_options(self) -> dict[str, Any]:
+        """The keyword arguments of ``Deployment.options`` for these settings."""
+        actor_options: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        if self.accelerator_type:
+            actor_options["accelerator_type"] = self.accelerator_type
+        options: dict[str, Any] = {
+            "ray_actor_options": actor_options,
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "max_queued_requests": self.max_queued_requests,
+            "health_check_period_s": self.health_check_period_s,
+            "health_check_timeout_s": self.health_check_timeout_s,
+            "graceful_shutdown_timeout_s": self.graceful_shutdown_timeout_s,
+        }
+        if self.autoscaling is not None:
+            options["autoscaling_config"] = self.autoscaling.model_dump(exclude_none=True)
+        else:
+            options["num_replicas"] = self.num_replicas
+        return options
+
+
+class GeneratorModelConfig(StrictModel):
+    """One vLLM-served generative model; it gets a generator deployment of its own."""
+
+    name: ModelName = Field(..., min_length=1, description="Name clients use in `model`.")
+    path: str = Field(..., description="Local HF folder, or `embedded:<name>` for a default model.")
+    max_model_len: int = Field(2048, ge=16, description="Context length (prompt + output tokens).")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "bfloat16", description="Weights and activations dtype."
+    )
+    max_num_seqs: int = Field(64, ge=1, description="Most sequences vLLM batches at once.")
+    kv_cache_gib: float = Field(1.0, gt=0, description="KV cache size on CPU (GiB).")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="GPU memory share (GPU).")
+    enforce_eager: bool = Field(True, description="Disable graph capture (faster start).")
+    engine_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Further vLLM AsyncEngineArgs, passed through."
+    )
+    max_tokens_limit: int = Field(1024, ge=1, description="Upper bound of `max_tokens`.")
+    deployment: DeploymentOptions = Field(
+        default_factory=lambda: DeploymentOptions(num_cpus=0.5, max_ongoing_requests=64),
+        description="Serve options of this model's generator deployment.",
+    )
+
+
+class EncoderModelConfig(StrictModel):
+    """One transformers encoder model (classifier or embedding model)."""
+
+    name: ModelName = Field(..., min_length=1, description="Name clients use in `model`.")
+    path: str = Field(..., description="Local HF folder, or `embedded:<name>` for a default model.")
+    max_seq_len: int = Field(256, ge=8, le=8192, description="Inputs are truncated to this.")
+
+
+class BatchingOptions(StrictModel):
+    """Dynamic batching of a transformers deployment (``@serve.batch``)."""
+
+    max_batch_size: int = Field(32, ge=1, le=1024, description="Most inputs in one model call.")
+    batch_wait_timeout_s: float = Field(0.01, ge=0, le=5, description="Wait to fill a batch.")
+    max_inputs_per_request: int = Field(256, ge=1, description="Most inputs in one request.")
+    torch_threads: int = Field(1, ge=1, description="Torch intra-op threads per replica.")
+
+
+class ClassifierConfig(StrictModel):
+    """The classifier deployment and the models it serves."""
+
+    models: list[EncoderModelConfig] = Field(default_factory=list, description="Served classifiers.")
+    batching: BatchingOptions = Field(default_factory=BatchingOptions, description="Batching.")
+    deployment: DeploymentOptions = Field(
+        default_factory=lambda: DeploymentOptions(num_cpus=0.2), description="Serve options."
+    )
+
+
+class EncoderConfig(StrictModel):
+    """The embedding deployment and the models it serves."""
+
+    models: list[EncoderModelConfig] = Field(default_factory=list, description="Served encoders.")
+    batching: BatchingOptions = Field(default_factory=BatchingOptions, description="Batching.")
+    deployment: DeploymentOptions = Field(
+        default_factory=lambda: DeploymentOptions(num_cpus=0.2), description="Serve options."
+    )
+
+
+class TokenizerConfig(StrictModel):
+    """The tokenizer deployment (it loads the tokenizer of every served model)."""
+
+    deployment: DeploymentOptions = Field(
+        default_factory=lambda: DeploymentOptions(num_cpus=0.1), description="Serve options."
+    )
+
+
+class IngressConfig(StrictModel):
+    """The HTTP ingress deployment."""
+
+    request_timeout_s: float = Field(300.0, gt=0, description="Deadline of one request.")
+    deployment: DeploymentOptions = Field(
+        default_factory=lambda: DeploymentOptions(num_cpus=0.1, max_ongoing_requests=256),
+        description="Serve options.",
+    )
+
+
+class AppConfig(StrictModel):
+    """Everything the ``maas`` application is built from."""
+
+    generators: list[GeneratorModelConfig] = Field(
+        default_factory=list, description="Generative models, one deployment each."
+    )
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig, description="Classifiers.")
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig, description="Embedding models.")
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig, description="Tokenizers.")
+    ingress: IngressConfig = Field(default_factory=IngressConfig, description="HTTP ingress.")
+
+    @model_validator(mode="after")
+    def _unique_model_names(self) -> AppConfig:
+        names = [m.name for m in self.all_models()]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"model names must be unique across deployments: {duplicates}")
+        return self
+
+    def all_models(self) -> list[GeneratorModelConfig | EncoderModelConfig]:
+        """Every served model, generators first."""
+        return [*self.generators, *self.classifier.models, *self.encoder.models]
+
+
+class ServeFile(BaseModel):
+    """The parts of a Serve config file that maas reads (the rest passes through)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    applications: list[dict[str, Any]]
+    http_options: dict[str, Any] = Field(default_factory=dict)
+
+
+def load_serve_file(path: str | Path) -> ServeFile:
+    """Parse a Serve config YAML file."""
+    import yaml
+
+    return ServeFile.model_validate(yaml.safe_load(Path(path).read_text()))
+
+
+def load_app_config(path: str | Path, app_name: str = "maas") -> AppConfig:
+    """The :class:`AppConfig` of the named application in a Serve config YAML file."""
+    for app in load_serve_file(path).applications:
+        if app.get("name") == app_name:
+            return AppConfig.model_validate(app.get("args") or {})
+    raise ValueError(f"{path}: no application named {app_name!r}")

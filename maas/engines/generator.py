@@ -1,0 +1,165 @@
+"""Generator engine: vLLM's v1 ``AsyncLLM`` over token-id prompts (plain Python, no Serve).
+
+Continuous batching is vLLM's; this wrapper turns :class:`GenerationParams` into vLLM's
+``SamplingParams``, streams deltas as :class:`GenerationResult` messages and aborts the engine
+request when the consumer goes away (the generator is closed or cancelled).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from maas.config import GeneratorModelConfig
+from maas.errors import EngineError, InvalidRequestError, ServiceUnavailableError
+from maas.models import resolve_model_path
+from maas.schemas import GenerationChunk, GenerationParams, GenerationResult, TokenLogprob, TopLogprob
+
+
+def build_engine_args(config: GeneratorModelConfig, on_gpu: bool) -> Any:
+    """vLLM ``AsyncEngineArgs`` for a model config."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    if not on_gpu:
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(config.kv_cache_gib))))
+    kwargs: dict[str, Any] = {
+        "model": str(resolve_model_path(config.path)),
+        "served_model_name": config.name,
+        "dtype": config.dtype,
+        "max_model_len": config.max_model_len,
+        "max_num_seqs": config.max_num_seqs,
+        "enforce_eager": config.enforce_eager,
+        "disable_log_stats": True,
+    }
+    if on_gpu:
+        kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization
+    kwargs.update(config.engine_kwargs)
+    return AsyncEngineArgs(**kwargs)
+
+
+def to_sampling_params(params: GenerationParams) -> Any:
+    """vLLM ``SamplingParams`` (delta streaming) for validated generation parameters."""
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    return SamplingParams(
+        n=params.n,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        top_k=params.top_k,
+        max_tokens=params.max_tokens,
+        stop=params.stop or None,
+        seed=params.seed,
+        presence_penalty=params.presence_penalty,
+        frequency_penalty=params.frequency_penalty,
+        logprobs=params.logprobs,
+        output_kind=RequestOutputKind.DELTA,
+    )
+
+
+def token_logprobs(step_logprobs: list[dict[int, Any]] | None, token_ids: list[int], top: int) -> list[TokenLogprob] | None:
+    """OpenAI-style log probabilities of the tokens of one delta."""
+    if step_logprobs is None:
+        return None
+    entries = []
+    for token_id, candidates in zip(token_ids, step_logprobs):
+        chosen = candidates[token_id]
+        ranked = sorted(candidates.items(), key=lambda item: item[1].rank or 0)
+        alternatives = [_top_logprob(tid, lp) for tid, lp in ranked if (lp.rank or 0) <= top][:top]
+        entries.append(TokenLogprob(
+            token=_token_text(token_id, chosen),
+            logprob=_finite(chosen.logprob),
+            bytes=list(_token_text(token_id, chosen).encode()),
+            top_logprobs=alternatives,
+        ))
+    return entries
+
+
+def _top_logprob(token_id: int, logprob: Any) -> TopLogprob:
+    text = _token_text(token_id, logprob)
+    return TopLogprob(token=text, logprob=_finite(logprob.logprob), bytes=list(text.encode()))
+
+
+def _token_text(token_id: int, logprob: Any) -> str:
+    return logprob.decoded_token if logprob.decoded_token is not None else f"token_id:{token_id}"
+
+
+def _finite(value: float) -> float:
+    return max(value, -9999.0)
+
+
+class GeneratorEngine:
+    """One vLLM model behind an async streaming interface."""
+
+    def __init__(self, config: GeneratorModelConfig, on_gpu: bool = False) -> None:
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self.config = config
+        self.engine = AsyncLLM.from_engine_args(build_engine_args(config, on_gpu))
+        self.running = 0
+
+    async def generate(
+        self, prompt_token_ids: list[int], params: GenerationParams, request_id: str | None = None
+    ) -> AsyncIterator[GenerationResult]:
+        """Stream the outputs of one prompt; closing the iterator aborts the engine request."""
+        from vllm.inputs import TokensPrompt
+
+        request_id = request_id or uuid.uuid4().hex
+        stream = self.engine.generate(
+            TokensPrompt(prompt_token_ids=prompt_token_ids), to_sampling_params(params), request_id
+        )
+        completion_tokens = 0
+        self.running += 1
+        try:
+            async for output in stream:
+                chunks = [self._chunk(c, params) for c in output.outputs]
+                completion_tokens += sum(len(c.token_ids) for c in chunks)
+                yield GenerationResult(
+                    chunks=chunks,
+                    prompt_tokens=len(prompt_token_ids),
+                    completion_tokens=completion_tokens,
+                )
+        except Exception as exc:  # noqa: BLE001 - mapped to the service's errors
+            raise self._map_error(exc) from None
+        finally:
+            self.running -= 1
+            await stream.aclose()
+
+    @staticmethod
+    def _chunk(completion: Any, params: GenerationParams) -> GenerationChunk:
+        token_ids = list(completion.token_ids)
+        logprobs = None
+        if params.logprobs is not None:
+            logprobs = token_logprobs(completion.logprobs, token_ids, params.logprobs)
+        finish = completion.finish_reason
+        return GenerationChunk(
+            index=completion.index,
+            text=completion.text,
+            token_ids=token_ids,
+            logprobs=logprobs,
+            finish_reason=finish if finish in (None, "stop", "length", "abort") else "stop",
+        )
+
+    @staticmethod
+    def _map_error(exc: Exception) -> Exception:
+        names = {cls.__name__ for cls in type(exc).__mro__}
+        if "EngineDeadError" in names:
+            return ServiceUnavailableError("The generation engine died; the replica is restarting.")
+        if names & {"VLLMValidationError", "VLLMClientError", "ValueError"}:
+            return InvalidRequestError(str(exc))
+        return EngineError("The generation engine failed on this request.")
+
+    async def ping(self) -> None:
+        """Health: the engine loop is alive and a one-token greedy generation completes."""
+        await self.engine.check_health()
+        params = GenerationParams(temperature=0.0, max_tokens=1)
+        async for _ in self.generate([1], params):
+            pass
+
+    def is_dead(self) -> bool:
+        return bool(self.engine.errored)
+
+    def shutdown(self) -> None:
+        self.engine.shutdown()

@@ -1,0 +1,76 @@
+"""Tokenizer engine: HF fast tokenizers of every served model (plain Python, no Serve)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from maas.errors import InvalidRequestError
+from maas.models import resolve_model_path
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """Which tokenizer to load for a model, and that model's context length."""
+
+    name: str
+    path: str
+    max_model_len: int
+
+
+class TokenizerEngine:
+    """Tokenize prompts or chat messages, detokenize ids, for several models at once."""
+
+    def __init__(self, specs: list[TokenizerSpec]) -> None:
+        from transformers import AutoTokenizer
+
+        self.specs = {spec.name: spec for spec in specs}
+        self.tokenizers: dict[str, Any] = {}
+        for spec in specs:
+            tokenizer = AutoTokenizer.from_pretrained(str(resolve_model_path(spec.path)))
+            if not tokenizer.is_fast:
+                raise ValueError(f"{spec.name}: maas serves fast tokenizers only")
+            self.tokenizers[spec.name] = tokenizer
+
+    def max_model_len(self, model: str) -> int:
+        return self.specs[model].max_model_len
+
+    def encode(self, model: str, text: str, add_special_tokens: bool = True) -> list[int]:
+        """Token ids of a text prompt."""
+        return list(self.tokenizers[model].encode(text, add_special_tokens=add_special_tokens))
+
+    def encode_chat(
+        self,
+        model: str,
+        messages: list[dict[str, str]],
+        add_generation_prompt: bool = True,
+        add_special_tokens: bool = False,
+    ) -> list[int]:
+        """Token ids of chat messages rendered with the model's chat template."""
+        tokenizer = self.tokenizers[model]
+        if not tokenizer.chat_template:
+            raise InvalidRequestError(f"The model '{model}' has no chat template.", "messages")
+        text = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=add_generation_prompt, tokenize=False
+        )
+        return self.encode(model, text, add_special_tokens=add_special_tokens)
+
+    def decode(self, model: str, token_ids: list[int]) -> str:
+        """Text of token ids; ids outside the vocabulary are a 400."""
+        tokenizer = self.tokenizers[model]
+        vocab_size = len(tokenizer)
+        bad = next((t for t in token_ids if t < 0 or t >= vocab_size), None)
+        if bad is not None:
+            raise InvalidRequestError(
+                f"Token id {bad} is outside the vocabulary (size {vocab_size}).", "tokens"
+            )
+        return tokenizer.decode(token_ids)
+
+    def token_strings(self, model: str, token_ids: list[int]) -> list[str]:
+        """The vocabulary string of each token id."""
+        return list(self.tokenizers[model].convert_ids_to_tokens(token_ids))
+
+    def ping(self) -> None:
+        """A tiny real call of every tokenizer (the health check)."""
+        for name in self.tokenizers:
+            self.encode(name, "ping")

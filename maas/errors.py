@@ -1,0 +1,133 @@
+"""One error hierarchy for the whole service.
+
+Every error carries its own HTTP status and OpenAI error ``type``/``code``; the
+ingress turns any exception into the OpenAI error body with :func:`error_body`.
+Errors cross Ray process boundaries, so each one pickles (``__reduce__``).
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+
+class MaasError(Exception):
+    """Base class: an error that is safe to show to the client."""
+
+    status_code: int = HTTPStatus.INTERNAL_SERVER_ERROR
+    error_type: str = "internal_error"
+    code: str | None = None
+
+    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.message, self.param, self.code))
+
+
+class InvalidRequestError(MaasError):
+    """The request is malformed or a parameter is out of range (400)."""
+
+    status_code = HTTPStatus.BAD_REQUEST
+    error_type = "invalid_request_error"
+    code = "invalid_value"
+
+
+class ContextLengthExceededError(InvalidRequestError):
+    """The prompt (plus the requested output) does not fit the model's context."""
+
+    code = "context_length_exceeded"
+
+
+class ModelNotFoundError(MaasError):
+    """The request names a model that no deployment serves (404)."""
+
+    status_code = HTTPStatus.NOT_FOUND
+    error_type = "invalid_request_error"
+    code = "model_not_found"
+
+    @classmethod
+    def for_model(cls, model: str, capability: str, available: list[str]) -> ModelNotFoundError:
+        names = ", ".join(sorted(available)) or "none"
+        return cls(
+            f"The model '{model}' does not exist or does not support {capability}. "
+            f"Available: {names}.",
+            param="model",
+        )
+
+
+class NotFoundError(MaasError):
+    """The route does not exist (404)."""
+
+    status_code = HTTPStatus.NOT_FOUND
+    error_type = "invalid_request_error"
+    code = "not_found"
+
+
+class MethodNotAllowedError(MaasError):
+    """The route exists but not for this HTTP method (405)."""
+
+    status_code = HTTPStatus.METHOD_NOT_ALLOWED
+    error_type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class ServiceUnavailableError(MaasError):
+    """A deployment is overloaded, starting or unhealthy (503)."""
+
+    status_code = HTTPStatus.SERVICE_UNAVAILABLE
+    error_type = "service_unavailable"
+    code = "service_unavailable"
+
+
+class EngineError(MaasError):
+    """The engine failed while serving a valid request (500)."""
+
+    status_code = HTTPStatus.INTERNAL_SERVER_ERROR
+    error_type = "internal_error"
+    code = "engine_error"
+
+
+INTERNAL_ERROR_MESSAGE = "The server had an error while processing the request."
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """Return the original error inside Ray's wrapper errors (``RayTaskError`` and kin)."""
+    for _ in range(8):
+        cause = getattr(exc, "cause", None)
+        if not isinstance(cause, BaseException) or cause is exc:
+            return exc
+        exc = cause
+    return exc
+
+
+def as_maas_error(exc: BaseException) -> MaasError:
+    """Map any exception to a :class:`MaasError`; unknown errors hide their details."""
+    exc = unwrap(exc)
+    if isinstance(exc, MaasError):
+        return exc
+    if _is_ray_unavailable(exc):
+        return ServiceUnavailableError("The service is overloaded or restarting; retry shortly.")
+    return EngineError(INTERNAL_ERROR_MESSAGE)
+
+
+def _is_ray_unavailable(exc: BaseException) -> bool:
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return bool(names & {"BackPressureError", "ActorDiedError", "ActorUnavailableError",
+                         "RayActorError", "DeploymentUnavailableError", "TimeoutError"})
+
+
+def error_body(error: MaasError) -> dict[str, Any]:
+    """The OpenAI error body ``{"error": {"message", "type", "param", "code"}}``."""
+    return {
+        "error": {
+            "message": error.message,
+            "type": error.error_type,
+            "param": error.param,
+            "code": error.code,
+        }
+    }

@@ -1,0 +1,153 @@
+"""HTTP helpers of the ingress: the one error mapping, server-sent events, metrics middleware."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic import BaseModel
+
+from maas.errors import (
+    InvalidRequestError,
+    MaasError,
+    MethodNotAllowedError,
+    NotFoundError,
+    as_maas_error,
+    error_body,
+)
+from maas.metrics import MetricsRecorder
+
+logger = logging.getLogger(__name__)
+
+MODEL_SCOPE_KEY = "maas.model"
+
+
+def error_response(exc: BaseException) -> Any:
+    """The one mapping from any exception to an HTTP response with the OpenAI error body."""
+    from fastapi.responses import JSONResponse
+
+    error = as_maas_error(exc)
+    if error.status_code >= 500:
+        logger.error("request failed: %r", exc, exc_info=exc)
+    headers = {"x-maas-error-code": error.code or ""}
+    if error.status_code == 503:
+        headers["Retry-After"] = "1"
+    return JSONResponse(error_body(error), status_code=int(error.status_code), headers=headers)
+
+
+def validation_error(errors: list[dict[str, Any]]) -> InvalidRequestError:
+    """A 400 naming the first bad parameter of a FastAPI/pydantic validation failure."""
+    if not errors:
+        return InvalidRequestError("The request is invalid.")
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        return InvalidRequestError("The request body is not valid JSON.", code="invalid_json")
+    path = [str(part) for part in first.get("loc", ()) if part != "body"]
+    param = path[0] if path else None
+    where = ".".join(path)
+    message = str(first.get("msg", "invalid value"))
+    return InvalidRequestError(f"{where}: {message}" if where else message, param)
+
+
+def http_error(status_code: int, detail: str) -> MaasError:
+    """Starlette's own HTTP errors (unknown route, wrong method) as maas errors."""
+    if status_code == 404:
+        return NotFoundError("Not found: no such route.")
+    if status_code == 405:
+        return MethodNotAllowedError("Method not allowed on this route.")
+    error = InvalidRequestError(str(detail))
+    error.status_code = status_code
+    return error
+
+
+def install_error_handlers(app: Any) -> None:
+    """Route every error of a FastAPI app through :func:`error_response`."""
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException
+
+    async def on_maas_error(_: Any, exc: Exception) -> Any:
+        return error_response(exc)
+
+    async def on_validation(_: Any, exc: Exception) -> Any:
+        return error_response(validation_error(exc.errors()))  # type: ignore[attr-defined]
+
+    async def on_http(_: Any, exc: Exception) -> Any:
+        return error_response(http_error(exc.status_code, exc.detail))  # type: ignore[attr-defined]
+
+    app.add_exception_handler(MaasError, on_maas_error)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(HTTPException, on_http)
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware: counts and times requests by route; answers what escaped handlers.
+
+    (Pure ASGI, not ``BaseHTTPMiddleware``, so streaming and client disconnects pass through.)
+    """
+
+    def __init__(self, app: Any, recorder: MetricsRecorder) -> None:
+        self.app = app
+        self.recorder = recorder
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        state = {"status": 500, "code": ""}
+
+        async def send_and_watch(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                state["status"] = message["status"]
+                headers = dict(message.get("headers") or [])
+                state["code"] = headers.get(b"x-maas-error-code", b"").decode()
+                state["started"] = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_watch)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence
+            if state.get("started"):
+                raise
+            await error_response(exc)(scope, receive, send_and_watch)
+        finally:
+            self._record(scope, state, time.perf_counter() - start)
+
+    def _record(self, scope: dict[str, Any], state: dict[str, Any], seconds: float) -> None:
+        route = getattr(scope.get("route"), "path", "unmatched")
+        status = str(state["status"])
+        events: list[tuple[str, dict[str, str], float]] = [
+            ("maas_requests", {"route": route, "model": scope.get(MODEL_SCOPE_KEY, ""), "status": status}, 1),
+            ("maas_request_latency_seconds", {"route": route}, seconds),
+        ]
+        if int(status) >= 400:
+            events.append(("maas_request_errors", {"route": route, "status": status, "code": state["code"]}, 1))
+        self.recorder.record_many(events)
+
+
+def install_metrics_middleware(app: Any, recorder: MetricsRecorder) -> None:
+    """Count requests and errors and time them by route."""
+    app.add_middleware(MetricsMiddleware, recorder=recorder)
+
+
+def set_request_model(request: Any, model: str) -> None:
+    """Label this request's metrics with the model it names."""
+    request.scope[MODEL_SCOPE_KEY] = model
+
+
+async def sse_events(items: AsyncIterator[BaseModel]) -> AsyncIterator[str]:
+    """Server-sent events of a stream of models, ending with ``data: [DONE]``.
+
+    An error after the stream started becomes one event with the OpenAI error body.
+    """
+    try:
+        async for item in items:
+            yield f"data: {item.model_dump_json(exclude_none=True)}\n\n"
+    except Exception as exc:  # noqa: BLE001 - reported in-band, the status is already sent
+        error = as_maas_error(exc)
+        logger.warning("stream failed: %r", exc)
+        yield f"data: {json.dumps(error_body(error))}\n\n"
+    yield "data: [DONE]\n\n"

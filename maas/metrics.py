@@ -1,0 +1,105 @@
+"""Service metrics, aggregated over every replica of every deployment.
+
+Replicas record events into one small Ray actor (``maas-metrics``, no CPU reserved) with
+fire-and-forget calls; the ingress renders the actor's registry as Prometheus text at
+``GET /metrics``. One place holds every metric's definition.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+ACTOR_NAME = "maas-metrics"
+ACTOR_NAMESPACE = "maas"
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+# name -> (kind, help, label names, buckets)
+DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...], tuple[float, ...] | None]] = {
+    "maas_requests": ("counter", "Requests served, by route, model and status.",
+                      ("route", "model", "status"), None),
+    "maas_request_errors": ("counter", "Requests answered with an error, by route and status.",
+                            ("route", "status", "code"), None),
+    "maas_request_latency_seconds": ("histogram", "End-to-end request latency.",
+                                     ("route",), LATENCY_BUCKETS),
+    "maas_prompt_tokens": ("counter", "Prompt (input) tokens processed.", ("model",), None),
+    "maas_completion_tokens": ("counter", "Completion (output) tokens generated.", ("model",), None),
+    "maas_time_to_first_token_seconds": ("histogram", "Time to the first output token.",
+                                         ("model",), LATENCY_BUCKETS),
+    "maas_model_calls": ("counter", "Forward calls of batched engines.",
+                         ("deployment", "model"), None),
+    "maas_batch_size": ("histogram", "Inputs per forward call of batched engines.",
+                        ("deployment", "model"), BATCH_BUCKETS),
+}
+
+
+class MetricsRegistry:
+    """A Prometheus registry holding :data:`DEFINITIONS` (plain Python; the actor wraps it)."""
+
+    def __init__(self) -> None:
+        import prometheus_client as prom
+
+        prom.disable_created_metrics()
+        self.registry = prom.CollectorRegistry()
+        self.metrics: dict[str, Any] = {}
+        for name, (kind, doc, labels, buckets) in DEFINITIONS.items():
+            if kind == "counter":
+                metric = prom.Counter(name, doc, labels, registry=self.registry)
+            else:
+                metric = prom.Histogram(name, doc, labels, buckets=buckets, registry=self.registry)
+            self.metrics[name] = metric
+
+    def record(self, name: str, labels: dict[str, str], value: float = 1.0) -> None:
+        """Add to a counter or observe into a histogram."""
+        metric = self.metrics[name].labels(**labels)
+        if DEFINITIONS[name][0] == "counter":
+            metric.inc(value)
+        else:
+            metric.observe(value)
+
+    def record_many(self, events: list[tuple[str, dict[str, str], float]]) -> None:
+        for name, labels, value in events:
+            self.record(name, labels, value)
+
+    def render(self) -> str:
+        import prometheus_client as prom
+
+        return prom.generate_latest(self.registry).decode()
+
+
+def metrics_actor() -> Any:
+    """The shared metrics actor, created on first use."""
+    import ray
+
+    actor_class = ray.remote(num_cpus=0, max_restarts=-1)(MetricsRegistry)
+    return actor_class.options(
+        name=ACTOR_NAME, namespace=ACTOR_NAMESPACE, lifetime="detached", get_if_exists=True
+    ).remote()
+
+
+class MetricsRecorder:
+    """What replicas use: record events without waiting; failures never reach requests."""
+
+    def __init__(self) -> None:
+        self._actor: Any = None
+
+    def record(self, name: str, labels: dict[str, str], value: float = 1.0) -> None:
+        self.record_many([(name, labels, value)])
+
+    def record_many(self, events: list[tuple[str, dict[str, str], float]]) -> None:
+        try:
+            if self._actor is None:
+                self._actor = metrics_actor()
+            self._actor.record_many.remote(events)
+        except Exception:  # noqa: BLE001 - metrics must never fail a request
+            logger.warning("could not record metrics", exc_info=True)
+            self._actor = None
+
+    async def render(self) -> str:
+        if self._actor is None:
+            self._actor = metrics_actor()
+        return await self._actor.render.remote()

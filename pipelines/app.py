@@ -1,0 +1,60 @@
+"""Builder of the ``maas`` application: the serving graph composed from one :class:`AppConfig`.
+
+``serve run cluster/maas-cpu.yaml`` calls :func:`build_app` with the config's ``args``;
+``maas serve`` does the same through :func:`maas.cli.main`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ray.serve import Application
+
+from deployments.classifier import ClassifierDeployment
+from deployments.encoder import EncoderDeployment
+from deployments.generator import GeneratorDeployment
+from deployments.ingress import MaasIngress
+from deployments.tokenizer import TokenizerDeployment
+from maas.config import AppConfig, GeneratorModelConfig
+from maas.engines.tokenizer import TokenizerSpec
+
+APP_NAME = "maas"
+
+
+def generator_deployment_name(model: str) -> str:
+    """Deployment name of a model's generator, e.g. ``generator-smollm2-135m-instruct``."""
+    return "generator-" + re.sub(r"[^A-Za-z0-9_-]+", "-", model).strip("-")
+
+
+def tokenizer_specs(config: AppConfig) -> list[TokenizerSpec]:
+    """The tokenizer of every served model, with its context length."""
+    specs = [TokenizerSpec(g.name, g.path, g.max_model_len) for g in config.generators]
+    specs += [TokenizerSpec(m.name, m.path, m.max_seq_len)
+              for m in [*config.classifier.models, *config.encoder.models]]
+    return specs
+
+
+def _generator(config: GeneratorModelConfig) -> Application:
+    options = config.deployment.to_serve_options()
+    return GeneratorDeployment.options(name=generator_deployment_name(config.name), **options).bind(config)
+
+
+def build_app(args: AppConfig | dict[str, Any]) -> Application:
+    """The serving graph: ingress → tokenizer, one generator per model, classifier, encoder."""
+    config = AppConfig.model_validate(args) if isinstance(args, dict) else args
+    tokenizer = TokenizerDeployment.options(**config.tokenizer.deployment.to_serve_options()).bind(
+        tokenizer_specs(config)
+    )
+    generators = {g.name: _generator(g) for g in config.generators}
+    classifier = None
+    if config.classifier.models:
+        options = config.classifier.deployment.to_serve_options()
+        classifier = ClassifierDeployment.options(**options).bind(config.classifier)
+    encoder = None
+    if config.encoder.models:
+        encoder = EncoderDeployment.options(**config.encoder.deployment.to_serve_options()).bind(
+            config.encoder
+        )
+    ingress_options = config.ingress.deployment.to_serve_options()
+    return MaasIngress.options(**ingress_options).bind(config, tokenizer, generators, classifier, encoder)

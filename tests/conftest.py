@@ -1,0 +1,158 @@
+"""Shared fixtures: one real local Ray, the real models, and the maas application over HTTP.
+
+The service fixture starts the production graph (``pipelines.app.build_app``) with a test
+config: vLLM's CPU build serving SmolLM2, a sentiment classifier fine-tuned by the project's
+own Ray Train pipeline on a small budget, and MiniLM embeddings.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+import socket  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import httpx  # noqa: E402
+import pytest  # noqa: E402
+
+from maas.config import AppConfig  # noqa: E402
+
+GENERATOR = "smollm2-135m-instruct"
+CLASSIFIER = "sentiment-small"
+ENCODER = "all-minilm-l6-v2"
+TEST_MAX_MODEL_LEN = 512
+STARTUP_TIMEOUT_S = 420
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[str]:
+    """A real local Ray (logical CPUs above the 2 cores so the graph and training both fit)."""
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, include_dashboard=False, namespace="serve")
+        started = True
+    yield ray.get_runtime_context().gcs_address
+    if started:
+        from ray import serve
+
+        serve.shutdown()
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    from maas.models import prepare_smollm2
+
+    return prepare_smollm2()
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    from maas.models import minilm_path
+
+    return minilm_path()
+
+
+@pytest.fixture(scope="session")
+def sentiment_dir(ray_cluster: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A sentiment classifier trained by the production Ray Train pipeline, small budget."""
+    from pipelines.train import TrainConfig, train_classifier
+
+    config = TrainConfig(
+        task="sentiment",
+        output_dir=str(tmp_path_factory.mktemp("models") / "sentiment-small"),
+        max_train_examples=240,
+        max_eval_examples=64,
+        epochs=1,
+        max_seq_len=32,
+        batch_size=16,
+    )
+    return Path(train_classifier(config).model_dir)
+
+
+def test_app_config(smollm2_dir: Path, sentiment_dir: Path, minilm_dir: Path) -> AppConfig:
+    """The config of the application under test: small replicas for a 2-core machine."""
+    return AppConfig.model_validate({
+        "generators": [{
+            "name": GENERATOR, "path": str(smollm2_dir), "max_model_len": TEST_MAX_MODEL_LEN,
+            "max_tokens_limit": 256, "kv_cache_gib": 1,
+            "deployment": {"num_cpus": 0.5, "max_ongoing_requests": 64},
+        }],
+        "classifier": {
+            "models": [{"name": CLASSIFIER, "path": str(sentiment_dir), "max_seq_len": 64}],
+            "batching": {"max_batch_size": 32, "batch_wait_timeout_s": 0.02},
+            "deployment": {"num_cpus": 0.2, "max_ongoing_requests": 128},
+        },
+        "encoder": {
+            "models": [{"name": ENCODER, "path": str(minilm_dir), "max_seq_len": 128}],
+            "deployment": {"num_cpus": 0.2, "max_ongoing_requests": 128},
+        },
+    })
+
+
+test_app_config.__test__ = False  # a helper, not a test
+
+
+def wait_healthy(base_url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(f"{base_url}/health", timeout=15)
+            if response.status_code == 200:
+                return
+            last = response.text
+        except httpx.HTTPError as exc:
+            last = repr(exc)
+        time.sleep(2)
+    raise TimeoutError(f"service not healthy after {timeout_s}s: {last}")
+
+
+@pytest.fixture(scope="session")
+def app_config(smollm2_dir: Path, sentiment_dir: Path, minilm_dir: Path) -> AppConfig:
+    return test_app_config(smollm2_dir, sentiment_dir, minilm_dir)
+
+
+@pytest.fixture(scope="session")
+def service(ray_cluster: str, app_config: AppConfig) -> Iterator[str]:
+    """The maas application on a free loopback port; yields its base URL."""
+    from ray import serve
+
+    from pipelines.app import build_app
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port}, proxy_location="HeadOnly")
+    serve.run(build_app(app_config), name="maas", route_prefix="/", blocking=False)
+    base_url = f"http://127.0.0.1:{port}"
+    wait_healthy(base_url, STARTUP_TIMEOUT_S)
+    yield base_url
+    serve.delete("maas")
+
+
+@pytest.fixture(scope="session")
+def client(service: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=service, timeout=120) as http:
+        yield http
+
+
+@pytest.fixture(scope="session")
+def openai_client(service: str):  # noqa: ANN201 - openai.OpenAI
+    import openai
+
+    return openai.OpenAI(base_url=f"{service}/v1", api_key="unused", max_retries=0, timeout=120)
