@@ -98,7 +98,6 @@ class GeneratorEngine:
 
         self.config = config
         self.engine = AsyncLLM.from_engine_args(build_engine_args(config, on_gpu))
-        self.running = 0
 
     async def generate(
         self, prompt_token_ids: list[int], params: GenerationParams, request_id: str | None = None
@@ -107,11 +106,14 @@ class GeneratorEngine:
         from vllm.inputs import TokensPrompt
 
         request_id = request_id or uuid.uuid4().hex
+        try:
+            sampling = to_sampling_params(params)
+        except Exception as exc:  # noqa: BLE001 - vLLM's own parameter checks
+            raise self._map_error(exc) from None
         stream = self.engine.generate(
-            TokensPrompt(prompt_token_ids=prompt_token_ids), to_sampling_params(params), request_id
+            TokensPrompt(prompt_token_ids=prompt_token_ids), sampling, request_id
         )
         completion_tokens = 0
-        self.running += 1
         try:
             async for output in stream:
                 chunks = [self._chunk(c, params) for c in output.outputs]
@@ -124,7 +126,6 @@ class GeneratorEngine:
         except Exception as exc:  # noqa: BLE001 - mapped to the service's errors
             raise self._map_error(exc) from None
         finally:
-            self.running -= 1
             await stream.aclose()
 
     @staticmethod

@@ -1,0 +1,31 @@
+"""vLLM's offline ``LLM`` on the same model and parameters: the reference for greedy outputs.
+
+Run as a script (vLLM starts its engine in a child process): reads a JSON job from argv[1],
+writes the outputs as JSON to argv[2].
+"""
+
+import json
+import sys
+
+
+def main() -> None:
+    from vllm import LLM, SamplingParams
+
+    job = json.loads(open(sys.argv[1]).read())
+    llm = LLM(model=job["model_dir"], dtype="bfloat16", max_model_len=job["max_model_len"],
+              enforce_eager=True, seed=0)
+    params = SamplingParams(temperature=0.0, max_tokens=job["max_tokens"])
+    completions = llm.generate(job["prompts"], params)
+    chats = llm.chat([[m] for m in job["chat_messages"]], params)
+    result = {
+        "completions": [{"text": o.outputs[0].text, "token_ids": list(o.outputs[0].token_ids),
+                         "prompt_tokens": len(o.prompt_token_ids)} for o in completions],
+        "chats": [{"text": o.outputs[0].text, "token_ids": list(o.outputs[0].token_ids),
+                   "prompt_tokens": len(o.prompt_token_ids)} for o in chats],
+    }
+    with open(sys.argv[2], "w") as out:
+        json.dump(result, out)
+
+
+if __name__ == "__main__":
+    main()
