@@ -14,6 +14,7 @@ from maas.config import AppConfig, load_app_config, load_serve_file
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "cluster" / "maas-cpu.yaml"
 APP_NAME = "maas"
+LOOPBACK = "127.0.0.1"
 
 
 def _ray_env() -> None:
@@ -55,7 +56,7 @@ def _start_ray(address: str | None) -> None:
     if address:
         ray.init(address=address, namespace="serve")
     else:
-        ray.init(namespace="serve", dashboard_host="127.0.0.1", include_dashboard=False)
+        ray.init(namespace="serve", include_dashboard=False, _node_ip_address=LOOPBACK)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -77,7 +78,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _start_ray(args.address)
     serve.start(http_options={"host": host, "port": port}, proxy_location="HeadOnly")
     serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
-    print(f"[maas] serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)",
+    import ray
+
+    address = ray.get_runtime_context().gcs_address
+    print(f"[maas] serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)\n"
+          f"[maas] Ray cluster at {address}: `maas status --address {address}`; Ctrl-C stops.",
           flush=True)
     _wait_for_signal()
     serve.shutdown()
@@ -102,11 +107,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     _start_ray(args.address or "auto")
     status = serve.status()
     for name, app in status.applications.items():
-        print(f"application {name}: {app.status.value}")
+        print(f"application {name}: {_name(app.status)}")
         for dep_name, dep in app.deployments.items():
-            replicas = ", ".join(f"{state.value}={n}" for state, n in dep.replica_states.items())
-            print(f"  {dep_name:40s} {dep.status.value:10s} replicas: {replicas or 'none'}")
+            replicas = ", ".join(f"{_name(state)}={n}" for state, n in dep.replica_states.items())
+            print(f"  {dep_name:40s} {_name(dep.status):10s} replicas: {replicas or 'none'}")
     return 0
+
+
+def _name(state: Any) -> str:
+    return str(getattr(state, "value", state))
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -83,3 +83,17 @@ def test_default_serve_config_parses() -> None:
     assert [g.name for g in config.generators] == ["smollm2-135m-instruct"]
     assert [m.name for m in config.classifier.models] == ["sentiment"]
     assert [m.name for m in config.encoder.models] == ["all-minilm-l6-v2"]
+
+
+def test_serve_config_import_path_builds_the_graph() -> None:
+    """`serve run cluster/maas-cpu.yaml` imports this builder with the config's args."""
+    import importlib
+
+    from ray.serve import Application
+
+    from maas.config import load_serve_file
+
+    app = load_serve_file("cluster/maas-cpu.yaml").applications[0]
+    module, attr = app["import_path"].split(":")
+    builder = getattr(importlib.import_module(module), attr)
+    assert isinstance(builder(app["args"]), Application)

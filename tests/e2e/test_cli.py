@@ -1,0 +1,70 @@
+"""The `maas` command end to end: serve a config on a free port, call it, show status, stop."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _config(path: Path, port: int) -> None:
+    """A small Serve config: the embedded encoder only (fast to start)."""
+    path.write_text(yaml.safe_dump({
+        "http_options": {"host": "127.0.0.1", "port": port},
+        "applications": [{
+            "name": "maas", "route_prefix": "/", "import_path": "pipelines.app:build_app",
+            "args": {"encoder": {"models": [{"name": "minilm", "path": "embedded:all-minilm-l6-v2"}]}},
+        }],
+    }))
+
+
+def _wait_for_line(process: subprocess.Popen, needle: str, timeout_s: float) -> list[str]:
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line and process.poll() is not None:
+            break
+        lines.append(line)
+        if needle in line:
+            return lines
+    raise AssertionError(f"no {needle!r} in output:\n{''.join(lines)[-3000:]}")
+
+
+def test_maas_serve_status_and_stop(tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "serve.yaml"
+    _config(config, port)
+    maas = [sys.executable, "-m", "maas.cli"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen([*maas, "serve", "--config", str(config)], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = _wait_for_line(process, "Ray cluster at", 300)
+        assert any(f"serving on http://127.0.0.1:{port}" in line for line in lines)
+        address = lines[-1].split("Ray cluster at ")[1].split(":", 2)
+        address = ":".join(address[:2])
+        body = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings",
+                          json={"model": "minilm", "input": "hello"}, timeout=60).json()
+        assert len(body["data"][0]["embedding"]) == 384
+        status = subprocess.run([*maas, "status", "--address", address], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert status.returncode == 0, status.stderr[-2000:]
+        assert "encoder" in status.stdout and "RUNNING" in status.stdout
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    assert process.returncode == 0
