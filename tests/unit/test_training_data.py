@@ -106,3 +106,43 @@ def test_data_hash_is_stable_and_order_independent(topic: list[Example]) -> None
     assert data_hash(tiny) == "19d9cef27945a5946e7e7864f99ea4be67ce6865324c30c1408650e3e0fd5aa8"
     assert data_hash([("good", "negative"), ("bad", "negative")]) != data_hash(tiny)
     assert data_hash(topic) == data_hash(load_task("topic"))
+
+
+def test_rank_batches_shard_every_example_once_with_equal_step_counts() -> None:
+    from pipelines.train import rank_batches
+
+    lengths = [random.Random(i).randint(3, 64) for i in range(1001)]
+    per_rank = [rank_batches(lengths, 16, 2, rank, seed=0, epoch=0) for rank in (0, 1)]
+    assert len(per_rank[0]) == len(per_rank[1]) == 32  # ceil(1002 / 32)
+    seen = [i for batches in per_rank for batch in batches for i in batch]
+    assert len(seen) == 1002 and set(seen) == set(range(1001))  # one example repeated to even out
+    padded = sum(max(lengths[i] for i in batch) for batch in per_rank[0]) / len(per_rank[0])
+    assert padded < sum(lengths) / len(lengths) + 3  # length-grouped: little padding
+    assert per_rank[0] == rank_batches(lengths, 16, 2, 0, seed=0, epoch=0)
+    assert per_rank[0] != rank_batches(lengths, 16, 2, 0, seed=0, epoch=1)
+
+
+def test_train_cli_builds_a_validated_config() -> None:
+    from pipelines.train import TrainConfig, config_from_args
+
+    config = config_from_args(
+        [
+            "topic",
+            "--epochs",
+            "2",
+            "--max-train-examples",
+            "none",
+            "--no-balance-train",
+            "--split-fractions",
+            "0.7",
+            "0.15",
+            "0.15",
+        ]
+    )
+    assert (config.task, config.epochs, config.max_train_examples) == ("topic", 2, None)
+    assert config.balance_train is False and config.split_fractions == (0.7, 0.15, 0.15)
+    assert TrainConfig(task="sentiment").max_seq_len == 64
+    with pytest.raises(SystemExit):
+        config_from_args(["sentiment", "--epochs", "0"])
+    with pytest.raises(ValueError):
+        TrainConfig(task="sentiment", unknown_field=1)
