@@ -146,7 +146,6 @@ class TokenizerConfig(StrictModel):
 class IngressConfig(StrictModel):
     """The HTTP ingress deployment."""
 
-    request_timeout_s: float = Field(300.0, gt=0, description="Deadline of one request.")
     deployment: DeploymentOptions = Field(
         default_factory=lambda: DeploymentOptions(num_cpus=0.1, max_ongoing_requests=256),
         description="Serve options.",
