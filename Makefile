@@ -11,7 +11,7 @@ export RAY_AUTH_MODE := token
 export TOKENIZERS_PARALLELISM := false
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install run prepare test lint bench clean
+.PHONY: install run prepare test lint clean
 
 install: $(STAMP)
 
@@ -38,10 +38,7 @@ test: install
 	$(PY) -m pytest tests
 
 lint: install
-	$(VENV)/bin/ruff check maas deployments pipelines tests benchmarks
-
-bench: install
-	$(PY) -m benchmarks.run
+	$(VENV)/bin/ruff check maas deployments pipelines tests
 
 clean:
 	rm -rf $(VENV) .pytest_cache
