@@ -20,7 +20,12 @@ from ray.serve.handle import DeploymentHandle
 
 from maas.assemble import chat_chunks, chat_response, completion_chunks, completion_response
 from maas.config import AppConfig, GeneratorModelConfig
-from maas.errors import InvalidRequestError, ModelNotFoundError, ServiceUnavailableError
+from maas.errors import (
+    ContextLengthExceededError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    ServiceUnavailableError,
+)
 from maas.http import install_error_handlers, install_metrics_middleware, set_request_model, sse_events
 from maas.metrics import MetricsRecorder
 from maas.schemas import (
@@ -73,8 +78,6 @@ def resolve_max_tokens(
             f"{param} must be at most {config.max_tokens_limit} for this model.", param
         )
     if requested > room:
-        from maas.errors import ContextLengthExceededError
-
         raise ContextLengthExceededError(
             f"This model's maximum context length is {config.max_model_len} tokens; the prompt "
             f"has {prompt_tokens} tokens and {param} asks for {requested}.",

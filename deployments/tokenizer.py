@@ -5,7 +5,7 @@ from __future__ import annotations
 from ray import serve
 
 from maas.engines.tokenizer import TokenizerEngine, TokenizerSpec
-from maas.errors import ContextLengthExceededError, ModelNotFoundError
+from maas.errors import ContextLengthExceededError, InvalidRequestError, ModelNotFoundError
 from maas.schemas import (
     ChatMessage,
     DetokenizeRequest,
@@ -76,7 +76,7 @@ class TokenizerDeployment:
                 param,
             )
         if not ids:
-            raise ContextLengthExceededError("The prompt is empty.", param, code="invalid_value")
+            raise InvalidRequestError("The prompt is empty.", param)
         return ids
 
     def ping(self) -> bool:

