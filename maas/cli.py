@@ -56,7 +56,8 @@ def _start_ray(address: str | None) -> None:
     if address:
         ray.init(address=address, namespace="serve")
     else:
-        ray.init(namespace="serve", include_dashboard=False, _node_ip_address=LOOPBACK)
+        ray.init(address="local", namespace="serve", include_dashboard=False,
+                 _node_ip_address=LOOPBACK)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:

@@ -45,7 +45,8 @@ def ray_cluster() -> Iterator[str]:
 
     started = False
     if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, namespace="serve", _node_ip_address="127.0.0.1")
+        ray.init(address="local", num_cpus=4, include_dashboard=False, namespace="serve",
+                 _node_ip_address="127.0.0.1")
         started = True
     yield ray.get_runtime_context().gcs_address
     if started:
