@@ -9,13 +9,17 @@ from ray import serve
 
 from maas.batching import run_grouped
 from maas.config import ClassifierConfig, EncoderConfig
-from maas.engines.encoders import set_torch_threads
-from maas.errors import InvalidRequestError, ModelNotFoundError
+from maas.engines.encoders import LoadedEncoder, set_torch_threads
+from maas.errors import InvalidRequestError
 from maas.metrics import MetricsRecorder
 
 
 class BatchedEncoderBase:
-    """Shared logic: per-request limits, ``@serve.batch`` across requests, batch metrics."""
+    """Shared logic: per-request limits, ``@serve.batch`` across requests, batch metrics.
+
+    Subclasses say how a model id becomes a loaded model (:meth:`_encoder`) and run one
+    forward pass over a group of texts of one model (:meth:`_forward`).
+    """
 
     capability = ""
     deployment_name = ""
@@ -28,38 +32,34 @@ class BatchedEncoderBase:
         self.run_batch.set_max_batch_size(config.batching.max_batch_size)
         self.run_batch.set_batch_wait_timeout_s(config.batching.batch_wait_timeout_s)
 
-    def models(self) -> list[str]:
-        return list(self.engine.models)
+    async def _encoder(self, model_id: str) -> LoadedEncoder:
+        raise NotImplementedError
 
-    async def _submit(self, model: str, texts: list[str]) -> list[Any]:
-        if model not in self.engine.models:
-            raise ModelNotFoundError.for_model(model, self.capability, list(self.engine.models))
+    async def _submit(self, model_id: str, texts: list[str]) -> list[Any]:
         if len(texts) > self.batching.max_inputs_per_request:
             raise InvalidRequestError(
                 f"At most {self.batching.max_inputs_per_request} inputs per request; "
                 f"got {len(texts)}.",
                 "input",
             )
-        return list(await asyncio.gather(*(self.run_batch((model, t)) for t in texts)))
+        encoder = await self._encoder(model_id)
+        return list(await asyncio.gather(*(self.run_batch((model_id, (encoder, t))) for t in texts)))
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
-    async def run_batch(self, items: list[tuple[str, str]]) -> list[Any]:
+    async def run_batch(self, items: list[tuple[str, tuple[LoadedEncoder, str]]]) -> list[Any]:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, self._run_grouped, items)
 
-    def _run_grouped(self, items: list[tuple[str, str]]) -> list[Any]:
-        return run_grouped(items, self._forward, self.batching.max_batch_size)
+    def _run_grouped(self, items: list[tuple[str, tuple[LoadedEncoder, str]]]) -> list[Any]:
+        return run_grouped(items, self._forward_group, self.batching.max_batch_size)
 
-    def _forward(self, model: str, texts: list[str]) -> list[Any]:
+    def _forward_group(self, model_id: str, inputs: list[tuple[LoadedEncoder, str]]) -> list[Any]:
+        self._record_batch(model_id, len(inputs))
+        return self._forward(inputs[0][0], [text for _, text in inputs])
+
+    def _forward(self, encoder: LoadedEncoder, texts: list[str]) -> list[Any]:
         raise NotImplementedError
 
     def _record_batch(self, model: str, size: int) -> None:
         labels = {"deployment": self.deployment_name, "model": model}
         self.metrics.record_many([("maas_model_calls", labels, 1), ("maas_batch_size", labels, size)])
-
-    def ping(self) -> bool:
-        self.engine.ping()
-        return True
-
-    def check_health(self) -> None:
-        self.engine.ping()

@@ -1,12 +1,26 @@
-"""Classifier deployment: transformers sequence classification with dynamic batching."""
+"""Classifier deployment: several sequence classifiers, versioned, with dynamic batching.
+
+Models are loaded on demand per model id with Serve's model multiplexing (``@serve.multiplexed``:
+an LRU of loaded models per replica, and requests for a model routed to replicas that have
+it loaded). A model configured as ``registry:<name>`` is served as its live registry version:
+the ingress resolves ``sentiment`` to ``sentiment/v2`` per request, so a rollout (the registry's
+live pointer moving to another version) takes effect at the next request, without a redeploy;
+requests already running finish on the version they started with.
+"""
 
 from __future__ import annotations
+
+import asyncio
 
 from ray import serve
 
 from deployments.batched import BatchedEncoderBase
 from maas.config import ClassifierConfig
-from maas.engines.encoders import Classification, ClassifierEngine
+from maas.engines.encoders import Classification, ClassifierEngine, LoadedEncoder
+from maas.registry import ModelRegistry, ServedClassifiers
+
+MAX_LOADED_MODELS = 8
+"""Models one replica keeps loaded (least recently used ones are dropped first)."""
 
 
 @serve.deployment(name="classifier")
@@ -16,12 +30,32 @@ class ClassifierDeployment(BatchedEncoderBase):
     capability = "classification"
     deployment_name = "classifier"
 
-    def __init__(self, config: ClassifierConfig) -> None:
-        self._setup(config, ClassifierEngine(config.models))
+    def __init__(self, config: ClassifierConfig, registry_dir: str | None = None) -> None:
+        self.served = ServedClassifiers(config.models, ModelRegistry(registry_dir))
+        self._setup(config, ClassifierEngine())
 
-    async def classify(self, model: str, texts: list[str]) -> list[Classification]:
-        return await self._submit(model, texts)
+    def models(self) -> list[str]:
+        return self.served.names()
 
-    def _forward(self, model: str, texts: list[str]) -> list[Classification]:
-        self._record_batch(model, len(texts))
-        return self.engine.classify(model, texts)
+    async def classify(self, model_id: str, texts: list[str]) -> list[Classification]:
+        """Classify with a model id from :meth:`ServedClassifiers.resolve` (e.g. ``sentiment/v2``)."""
+        return await self._submit(model_id, texts)
+
+    @serve.multiplexed(max_num_models_per_replica=MAX_LOADED_MODELS)
+    async def _encoder(self, model_id: str) -> LoadedEncoder:
+        config, path = self.served.location(model_id)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self.engine.load, config, path)
+
+    def _forward(self, encoder: LoadedEncoder, texts: list[str]) -> list[Classification]:
+        return self.engine.classify(encoder, texts)
+
+    async def ping(self) -> bool:
+        """Classify a word with the live version of every served model (loading it if needed)."""
+        for name in self.served.names():
+            model_id = self.served.resolve(name)
+            await self.classify(model_id, ["ping"])
+        return True
+
+    async def check_health(self) -> None:
+        await self.ping()

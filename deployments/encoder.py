@@ -6,12 +6,13 @@ from ray import serve
 
 from deployments.batched import BatchedEncoderBase
 from maas.config import EncoderConfig
-from maas.engines.encoders import Embedding, EmbeddingEngine
+from maas.engines.encoders import Embedding, EmbeddingEngine, LoadedEncoder
+from maas.errors import ModelNotFoundError
 
 
 @serve.deployment(name="encoder")
 class EncoderDeployment(BatchedEncoderBase):
-    """Sentence embeddings: mean pooling, L2-normalised."""
+    """Sentence embeddings: mean pooling, L2-normalised; every model loaded at start."""
 
     capability = "embeddings"
     deployment_name = "encoder"
@@ -19,9 +20,23 @@ class EncoderDeployment(BatchedEncoderBase):
     def __init__(self, config: EncoderConfig) -> None:
         self._setup(config, EmbeddingEngine(config.models))
 
+    def models(self) -> list[str]:
+        return list(self.engine.models)
+
     async def embed(self, model: str, texts: list[str]) -> list[Embedding]:
         return await self._submit(model, texts)
 
-    def _forward(self, model: str, texts: list[str]) -> list[Embedding]:
-        self._record_batch(model, len(texts))
-        return self.engine.embed(model, texts)
+    async def _encoder(self, model_id: str) -> LoadedEncoder:
+        if model_id not in self.engine.models:
+            raise ModelNotFoundError.for_model(model_id, self.capability, list(self.engine.models))
+        return self.engine.models[model_id]
+
+    def _forward(self, encoder: LoadedEncoder, texts: list[str]) -> list[Embedding]:
+        return self.engine.embed(encoder, texts)
+
+    def ping(self) -> bool:
+        self.engine.ping()
+        return True
+
+    def check_health(self) -> None:
+        self.engine.ping()

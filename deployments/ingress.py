@@ -23,11 +23,13 @@ from maas.config import AppConfig, GeneratorModelConfig
 from maas.errors import (
     ContextLengthExceededError,
     InvalidRequestError,
+    MaasError,
     ModelNotFoundError,
     ServiceUnavailableError,
 )
 from maas.http import install_error_handlers, install_metrics_middleware, set_request_model, sse_events
 from maas.metrics import MetricsRecorder
+from maas.registry import ModelRegistry, ServedClassifiers
 from maas.schemas import (
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -142,7 +144,8 @@ class MaasIngress:
         self.classifier = classifier
         self.encoder = encoder
         self.generator_configs = {g.name: g for g in config.generators}
-        self.classifier_models = {m.name for m in config.classifier.models}
+        self.classifiers = ServedClassifiers(config.classifier.models, ModelRegistry(config.registry_dir))
+        self._classifier_handles: dict[str, DeploymentHandle] = {}
         self.encoder_models = {m.name for m in config.encoder.models}
 
     # ------------------------------------------------------------------ handle methods
@@ -151,7 +154,8 @@ class MaasIngress:
         """Every served model with its capability."""
         cards = [ModelCard(id=g.name, capability="generate", max_model_len=g.max_model_len)
                  for g in self.config.generators]
-        cards += [ModelCard(id=m.name, capability="classify", max_model_len=m.max_seq_len)
+        cards += [ModelCard(id=m.name, capability="classify", max_model_len=m.max_seq_len,
+                            version=self._live_version(m.name))
                   for m in self.config.classifier.models]
         cards += [ModelCard(id=m.name, capability="embed", max_model_len=m.max_seq_len)
                   for m in self.config.encoder.models]
@@ -195,11 +199,11 @@ class MaasIngress:
 
     async def classify(self, request: ClassifyRequest) -> ClassifyResponse:
         """Every label's probability for one or more texts."""
-        handle = self._classifier_handle(request.model)
-        results = await handle.classify.remote(request.model, request.texts())
+        model_id = self._classifier_model_id(request.model)
+        results = await self._classifier_handle(model_id).classify.remote(model_id, request.texts())
         data = [ClassificationData(index=i, label=r.label, probs=r.probs, labels=r.labels,
                                    num_classes=len(r.probs)) for i, r in enumerate(results)]
-        return ClassifyResponse(model=request.model, data=data,
+        return ClassifyResponse(model=model_id, data=data,
                                 usage=UsageInfo.of(sum(r.num_tokens for r in results)))
 
     async def tokenize(self, request: TokenizeRequest) -> TokenizeResponse:
@@ -231,10 +235,27 @@ class MaasIngress:
             raise ModelNotFoundError.for_model(model, "generation", list(self.generator_configs))
         return self.generator_configs[model]
 
-    def _classifier_handle(self, model: str) -> DeploymentHandle:
-        if self.classifier is None or model not in self.classifier_models:
-            raise ModelNotFoundError.for_model(model, "classification", list(self.classifier_models))
-        return self.classifier
+    def _classifier_model_id(self, model: str) -> str:
+        """The model id serving ``model`` now: its live registry version, or a pinned ``name/vN``."""
+        if self.classifier is None:
+            raise ModelNotFoundError.for_model(model, "classification", [])
+        return self.classifiers.resolve(model)
+
+    def _classifier_handle(self, model_id: str) -> DeploymentHandle:
+        """The classifier handle routing to replicas that have ``model_id`` loaded."""
+        handle = self._classifier_handles.get(model_id)
+        if handle is None:
+            handle = self.classifier.options(multiplexed_model_id=model_id)  # type: ignore[union-attr]
+            self._classifier_handles[model_id] = handle
+        return handle
+
+    def _live_version(self, name: str) -> str | None:
+        """``vN`` of a registry-backed classifier, else None."""
+        try:
+            model_id = self.classifiers.resolve(name)
+        except MaasError:
+            return None
+        return model_id.rpartition("/")[2] if model_id != name else None
 
     def _encoder_handle(self, model: str) -> DeploymentHandle:
         if self.encoder is None or model not in self.encoder_models:

@@ -12,7 +12,8 @@ from typing import Any
 
 from maas.config import AppConfig, load_app_config, load_serve_file
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "cluster" / "maas-cpu.yaml"
+CLUSTER_DIR = Path(__file__).resolve().parent.parent / "cluster"
+DEFAULT_CONFIG = CLUSTER_DIR / "maas-cpu.yaml"
 APP_NAME = "maas"
 LOOPBACK = "127.0.0.1"
 
@@ -25,27 +26,43 @@ def _ray_env() -> None:
 
 
 def prepare_models(config: AppConfig) -> None:
-    """Prepare every embedded model the config names (convert SmolLM2, train sentiment)."""
+    """Prepare every embedded model the config names: convert SmolLM2, and train each registry
+    classifier of a built-in task (sentiment, topic) that has no live version yet."""
     from maas import models
+    from maas.registry import REGISTRY_PREFIX, ModelRegistry
 
+    registry = ModelRegistry(config.registry_dir)
     for model in config.all_models():
-        if not model.path.startswith(models.EMBEDDED_PREFIX):
-            continue
-        name = model.path.removeprefix(models.EMBEDDED_PREFIX)
-        if name == models.SENTIMENT and not models.is_prepared(models.model_dir(name)):
-            _train_default_sentiment()
-        else:
+        if model.path.startswith(models.EMBEDDED_PREFIX):
             models.resolve_model_path(model.path, prepare=True)
+        elif model.path.startswith(REGISTRY_PREFIX):
+            name = model.path.removeprefix(REGISTRY_PREFIX)
+            if registry.live_version(name) is None:
+                _train_default(name, config.registry_dir)
 
 
-def _train_default_sentiment() -> None:
-    print("[maas] no trained sentiment model cached yet: training it now (a few minutes)...",
+def train_config_file(task: str) -> Path | None:
+    """``cluster/train-<task>.yaml``: the default training config of a task, if there is one."""
+    path = CLUSTER_DIR / f"train-{task}.yaml"
+    return path if path.is_file() else None
+
+
+def _train_default(name: str, registry_dir: str | None) -> None:
+    from pipelines.train import config_from_args, train_classifier
+    from pipelines.training_data import TASKS
+
+    if name not in TASKS:
+        raise SystemExit(f"[maas] the registry model '{name}' has no live version: train it with "
+                         f"`maas train <task> --model-name {name}` first.")
+    print(f"[maas] no live '{name}' model in the registry yet: training it now (a few minutes)...",
           file=sys.stderr)
-    from pipelines.train import TrainConfig, train_classifier
-
+    args = [name, *(["--registry-dir", registry_dir] if registry_dir else [])]
+    config_file = train_config_file(name)
+    args += ["--config", str(config_file)] if config_file else []
     _start_ray(None)
-    result = train_classifier(TrainConfig(task="sentiment"))
-    print(f"[maas] sentiment model ready: {result.model_dir}", file=sys.stderr)
+    result = train_classifier(config_from_args(args))
+    print(f"[maas] {result.model_ref} is live: test macro-F1 {result.metrics['test_macro_f1']:.3f} "
+          f"(TF-IDF baseline {result.metrics['baseline_test_macro_f1']:.3f})", file=sys.stderr)
 
 
 def _start_ray(address: str | None) -> None:
@@ -120,10 +137,55 @@ def _name(state: Any) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Train into the registry; ``cluster/train-<task>.yaml`` gives the defaults if present."""
     from pipelines.train import main as train_main
 
+    train_args = [args.task, *args.train_args]
+    config_file = train_config_file(args.task)
+    if config_file and "--config" not in args.train_args:
+        train_args += ["--config", str(config_file)]
     _start_ray(args.address)
-    return int(train_main([args.task, *args.train_args]) or 0)
+    return int(train_main(train_args) or 0)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """``maas models list``: every registry version with its metrics; ``*`` marks the live one."""
+    from maas.registry import ModelRegistry
+
+    registry = ModelRegistry(_registry_dir(args))
+    print(f"{'':2}{'model':28} {'created':26} {'task':10} {'macro-F1':>8} {'baseline':>8}  labels")
+    for name in registry.names():
+        for v in registry.versions(name):
+            f1, base = v.metrics.get("test_macro_f1"), v.metrics.get("baseline_test_macro_f1")
+            print(f"{'*' if v.live else ' ':2}{v.ref:28} {v.created_at:26} {v.task or '-':10} "
+                  f"{_num(f1):>8} {_num(base):>8}  {','.join(v.labels)}")
+    print(f"(registry: {registry.root})")
+    return 0
+
+
+def _registry_dir(args: argparse.Namespace) -> str | None:
+    """``--registry-dir``, else the one of the Serve config (``--config``), else the default."""
+    return args.registry_dir or load_app_config(args.config).registry_dir
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    """``maas rollout NAME VERSION``: make a registry version live; the service follows at once."""
+    from maas.registry import ModelRegistry, RegistryError
+
+    registry = ModelRegistry(_registry_dir(args))
+    previous = registry.live_version(args.name)
+    try:
+        version = registry.set_live(args.name, args.version, allow_label_change=args.allow_label_change)
+    except RegistryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"[maas] {version.ref} is live (was {previous or 'none'}); classify requests for "
+          f"'{args.name}' use it from the next request on.")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,10 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
         ("serve", cmd_serve, "start a local Ray and serve the application"),
         ("prepare", cmd_prepare, "prepare the embedded default models"),
         ("status", cmd_status, "show applications, deployments and replicas"),
-        ("train", cmd_train, "fine-tune a classifier with Ray Train"),
+        ("train", cmd_train, "fine-tune a classifier with Ray Train into the model registry"),
+        ("models", cmd_models, "list the model registry's versions (`maas models list`)"),
+        ("rollout", cmd_rollout, "make a registry version live in the running service"),
     ):
         command = sub.add_parser(name, help=doc)
         command.set_defaults(func=func)
+        if name in ("models", "rollout"):
+            _registry_options(command, name)
+            continue
         command.add_argument("--address", default=None, help="Ray cluster address (default: local)")
         if name in ("serve", "prepare"):
             command.add_argument("--config", default=str(DEFAULT_CONFIG), help="Serve config YAML")
@@ -147,6 +214,19 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("task", help="task to train, e.g. sentiment or topic")
             command.add_argument("train_args", nargs=argparse.REMAINDER, help="training options")
     return parser
+
+
+def _registry_options(command: argparse.ArgumentParser, name: str) -> None:
+    command.add_argument("--registry-dir", default=None,
+                         help="model registry (default: the config's, else the cache's)")
+    command.add_argument("--config", default=str(DEFAULT_CONFIG), help="Serve config YAML")
+    if name == "models":
+        command.add_argument("action", choices=["list"], nargs="?", default="list")
+    else:
+        command.add_argument("name", help="registry model name, e.g. sentiment")
+        command.add_argument("version", help="version to make live, e.g. v2")
+        command.add_argument("--allow-label-change", action="store_true",
+                             help="roll out a version whose labels differ from the live one's")
 
 
 def main(argv: list[str] | None = None) -> int:

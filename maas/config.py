@@ -102,7 +102,11 @@ class EncoderModelConfig(StrictModel):
     """One transformers encoder model (classifier or embedding model)."""
 
     name: ModelName = Field(..., min_length=1, description="Name clients use in `model`.")
-    path: str = Field(..., description="Local HF folder, or `embedded:<name>` for a default model.")
+    path: str = Field(
+        ...,
+        description="Local HF folder, `embedded:<name>` for a default model, or (classifiers) "
+        "`registry:<name>` for the live version of a registry model.",
+    )
     max_seq_len: int = Field(256, ge=8, le=8192, description="Inputs are truncated to this.")
 
 
@@ -162,6 +166,9 @@ class AppConfig(StrictModel):
     encoder: EncoderConfig = Field(default_factory=EncoderConfig, description="Embedding models.")
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig, description="Tokenizers.")
     ingress: IngressConfig = Field(default_factory=IngressConfig, description="HTTP ingress.")
+    registry_dir: str | None = Field(
+        None, description="Model registry folder (shared storage on a cluster); None: cache_dir()/registry."
+    )
 
     @model_validator(mode="after")
     def _unique_model_names(self) -> AppConfig:

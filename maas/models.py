@@ -1,6 +1,6 @@
 """Preparation and resolution of the embedded default models.
 
-Three models ship with the service and are named ``embedded:<name>`` in the
+Two models ship with the service and are named ``embedded:<name>`` in the
 configuration:
 
 * ``smollm2-135m-instruct``: the chat model. Its package ships a quantized
@@ -8,8 +8,9 @@ configuration:
   folder (bfloat16 safetensors + fast tokenizer + chat template) that both
   transformers and vLLM load.
 * ``all-minilm-l6-v2``: the embedding model, used straight from its package.
-* ``sentiment``: a classifier trained by another module into
-  ``cache_dir()/models/sentiment``; here we only check that it is there.
+
+The default classifiers (``sentiment``, ``topic``) are trained by ``pipelines.train`` into the
+model registry (:mod:`maas.registry`) and configured as ``registry:<name>``.
 
 A prepared folder is complete only when it holds the marker file
 :data:`MARKER_FILE`. Folders are built in a temporary sibling and renamed into
@@ -42,8 +43,7 @@ if TYPE_CHECKING:
 
 SMOLLM2 = "smollm2-135m-instruct"
 MINILM = "all-minilm-l6-v2"
-SENTIMENT = "sentiment"
-EMBEDDED_MODELS: tuple[str, ...] = (SMOLLM2, MINILM, SENTIMENT)
+EMBEDDED_MODELS: tuple[str, ...] = (SMOLLM2, MINILM)
 EMBEDDED_PREFIX = "embedded:"
 
 MARKER_FILE = "maas_prepared.json"
@@ -323,8 +323,6 @@ def _resolve_embedded(name: str, prepare: bool) -> Path:
         return prepare_smollm2() if prepare else _prepared_or_raise(name)
     if name == MINILM:
         return minilm_path()
-    if name == SENTIMENT:
-        return _prepared_or_raise(name)
     known = ", ".join(EMBEDDED_MODELS)
     raise ValueError(f"Unknown embedded model '{name}'. Known: {known}.")
 
@@ -341,17 +339,23 @@ def _resolve_local(spec: str) -> Path:
     return path.resolve()
 
 
-def resolve_model_path(spec: str, prepare: bool = True) -> Path:
-    """The folder of a model given as ``embedded:<name>`` or as a local path.
+def resolve_model_path(spec: str, prepare: bool = True, registry_dir: str | None = None) -> Path:
+    """The folder of a model given as ``embedded:<name>``, ``registry:<name>`` or a local path.
+
+    ``registry:<name>`` is the live version of a registry model (in ``registry_dir``).
 
     ``embedded:smollm2-135m-instruct`` is prepared on demand when ``prepare`` is
-    true; otherwise (and always for ``embedded:sentiment``) a missing prepared
+    true; otherwise a missing prepared
     folder raises :class:`ModelNotPreparedError`. A local path must be a folder
     with ``config.json``, else :class:`FileNotFoundError`. An unknown embedded
     name raises :class:`ValueError`.
     """
     if spec.startswith(EMBEDDED_PREFIX):
         return _resolve_embedded(spec.removeprefix(EMBEDDED_PREFIX), prepare)
+    if spec.startswith("registry:"):
+        from maas.registry import ModelRegistry
+
+        return Path(ModelRegistry(registry_dir).resolve(spec.removeprefix("registry:")).path)
     return _resolve_local(spec)
 
 

@@ -412,6 +412,7 @@ class ModelCard(WireModel):
     owned_by: str = "maas"
     capability: Literal["generate", "classify", "embed"]
     max_model_len: int | None = None
+    version: str | None = Field(None, description="Live registry version (classifiers from the registry).")
 
 
 class ModelList(WireModel):

@@ -28,9 +28,13 @@ def generator_deployment_name(model: str) -> str:
 
 
 def tokenizer_specs(config: AppConfig) -> list[TokenizerSpec]:
-    """The tokenizer of every served model, with its context length."""
+    """The tokenizer of every served model, with its context length.
+
+    A registry-backed classifier uses the tokenizer of its version live when the tokenizer
+    replica starts.
+    """
     specs = [TokenizerSpec(g.name, g.path, g.max_model_len) for g in config.generators]
-    specs += [TokenizerSpec(m.name, m.path, m.max_seq_len)
+    specs += [TokenizerSpec(m.name, m.path, m.max_seq_len, config.registry_dir)
               for m in [*config.classifier.models, *config.encoder.models]]
     return specs
 
@@ -50,7 +54,7 @@ def build_app(args: AppConfig | dict[str, Any]) -> Application:
     classifier = None
     if config.classifier.models:
         options = config.classifier.deployment.to_serve_options()
-        classifier = ClassifierDeployment.options(**options).bind(config.classifier)
+        classifier = ClassifierDeployment.options(**options).bind(config.classifier, config.registry_dir)
     encoder = None
     if config.encoder.models:
         encoder = EncoderDeployment.options(**config.encoder.deployment.to_serve_options()).bind(

@@ -1,20 +1,20 @@
-"""Distributed fine-tuning of the service's text classifiers with Ray Train.
+"""Distributed fine-tuning of the service's text classifiers with Ray Train, into the registry.
 
-``train_classifier(TrainConfig(task="sentiment"))`` produces the default ``sentiment`` model:
+``maas train sentiment`` (or ``python -m pipelines.train sentiment``) runs:
 
-1. the driver loads the task (:mod:`pipelines.training_data`), splits it (stratified, seeded),
-   subsamples the training part and fingerprints it;
-2. a Ray Train ``TorchTrainer`` runs :func:`train_loop_per_worker` on ``num_workers`` data
-   parallel workers (DDP over gloo on CPU): MiniLM + a classification head, AdamW with linear
-   warmup/decay, validation accuracy and a checkpoint reported each epoch, and a last checkpoint
-   when the time budget stops training early. A restarted worker group resumes from
-   ``ray.train.get_checkpoint()``;
-3. the driver evaluates the final checkpoint on the held-out test split (accuracy, macro-F1)
-   and writes a Hugging Face folder (safetensors, fast tokenizer, ``config.json`` with the
-   labels, ``maas_training.json``) that appears atomically with its ``maas_prepared.json`` marker.
+1. the driver loads the task (:mod:`pipelines.training_data`: the built-in ``sentiment`` and
+   ``topic`` tasks, or any CSV/JSONL file with a text and a label column), splits it
+   (stratified, seeded), subsamples the training part and fingerprints the data;
+2. a Ray Train ``TorchTrainer`` runs :func:`pipelines.train_worker.train_loop_per_worker` on
+   ``num_workers`` data-parallel workers (DDP; gloo on CPU, NCCL on GPU), with a checkpoint each
+   epoch; a failed worker group restarts from the last checkpoint (``FailureConfig``);
+3. the driver scores the final model on the held-out test split beside a TF-IDF + logistic
+   regression baseline trained on the same examples (:mod:`pipelines.report`), and stores the
+   model with its training record and report as the next version ``<name>/vN`` of the model
+   registry (:mod:`maas.registry`). The first version of a model becomes live; later ones go
+   live with ``maas rollout <name> <version>`` (or ``--rollout``).
 
-The defaults are sized so that the first run takes a few minutes on 2 cores: see
-:class:`TrainConfig`. Run ``python -m pipelines.train sentiment --help`` for the CLI.
+The defaults are sized for 2 cores: see :class:`TrainConfig` and ``cluster/train-*.yaml``.
 """
 
 from __future__ import annotations
@@ -24,85 +24,99 @@ import contextlib
 import json
 import math
 import os
-import random
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_args, get_origin
+from typing import TYPE_CHECKING, Any, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from maas.models import cache_dir, minilm_path, staged_folder
+from maas.registry import TRAINING_FILE, ModelRegistry, RegistryError, check_name
+from pipelines.report import TrainingReport, score, tfidf_baseline, write_report
+from pipelines.train_worker import (
+    CHECKPOINT_MODEL_DIR,
+    PREFIX,
+    fmt_s,
+    predict,
+    silence_transformers,
+    train_loop_per_worker,
+)
 from pipelines.training_data import (
     DEFAULT_FRACTIONS,
+    DataError,
+    DatasetSource,
     Example,
-    TaskName,
     balanced_subsample,
     data_hash,
     label_counts,
-    load_task,
+    load_examples,
     split_dataset,
     stratified_subsample,
-    task_labels,
 )
 
 if TYPE_CHECKING:
-    import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-TRAINING_FILE = "maas_training.json"
-STATE_FILE = "trainer_state.pt"
-CHECKPOINT_MODEL_DIR = "model"
-_PREFIX = "[train]"
-_LENGTH_GROUP_BATCHES = 50
+__all__ = ["TRAINING_FILE", "TrainConfig", "TrainResult", "main", "predict", "train_classifier"]
 
 
 class TrainConfig(BaseModel):
     """Everything that defines a fine-tuning run; the defaults train the default sentiment model.
 
+    The same config runs on 2 CPU workers here and on N GPU workers of a cluster: only
+    ``num_workers``, ``cpus_per_worker``, ``use_gpu`` and the sizes change (``cluster/train-*.yaml``).
     The defaults bound the first run to a few minutes on 2 cores: 4,800 class-balanced training
-    tweets, one epoch of 75 steps (2 workers x 32), 64 tokens, 1,000 validation and 1,000 test
-    examples. Measured here: 3m52s from the command to the written folder (training ~38 ex/s
-    on an idle machine), test accuracy 0.741 and macro-F1 0.724 (majority class: 0.429). On a
-    busy machine ``time_budget_s`` stops training early, with a checkpoint, so the run stays
-    bounded.
+    tweets, one epoch, 64 tokens, 1,000 validation and 1,000 test examples, and a time budget
+    that stops training early (with a checkpoint) on a busy machine.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    task: TaskName = Field(description="Labelled task to learn: 'sentiment' (tweets) or 'topic' (BBC News).")
+    task: str = Field(
+        description="Built-in task ('sentiment': tweets, 'topic': BBC News), or a name for `dataset`."
+    )
+    dataset: DatasetSource | None = Field(
+        default=None, description="A CSV/JSONL file of labelled texts (instead of a built-in task)."
+    )
+    model_name: str | None = Field(
+        default=None, description="Registry name of the trained model; None means the task name."
+    )
+    registry_dir: str | None = Field(
+        default=None, description="Model registry folder; None means cache_dir()/registry."
+    )
+    rollout: bool | None = Field(
+        default=None,
+        description="Make the new version live: None = only if the model has no live version yet.",
+    )
+    allow_label_change: bool = Field(
+        default=False, description="Allow labels that differ from the live version's."
+    )
     base_model: str | None = Field(
         default=None,
         description="Hugging Face folder to fine-tune; None means the packaged all-MiniLM-L6-v2.",
     )
     output_dir: str | None = Field(
-        default=None, description="Where the trained model folder goes; None means cache_dir()/models/<task>."
+        default=None, description="Write the model folder here instead of into the registry."
     )
     storage_path: str | None = Field(
         default=None, description="Ray Train storage for checkpoints; None means cache_dir()/ray_train."
     )
     keep_checkpoints: bool = Field(
-        default=False, description="Keep the run's Ray Train checkpoints after the model folder is written."
+        default=False, description="Keep the run's Ray Train checkpoints after the model is written."
     )
     num_workers: int = Field(default=2, ge=1, le=256, description="Data-parallel Ray Train workers.")
     cpus_per_worker: float = Field(default=0.5, gt=0, le=256, description="Logical Ray CPUs per worker.")
     torch_threads: int | None = Field(
-        default=None,
-        ge=1,
-        le=256,
-        description="Torch threads per worker; None: max(1, floor(cpus_per_worker)).",
+        default=None, ge=1, le=256, description="Torch threads per worker; None: max(1, floor(cpus_per_worker))."
     )
     use_gpu: bool = Field(default=False, description="Give each worker one GPU.")
     epochs: int = Field(default=1, ge=1, le=100, description="Passes over the training set.")
     batch_size: int = Field(
-        default=32,
-        ge=1,
-        le=4096,
-        description="Examples per worker and step; the global batch is x num_workers.",
+        default=32, ge=1, le=4096, description="Examples per worker and step; the global batch is x num_workers."
     )
     learning_rate: float = Field(default=1e-4, gt=0, lt=1, description="Peak AdamW learning rate.")
     weight_decay: float = Field(default=0.01, ge=0, lt=1, description="AdamW weight decay.")
@@ -119,9 +133,7 @@ class TrainConfig(BaseModel):
         "(else keep the label proportions).",
     )
     max_eval_examples: int | None = Field(
-        default=1000,
-        ge=1,
-        description="Cap on the validation and on the test examples (stratified); None: all.",
+        default=1000, ge=1, description="Cap on the validation and on the test examples (stratified); None: all."
     )
     split_fractions: tuple[float, float, float] = Field(
         default=DEFAULT_FRACTIONS, description="Train, validation and test fractions (positive, sum 1)."
@@ -134,9 +146,7 @@ class TrainConfig(BaseModel):
     seed: int = Field(default=0, ge=0, description="Seed of the split, sampling and training.")
     log_every_steps: int = Field(default=10, ge=1, description="A progress line every N steps.")
     max_failures: int = Field(
-        default=1,
-        ge=-1,
-        description="Restarts of the worker group (from the last checkpoint); -1: unlimited.",
+        default=1, ge=-1, description="Restarts of the worker group (from the last checkpoint); -1: unlimited."
     )
 
     @field_validator("split_fractions")
@@ -146,15 +156,25 @@ class TrainConfig(BaseModel):
             raise ValueError("split fractions must be positive and sum to 1")
         return value
 
+    @field_validator("task", "model_name")
+    @classmethod
+    def _valid_name(cls, value: str | None) -> str | None:
+        return None if value is None else check_name(value)
+
+    def registry_name(self) -> str:
+        return self.model_name or self.task
+
 
 class TrainResult(BaseModel):
-    """What a finished run produced: the model folder and its held-out test metrics."""
+    """What a finished run produced: the model folder, its registry version and test metrics."""
 
     model_config = ConfigDict(extra="forbid")
 
-    model_dir: str = Field(description="The prepared Hugging Face folder of the trained model.")
+    model_dir: str = Field(description="The Hugging Face folder of the trained model.")
+    model_ref: str | None = Field(default=None, description="Registry version, e.g. 'sentiment/v2'.")
+    live: bool = Field(default=False, description="Whether this version is now the live one.")
     labels: list[str] = Field(description="Labels in class-id order.")
-    metrics: dict[str, float] = Field(description="Test and training metrics (accuracy, macro_f1, ...).")
+    metrics: dict[str, float] = Field(description="Test, baseline and training metrics.")
     data_hash: str = Field(description="sha256 of the task's examples (all splits).")
     wall_time_s: float = Field(description="Seconds from start to the written folder.")
 
@@ -173,12 +193,15 @@ class PreparedData(BaseModel):
 
 
 def train_classifier(config: TrainConfig) -> TrainResult:
-    """Fine-tune ``config.base_model`` on ``config.task`` with Ray Train; write and return the model.
+    """Fine-tune ``config.base_model`` on the task with Ray Train; store and return the model.
 
     Starts a local Ray (and shuts it down afterwards) only when none is initialized.
     """
     start = time.perf_counter()
     data = prepare_data(config)
+    registry = ModelRegistry(config.registry_dir)
+    if config.output_dir is None:
+        check_labels(registry, config, data.labels)
     started_ray = _ensure_ray(config)
     try:
         result = _fit(config, data)
@@ -189,29 +212,28 @@ def train_classifier(config: TrainConfig) -> TrainResult:
             ray.shutdown()
     with result.checkpoint.as_directory() as folder:
         model, tokenizer = _load_checkpoint_model(Path(folder))
-    test_metrics = evaluate(model, tokenizer, data.test, data.labels, config.max_seq_len)
-    metrics = {**_run_metrics(result.metrics), **test_metrics}
-    model_dir = _write_model(model, tokenizer, data, config, metrics)
+    report = build_report(config, data, model, tokenizer, _run_metrics(result.metrics))
+    metrics = {**report.training, **_headline(report)}
+    if config.output_dir is not None:
+        model_dir, ref, live = _write_folder(Path(config.output_dir), model, tokenizer, data, config, report), None, False
+    else:
+        model_dir, ref, live = _register(registry, model, tokenizer, data, config, report)
     if not config.keep_checkpoints:
         shutil.rmtree(result.path, ignore_errors=True)
     wall = time.perf_counter() - start
-    _log(f"done in {_fmt_s(wall)}: {model_dir}")
-    return TrainResult(
-        model_dir=str(model_dir),
-        labels=data.labels,
-        metrics=metrics,
-        data_hash=data.data_hash,
-        wall_time_s=wall,
-    )
+    _log(f"done in {fmt_s(wall)}: {ref or model_dir}{' (live)' if live else ''}")
+    return TrainResult(model_dir=str(model_dir), model_ref=ref, live=live, labels=data.labels,
+                       metrics=metrics, data_hash=data.data_hash, wall_time_s=wall)
 
 
 def prepare_data(config: TrainConfig) -> PreparedData:
     """Load, split, subsample and fingerprint the task's data as ``config`` says."""
-    examples = load_task(config.task)
+    examples = load_examples(config.task, config.dataset)
+    labels = sorted({label for _, label in examples}) if config.dataset else None
     splits = split_dataset(examples, seed=config.seed, fractions=config.split_fractions)
     sample = balanced_subsample if config.balance_train else stratified_subsample
     data = PreparedData(
-        labels=list(task_labels(config.task)),
+        labels=labels or _builtin_labels(config.task),
         train=sample(splits.train, config.max_train_examples, config.seed),
         validation=stratified_subsample(splits.validation, config.max_eval_examples, config.seed),
         test=stratified_subsample(splits.test, config.max_eval_examples, config.seed),
@@ -225,8 +247,64 @@ def prepare_data(config: TrainConfig) -> PreparedData:
     return data
 
 
+def _builtin_labels(task: str) -> list[str]:
+    from pipelines.training_data import task_labels
+
+    return list(task_labels(task))  # type: ignore[arg-type]
+
+
+def check_labels(registry: ModelRegistry, config: TrainConfig, labels: list[str]) -> None:
+    """Refuse, before training, labels unlike those the model's live version serves."""
+    name = config.registry_name()
+    live = registry.live_version(name)
+    if live is None or config.allow_label_change:
+        return
+    served = registry.get(name, live).labels
+    if served != labels:
+        raise DataError(
+            f"The data's labels {labels} differ from those of the live {name}/{live} {served}. "
+            "Train under another --model-name, or pass --allow-label-change."
+        )
+
+
+def build_report(
+    config: TrainConfig,
+    data: PreparedData,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    training: dict[str, float],
+) -> TrainingReport:
+    """Score the model and the TF-IDF baseline on the test split."""
+    _log(f"evaluating on {len(data.test)} held-out test examples")
+    start = time.perf_counter()
+    truth = [label for _, label in data.test]
+    ids = predict(model, tokenizer, [text for text, _ in data.test], config.max_seq_len)
+    fine_tuned = score(truth, [data.labels[i] for i in ids], data.labels)
+    _log(f"test accuracy {fine_tuned.accuracy:.3f}, macro-F1 {fine_tuned.macro_f1:.3f} "
+         f"in {fmt_s(time.perf_counter() - start)}")
+    baseline = tfidf_baseline(data.train, data.test, data.labels)
+    majority = max(label_counts(data.test).values()) / len(truth)
+    return TrainingReport(
+        model=config.registry_name(), task=config.task, labels=data.labels, data_hash=data.data_hash,
+        examples={"train": len(data.train), "validation": len(data.validation), "test": len(data.test)},
+        fine_tuned=fine_tuned, baseline=baseline, majority_accuracy=majority, training=training,
+        config=config.model_dump(mode="json"), created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
+def _headline(report: TrainingReport) -> dict[str, float]:
+    return {
+        "test_accuracy": report.fine_tuned.accuracy,
+        "test_macro_f1": report.fine_tuned.macro_f1,
+        "baseline_test_accuracy": report.baseline.accuracy,
+        "baseline_test_macro_f1": report.baseline.macro_f1,
+        "majority_baseline_accuracy": report.majority_accuracy,
+        "test_examples": float(report.examples["test"]),
+    }
+
+
 def default_output_dir(task: str) -> Path:
-    """Where a task's model goes by default: ``cache_dir()/models/<task>``."""
+    """Where ``maas.models`` keeps prepared models: ``cache_dir()/models/<task>``."""
     return cache_dir() / "models" / task
 
 
@@ -251,7 +329,7 @@ def _fit(config: TrainConfig, data: PreparedData) -> Any:
 
     storage = Path(config.storage_path) if config.storage_path else cache_dir() / "ray_train"
     storage.mkdir(parents=True, exist_ok=True)
-    name = f"{config.task}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{os.getpid()}"
+    name = f"{config.registry_name()}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{os.getpid()}"
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=_loop_config(config, data),
@@ -267,9 +345,8 @@ def _fit(config: TrainConfig, data: PreparedData) -> Any:
             checkpoint_config=CheckpointConfig(num_to_keep=1),
         ),
     )
-    _log(
-        f"Ray Train: {config.num_workers} workers x {config.cpus_per_worker} CPU, checkpoints in {storage / name}"
-    )
+    _log(f"Ray Train: {config.num_workers} workers x {config.cpus_per_worker} CPU"
+         f"{' + 1 GPU' if config.use_gpu else ''}, checkpoints in {storage / name}")
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"training reported no checkpoint (error: {result.error!r})")
@@ -280,7 +357,7 @@ def _loop_config(config: TrainConfig, data: PreparedData) -> dict[str, Any]:
     """The plain-data configuration shipped to every worker."""
     label_id = {label: i for i, label in enumerate(data.labels)}
     return {
-        **config.model_dump(),
+        **config.model_dump(mode="json"),
         "base_model": str(_base_model(config)),
         "torch_threads": config.torch_threads or max(1, int(config.cpus_per_worker)),
         "labels": data.labels,
@@ -293,108 +370,73 @@ def _loop_config(config: TrainConfig, data: PreparedData) -> dict[str, Any]:
 
 def _run_metrics(reported: dict[str, Any]) -> dict[str, float]:
     """The training-side metrics of the last report, as floats."""
-    keys = (
-        "epoch",
-        "global_step",
-        "train_loss",
-        "val_accuracy",
-        "train_examples_per_s",
-        "train_time_s",
-        "stopped_early",
-    )
+    keys = ("epoch", "global_step", "train_loss", "val_accuracy", "train_examples_per_s",
+            "train_time_s", "stopped_early", "resumed_from_step")
     return {key: float(reported[key]) for key in keys if key in reported}
 
 
-def evaluate(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    examples: Sequence[Example],
-    labels: Sequence[str],
-    max_seq_len: int,
-) -> dict[str, float]:
-    """Test metrics of ``model`` on ``examples``: accuracy, macro-F1 and the majority-class baseline."""
-    from sklearn.metrics import accuracy_score, f1_score
-
-    _log(f"evaluating on {len(examples)} held-out test examples")
-    start = time.perf_counter()
-    truth = [labels.index(label) for _, label in examples]
-    predicted = predict(model, tokenizer, [text for text, _ in examples], max_seq_len)
-    majority = max(set(truth), key=truth.count)
-    metrics = {
-        "test_accuracy": float(accuracy_score(truth, predicted)),
-        "test_macro_f1": float(f1_score(truth, predicted, average="macro")),
-        "test_examples": float(len(truth)),
-        "majority_baseline_accuracy": truth.count(majority) / len(truth),
-    }
-    _log(
-        f"test accuracy {metrics['test_accuracy']:.3f}, macro-F1 {metrics['test_macro_f1']:.3f} "
-        f"(majority baseline {metrics['majority_baseline_accuracy']:.3f}) in {_fmt_s(time.perf_counter() - start)}"
-    )
-    return metrics
-
-
-def predict(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_seq_len: int
-) -> list[int]:
-    """Predicted class ids of ``texts``, batched by similar length, without gradients."""
-    import torch
-
-    model.eval()
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    predicted = [0] * len(texts)
-    with torch.inference_mode():
-        for batch in _chunks(order, 64):
-            enc = tokenizer(
-                [texts[i] for i in batch],
-                truncation=True,
-                max_length=max_seq_len,
-                padding=True,
-                return_tensors="pt",
-            )
-            for i, label in zip(batch, model(**enc.to(model.device)).logits.argmax(dim=-1).tolist()):
-                predicted[i] = label
-    return predicted
-
-
-def _write_model(
+def _register(
+    registry: ModelRegistry,
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     data: PreparedData,
     config: TrainConfig,
-    metrics: dict[str, float],
+    report: TrainingReport,
+) -> tuple[Path, str, bool]:
+    """Store the model as the next registry version; make it live if the config says so."""
+    name = config.registry_name()
+    with registry.new_version(name, _marker(data, config, report)) as (version, folder):
+        _fill_folder(folder, model, tokenizer, data, config, report)
+    make_live = config.rollout if config.rollout is not None else registry.live_version(name) is None
+    if make_live:
+        registry.set_live(name, version, allow_label_change=config.allow_label_change)
+    return registry.root / name / version, f"{name}/{version}", make_live
+
+
+def _write_folder(
+    dest: Path,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    data: PreparedData,
+    config: TrainConfig,
+    report: TrainingReport,
 ) -> Path:
-    """Write the final model folder atomically (marker last) and return its path."""
-    dest = Path(config.output_dir) if config.output_dir else default_output_dir(config.task)
-    info = {
-        "model": dest.name,
-        "kind": "sequence-classification",
-        "task": config.task,
-        "labels": data.labels,
-        "data_hash": data.data_hash,
-        "test_accuracy": metrics["test_accuracy"],
-        "test_macro_f1": metrics["test_macro_f1"],
-    }
-    with staged_folder(dest, info) as tmp:
-        with _quiet_transformers():
-            model.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
-        (tmp / TRAINING_FILE).write_text(json.dumps(_training_record(config, data, metrics), indent=2) + "\n")
+    """Write the model folder to ``dest`` atomically (marker last)."""
+    with staged_folder(dest, _marker(data, config, report)) as folder:
+        _fill_folder(folder, model, tokenizer, data, config, report)
     return dest
 
 
-def _training_record(config: TrainConfig, data: PreparedData, metrics: dict[str, float]) -> dict[str, Any]:
-    """The contents of ``maas_training.json``."""
-    return {
+def _marker(data: PreparedData, config: TrainConfig, report: TrainingReport) -> dict[str, Any]:
+    return {"kind": "sequence-classification", "task": config.task, "labels": data.labels,
+            "data_hash": data.data_hash, "test_macro_f1": report.fine_tuned.macro_f1}
+
+
+def _fill_folder(
+    folder: Path,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    data: PreparedData,
+    config: TrainConfig,
+    report: TrainingReport,
+) -> None:
+    """Model weights, tokenizer, training record and report."""
+    with _quiet_transformers():
+        model.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+    record = {
         "task": config.task,
         "labels": data.labels,
         "config": config.model_dump(mode="json"),
         "base_model": str(_base_model(config)),
-        "metrics": metrics,
+        "metrics": {**report.training, **_headline(report)},
         "data_hash": data.data_hash,
-        "examples": {"train": len(data.train), "validation": len(data.validation), "test": len(data.test)},
+        "examples": report.examples,
         "train_label_counts": label_counts(data.train),
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "created_at": report.created_at,
     }
+    (folder / TRAINING_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_report(folder, report)
 
 
 def _load_checkpoint_model(folder: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -412,7 +454,7 @@ def _quiet_transformers() -> Iterator[None]:
     from transformers.utils import logging as hf_logging
 
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    _silence_transformers()
+    silence_transformers()
     try:
         yield
     finally:
@@ -425,317 +467,8 @@ def _base_model(config: TrainConfig) -> Path:
     return Path(config.base_model).expanduser().resolve() if config.base_model else minilm_path()
 
 
-# --------------------------------------------------------------------------- workers
-
-
-def train_loop_per_worker(cfg: dict[str, Any]) -> None:
-    """Ray Train worker: data-parallel fine-tuning with per-epoch validation and checkpoints."""
-    import ray.train
-    import torch
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    _silence_transformers()
-    torch.set_num_threads(cfg["torch_threads"])
-    torch.manual_seed(cfg["seed"])
-    ctx = ray.train.get_context()
-    run = _WorkerRun(cfg, ctx.get_world_rank(), ctx.get_world_size())
-    run.restore(ray.train.get_checkpoint())
-    run.train()
-
-
-class _WorkerRun:
-    """The state of one worker's training run (model, optimizer, position, clock)."""
-
-    def __init__(self, cfg: dict[str, Any], rank: int, world: int) -> None:
-        import ray.train.torch
-        from transformers import (
-            AutoModelForSequenceClassification,
-            AutoTokenizer,
-            get_linear_schedule_with_warmup,
-        )
-
-        self.cfg, self.rank, self.world = cfg, rank, world
-        self.device = ray.train.torch.get_device()
-        self.tokenizer = AutoTokenizer.from_pretrained(cfg["base_model"])
-        labels = cfg["labels"]
-        model = AutoModelForSequenceClassification.from_pretrained(
-            cfg["base_model"],
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={label: i for i, label in enumerate(labels)},
-        )
-        self.model = ray.train.torch.prepare_model(model)
-        self.train_ids = self._tokenize(cfg["train_texts"])
-        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
-        self.steps_per_epoch = len(self._epoch_batches())
-        total = self.steps_per_epoch * cfg["epochs"]
-        self.optimizer = _adamw(self.model, cfg["learning_rate"], cfg["weight_decay"])
-        self.scheduler = get_linear_schedule_with_warmup(
-            self.optimizer, int(cfg["warmup_ratio"] * total), total
-        )
-        self.elapsed_before = 0.0  # training seconds spent by earlier attempts (restored)
-        self.done = False
-        self.start, self.start_step = time.perf_counter(), 0
-        self.step_seconds = 0.0  # time spent in training steps by this attempt
-
-    def restore(self, checkpoint: Any) -> None:
-        """Continue from a checkpoint of an earlier attempt of this run, if there is one."""
-        import torch
-
-        if checkpoint is None:
-            return
-        with checkpoint.as_directory() as folder:
-            state = torch.load(Path(folder) / STATE_FILE, weights_only=False)
-            weights = _load_weights(Path(folder) / CHECKPOINT_MODEL_DIR)
-        _unwrap(self.model).load_state_dict(weights)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
-        self.global_step, self.elapsed_before, self.done = (
-            state["global_step"],
-            state["elapsed_s"],
-            state["done"],
-        )
-        self._print(f"resumed from checkpoint: epoch {self.epoch + 1}, step {self.global_step}")
-
-    def train(self) -> None:
-        """Run the remaining epochs; report a checkpoint after each, or when the budget runs out."""
-        self.start = time.perf_counter()
-        self.start_step = self.global_step
-        while not self.done and self.epoch < self.cfg["epochs"]:
-            losses, stopped = self._train_epoch()
-            if not stopped:
-                self.epoch, self.step_in_epoch = self.epoch + 1, 0
-            self.done = stopped or self.epoch >= self.cfg["epochs"]
-            self._report(losses, stopped)
-
-    def _train_epoch(self) -> tuple[list[float], bool]:
-        """Train from the current position to the end of the epoch or of the time budget."""
-        self.model.train()
-        losses: list[float] = []
-        batches = self._epoch_batches()
-        for step in range(self.step_in_epoch, len(batches)):
-            if self._budget_spent():
-                return losses, True
-            tick = time.perf_counter()
-            losses.append(self._train_step(batches[step]))
-            self.step_seconds += time.perf_counter() - tick
-            self.step_in_epoch, self.global_step = step + 1, self.global_step + 1
-            if self.global_step % self.cfg["log_every_steps"] == 0:
-                self._log_progress(losses)
-        return losses, False
-
-    def _train_step(self, batch: list[int]) -> float:
-        import torch
-
-        inputs = _pad([self.train_ids[i] for i in batch], self.tokenizer.pad_token_id, self.device)
-        labels = torch.tensor([self.cfg["train_labels"][i] for i in batch], device=self.device)
-        loss = self.model(**inputs, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return float(loss.detach())
-
-    def _epoch_batches(self) -> list[list[int]]:
-        """This rank's batches of the current epoch (see :func:`rank_batches`)."""
-        lengths = [len(ids) for ids in self.train_ids]
-        return rank_batches(
-            lengths, self.cfg["batch_size"], self.world, self.rank, self.cfg["seed"], self.epoch
-        )
-
-    def _budget_spent(self) -> bool:
-        """Whether any rank ran out of time (all ranks agree, so they stop at the same step)."""
-        import torch
-        import torch.distributed as dist
-
-        budget = self.cfg["time_budget_s"]
-        spent = budget is not None and self._elapsed() >= budget
-        if not (dist.is_available() and dist.is_initialized()):
-            return spent
-        flag = torch.tensor([1.0 if spent else 0.0])
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
-
-    def _report(self, losses: list[float], stopped: bool) -> None:
-        """Validate, then report metrics with a checkpoint (written by rank 0 only)."""
-        import ray.train
-        from ray.train import Checkpoint
-
-        metrics = {
-            "epoch": self.epoch if not stopped else self.epoch + self.step_in_epoch / self.steps_per_epoch,
-            "global_step": self.global_step,
-            "train_loss": sum(losses) / len(losses) if losses else float("nan"),
-            "val_accuracy": self._validate(),
-            "train_examples_per_s": self._examples_per_s(),
-            "train_time_s": self._elapsed(),
-            "stopped_early": float(stopped),
-        }
-        self._print(
-            f"{'stopped early (time budget)' if stopped else 'epoch done'}: epoch {metrics['epoch']:.2f}, "
-            f"step {self.global_step}, train_loss {metrics['train_loss']:.4f}, "
-            f"val_accuracy {metrics['val_accuracy']:.4f}, {metrics['train_examples_per_s']:.1f} ex/s"
-        )
-        with tempfile.TemporaryDirectory(prefix="maas-ckpt-") as folder:
-            checkpoint = None
-            if self.rank == 0:
-                self._save(Path(folder))
-                checkpoint = Checkpoint.from_directory(folder)
-            ray.train.report(metrics, checkpoint=checkpoint)
-
-    def _save(self, folder: Path) -> None:
-        """Write the model, tokenizer and optimizer/scheduler/position state into ``folder``."""
-        import torch
-
-        _unwrap(self.model).save_pretrained(folder / CHECKPOINT_MODEL_DIR, safe_serialization=True)
-        self.tokenizer.save_pretrained(folder / CHECKPOINT_MODEL_DIR)
-        state = {
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "epoch": self.epoch,
-            "step_in_epoch": self.step_in_epoch,
-            "global_step": self.global_step,
-            "elapsed_s": self._elapsed(),
-            "done": self.done,
-        }
-        torch.save(state, folder / STATE_FILE)
-
-    def _validate(self) -> float:
-        """Accuracy on the validation set, each rank scoring its own shard."""
-        import torch
-        import torch.distributed as dist
-
-        texts, labels = (
-            self.cfg["val_texts"][self.rank :: self.world],
-            self.cfg["val_labels"][self.rank :: self.world],
-        )
-        # The bare module: DDP's forward would sync buffers, and shards may differ in batch count.
-        predicted = (
-            predict(_unwrap(self.model), self.tokenizer, texts, self.cfg["max_seq_len"]) if texts else []
-        )
-        counts = torch.tensor(
-            [sum(p == y for p, y in zip(predicted, labels)), len(labels)], dtype=torch.float64
-        )
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(counts)
-        return float(counts[0] / counts[1]) if counts[1] else float("nan")
-
-    def _tokenize(self, texts: list[str]) -> list[list[int]]:
-        return self.tokenizer(texts, truncation=True, max_length=self.cfg["max_seq_len"])["input_ids"]
-
-    def _elapsed(self) -> float:
-        return self.elapsed_before + time.perf_counter() - self.start
-
-    def _examples_per_s(self) -> float:
-        """Training throughput of all ranks together (steps only: no validation or checkpoints)."""
-        steps = self.global_step - self.start_step
-        return steps * self.cfg["batch_size"] * self.world / self.step_seconds if self.step_seconds else 0.0
-
-    def _log_progress(self, losses: list[float]) -> None:
-        window = losses[-self.cfg["log_every_steps"] :]
-        total = self.steps_per_epoch * self.cfg["epochs"]
-        rate = (self.global_step - self.start_step) / max(time.perf_counter() - self.start, 1e-9)
-        eta = (total - self.global_step) / rate if rate else float("inf")
-        budget = self.cfg["time_budget_s"]
-        if budget is not None:
-            eta = min(eta, max(budget - self._elapsed(), 0.0))
-        self._print(
-            f"epoch {self.epoch + 1}/{self.cfg['epochs']} step {self.global_step}/{total} "
-            f"loss {sum(window) / len(window):.4f} | {self._examples_per_s():.1f} ex/s | "
-            f"elapsed {_fmt_s(self._elapsed())} | ETA {_fmt_s(eta)}"
-        )
-
-    def _print(self, message: str) -> None:
-        # Not print(): Ray Train patches it in workers and the line would show twice.
-        if self.rank == 0:
-            sys.stdout.write(f"{_PREFIX} {message}\n")
-            sys.stdout.flush()
-
-
-def rank_batches(
-    lengths: Sequence[int], batch_size: int, world: int, rank: int, seed: int, epoch: int
-) -> list[list[int]]:
-    """Indices of ``rank``'s batches for one epoch of data-parallel training.
-
-    A seeded shuffle (the same on every rank) is padded by wrap-around to a multiple of
-    ``world``, cut into chunks of 50 global batches, each chunk sorted by length and cut into
-    global batches of ``batch_size * world``, whose order is shuffled again. Rank ``r`` takes
-    every ``world``-th example of each global batch, so all ranks run the same number of steps
-    on similar lengths, and batches of similar lengths waste little compute on padding.
-    """
-    rng = random.Random(f"{seed}-{epoch}")
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    order += order[: (-len(order)) % world]
-    global_size = batch_size * world
-    chunk = global_size * _LENGTH_GROUP_BATCHES
-    batches: list[list[int]] = []
-    for start in range(0, len(order), chunk):
-        part = sorted(order[start : start + chunk], key=lengths.__getitem__)
-        batches.extend(part[i : i + global_size] for i in range(0, len(part), global_size))
-    rng.shuffle(batches)
-    return [batch[rank::world] for batch in batches]
-
-
-def _silence_transformers() -> None:
-    """Turn off transformers' load reports and progress bars (e.g. in a worker process)."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-
-
-def _adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    """AdamW without weight decay on biases and LayerNorm weights."""
-    import torch
-
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr)
-
-
-def _pad(sequences: list[list[int]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Right-pad token ids to the longest sequence of the batch, with an attention mask."""
-    import torch
-
-    width = max(len(seq) for seq in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = 1
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
-
-
-def _load_weights(folder: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(folder / "model.safetensors"))
-
-
-def _unwrap(model: torch.nn.Module) -> Any:
-    """The bare model inside a DistributedDataParallel wrapper (or the model itself)."""
-    return getattr(model, "module", model)
-
-
-def _chunks(items: list[Any], size: int) -> list[list[Any]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def _fmt_s(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
-
-
 def _log(message: str) -> None:
-    print(f"{_PREFIX} {message}", file=sys.stderr, flush=True)
+    print(f"{PREFIX} {message}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -746,12 +479,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.train", description="Fine-tune a text classifier with Ray Train."
     )
-    parser.add_argument("task", choices=get_args(TaskName), help=TrainConfig.model_fields["task"].description)
+    parser.add_argument("task", help=TrainConfig.model_fields["task"].description)
     parser.add_argument(
         "--config", default=None, help="YAML file of TrainConfig fields (options override it)."
     )
+    parser.add_argument("--dataset", dest="dataset_path", default=None,
+                        help="CSV or JSONL file of labelled texts (instead of a built-in task).")
+    parser.add_argument("--text-column", default=None, help="Column of the texts (default: text).")
+    parser.add_argument("--label-column", default=None, help="Column of the labels (default: label).")
     for name, field in TrainConfig.model_fields.items():
-        if name != "task":
+        if name not in ("task", "dataset"):
             _add_option(parser, name, field.annotation, field.description or "")
     return parser
 
@@ -775,6 +512,11 @@ def config_from_args(argv: Sequence[str] | None = None) -> TrainConfig:
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     values: dict[str, Any] = _read_yaml(args.pop("config"))
+    dataset = {key: args.pop(flag) for key, flag in
+               (("path", "dataset_path"), ("text_column", "text_column"), ("label_column", "label_column"))}
+    if any(dataset.values()):
+        values["dataset"] = {**(values.get("dataset") or {}),
+                             **{k: v for k, v in dataset.items() if v is not None}}
     values.update({key: _none_word(value) for key, value in args.items() if value is not None})
     try:
         return TrainConfig.model_validate(values)
@@ -802,7 +544,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m pipelines.train TASK [--option value ...]``: train, then print the result as JSON."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    result = train_classifier(config_from_args(argv))
+    config = config_from_args(argv)
+    try:
+        result = train_classifier(config)
+    except (DataError, RegistryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(result.model_dump_json(indent=2))
     return 0
 

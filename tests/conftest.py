@@ -26,7 +26,9 @@ import pytest  # noqa: E402
 from maas.config import AppConfig  # noqa: E402
 
 GENERATOR = "smollm2-135m-instruct"
-CLASSIFIER = "sentiment-small"
+CLASSIFIER = "sentiment"
+CLASSIFIER_V1 = "sentiment/v1"
+TOPIC = "topic"
 ENCODER = "all-minilm-l6-v2"
 TEST_MAX_MODEL_LEN = 512
 STARTUP_TIMEOUT_S = 420
@@ -70,24 +72,35 @@ def minilm_dir() -> Path:
     return minilm_path()
 
 
+def small_train_config(task: str, registry: Path, **overrides: object):  # noqa: ANN201 - TrainConfig
+    """A small, fast run of the production training pipeline (2 workers x 0.5 CPU)."""
+    from pipelines.train import TrainConfig
+
+    values = {"task": task, "registry_dir": str(registry), "max_train_examples": 240,
+              "max_eval_examples": 64, "epochs": 1, "max_seq_len": 32, "batch_size": 16,
+              "storage_path": str(registry.parent / "ray_train")}
+    return TrainConfig.model_validate({**values, **overrides})
+
+
 @pytest.fixture(scope="session")
-def sentiment_dir(ray_cluster: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A sentiment classifier trained by the production Ray Train pipeline, small budget."""
-    from pipelines.train import TrainConfig, train_classifier
+def registry_dir(ray_cluster: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model registry with ``sentiment/v1`` and ``topic/v1`` live, trained by the real pipeline."""
+    from pipelines.train import train_classifier
 
-    config = TrainConfig(
-        task="sentiment",
-        output_dir=str(tmp_path_factory.mktemp("models") / "sentiment-small"),
-        max_train_examples=240,
-        max_eval_examples=64,
-        epochs=1,
-        max_seq_len=32,
-        batch_size=16,
-    )
-    return Path(train_classifier(config).model_dir)
+    registry = tmp_path_factory.mktemp("maas") / "registry"
+    for task in ("sentiment", "topic"):
+        result = train_classifier(small_train_config(task, registry))
+        assert result.model_ref == f"{task}/v1" and result.live
+    return registry
 
 
-def test_app_config(smollm2_dir: Path, sentiment_dir: Path, minilm_dir: Path) -> AppConfig:
+@pytest.fixture(scope="session")
+def sentiment_dir(registry_dir: Path) -> Path:
+    """The folder of ``sentiment/v1``."""
+    return registry_dir / "sentiment" / "v1"
+
+
+def test_app_config(smollm2_dir: Path, registry_dir: Path, minilm_dir: Path) -> AppConfig:
     """The config of the application under test: small replicas for a 2-core machine."""
     return AppConfig.model_validate({
         "generators": [{
@@ -96,7 +109,8 @@ def test_app_config(smollm2_dir: Path, sentiment_dir: Path, minilm_dir: Path) ->
             "deployment": {"num_cpus": 0.5, "max_ongoing_requests": 64},
         }],
         "classifier": {
-            "models": [{"name": CLASSIFIER, "path": str(sentiment_dir), "max_seq_len": 64}],
+            "models": [{"name": CLASSIFIER, "path": "registry:sentiment", "max_seq_len": 64},
+                       {"name": TOPIC, "path": "registry:topic", "max_seq_len": 64}],
             "batching": {"max_batch_size": 32, "batch_wait_timeout_s": 0.02},
             "deployment": {"num_cpus": 0.2, "max_ongoing_requests": 128},
         },
@@ -104,6 +118,7 @@ def test_app_config(smollm2_dir: Path, sentiment_dir: Path, minilm_dir: Path) ->
             "models": [{"name": ENCODER, "path": str(minilm_dir), "max_seq_len": 128}],
             "deployment": {"num_cpus": 0.2, "max_ongoing_requests": 128},
         },
+        "registry_dir": str(registry_dir),
     })
 
 
@@ -126,8 +141,8 @@ def wait_healthy(base_url: str, timeout_s: float) -> None:
 
 
 @pytest.fixture(scope="session")
-def app_config(smollm2_dir: Path, sentiment_dir: Path, minilm_dir: Path) -> AppConfig:
-    return test_app_config(smollm2_dir, sentiment_dir, minilm_dir)
+def app_config(smollm2_dir: Path, registry_dir: Path, minilm_dir: Path) -> AppConfig:
+    return test_app_config(smollm2_dir, registry_dir, minilm_dir)
 
 
 @pytest.fixture(scope="session")

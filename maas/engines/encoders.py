@@ -8,6 +8,7 @@ the texts of many requests at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from maas.config import EncoderModelConfig
@@ -35,10 +36,10 @@ class Embedding:
 class LoadedEncoder:
     """A tokenizer and a transformers model loaded from a local folder, in eval mode."""
 
-    def __init__(self, config: EncoderModelConfig, model_class: str) -> None:
+    def __init__(self, config: EncoderModelConfig, model_class: str, path: Path | None = None) -> None:
         import transformers
 
-        path = str(resolve_model_path(config.path))
+        path = str(path or resolve_model_path(config.path))
         self.config = config
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(path)
         self.model = getattr(transformers, model_class).from_pretrained(path).eval()
@@ -61,36 +62,36 @@ def set_torch_threads(threads: int) -> None:
 
 
 class ClassifierEngine:
-    """Sequence classifiers by model name; every label with its probability."""
+    """Sequence classification: every label with its probability, one forward pass per batch."""
 
-    def __init__(self, configs: list[EncoderModelConfig]) -> None:
-        self.models = {c.name: LoadedEncoder(c, "AutoModelForSequenceClassification") for c in configs}
+    def __init__(self) -> None:
         self.forward_calls = 0
 
-    def labels(self, model: str) -> list[str]:
-        id2label = self.models[model].model.config.id2label
+    @staticmethod
+    def load(config: EncoderModelConfig, path: Path | None = None) -> LoadedEncoder:
+        """Load a classifier from ``path`` (default: the config's path)."""
+        return LoadedEncoder(config, "AutoModelForSequenceClassification", path)
+
+    @staticmethod
+    def labels(encoder: LoadedEncoder) -> list[str]:
+        id2label = encoder.model.config.id2label
         return [str(id2label[i]) for i in range(len(id2label))]
 
-    def classify(self, model: str, texts: list[str]) -> list[Classification]:
+    def classify(self, encoder: LoadedEncoder, texts: list[str]) -> list[Classification]:
         """Classify texts in one forward pass."""
         import torch
 
-        encoder = self.models[model]
         batch = encoder.tokenize(texts)
         with torch.inference_mode():
             logits = encoder.model(**batch).logits.float()
         self.forward_calls += 1
         probs = torch.softmax(logits, dim=-1).tolist()
         counts = batch["attention_mask"].sum(dim=1).tolist()
-        labels = self.labels(model)
+        labels = self.labels(encoder)
         return [
             Classification(labels[max(range(len(p)), key=p.__getitem__)], p, labels, int(n))
             for p, n in zip(probs, counts)
         ]
-
-    def ping(self) -> None:
-        for name in self.models:
-            self.classify(name, ["ping"])
 
 
 class EmbeddingEngine:
@@ -103,11 +104,10 @@ class EmbeddingEngine:
     def dimensions(self, model: str) -> int:
         return int(self.models[model].model.config.hidden_size)
 
-    def embed(self, model: str, texts: list[str]) -> list[Embedding]:
+    def embed(self, encoder: LoadedEncoder, texts: list[str]) -> list[Embedding]:
         """Embed texts in one forward pass."""
         import torch
 
-        encoder = self.models[model]
         batch = encoder.tokenize(texts)
         with torch.inference_mode():
             hidden = encoder.model(**batch).last_hidden_state.float()
@@ -119,5 +119,5 @@ class EmbeddingEngine:
         return [Embedding(v, int(n)) for v, n in zip(vectors, counts)]
 
     def ping(self) -> None:
-        for name in self.models:
-            self.embed(name, ["ping"])
+        for encoder in self.models.values():
+            self.embed(encoder, ["ping"])

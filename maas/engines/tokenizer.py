@@ -16,6 +16,7 @@ class TokenizerSpec:
     name: str
     path: str
     max_model_len: int
+    registry_dir: str | None = None
 
 
 class TokenizerEngine:
@@ -27,7 +28,7 @@ class TokenizerEngine:
         self.specs = {spec.name: spec for spec in specs}
         self.tokenizers: dict[str, Any] = {}
         for spec in specs:
-            tokenizer = AutoTokenizer.from_pretrained(str(resolve_model_path(spec.path)))
+            tokenizer = AutoTokenizer.from_pretrained(str(resolve_model_path(spec.path, registry_dir=spec.registry_dir)))
             if not tokenizer.is_fast:
                 raise ValueError(f"{spec.name}: maas serves fast tokenizers only")
             self.tokenizers[spec.name] = tokenizer

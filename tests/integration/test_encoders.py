@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import CLASSIFIER, ENCODER
+from tests.conftest import CLASSIFIER, CLASSIFIER_V1, ENCODER
 
 pytestmark = pytest.mark.integration
 
@@ -60,21 +60,21 @@ def test_64_concurrent_requests_are_batched(client: httpx.Client, sentiment_dir:
     for body, probs in zip(bodies, expected):
         assert body["data"][0]["probs"] == pytest.approx(probs, abs=1e-4)
     after = _metrics_after(client, before, 64)
-    calls = metric_value(after, "maas_model_calls_total", model=CLASSIFIER) - metric_value(
-        before, "maas_model_calls_total", model=CLASSIFIER)
+    calls = metric_value(after, "maas_model_calls_total", model=CLASSIFIER_V1) - metric_value(
+        before, "maas_model_calls_total", model=CLASSIFIER_V1)
     assert 1 <= calls < 64, f"{calls} model calls for 64 requests"
-    assert metric_value(after, "maas_batch_size_sum", model=CLASSIFIER) - metric_value(
-        before, "maas_batch_size_sum", model=CLASSIFIER) == 64
+    assert metric_value(after, "maas_batch_size_sum", model=CLASSIFIER_V1) - metric_value(
+        before, "maas_batch_size_sum", model=CLASSIFIER_V1) == 64
 
 
 def _metrics_after(client: httpx.Client, before: str, inputs: int) -> str:
     """Metrics are recorded asynchronously: poll until the batch sizes add up (bounded)."""
     import time
 
-    target = metric_value(before, "maas_batch_size_sum", model=CLASSIFIER) + inputs
+    target = metric_value(before, "maas_batch_size_sum", model=CLASSIFIER_V1) + inputs
     for _ in range(50):
         text = client.get("/metrics").text
-        if metric_value(text, "maas_batch_size_sum", model=CLASSIFIER) >= target:
+        if metric_value(text, "maas_batch_size_sum", model=CLASSIFIER_V1) >= target:
             return text
         time.sleep(0.2)
     return text

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import GENERATOR, TEST_MAX_MODEL_LEN
+from tests.conftest import CLASSIFIER, GENERATOR, TEST_MAX_MODEL_LEN, TOPIC
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +31,7 @@ def offline(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
 
 def test_models_list(openai_client) -> None:
     models = {m.id for m in openai_client.models.list().data}
-    assert {GENERATOR, "sentiment-small", "all-minilm-l6-v2"} <= models
+    assert {GENERATOR, CLASSIFIER, TOPIC, "all-minilm-l6-v2"} <= models
 
 
 @pytest.mark.parametrize("index", range(len(PROMPTS)))

@@ -1,16 +1,21 @@
-"""The real Ray Train fine-tuning pipeline on a tiny budget, end to end into a model folder."""
+"""The real Ray Train pipeline: a run survives a killed worker, writes a model, a report and a
+registry version; a bad config fails before any training."""
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from pipelines.train import TRAINING_FILE, TrainConfig, train_classifier
+from pipelines.train import TRAINING_FILE, TrainConfig, TrainResult, train_classifier
+from tests.conftest import small_train_config
 
 pytestmark = pytest.mark.integration
+LABELS = ["negative", "neutral", "positive"]
 
 
 @pytest.fixture
@@ -27,47 +32,110 @@ def ray_runtime() -> Iterator[None]:
         ray.shutdown()
 
 
-@pytest.mark.timeout(600)
-def test_train_classifier_writes_a_loadable_model(ray_runtime: None, tmp_path: Path) -> None:
+def training_workers() -> list[int]:
+    """PIDs of this Ray's training worker processes (children of its raylet)."""
+    import psutil
+    from ray._private import ray_constants
+    from ray._private.worker import _global_node
+
+    raylet = _global_node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
+    return [p.pid for p in psutil.Process(raylet).children(recursive=True)
+            if "RayTrainWorker" in " ".join(_cmdline(p))]
+
+
+def _cmdline(process: object) -> list[str]:
+    try:
+        return process.cmdline()  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - a process that just ended
+        return []
+
+
+def kill_a_worker_after_first_checkpoint(storage: Path, timeout_s: float) -> int | None:
+    """Wait for the run's first checkpoint, then SIGKILL one training worker; return its PID."""
+    import os
+    import signal
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if list(storage.glob("*/checkpoint_*")):
+            workers = training_workers()
+            if workers:
+                os.kill(workers[-1], signal.SIGKILL)
+                return workers[-1]
+        time.sleep(0.05)
+    return None
+
+
+@pytest.mark.timeout(900)
+def test_killed_worker_resumes_from_checkpoint_into_a_model_and_report(
+    ray_runtime: None, tmp_path: Path
+) -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from maas.models import MARKER_FILE, read_marker
+    from maas.models import read_marker
     from pipelines.train import predict
 
+    storage = tmp_path / "ray"
     config = TrainConfig(
-        task="sentiment",
-        output_dir=str(tmp_path / "sentiment"),
-        storage_path=str(tmp_path / "ray"),
-        max_train_examples=200,
-        max_eval_examples=64,
-        epochs=1,
-        max_seq_len=32,
-        batch_size=16,
-        num_workers=2,
-        cpus_per_worker=0.5,
+        task="sentiment", output_dir=str(tmp_path / "sentiment"), storage_path=str(storage),
+        max_train_examples=320, max_eval_examples=64, epochs=3, max_seq_len=32, batch_size=16,
+        num_workers=2, cpus_per_worker=0.5, max_failures=2,
     )
-    result = train_classifier(config)
+    outcome: dict[str, TrainResult] = {}
+    run = threading.Thread(target=lambda: outcome.setdefault("result", train_classifier(config)))
+    run.start()
+    killed = kill_a_worker_after_first_checkpoint(storage, timeout_s=600)
+    run.join(timeout=800)
+    assert killed is not None, "no checkpoint appeared"
+    result = outcome["result"]
+
+    steps_per_epoch = 10  # 320 examples / (16 x 2 workers)
+    assert result.metrics["global_step"] == 3 * steps_per_epoch  # every step done, none twice
+    assert result.metrics["resumed_from_step"] >= steps_per_epoch  # restarted from a checkpoint
+    assert result.metrics["epoch"] == 3
 
     folder = Path(result.model_dir)
-    assert folder == tmp_path / "sentiment"
     model = AutoModelForSequenceClassification.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    assert tokenizer.is_fast and (folder / "tokenizer.json").is_file()
-    assert (folder / "model.safetensors").is_file()
-    assert model.config.id2label == {0: "negative", 1: "neutral", 2: "positive"}
-    assert model.config.label2id == {"negative": 0, "neutral": 1, "positive": 2}
+    assert model.config.id2label == dict(enumerate(LABELS))
     assert set(predict(model, tokenizer, ["I love it", "worst flight ever"], 32)) <= {0, 1, 2}
-
-    marker = read_marker(folder)
-    assert marker is not None and (folder / MARKER_FILE).is_file()
-    assert marker["task"] == "sentiment" and marker["labels"] == ["negative", "neutral", "positive"]
+    assert read_marker(folder)["labels"] == LABELS
 
     record = json.loads((folder / TRAINING_FILE).read_text())
     assert record["data_hash"] == result.data_hash and len(record["data_hash"]) == 64
-    assert record["config"]["max_train_examples"] == 200 and record["examples"]["test"] == 64
-    metrics = record["metrics"]
-    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and 0.0 <= metrics["test_macro_f1"] <= 1.0
-    assert 0.0 <= metrics["val_accuracy"] <= 1.0 and metrics["global_step"] == 7  # ceil(100 / 16)
-    assert result.metrics["test_accuracy"] == metrics["test_accuracy"]
-    assert not any((tmp_path / "ray").iterdir())  # checkpoints removed once the folder is written
-    assert not list(tmp_path.glob(".sentiment.*"))  # no staging leftovers
+    report = json.loads((folder / "report.json").read_text())
+    assert report["fine_tuned"]["macro_f1"] == result.metrics["test_macro_f1"]
+    assert 0 <= report["baseline"]["macro_f1"] <= 1
+    assert sum(map(sum, report["fine_tuned"]["confusion"])) == 64
+    assert "TF-IDF" in (folder / "report.md").read_text()
+    assert (folder / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(storage.glob("*/checkpoint_*"))  # checkpoints removed once the model is written
+
+
+def test_training_registers_versions_and_checks_labels(ray_runtime: None, tmp_path: Path) -> None:
+    from maas.registry import ModelRegistry
+    from pipelines.training_data import DataError
+
+    registry = tmp_path / "registry"
+    data = tmp_path / "reviews.csv"
+    rows = [f"great stuff number {i},good" for i in range(30)] + [f"bad thing {i},bad" for i in range(30)]
+    data.write_text("review,verdict\n" + "\n".join(rows) + "\n")
+    overrides = {"dataset": {"path": str(data), "text_column": "review", "label_column": "verdict"},
+                 "model_name": "reviews", "max_train_examples": None, "max_eval_examples": None}
+    first = train_classifier(small_train_config("reviews", registry, **overrides))
+    assert (first.model_ref, first.live, first.labels) == ("reviews/v1", True, ["bad", "good"])
+    second = train_classifier(small_train_config("reviews", registry, **overrides))
+    assert (second.model_ref, second.live) == ("reviews/v2", False)  # v1 stays live until a rollout
+    assert ModelRegistry(registry).live_version("reviews") == "v1"
+
+    other = tmp_path / "other.csv"
+    other.write_text("review,verdict\n" + "\n".join(r.replace(",bad", ",meh") for r in rows) + "\n")
+    with pytest.raises(DataError, match="differ from those of the live reviews/v1"):
+        train_classifier(small_train_config("reviews", registry, **{**overrides, "dataset": {
+            "path": str(other), "text_column": "review", "label_column": "verdict"}}))
+    with pytest.raises(DataError, match="no column 'text'"):
+        train_classifier(small_train_config("reviews", registry, dataset={"path": str(data)}))
+    empty = tmp_path / "empty.csv"
+    empty.write_text("text,label\n")
+    with pytest.raises(DataError, match="no usable examples"):
+        train_classifier(small_train_config("x", registry, dataset={"path": str(empty)}))

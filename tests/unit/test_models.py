@@ -40,7 +40,7 @@ def test_cache_dir_defaults_to_home_cache(monkeypatch: pytest.MonkeyPatch, tmp_p
 
 
 def test_embedded_models_names() -> None:
-    assert set(models.EMBEDDED_MODELS) == {"smollm2-135m-instruct", "all-minilm-l6-v2", "sentiment"}
+    assert set(models.EMBEDDED_MODELS) == {"smollm2-135m-instruct", "all-minilm-l6-v2"}
 
 
 def test_resolve_local_path(tmp_path: Path) -> None:
@@ -59,21 +59,16 @@ def test_resolve_folder_without_config_raises(tmp_path: Path) -> None:
         resolve_model_path(str(tmp_path / "empty"))
 
 
-def test_sentiment_not_prepared_raises(maas_home: Path) -> None:
-    with pytest.raises(ModelNotPreparedError, match="maas prepare"):
-        resolve_model_path("embedded:sentiment")
+def test_registry_spec_resolves_to_the_live_version(tmp_path: Path) -> None:
+    from maas.registry import ModelRegistry, RegistryError
 
-
-def test_sentiment_folder_without_marker_raises(maas_home: Path) -> None:
-    _model_folder(maas_home / "models" / "sentiment")  # e.g. an interrupted training run
-    with pytest.raises(ModelNotPreparedError):
-        resolve_model_path("embedded:sentiment")
-
-
-def test_sentiment_prepared_resolves(maas_home: Path) -> None:
-    folder = _model_folder(maas_home / "models" / "sentiment")
-    models.write_marker(folder, {"model": "sentiment"})
-    assert resolve_model_path("embedded:sentiment") == folder
+    registry = ModelRegistry(tmp_path)
+    with pytest.raises(RegistryError, match="no live version"):
+        resolve_model_path("registry:sentiment", registry_dir=str(tmp_path))
+    with registry.new_version("sentiment", {}) as (_, folder):
+        (folder / "config.json").write_text("{}")
+    registry.set_live("sentiment", "v1")
+    assert resolve_model_path("registry:sentiment", registry_dir=str(tmp_path)) == tmp_path / "sentiment" / "v1"
 
 
 def test_smollm2_without_prepare_raises() -> None:

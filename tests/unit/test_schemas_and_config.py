@@ -81,7 +81,7 @@ def test_deployment_options_to_serve_options() -> None:
 def test_default_serve_config_parses() -> None:
     config = load_app_config("cluster/maas-cpu.yaml")
     assert [g.name for g in config.generators] == ["smollm2-135m-instruct"]
-    assert [m.name for m in config.classifier.models] == ["sentiment"]
+    assert [m.name for m in config.classifier.models] == ["sentiment", "topic"]
     assert [m.name for m in config.encoder.models] == ["all-minilm-l6-v2"]
 
 

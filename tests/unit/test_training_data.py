@@ -109,7 +109,7 @@ def test_data_hash_is_stable_and_order_independent(topic: list[Example]) -> None
 
 
 def test_rank_batches_shard_every_example_once_with_equal_step_counts() -> None:
-    from pipelines.train import rank_batches
+    from pipelines.train_worker import rank_batches
 
     lengths = [random.Random(i).randint(3, 64) for i in range(1001)]
     per_rank = [rank_batches(lengths, 16, 2, rank, seed=0, epoch=0) for rank in (0, 1)]
@@ -146,3 +146,37 @@ def test_train_cli_builds_a_validated_config() -> None:
         config_from_args(["sentiment", "--epochs", "0"])
     with pytest.raises(ValueError):
         TrainConfig(task="sentiment", unknown_field=1)
+
+
+def test_cluster_training_configs_parse() -> None:
+    """Every ``cluster/train-*.yaml`` is a valid TrainConfig (CPU here, GPU on a cluster)."""
+    from pathlib import Path
+
+    from pipelines.train import config_from_args
+
+    files = sorted(Path("cluster").glob("train-*.yaml"))
+    assert {f.name for f in files} >= {"train-sentiment.yaml", "train-topic.yaml", "train-gpu.yaml"}
+    configs = {f.name: config_from_args(["x", "--config", str(f)]) for f in files}
+    assert configs["train-gpu.yaml"].use_gpu and configs["train-gpu.yaml"].num_workers == 4
+    assert not configs["train-sentiment.yaml"].use_gpu
+
+
+def test_bad_datasets_get_clear_errors(tmp_path) -> None:  # noqa: ANN001
+    from pipelines.training_data import DataError, DatasetSource, load_examples
+
+    csv_file = tmp_path / "d.csv"
+    csv_file.write_text("text,label\n" + "".join(f"t{i},a\n" for i in range(6)))
+    with pytest.raises(DataError, match="only one label"):
+        load_examples("mine", DatasetSource(path=str(csv_file)))
+    with pytest.raises(DataError, match="no column 'body'"):
+        load_examples("mine", DatasetSource(path=str(csv_file), text_column="body"))
+    with pytest.raises(DataError, match="Unknown task 'mine'"):
+        load_examples("mine")
+    with pytest.raises(DataError, match="not found"):
+        load_examples("mine", DatasetSource(path=str(tmp_path / "missing.csv")))
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_text("".join(f'{{"text": "t{i}", "label": "{"ab"[i % 2]}"}}\n' for i in range(12)))
+    assert len(load_examples("mine", DatasetSource(path=str(jsonl)))) == 12
+    jsonl.write_text('{"text": "x", "label": "a"}\nnot json\n')
+    with pytest.raises(DataError, match="d.jsonl:2: not JSON"):
+        load_examples("mine", DatasetSource(path=str(jsonl)))

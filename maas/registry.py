@@ -1,0 +1,266 @@
+"""The model registry: trained classifiers stored as versions, and which version is live.
+
+Layout under the registry root (``cache_dir()/registry`` unless configured)::
+
+    <root>/<name>/v1/          a Hugging Face folder + maas_training.json + report.{json,md,png}
+    <root>/<name>/v2/
+    <root>/<name>/live.json    {"version": "v2", "updated_at": ...}
+
+A version folder appears atomically with its marker (:func:`maas.models.staged_folder`), so a
+half-written version is never listed. ``live.json`` is replaced atomically (``os.replace``);
+the serving side re-reads it when the file changes, which is how a rollout reaches the live
+service without a redeploy (see :class:`ServedClassifiers`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from maas.errors import ModelNotFoundError
+from maas.models import cache_dir, read_marker, staged_folder
+
+REGISTRY_PREFIX = "registry:"
+LIVE_FILE = "live.json"
+TRAINING_FILE = "maas_training.json"
+_VERSION = re.compile(r"^v([1-9][0-9]*)$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class RegistryError(ValueError):
+    """A registry operation that cannot be done (unknown model or version, label mismatch)."""
+
+
+class ModelVersion(BaseModel):
+    """One stored version of a model, with what it was trained on and how well it did."""
+
+    name: str
+    version: str
+    path: str
+    created_at: str = ""
+    task: str | None = None
+    labels: list[str] = Field(default_factory=list)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    data_hash: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    live: bool = False
+
+    @property
+    def ref(self) -> str:
+        """``name/vN``."""
+        return f"{self.name}/{self.version}"
+
+
+def default_registry_dir() -> Path:
+    return cache_dir() / "registry"
+
+
+def check_name(name: str) -> str:
+    """A registry model name: letters, digits, ``.``, ``_``, ``-``."""
+    if not _NAME.match(name):
+        raise RegistryError(f"Invalid model name {name!r}: use letters, digits, '.', '_' and '-'.")
+    return name
+
+
+def version_number(version: str) -> int:
+    match = _VERSION.match(version)
+    if not match:
+        raise RegistryError(f"Invalid version {version!r}: expected v1, v2, ...")
+    return int(match.group(1))
+
+
+class ModelRegistry:
+    """Versions of named models in a folder; one version per name is live."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root).expanduser() if root else default_registry_dir()
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _NAME.match(p.name))
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        """The complete versions of ``name``, oldest first."""
+        folder = self.root / check_name(name)
+        if not folder.is_dir():
+            return []
+        found = [p.name for p in folder.iterdir() if _VERSION.match(p.name) and read_marker(p)]
+        live = self.live_version(name)
+        return [self._describe(name, v, live) for v in sorted(found, key=version_number)]
+
+    def get(self, name: str, version: str) -> ModelVersion:
+        """One version; :class:`RegistryError` if it does not exist (or is incomplete)."""
+        version_number(version)
+        path = self.root / check_name(name) / version
+        if not read_marker(path):
+            known = ", ".join(v.version for v in self.versions(name)) or "none"
+            raise RegistryError(f"No version {version} of model '{name}' (versions: {known}).")
+        return self._describe(name, version, self.live_version(name))
+
+    def resolve(self, ref: str) -> ModelVersion:
+        """``name`` (its live version) or ``name/vN``."""
+        name, _, version = ref.partition("/")
+        if version:
+            return self.get(name, version)
+        live = self.live_version(name)
+        if live is None:
+            raise RegistryError(f"Model '{name}' has no live version in {self.root}.")
+        return self.get(name, live)
+
+    def live_version(self, name: str) -> str | None:
+        try:
+            data = json.loads((self.root / check_name(name) / LIVE_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        version = data.get("version") if isinstance(data, dict) else None
+        return version if isinstance(version, str) else None
+
+    def set_live(self, name: str, version: str, allow_label_change: bool = False) -> ModelVersion:
+        """Make ``version`` the live one; refuse a label set unlike the live version's."""
+        target = self.get(name, version)
+        current = self.live_version(name)
+        if current and current != version and not allow_label_change:
+            live_labels = self.get(name, current).labels
+            if live_labels != target.labels:
+                raise RegistryError(
+                    f"{name}/{version} has labels {target.labels}, but the live {name}/{current} "
+                    f"serves {live_labels}: clients would see different labels. Pass "
+                    "--allow-label-change to roll it out anyway."
+                )
+        record = {"version": version, "previous": current,
+                  "updated_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        _write_atomic(self.root / name / LIVE_FILE, json.dumps(record, indent=2) + "\n")
+        return target.model_copy(update={"live": True})
+
+    @contextlib.contextmanager
+    def new_version(self, name: str, info: dict[str, Any]) -> Iterator[tuple[str, Path]]:
+        """Reserve the next version of ``name``; yield ``(version, temp folder)`` to fill.
+
+        The folder becomes ``<root>/<name>/vN`` (with its marker) when the block succeeds.
+        """
+        folder = self.root / check_name(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        with _locked(folder / ".lock"):
+            taken = [version_number(p.name) for p in folder.iterdir() if _VERSION.match(p.name)]
+            version = f"v{max(taken, default=0) + 1}"
+            (folder / version).mkdir()  # reserve the number; staged_folder replaces it
+        try:
+            with staged_folder(folder / version, {**info, "model": name, "version": version}) as tmp:
+                yield version, tmp
+        except BaseException:
+            with contextlib.suppress(OSError):
+                (folder / version).rmdir()  # still the empty reservation: give the number back
+            raise
+
+    def _describe(self, name: str, version: str, live: str | None) -> ModelVersion:
+        path = self.root / name / version
+        record = _read_json(path / TRAINING_FILE)
+        marker = read_marker(path) or {}
+        return ModelVersion(
+            name=name,
+            version=version,
+            path=str(path),
+            created_at=str(record.get("created_at") or marker.get("prepared_at") or ""),
+            task=record.get("task"),
+            labels=list(record.get("labels") or []),
+            metrics={k: float(v) for k, v in (record.get("metrics") or {}).items()
+                     if isinstance(v, int | float)},
+            data_hash=record.get("data_hash"),
+            config=record.get("config") or {},
+            live=version == live,
+        )
+
+
+class ServedClassifiers:
+    """The classifier names a deployment serves, mapped to model ids it can load.
+
+    A model configured with a plain path (or ``embedded:``) has the id of its name. A model
+    configured as ``registry:<registry-name>`` is served as its live version, re-read whenever
+    ``live.json`` changes: the id is ``<name>/vN``, and clients may pin a version by asking for
+    ``<name>/vN`` themselves.
+    """
+
+    def __init__(self, models: list[Any], registry: ModelRegistry) -> None:
+        self.configs = {m.name: m for m in models}
+        self.registry = registry
+
+    def names(self) -> list[str]:
+        return list(self.configs)
+
+    def registry_name(self, name: str) -> str | None:
+        path = self.configs[name].path
+        return path.removeprefix(REGISTRY_PREFIX) if path.startswith(REGISTRY_PREFIX) else None
+
+    def resolve(self, requested: str) -> str:
+        """The model id serving ``requested``; :class:`ModelNotFoundError` if none does."""
+        if requested in self.configs:
+            return self._live_id(requested)
+        name, _, version = requested.rpartition("/")
+        if name in self.configs and self.registry_name(name) and _VERSION.match(version):
+            self._version(name, version)
+            return requested
+        raise ModelNotFoundError.for_model(requested, "classification", self.names())
+
+    def location(self, model_id: str) -> tuple[Any, Path]:
+        """``(config, folder)`` of a model id (a bare registry-backed name means its live version)."""
+        model_id = self.resolve(model_id)
+        if model_id in self.configs:
+            from maas.models import resolve_model_path
+
+            return self.configs[model_id], resolve_model_path(self.configs[model_id].path)
+        name, _, version = model_id.rpartition("/")
+        return self.configs[name], Path(self._version(name, version).path)
+
+    def _live_id(self, name: str) -> str:
+        registry_name = self.registry_name(name)
+        if registry_name is None:
+            return name
+        live = self.registry.live_version(registry_name)
+        if live is None:
+            raise ModelNotFoundError(
+                f"The model '{name}' has no live version yet: train it with `maas train`.", "model"
+            )
+        return f"{name}/{live}"
+
+    def _version(self, name: str, version: str) -> ModelVersion:
+        try:
+            return self.registry.get(self.registry_name(name) or name, version)
+        except RegistryError as exc:
+            raise ModelNotFoundError(str(exc), "model") from None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,377 @@
+"""The Ray Train worker of the fine-tuning pipeline (runs inside every training worker).
+
+Each worker fine-tunes its DDP replica of the model on its shard of every global batch,
+validates on its shard of the validation set, and reports metrics with a checkpoint (written
+by rank 0) after each epoch, or when the time budget runs out. A restarted worker group
+resumes from ``ray.train.get_checkpoint()``: model, optimizer, scheduler, position and clock.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+STATE_FILE = "trainer_state.pt"
+CHECKPOINT_MODEL_DIR = "model"
+PREFIX = "[train]"
+_LENGTH_GROUP_BATCHES = 50
+
+
+def train_loop_per_worker(cfg: dict[str, Any]) -> None:
+    """Ray Train worker: data-parallel fine-tuning with per-epoch validation and checkpoints."""
+    import ray.train
+    import torch
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    silence_transformers()
+    torch.set_num_threads(cfg["torch_threads"])
+    torch.manual_seed(cfg["seed"])
+    ctx = ray.train.get_context()
+    run = _WorkerRun(cfg, ctx.get_world_rank(), ctx.get_world_size())
+    run.restore(ray.train.get_checkpoint())
+    run.train()
+
+
+class _WorkerRun:
+    """The state of one worker's training run (model, optimizer, position, clock)."""
+
+    def __init__(self, cfg: dict[str, Any], rank: int, world: int) -> None:
+        import ray.train.torch
+        from transformers import (
+            AutoModelForSequenceClassification,
+            AutoTokenizer,
+            get_linear_schedule_with_warmup,
+        )
+
+        self.cfg, self.rank, self.world = cfg, rank, world
+        self.device = ray.train.torch.get_device()
+        self.tokenizer = AutoTokenizer.from_pretrained(cfg["base_model"])
+        labels = cfg["labels"]
+        model = AutoModelForSequenceClassification.from_pretrained(
+            cfg["base_model"],
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={label: i for i, label in enumerate(labels)},
+        )
+        self.model = ray.train.torch.prepare_model(model)
+        self.train_ids = self._tokenize(cfg["train_texts"])
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.steps_per_epoch = len(self._epoch_batches())
+        total = self.steps_per_epoch * cfg["epochs"]
+        self.optimizer = _adamw(self.model, cfg["learning_rate"], cfg["weight_decay"])
+        self.scheduler = get_linear_schedule_with_warmup(
+            self.optimizer, int(cfg["warmup_ratio"] * total), total
+        )
+        self.elapsed_before = 0.0  # training seconds spent by earlier attempts (restored)
+        self.resumed_from_step = 0  # global step of the checkpoint this attempt started from
+        self.bar: Any = None
+        self.done = False
+        self.start, self.start_step = time.perf_counter(), 0
+        self.step_seconds = 0.0  # time spent in training steps by this attempt
+
+    def restore(self, checkpoint: Any) -> None:
+        """Continue from a checkpoint of an earlier attempt of this run, if there is one."""
+        import torch
+
+        if checkpoint is None:
+            return
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / STATE_FILE, weights_only=False)
+            weights = _load_weights(Path(folder) / CHECKPOINT_MODEL_DIR)
+        unwrap(self.model).load_state_dict(weights)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
+        self.global_step, self.elapsed_before, self.done = (
+            state["global_step"],
+            state["elapsed_s"],
+            state["done"],
+        )
+        self.resumed_from_step = self.global_step
+        self._print(f"resumed from checkpoint: epoch {self.epoch + 1}, step {self.global_step}")
+
+    def train(self) -> None:
+        """Run the remaining epochs; report a checkpoint after each, or when the budget runs out."""
+        self.start = time.perf_counter()
+        self.start_step = self.global_step
+        self.bar = self._progress_bar()
+        while not self.done and self.epoch < self.cfg["epochs"]:
+            losses, stopped = self._train_epoch()
+            if not stopped:
+                self.epoch, self.step_in_epoch = self.epoch + 1, 0
+            self.done = stopped or self.epoch >= self.cfg["epochs"]
+            self._report(losses, stopped)
+        if self.bar is not None:
+            self.bar.close()
+
+    def _progress_bar(self) -> Any:
+        """A progress bar of the training steps, shown by the driver (rank 0 only)."""
+        if self.rank != 0:
+            return None
+        from ray.experimental.tqdm_ray import tqdm
+
+        bar = tqdm(desc="training steps", total=self.steps_per_epoch * self.cfg["epochs"], unit="step")
+        bar.update(self.global_step)
+        return bar
+
+    def _train_epoch(self) -> tuple[list[float], bool]:
+        """Train from the current position to the end of the epoch or of the time budget."""
+        self.model.train()
+        losses: list[float] = []
+        batches = self._epoch_batches()
+        for step in range(self.step_in_epoch, len(batches)):
+            if self._budget_spent():
+                return losses, True
+            tick = time.perf_counter()
+            losses.append(self._train_step(batches[step]))
+            self.step_seconds += time.perf_counter() - tick
+            self.step_in_epoch, self.global_step = step + 1, self.global_step + 1
+            if self.bar is not None:
+                self.bar.update(1)
+            if self.global_step % self.cfg["log_every_steps"] == 0:
+                self._log_progress(losses)
+        return losses, False
+
+    def _train_step(self, batch: list[int]) -> float:
+        import torch
+
+        inputs = _pad([self.train_ids[i] for i in batch], self.tokenizer.pad_token_id, self.device)
+        labels = torch.tensor([self.cfg["train_labels"][i] for i in batch], device=self.device)
+        loss = self.model(**inputs, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    def _epoch_batches(self) -> list[list[int]]:
+        """This rank's batches of the current epoch (see :func:`rank_batches`)."""
+        lengths = [len(ids) for ids in self.train_ids]
+        return rank_batches(
+            lengths, self.cfg["batch_size"], self.world, self.rank, self.cfg["seed"], self.epoch
+        )
+
+    def _budget_spent(self) -> bool:
+        """Whether any rank ran out of time (all ranks agree, so they stop at the same step)."""
+        import torch
+        import torch.distributed as dist
+
+        budget = self.cfg["time_budget_s"]
+        spent = budget is not None and self._elapsed() >= budget
+        if not (dist.is_available() and dist.is_initialized()):
+            return spent
+        flag = torch.tensor([1.0 if spent else 0.0])
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    def _report(self, losses: list[float], stopped: bool) -> None:
+        """Validate, then report metrics with a checkpoint (written by rank 0 only)."""
+        import ray.train
+        from ray.train import Checkpoint
+
+        metrics = {
+            "epoch": self.epoch if not stopped else self.epoch + self.step_in_epoch / self.steps_per_epoch,
+            "global_step": self.global_step,
+            "train_loss": sum(losses) / len(losses) if losses else float("nan"),
+            "val_accuracy": self._validate(),
+            "train_examples_per_s": self._examples_per_s(),
+            "train_time_s": self._elapsed(),
+            "stopped_early": float(stopped),
+            "resumed_from_step": self.resumed_from_step,
+        }
+        self._print(
+            f"{'stopped early (time budget)' if stopped else 'epoch done'}: epoch {metrics['epoch']:.2f}, "
+            f"step {self.global_step}, train_loss {metrics['train_loss']:.4f}, "
+            f"val_accuracy {metrics['val_accuracy']:.4f}, {metrics['train_examples_per_s']:.1f} ex/s"
+        )
+        with tempfile.TemporaryDirectory(prefix="maas-ckpt-") as folder:
+            checkpoint = None
+            if self.rank == 0:
+                self._save(Path(folder))
+                checkpoint = Checkpoint.from_directory(folder)
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+    def _save(self, folder: Path) -> None:
+        """Write the model, tokenizer and optimizer/scheduler/position state into ``folder``."""
+        import torch
+
+        unwrap(self.model).save_pretrained(folder / CHECKPOINT_MODEL_DIR, safe_serialization=True)
+        self.tokenizer.save_pretrained(folder / CHECKPOINT_MODEL_DIR)
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "elapsed_s": self._elapsed(),
+            "done": self.done,
+        }
+        torch.save(state, folder / STATE_FILE)
+
+    def _validate(self) -> float:
+        """Accuracy on the validation set, each rank scoring its own shard."""
+        import torch
+        import torch.distributed as dist
+
+        texts, labels = (
+            self.cfg["val_texts"][self.rank :: self.world],
+            self.cfg["val_labels"][self.rank :: self.world],
+        )
+        # The bare module: DDP's forward would sync buffers, and shards may differ in batch count.
+        predicted = (
+            predict(unwrap(self.model), self.tokenizer, texts, self.cfg["max_seq_len"]) if texts else []
+        )
+        counts = torch.tensor(
+            [sum(p == y for p, y in zip(predicted, labels)), len(labels)], dtype=torch.float64
+        )
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(counts)
+        return float(counts[0] / counts[1]) if counts[1] else float("nan")
+
+    def _tokenize(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(texts, truncation=True, max_length=self.cfg["max_seq_len"])["input_ids"]
+
+    def _elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.start
+
+    def _examples_per_s(self) -> float:
+        """Training throughput of all ranks together (steps only: no validation or checkpoints)."""
+        steps = self.global_step - self.start_step
+        return steps * self.cfg["batch_size"] * self.world / self.step_seconds if self.step_seconds else 0.0
+
+    def _log_progress(self, losses: list[float]) -> None:
+        window = losses[-self.cfg["log_every_steps"] :]
+        total = self.steps_per_epoch * self.cfg["epochs"]
+        rate = (self.global_step - self.start_step) / max(time.perf_counter() - self.start, 1e-9)
+        eta = (total - self.global_step) / rate if rate else float("inf")
+        budget = self.cfg["time_budget_s"]
+        if budget is not None:
+            eta = min(eta, max(budget - self._elapsed(), 0.0))
+        self._print(
+            f"epoch {self.epoch + 1}/{self.cfg['epochs']} step {self.global_step}/{total} "
+            f"loss {sum(window) / len(window):.4f} | {self._examples_per_s():.1f} ex/s | "
+            f"elapsed {fmt_s(self._elapsed())} | ETA {fmt_s(eta)}"
+        )
+
+    def _print(self, message: str) -> None:
+        # Not print(): Ray Train patches it in workers and the line would show twice.
+        if self.rank == 0:
+            sys.stdout.write(f"{PREFIX} {message}\n")
+            sys.stdout.flush()
+
+
+def rank_batches(
+    lengths: Sequence[int], batch_size: int, world: int, rank: int, seed: int, epoch: int
+) -> list[list[int]]:
+    """Indices of ``rank``'s batches for one epoch of data-parallel training.
+
+    A seeded shuffle (the same on every rank) is padded by wrap-around to a multiple of
+    ``world``, cut into chunks of 50 global batches, each chunk sorted by length and cut into
+    global batches of ``batch_size * world``, whose order is shuffled again. Rank ``r`` takes
+    every ``world``-th example of each global batch, so all ranks run the same number of steps
+    on similar lengths, and batches of similar lengths waste little compute on padding.
+    """
+    rng = random.Random(f"{seed}-{epoch}")
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    order += order[: (-len(order)) % world]
+    global_size = batch_size * world
+    chunk = global_size * _LENGTH_GROUP_BATCHES
+    batches: list[list[int]] = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start : start + chunk], key=lengths.__getitem__)
+        batches.extend(part[i : i + global_size] for i in range(0, len(part), global_size))
+    rng.shuffle(batches)
+    return [batch[rank::world] for batch in batches]
+
+
+def silence_transformers() -> None:
+    """Turn off transformers' load reports and progress bars (e.g. in a worker process)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW without weight decay on biases and LayerNorm weights."""
+    import torch
+
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def _pad(sequences: list[list[int]], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Right-pad token ids to the longest sequence of the batch, with an attention mask."""
+    import torch
+
+    width = max(len(seq) for seq in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+
+
+def _load_weights(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+def unwrap(model: torch.nn.Module) -> Any:
+    """The bare model inside a DistributedDataParallel wrapper (or the model itself)."""
+    return getattr(model, "module", model)
+
+
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def fmt_s(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+
+def predict(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_seq_len: int
+) -> list[int]:
+    """Predicted class ids of ``texts``, batched by similar length, without gradients."""
+    import torch
+
+    model.eval()
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    predicted = [0] * len(texts)
+    with torch.inference_mode():
+        for batch in _chunks(order, 64):
+            enc = tokenizer(
+                [texts[i] for i in batch],
+                truncation=True,
+                max_length=max_seq_len,
+                padding=True,
+                return_tensors="pt",
+            )
+            for i, label in zip(batch, model(**enc.to(model.device)).logits.argmax(dim=-1).tolist()):
+                predicted[i] = label
+    return predicted
