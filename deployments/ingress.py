@@ -1,5 +1,8 @@
 """HTTP ingress: the OpenAI-compatible API over the tokenizer, generator, classifier, encoder.
 
+It also serves NER, the classic NLP pipelines (``/v1/pipelines/...``, composed in
+``pipelines/tasks.py`` over the methods below) and the playground page at ``/``.
+
 Each operation is a method of :class:`MaasIngress` taking and returning the wire schemas, so
 a Ray job calls it through the application's handle exactly as HTTP clients do; the FastAPI
 routes are a few lines each over those methods.
@@ -9,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import re
 import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
@@ -29,6 +34,20 @@ from maas.errors import (
 )
 from maas.http import install_error_handlers, install_metrics_middleware, set_request_model, sse_events
 from maas.metrics import MetricsRecorder
+from maas.pipeline_schemas import (
+    AnalyzeRequest,
+    AnalyzeResponse,
+    EntitiesRequest,
+    EntitiesResponse,
+    ModeratedChatRequest,
+    ModeratedChatResponse,
+    SummarizeRequest,
+    SummarizeResponse,
+    TranslateRequest,
+    TranslateResponse,
+    entities_response,
+)
+from maas.playground import playground_html
 from maas.registry import ModelRegistry, ServedClassifiers
 from maas.schemas import (
     ChatCompletionChunk,
@@ -48,6 +67,7 @@ from maas.schemas import (
     GenerationResult,
     ModelCard,
     ModelList,
+    ResponseFormat,
     SamplingFields,
     TokenizeRequest,
     TokenizeResponse,
@@ -55,6 +75,7 @@ from maas.schemas import (
     new_id,
     now,
 )
+from pipelines.tasks import PipelineBackend, Pipelines
 
 HEALTH_TIMEOUT_S = 10.0
 
@@ -104,6 +125,31 @@ def encode_embedding(vector: list[float], encoding_format: str) -> list[float] |
     return vector
 
 
+def with_response_format(params: GenerationParams, response_format: ResponseFormat | None) -> GenerationParams:
+    """Structured output: JSON of a schema (compiled here, so a bad schema is a 400) or any object."""
+    if response_format is None or response_format.type == "text":
+        return params
+    if response_format.type == "json_object":
+        return params.model_copy(update={"json_object": True})
+    schema = json.dumps(response_format.json_schema.json_schema)  # type: ignore[union-attr]
+    check_json_schema(schema)
+    return params.model_copy(update={"json_schema": schema})
+
+
+def check_json_schema(schema: str) -> None:
+    """Refuse a JSON schema that is invalid or that structured decoding cannot compile."""
+    import jsonschema
+    import xgrammar
+
+    try:
+        jsonschema.validators.validator_for(json.loads(schema)).check_schema(json.loads(schema))
+        xgrammar.Grammar.from_json_schema(schema)
+    except Exception as exc:  # noqa: BLE001 - every failure is the client's schema
+        message = re.sub(r"^(\[[^]]*\] )?\S+\.cc:\d+: ", "", str(exc).splitlines()[0])[:300]
+        raise InvalidRequestError(f"response_format.json_schema.schema cannot be used: {message}",
+                                  "response_format", code="invalid_json_schema") from None
+
+
 def reject_unsupported(request: SamplingFields) -> None:
     """Clear 400s for OpenAI features this service does not offer."""
     if isinstance(request, CompletionRequest):
@@ -114,10 +160,8 @@ def reject_unsupported(request: SamplingFields) -> None:
     if isinstance(request, ChatCompletionRequest):
         if request.tools:
             raise InvalidRequestError("tools are not supported.", "tools")
-        if request.response_format and request.response_format.type != "text":
-            raise InvalidRequestError(
-                "Only response_format type 'text' is supported.", "response_format"
-            )
+        if request.response_format and request.response_format.type != "text" and request.n > 1:
+            raise InvalidRequestError("response_format with n > 1 is not supported.", "n")
 
 
 def event_stream(items: AsyncIterator[Any]) -> StreamingResponse:
@@ -137,6 +181,7 @@ class MaasIngress:
         generators: dict[str, DeploymentHandle],
         classifier: DeploymentHandle | None,
         encoder: DeploymentHandle | None,
+        ner: DeploymentHandle | None = None,
     ) -> None:
         self.config = config
         self.tokenizer = tokenizer
@@ -147,6 +192,14 @@ class MaasIngress:
         self.classifiers = ServedClassifiers(config.classifier.models, ModelRegistry(config.registry_dir))
         self._classifier_handles: dict[str, DeploymentHandle] = {}
         self.encoder_models = {m.name for m in config.encoder.models}
+        # --- NER and the pipelines (pipelines/tasks.py) ---
+        self.ner = ner
+        self.ner_models = tuple(m.name for m in config.ner.models)
+        self.pipelines = Pipelines(PipelineBackend(
+            chat=self.chat, open_chat_stream=self._open_chat_stream, classify=self.classify,
+            entities=self.entities, generators=self.generator_configs,
+            classifiers=frozenset(m.name for m in config.classifier.models), ner_models=self.ner_models,
+        ))
 
     # ------------------------------------------------------------------ handle methods
 
@@ -159,6 +212,7 @@ class MaasIngress:
                   for m in self.config.classifier.models]
         cards += [ModelCard(id=m.name, capability="embed", max_model_len=m.max_seq_len)
                   for m in self.config.encoder.models]
+        cards += [ModelCard(id=name, capability="entities") for name in self.ner_models]  # NER
         return ModelList(data=cards)
 
     async def chat(self, request: ChatCompletionRequest) -> ChatCompletionResponse:
@@ -218,8 +272,8 @@ class MaasIngress:
         """A real call into every deployment; raises 503 if any fails or hangs."""
         checks = {"tokenizer": self.tokenizer}
         checks.update({f"generator:{name}": h for name, h in self.generators.items()})
-        checks.update({n: h for n, h in (("classifier", self.classifier),
-                                         ("encoder", self.encoder)) if h is not None})
+        checks.update({n: h for n, h in (("classifier", self.classifier), ("encoder", self.encoder),
+                                         ("ner", self.ner)) if h is not None})
         try:
             await asyncio.wait_for(
                 asyncio.gather(*(h.ping.remote() for h in checks.values())), HEALTH_TIMEOUT_S
@@ -227,6 +281,45 @@ class MaasIngress:
         except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
             raise ServiceUnavailableError(f"Unhealthy: {type(exc).__name__}.") from None
         return {"status": "ok", "deployments": sorted(checks)}
+
+    # ------------------------------------------------------------------ pipeline handle methods
+    # NER and the classic NLP pipelines; the pipelines themselves are in pipelines/tasks.py.
+
+    async def entities(self, request: EntitiesRequest) -> EntitiesResponse:
+        """Named entities (with character offsets) of one or more texts, from the NER deployment."""
+        model = request.model or next(iter(self.ner_models), None)
+        if self.ner is None or model not in self.ner_models:
+            raise ModelNotFoundError.for_model(model or "(default)", "named-entity recognition",
+                                               list(self.ner_models))
+        results = await self.ner.entities.remote(model, request.texts())
+        return entities_response(model, results)
+
+    async def summarize(self, request: SummarizeRequest) -> SummarizeResponse:
+        """A summary of a text in at most ``max_words`` words, by a generator (greedy by default)."""
+        return await self.pipelines.summarize(request)
+
+    async def translate(self, request: TranslateRequest) -> TranslateResponse:
+        """A translation from ``source_language`` to ``target_language`` (greedy by default)."""
+        return await self.pipelines.translate(request)
+
+    async def analyze(self, request: AnalyzeRequest) -> AnalyzeResponse:
+        """Sentiment, topic, entities and a one-line summary of a text, computed in parallel."""
+        return await self.pipelines.analyze(request)
+
+    async def moderated_chat(self, request: ModeratedChatRequest) -> ModeratedChatResponse:
+        """A chat completion after moderation of the user's last message (``stream`` is ignored)."""
+        return await self.pipelines.moderated_chat(request)
+
+    async def moderated_chat_stream(self, request: ModeratedChatRequest) -> AsyncIterator[ChatCompletionChunk]:
+        """A moderated chat as chunks, the first one with ``moderation``; call with ``stream=True``."""
+        _, chunks = await self.pipelines.open_moderated_chat_stream(request)
+        async for chunk in chunks:
+            yield chunk
+
+    async def _open_chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
+        """Validate a chat request now (errors before any byte is sent), then its chunk stream."""
+        ids, params = await self._prepare_chat(request)
+        return self._chat_chunks(request, ids, params)
 
     # ------------------------------------------------------------------ internals
 
@@ -276,7 +369,8 @@ class MaasIngress:
         ids = await self.tokenizer.chat_ids.remote(request.model, request.messages)
         param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
         max_tokens = resolve_max_tokens(request.requested_max_tokens(), len(ids), config, param)
-        return ids, request.generation_params(max_tokens, request.requested_logprobs())
+        params = request.generation_params(max_tokens, request.requested_logprobs())
+        return ids, with_response_format(params, request.response_format)
 
     async def _prepare_completion(self, request: CompletionRequest) -> tuple[list[list[int]], GenerationParams]:
         config = self._generator_config(request.model)
@@ -355,3 +449,72 @@ class MaasIngress:
         text = await recorder.render()
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
+    # ------------------------------------------------------------------ pipeline HTTP routes
+    # The playground page and /v1/pipelines/...; each route calls the handle method above.
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def http_playground(self) -> HTMLResponse:
+        """The playground: a static page that calls this API from the browser."""
+        return HTMLResponse(playground_html())
+
+    @app.post("/v1/pipelines/entities", response_model=EntitiesResponse)
+    async def http_entities(self, body: EntitiesRequest, request: Request) -> EntitiesResponse:
+        """Named entities of one text or a list of texts (spaCy), with character offsets.
+
+        ``model`` defaults to the first NER model; ``input[i][start_char:end_char]`` is each
+        entity's text (offsets count Python characters, i.e. code points).
+        """
+        set_request_model(request, body.model or "")
+        return await self.entities(body)
+
+    @app.post("/v1/pipelines/summarize", response_model=SummarizeResponse)
+    async def http_summarize(self, body: SummarizeRequest, request: Request) -> SummarizeResponse:
+        """Summarize a text in at most ``max_words`` words with a generator.
+
+        A prompt template over the chat path; ``model`` defaults to the first generator and
+        ``temperature`` to 0 (greedy). An answer longer than ``max_words`` is cut there.
+        """
+        set_request_model(request, body.model or "")
+        return await self.summarize(body)
+
+    @app.post("/v1/pipelines/translate", response_model=TranslateResponse)
+    async def http_translate(self, body: TranslateRequest, request: Request) -> TranslateResponse:
+        """Translate a text from ``source_language`` to ``target_language`` with a generator.
+
+        A prompt template over the chat path; ``model`` defaults to the first generator and
+        ``temperature`` to 0 (greedy). The two languages must differ.
+        """
+        set_request_model(request, body.model or "")
+        return await self.translate(body)
+
+    @app.post("/v1/pipelines/analyze", response_model=AnalyzeResponse)
+    async def http_analyze(self, body: AnalyzeRequest, request: Request) -> AnalyzeResponse:
+        """Sentiment, topic, entities and a one-line summary of one text, computed in parallel.
+
+        Each part's model defaults to `sentiment`, `topic`, the first NER model and the first
+        generator; a part whose default model is not served is null, and a `*_model: null`
+        skips it. `latency_ms` gives each part's time and the total: the parts run
+        concurrently, so the total is close to the slowest part, not to the sum.
+        """
+        return await self.analyze(body)
+
+    @app.post("/v1/pipelines/moderated_chat", response_model=ModeratedChatResponse)
+    async def http_moderated_chat(self, body: ModeratedChatRequest, request: Request) -> Any:
+        """A chat whose user's last message is classified first (`moderation_model`, default `sentiment`).
+
+        If P(`negative_label`) > `negative_threshold` (default 0.5) a de-escalation system
+        prompt is put first. The route taken is in the `x-maas-moderation` header and in
+        `moderation`: a field of the response, or, with `stream: true`, of the first
+        server-sent event (a chunk with `choices: []`), followed by the chat chunks and
+        `data: [DONE]` as in `/v1/chat/completions`. Bad parameters are an error before the
+        stream starts.
+        """
+        set_request_model(request, body.model or "")
+        if not body.stream:
+            result = await self.moderated_chat(body)
+            return JSONResponse(result.model_dump(mode="json"),
+                                headers={"x-maas-moderation": result.moderation.header()})
+        moderation, chunks = await self.pipelines.open_moderated_chat_stream(body)
+        response = event_stream(chunks)
+        response.headers["x-maas-moderation"] = moderation.header()
+        return response

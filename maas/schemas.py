@@ -128,11 +128,26 @@ class ChatMessage(RequestModel):
         return {"role": role, "content": self.text()}
 
 
+class JsonSchemaFormat(RequestModel):
+    """OpenAI ``response_format.json_schema``: the answer must be JSON valid against ``schema``."""
+
+    name: str = Field(..., min_length=1, max_length=64)
+    description: str | None = None
+    json_schema: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+
 class ResponseFormat(RequestModel):
-    """OpenAI ``response_format``."""
+    """OpenAI ``response_format``: free text, any JSON object, or JSON of a given schema."""
 
     type: Literal["text", "json_object", "json_schema"]
-    json_schema: dict[str, Any] | None = None
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_with_its_type(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("json_schema is required with type 'json_schema', and only then")
+        return self
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -410,7 +425,7 @@ class ModelCard(WireModel):
     object: Literal["model"] = "model"
     created: int = Field(default_factory=now)
     owned_by: str = "maas"
-    capability: Literal["generate", "classify", "embed"]
+    capability: Literal["generate", "classify", "embed", "entities"]
     max_model_len: int | None = None
     version: str | None = Field(None, description="Live registry version (classifiers from the registry).")
 
@@ -436,6 +451,8 @@ class GenerationParams(WireModel):
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logprobs: int | None = Field(None, description="Top-k alternatives; None: no logprobs.")
+    json_schema: str | None = Field(None, description="Constrain the output to JSON of this schema.")
+    json_object: bool = Field(False, description="Constrain the output to a JSON object.")
 
 
 class GenerationChunk(WireModel):

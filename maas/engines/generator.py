@@ -42,8 +42,13 @@ def build_engine_args(config: GeneratorModelConfig, on_gpu: bool) -> Any:
 def to_sampling_params(params: GenerationParams) -> Any:
     """vLLM ``SamplingParams`` (delta streaming) for validated generation parameters."""
     from vllm import SamplingParams
-    from vllm.sampling_params import RequestOutputKind
+    from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
+    structured = None
+    if params.json_schema is not None:
+        structured = StructuredOutputsParams(json=params.json_schema, disable_any_whitespace=True)
+    elif params.json_object:
+        structured = StructuredOutputsParams(json_object=True, disable_any_whitespace=True)
     return SamplingParams(
         n=params.n,
         temperature=params.temperature,
@@ -55,6 +60,7 @@ def to_sampling_params(params: GenerationParams) -> Any:
         presence_penalty=params.presence_penalty,
         frequency_penalty=params.frequency_penalty,
         logprobs=params.logprobs,
+        structured_outputs=structured,
         output_kind=RequestOutputKind.DELTA,
     )
 

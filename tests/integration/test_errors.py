@@ -32,6 +32,13 @@ CASES = [
     ("streamed and too long", "POST", CHAT, {"model": GENERATOR, "stream": True, "messages": [{"role": "user", "content": LONG_PROMPT}]}, 400, "messages"),
     ("streamed bad parameter", "POST", CHAT, {"model": GENERATOR, "stream": True, "messages": MSG, "top_p": 9}, 400, "top_p"),
     ("unknown classify model", "POST", "/v1/classify", {"model": "nope", "input": "x"}, 404, "model"),
+    ("unknown classifier version", "POST", "/v1/classify", {"model": "sentiment/v99", "input": "x"}, 404, "model"),
+    ("schema cannot compile", "POST", CHAT, {"model": GENERATOR, "messages": MSG, "response_format": {
+        "type": "json_schema", "json_schema": {"name": "x", "schema": {"$ref": "#/nope"}}}}, 400, "response_format"),
+    ("schema is not a schema", "POST", CHAT, {"model": GENERATOR, "messages": MSG, "response_format": {
+        "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "objectx"}}}}, 400, "response_format"),
+    ("json_schema type without schema", "POST", CHAT, {"model": GENERATOR, "messages": MSG,
+        "response_format": {"type": "json_schema"}}, 400, "response_format"),
     ("classify empty list", "POST", "/v1/classify", {"model": CLASSIFIER, "input": []}, 400, "input"),
     ("classify wrong type", "POST", "/v1/classify", {"model": CLASSIFIER, "input": 42}, 400, "input"),
     ("embeddings unknown model", "POST", "/v1/embeddings", {"model": GENERATOR, "input": "x"}, 404, "model"),

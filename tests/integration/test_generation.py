@@ -121,3 +121,41 @@ def test_greedy_with_several_choices_is_a_400(openai_client) -> None:
 
     with pytest.raises(openai.BadRequestError):
         openai_client.completions.create(model=GENERATOR, prompt="x", max_tokens=2, temperature=0, n=2)
+
+
+PERSON_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 40},
+        "age": {"type": "integer", "minimum": 0, "maximum": 150},
+        "city": {"type": "string", "maxLength": 40},
+        "languages": {"type": "array", "items": {"type": "string", "maxLength": 20}, "maxItems": 3},
+    },
+    "required": ["name", "age", "city"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_json_schema_answers_always_parse_and_validate(openai_client, seed: int) -> None:
+    """Structured decoding: sampled answers (temperature 1) are JSON valid against the schema."""
+    import jsonschema
+
+    answer = openai_client.chat.completions.create(
+        model=GENERATOR, max_tokens=200, temperature=1.0, seed=seed,
+        messages=[{"role": "user", "content": "Invent a person. Answer in JSON."}],
+        response_format={"type": "json_schema",
+                         "json_schema": {"name": "person", "schema": PERSON_SCHEMA, "strict": True}},
+    )
+    choice = answer.choices[0]
+    assert choice.finish_reason == "stop", choice.message.content
+    jsonschema.validate(json.loads(choice.message.content), PERSON_SCHEMA)
+
+
+def test_json_object_mode_answers_an_object(openai_client) -> None:
+    answer = openai_client.chat.completions.create(
+        model=GENERATOR, max_tokens=120, temperature=0,
+        messages=[{"role": "user", "content": "Give the capital of France as JSON."}],
+        response_format={"type": "json_object"},
+    )
+    assert isinstance(json.loads(answer.choices[0].message.content), dict)

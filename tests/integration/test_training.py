@@ -50,14 +50,20 @@ def _cmdline(process: object) -> list[str]:
         return []
 
 
+def checkpoint_registered(storage: Path) -> bool:
+    """Whether Ray Train has registered a checkpoint of the run (not just started writing one)."""
+    snapshots = list(storage.glob("*/checkpoint_manager_snapshot.json"))
+    return any("checkpoint_" in path.read_text() for path in snapshots)
+
+
 def kill_a_worker_after_first_checkpoint(storage: Path, timeout_s: float) -> int | None:
-    """Wait for the run's first checkpoint, then SIGKILL one training worker; return its PID."""
+    """Wait for the run's first registered checkpoint, then SIGKILL one training worker."""
     import os
     import signal
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if list(storage.glob("*/checkpoint_*")):
+        if checkpoint_registered(storage):
             workers = training_workers()
             if workers:
                 os.kill(workers[-1], signal.SIGKILL)
