@@ -119,7 +119,24 @@ def _wait_for_signal() -> None:
         time.sleep(0.5)
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    """``maas deploy CONFIG --address DASHBOARD``: what ``serve deploy`` does, then wait and show."""
+    from maas.deploy import deploy, format_status, wait_until_running
+
+    deploy(args.file, args.address)
+    print(f"[maas] {args.file} accepted by {args.address or 'the local dashboard'}", flush=True)
+    if args.wait:
+        print(format_status(wait_until_running(args.address, timeout_s=args.timeout)))
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    """Replicas per deployment: from the dashboard (an ``http`` address) or through Ray."""
+    if args.address and args.address.startswith("http"):
+        from maas.deploy import format_status, replica_status
+
+        print(format_status(replica_status(args.address)))
+        return 0
     from ray import serve
 
     _start_ray(args.address or "auto")
@@ -196,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("prepare", cmd_prepare, "prepare the embedded default models"),
         ("status", cmd_status, "show applications, deployments and replicas"),
         ("train", cmd_train, "fine-tune a classifier with Ray Train into the model registry"),
+        ("deploy", cmd_deploy, "deploy a Serve config to a running cluster (like `serve deploy`)"),
         ("models", cmd_models, "list the model registry's versions (`maas models list`)"),
         ("rollout", cmd_rollout, "make a registry version live in the running service"),
     ):
@@ -204,7 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("models", "rollout"):
             _registry_options(command, name)
             continue
-        command.add_argument("--address", default=None, help="Ray cluster address (default: local)")
+        command.add_argument("--address", default=None,
+                             help="Ray cluster address; deploy/status: the dashboard URL, "
+                                  "e.g. http://127.0.0.1:8265")
+        if name == "deploy":
+            command.add_argument("file", nargs="?", default=str(DEFAULT_CONFIG), help="Serve config YAML")
+            command.add_argument("--wait", action="store_true", help="wait until every deployment runs")
+            command.add_argument("--timeout", type=float, default=600, help="seconds --wait waits")
         if name in ("serve", "prepare"):
             command.add_argument("--config", default=str(DEFAULT_CONFIG), help="Serve config YAML")
         if name == "serve":

@@ -72,10 +72,15 @@ class MetricsRegistry:
 
 
 def metrics_actor() -> Any:
-    """The shared metrics actor, created on first use."""
+    """The shared metrics actor, created on first use, on the head node.
+
+    Pinned to the head: a detached actor on a worker node would keep that node busy forever, and
+    the autoscaler could never remove it.
+    """
     import ray
 
-    actor_class = ray.remote(num_cpus=0, max_restarts=-1)(MetricsRegistry)
+    head = {"node:__internal_head__": 0.001}
+    actor_class = ray.remote(num_cpus=0, max_restarts=-1, resources=head)(MetricsRegistry)
     return actor_class.options(
         name=ACTOR_NAME, namespace=ACTOR_NAMESPACE, lifetime="detached", get_if_exists=True
     ).remote()
