@@ -32,13 +32,26 @@ def prepare_models(config: AppConfig) -> None:
     from maas.registry import REGISTRY_PREFIX, ModelRegistry
 
     registry = ModelRegistry(config.registry_dir)
-    for model in config.all_models():
+    for model in [*config.generators, *config.classifier.models, *config.encoder.models]:
         if model.path.startswith(models.EMBEDDED_PREFIX):
             models.resolve_model_path(model.path, prepare=True)
         elif model.path.startswith(REGISTRY_PREFIX):
             name = model.path.removeprefix(REGISTRY_PREFIX)
             if registry.live_version(name) is None:
                 _train_default(name, config.registry_dir)
+    _check_ner_pipelines(config)
+
+
+def _check_ner_pipelines(config: AppConfig) -> None:
+    """NER pipelines come installed (spaCy packages): check that each one is there."""
+    import importlib.util
+
+    from maas.engines.ner import resolve_pipeline
+
+    for model in config.ner.models:
+        package = resolve_pipeline(model.path)
+        if not Path(package).exists() and importlib.util.find_spec(package) is None:
+            raise SystemExit(f"[maas] the NER pipeline '{package}' of '{model.name}' is not installed.")
 
 
 def train_config_file(task: str) -> Path | None:

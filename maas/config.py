@@ -139,6 +139,28 @@ class EncoderConfig(StrictModel):
     )
 
 
+class NerModelConfig(StrictModel):
+    """One spaCy pipeline served for named-entity recognition."""
+
+    name: ModelName = Field(..., min_length=1, description="Name clients use in `model`.")
+    path: str = Field(
+        ..., description="`embedded:<name>`, an installed spaCy package, or a local pipeline folder."
+    )
+    max_chars: int = Field(
+        10_000, ge=1, le=1_000_000, description="Longest text accepted (characters); longer is a 400."
+    )
+
+
+class NerConfig(StrictModel):
+    """The NER deployment and the pipelines it serves."""
+
+    models: list[NerModelConfig] = Field(default_factory=list, description="Served NER pipelines.")
+    batching: BatchingOptions = Field(default_factory=BatchingOptions, description="Batching.")
+    deployment: DeploymentOptions = Field(
+        default_factory=lambda: DeploymentOptions(num_cpus=0.2), description="Serve options."
+    )
+
+
 class TokenizerConfig(StrictModel):
     """The tokenizer deployment (it loads the tokenizer of every served model)."""
 
@@ -164,6 +186,7 @@ class AppConfig(StrictModel):
     )
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig, description="Classifiers.")
     encoder: EncoderConfig = Field(default_factory=EncoderConfig, description="Embedding models.")
+    ner: NerConfig = Field(default_factory=NerConfig, description="Named-entity recognition (spaCy).")
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig, description="Tokenizers.")
     ingress: IngressConfig = Field(default_factory=IngressConfig, description="HTTP ingress.")
     registry_dir: str | None = Field(
@@ -178,9 +201,9 @@ class AppConfig(StrictModel):
             raise ValueError(f"model names must be unique across deployments: {duplicates}")
         return self
 
-    def all_models(self) -> list[GeneratorModelConfig | EncoderModelConfig]:
-        """Every served model, generators first."""
-        return [*self.generators, *self.classifier.models, *self.encoder.models]
+    def all_models(self) -> list[GeneratorModelConfig | EncoderModelConfig | NerModelConfig]:
+        """Every served model: generators, classifiers, encoders, then NER pipelines."""
+        return [*self.generators, *self.classifier.models, *self.encoder.models, *self.ner.models]
 
 
 class ServeFile(BaseModel):

@@ -15,6 +15,7 @@ from deployments.classifier import ClassifierDeployment
 from deployments.encoder import EncoderDeployment
 from deployments.generator import GeneratorDeployment
 from deployments.ingress import MaasIngress
+from deployments.ner import NerDeployment
 from deployments.tokenizer import TokenizerDeployment
 from maas.config import AppConfig, GeneratorModelConfig
 from maas.engines.tokenizer import TokenizerSpec
@@ -45,7 +46,7 @@ def _generator(config: GeneratorModelConfig) -> Application:
 
 
 def build_app(args: AppConfig | dict[str, Any]) -> Application:
-    """The serving graph: ingress → tokenizer, one generator per model, classifier, encoder."""
+    """The serving graph: ingress → tokenizer, one generator per model, classifier, encoder, NER."""
     config = AppConfig.model_validate(args) if isinstance(args, dict) else args
     tokenizer = TokenizerDeployment.options(**config.tokenizer.deployment.to_serve_options()).bind(
         tokenizer_specs(config)
@@ -60,5 +61,8 @@ def build_app(args: AppConfig | dict[str, Any]) -> Application:
         encoder = EncoderDeployment.options(**config.encoder.deployment.to_serve_options()).bind(
             config.encoder
         )
+    ner = None
+    if config.ner.models:  # spaCy NER, only when the config names NER models
+        ner = NerDeployment.options(**config.ner.deployment.to_serve_options()).bind(config.ner)
     ingress_options = config.ingress.deployment.to_serve_options()
-    return MaasIngress.options(**ingress_options).bind(config, tokenizer, generators, classifier, encoder)
+    return MaasIngress.options(**ingress_options).bind(config, tokenizer, generators, classifier, encoder, ner)

@@ -2,7 +2,7 @@
 
 The service fixture starts the production graph (``pipelines.app.build_app``) with a test
 config: vLLM's CPU build serving SmolLM2, a sentiment classifier fine-tuned by the project's
-own Ray Train pipeline on a small budget, and MiniLM embeddings.
+own Ray Train pipeline on a small budget, MiniLM embeddings and spaCy NER.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ CLASSIFIER = "sentiment"
 CLASSIFIER_V1 = "sentiment/v1"
 TOPIC = "topic"
 ENCODER = "all-minilm-l6-v2"
+NER = "en-core-web-sm"
 TEST_MAX_MODEL_LEN = 512
 STARTUP_TIMEOUT_S = 420
 
@@ -117,6 +118,10 @@ def test_app_config(smollm2_dir: Path, registry_dir: Path, minilm_dir: Path) -> 
         "encoder": {
             "models": [{"name": ENCODER, "path": str(minilm_dir), "max_seq_len": 128}],
             "deployment": {"num_cpus": 0.2, "max_ongoing_requests": 128},
+        },
+        "ner": {
+            "models": [{"name": NER, "path": f"embedded:{NER}"}],
+            "deployment": {"num_cpus": 0.1, "max_ongoing_requests": 128},
         },
         "registry_dir": str(registry_dir),
     })
