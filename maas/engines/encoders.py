@@ -41,8 +41,9 @@ class LoadedEncoder:
 
         path = str(path or resolve_model_path(config.path))
         self.config = config
+        self.device = default_device()
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-        self.model = getattr(transformers, model_class).from_pretrained(path).eval()
+        self.model = getattr(transformers, model_class).from_pretrained(path).eval().to(self.device)
 
     def tokenize(self, texts: list[str]) -> Any:
         return self.tokenizer(
@@ -51,7 +52,14 @@ class LoadedEncoder:
             truncation=True,
             max_length=self.config.max_seq_len,
             return_tensors="pt",
-        )
+        ).to(self.device)
+
+
+def default_device() -> str:
+    """``cuda`` when the replica was given a GPU (Ray sets CUDA_VISIBLE_DEVICES), else ``cpu``."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def set_torch_threads(threads: int) -> None:
@@ -85,8 +93,8 @@ class ClassifierEngine:
         with torch.inference_mode():
             logits = encoder.model(**batch).logits.float()
         self.forward_calls += 1
-        probs = torch.softmax(logits, dim=-1).tolist()
-        counts = batch["attention_mask"].sum(dim=1).tolist()
+        probs = torch.softmax(logits, dim=-1).cpu().tolist()
+        counts = batch["attention_mask"].sum(dim=1).cpu().tolist()
         labels = self.labels(encoder)
         return [
             Classification(labels[max(range(len(p)), key=p.__getitem__)], p, labels, int(n))
@@ -114,8 +122,8 @@ class EmbeddingEngine:
         self.forward_calls += 1
         mask = batch["attention_mask"].unsqueeze(-1).float()
         pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        vectors = torch.nn.functional.normalize(pooled, p=2, dim=1).tolist()
-        counts = batch["attention_mask"].sum(dim=1).tolist()
+        vectors = torch.nn.functional.normalize(pooled, p=2, dim=1).cpu().tolist()
+        counts = batch["attention_mask"].sum(dim=1).cpu().tolist()
         return [Embedding(v, int(n)) for v, n in zip(vectors, counts)]
 
     def ping(self) -> None:
