@@ -24,6 +24,14 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from maas.assemble import chat_chunks, chat_response, completion_chunks, completion_response
+from maas.auth import (
+    KeyAuth,
+    KeyStore,
+    PermissionDeniedError,
+    allowed_models,
+    authorize_model,
+    install_auth_middleware,
+)
 from maas.config import AppConfig, GeneratorModelConfig
 from maas.errors import (
     ContextLengthExceededError,
@@ -85,8 +93,10 @@ app = FastAPI(
     version="0.1.0",
 )
 recorder = MetricsRecorder()
+key_auth = KeyAuth()  # its key store is set by the replica when the config names a key file
 install_error_handlers(app)
-install_metrics_middleware(app, recorder)
+install_auth_middleware(app, key_auth)
+install_metrics_middleware(app, recorder)  # outermost: counts 401s and 429s too
 
 
 def resolve_max_tokens(
@@ -169,6 +179,33 @@ def event_stream(items: AsyncIterator[Any]) -> StreamingResponse:
     return StreamingResponse(sse_events(items), media_type="text/event-stream")
 
 
+def admit_model(request: Request, model: str) -> None:
+    """Label the request's metrics with ``model``; 403 if the request's API key may not use it.
+
+    A pinned version (``sentiment/v1``) is allowed when its model (``sentiment``) is.
+    """
+    set_request_model(request, model)
+    if not model:
+        return  # a pipeline's default model
+    try:
+        authorize_model(request, model)
+    except PermissionDeniedError:
+        base = model.rpartition("/")[0]
+        if not base:
+            raise
+        authorize_model(request, base)
+
+
+async def charged(request: Request, items: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """Pass a stream through; charge the tokens of its last ``usage`` to the request's API key."""
+    usage = None
+    async for item in items:
+        usage = getattr(item, "usage", None) or usage
+        yield item
+    if usage is not None:
+        key_auth.charge(request, usage.total_tokens)
+
+
 @serve.deployment(name="ingress")
 @serve.ingress(app)
 class MaasIngress:
@@ -184,6 +221,7 @@ class MaasIngress:
         ner: DeploymentHandle | None = None,
     ) -> None:
         self.config = config
+        key_auth.store = KeyStore(config.ingress.api_keys_file) if config.ingress.api_keys_file else None
         self.tokenizer = tokenizer
         self.generators = generators
         self.classifier = classifier
@@ -401,44 +439,51 @@ class MaasIngress:
     # ------------------------------------------------------------------ HTTP routes
 
     @app.get("/v1/models", response_model=ModelList)
-    async def http_models(self) -> ModelList:
-        return self.models()
+    async def http_models(self, request: Request) -> ModelList:
+        cards = self.models().data
+        allowed = set(allowed_models(request, [card.id for card in cards]))
+        return ModelList(data=[card for card in cards if card.id in allowed])
 
     @app.post("/v1/chat/completions", response_model=None)
     async def http_chat(self, body: ChatCompletionRequest, request: Request) -> Any:
-        set_request_model(request, body.model)
+        admit_model(request, body.model)
         if not body.stream:
-            return await self.chat(body)
+            return self._charge(request, await self.chat(body))
         ids, params = await self._prepare_chat(body)
-        return event_stream(self._chat_chunks(body, ids, params))
+        return event_stream(charged(request, self._chat_chunks(body, ids, params)))
 
     @app.post("/v1/completions", response_model=None)
     async def http_completions(self, body: CompletionRequest, request: Request) -> Any:
-        set_request_model(request, body.model)
+        admit_model(request, body.model)
         if not body.stream:
-            return await self.completions(body)
+            return self._charge(request, await self.completions(body))
         prompts, params = await self._prepare_completion(body)
-        return event_stream(self._completion_chunks(body, prompts, params))
+        return event_stream(charged(request, self._completion_chunks(body, prompts, params)))
 
     @app.post("/v1/embeddings", response_model=EmbeddingResponse)
     async def http_embeddings(self, body: EmbeddingRequest, request: Request) -> EmbeddingResponse:
-        set_request_model(request, body.model)
-        return await self.embeddings(body)
+        admit_model(request, body.model)
+        return self._charge(request, await self.embeddings(body))
 
     @app.post("/v1/classify", response_model=ClassifyResponse)
     async def http_classify(self, body: ClassifyRequest, request: Request) -> ClassifyResponse:
-        set_request_model(request, body.model)
-        return await self.classify(body)
+        admit_model(request, body.model)
+        return self._charge(request, await self.classify(body))
 
     @app.post("/v1/tokenize", response_model=TokenizeResponse)
     async def http_tokenize(self, body: TokenizeRequest, request: Request) -> TokenizeResponse:
-        set_request_model(request, body.model)
+        admit_model(request, body.model)
         return await self.tokenize(body)
 
     @app.post("/v1/detokenize", response_model=DetokenizeResponse)
     async def http_detokenize(self, body: DetokenizeRequest, request: Request) -> DetokenizeResponse:
-        set_request_model(request, body.model)
+        admit_model(request, body.model)
         return await self.detokenize(body)
+
+    def _charge(self, request: Request, response: Any) -> Any:
+        """Charge a whole response's tokens to the request's API key; return the response."""
+        key_auth.charge(request, response.usage.total_tokens)
+        return response
 
     @app.get("/health")
     async def http_health(self) -> dict[str, Any]:
@@ -464,7 +509,7 @@ class MaasIngress:
         ``model`` defaults to the first NER model; ``input[i][start_char:end_char]`` is each
         entity's text (offsets count Python characters, i.e. code points).
         """
-        set_request_model(request, body.model or "")
+        admit_model(request, body.model or "")
         return await self.entities(body)
 
     @app.post("/v1/pipelines/summarize", response_model=SummarizeResponse)
@@ -474,7 +519,7 @@ class MaasIngress:
         A prompt template over the chat path; ``model`` defaults to the first generator and
         ``temperature`` to 0 (greedy). An answer longer than ``max_words`` is cut there.
         """
-        set_request_model(request, body.model or "")
+        admit_model(request, body.model or "")
         return await self.summarize(body)
 
     @app.post("/v1/pipelines/translate", response_model=TranslateResponse)
@@ -484,7 +529,7 @@ class MaasIngress:
         A prompt template over the chat path; ``model`` defaults to the first generator and
         ``temperature`` to 0 (greedy). The two languages must differ.
         """
-        set_request_model(request, body.model or "")
+        admit_model(request, body.model or "")
         return await self.translate(body)
 
     @app.post("/v1/pipelines/analyze", response_model=AnalyzeResponse)
@@ -509,7 +554,7 @@ class MaasIngress:
         `data: [DONE]` as in `/v1/chat/completions`. Bad parameters are an error before the
         stream starts.
         """
-        set_request_model(request, body.model or "")
+        admit_model(request, body.model or "")
         if not body.stream:
             result = await self.moderated_chat(body)
             return JSONResponse(result.model_dump(mode="json"),

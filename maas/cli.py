@@ -105,6 +105,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     http = load_serve_file(args.config).http_options
     host = args.host or http.get("host", "127.0.0.1")
     port = args.port or int(http.get("port", 8000))
+    check_exposure(host, config, args.allow_public_without_keys)
     prepare_models(config)
     _start_ray(args.address)
     serve.start(http_options={"host": host, "port": port}, proxy_location="HeadOnly")
@@ -120,6 +121,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_exposure(host: str, config: AppConfig, forced: bool) -> None:
+    """Refuse to listen beyond loopback without API keys, unless explicitly forced."""
+    import ipaddress
+
+    loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    if config.ingress.api_keys_file:
+        return
+    if loopback:
+        print(f"[maas] no API keys configured (ingress.api_keys_file): listening on {host} only.",
+              file=sys.stderr)
+        return
+    if not forced:
+        raise SystemExit(f"[maas] refusing to listen on {host} without API keys: set "
+                         "ingress.api_keys_file (see `maas keys add`), or pass "
+                         "--allow-public-without-keys.")
+
+
 def _wait_for_signal() -> None:
     stop = {"now": False}
 
@@ -130,6 +148,25 @@ def _wait_for_signal() -> None:
     signal.signal(signal.SIGTERM, on_signal)
     while not stop["now"]:
         time.sleep(0.5)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """``maas keys add|revoke|list --file F``: API keys, stored hashed; the service re-reads the file."""
+    from maas import auth
+
+    try:
+        if args.action == "add":
+            models = [m for m in (args.models or "").split(",") if m]
+            auth.add_key(args.file, args.id, models, args.rpm, args.tpm)
+        elif args.action == "revoke":
+            auth.revoke_key(args.file, args.id)
+            print(f"[maas] key {args.id!r} revoked; the service refuses it within a second.")
+        else:
+            print(auth.format_keys(auth.list_keys(args.file)))
+    except (auth.KeyFileError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
@@ -228,12 +265,16 @@ def build_parser() -> argparse.ArgumentParser:
         ("train", cmd_train, "fine-tune a classifier with Ray Train into the model registry"),
         ("deploy", cmd_deploy, "deploy a Serve config to a running cluster (like `serve deploy`)"),
         ("models", cmd_models, "list the model registry's versions (`maas models list`)"),
+        ("keys", cmd_keys, "add, revoke or list API keys (`maas keys add --file F --id ID`)"),
         ("rollout", cmd_rollout, "make a registry version live in the running service"),
     ):
         command = sub.add_parser(name, help=doc)
         command.set_defaults(func=func)
         if name in ("models", "rollout"):
             _registry_options(command, name)
+            continue
+        if name == "keys":
+            _key_options(command)
             continue
         command.add_argument("--address", default=None,
                              help="Ray cluster address; deploy/status: the dashboard URL, "
@@ -247,10 +288,21 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "serve":
             command.add_argument("--host", default=None, help="HTTP host (default: from config)")
             command.add_argument("--port", type=int, default=None, help="HTTP port (default: 8000)")
+            command.add_argument("--allow-public-without-keys", action="store_true",
+                                 help="listen on a non-loopback host with no API keys (unsafe)")
         if name == "train":
             command.add_argument("task", help="task to train, e.g. sentiment or topic")
             command.add_argument("train_args", nargs=argparse.REMAINDER, help="training options")
     return parser
+
+
+def _key_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("action", choices=["add", "revoke", "list"])
+    command.add_argument("--file", required=True, help="the key file (ingress.api_keys_file)")
+    command.add_argument("--id", help="the key's public name (add, revoke)")
+    command.add_argument("--models", help="comma-separated models the key may use (default: all)")
+    command.add_argument("--rpm", type=int, default=None, help="requests per minute (default: no limit)")
+    command.add_argument("--tpm", type=int, default=None, help="tokens per minute (default: no limit)")
 
 
 def _registry_options(command: argparse.ArgumentParser, name: str) -> None:

@@ -172,6 +172,11 @@ class TokenizerConfig(StrictModel):
 class IngressConfig(StrictModel):
     """The HTTP ingress deployment."""
 
+    api_keys_file: str | None = Field(
+        None,
+        description="YAML file of hashed API keys (`maas keys add`); every route but /health and "
+        "the playground then needs `Authorization: Bearer <key>`. Re-read when it changes.",
+    )
     deployment: DeploymentOptions = Field(
         default_factory=lambda: DeploymentOptions(num_cpus=0.1, max_ongoing_requests=256),
         description="Serve options.",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -35,6 +36,9 @@ def error_response(exc: BaseException) -> Any:
     headers = {"x-maas-error-code": error.code or ""}
     if error.status_code == 503:
         headers["Retry-After"] = "1"
+    retry_after_s = getattr(error, "retry_after_s", None)  # e.g. maas.auth.RateLimitError (429)
+    if retry_after_s is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after_s)))
     return JSONResponse(error_body(error), status_code=int(error.status_code), headers=headers)
 
 
