@@ -1,0 +1,167 @@
+"""Serve one Ray-based system (maas or Ray Serve LLM) in this process, on a private local Ray.
+
+Run by :mod:`benchmarks.systems` as a subprocess::
+
+    python -m benchmarks.ray_apps maas-generate --port P --model-dir DIR
+    python -m benchmarks.ray_apps maas-classify --port P --model-dir DIR --max-batch-size 32
+    python -m benchmarks.ray_apps rayllm --port P --model-dir DIR
+
+Each starts its own Ray (``address="local"``, no dashboard, 8 logical CPUs, a private temp
+folder), runs the application on 127.0.0.1:P and, on SIGTERM or SIGINT, shuts Serve and Ray
+down so that nothing outlives it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from benchmarks.settings import (
+    CLASSIFIER_MODEL,
+    LENIENT_HEALTH_CHECK,
+    RAY_NUM_CPUS,
+    SERVED_MODEL,
+    ClassifyWorkload,
+    EngineSettings,
+)
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def maas_generate_config(model_dir: str, engine: EngineSettings,
+                         lenient_health: bool = False) -> dict[str, Any]:
+    """maas ``AppConfig`` args: only the generator (as in cluster/maas-cpu.yaml) + tokenizer/ingress.
+
+    ``lenient_health`` gives the generator a 600 s health-check timeout (the ``maas-hc600`` variant).
+    """
+    health = LENIENT_HEALTH_CHECK if lenient_health else {}
+    return {
+        "generators": [{
+            "name": SERVED_MODEL, "path": model_dir, "dtype": engine.dtype,
+            "max_model_len": engine.max_model_len, "max_num_seqs": engine.max_num_seqs,
+            "kv_cache_gib": engine.kv_cache_gib, "enforce_eager": engine.enforce_eager,
+            "max_tokens_limit": engine.max_model_len,
+            "deployment": {"num_cpus": 0.5, "max_ongoing_requests": 64, **health},
+        }],
+        "tokenizer": {"deployment": {"num_cpus": 0.1, "max_ongoing_requests": 256}},
+        "ingress": {"deployment": {"num_cpus": 0.1, "max_ongoing_requests": 256}},
+    }
+
+
+def maas_classify_config(model_dir: str, max_batch_size: int, workload: ClassifyWorkload) -> dict[str, Any]:
+    """maas ``AppConfig`` args: only the classifier (as in cluster/maas-cpu.yaml) + tokenizer/ingress."""
+    return {
+        "classifier": {
+            "models": [{"name": CLASSIFIER_MODEL, "path": model_dir, "max_seq_len": workload.max_seq_len}],
+            "batching": {"max_batch_size": max_batch_size,
+                         "batch_wait_timeout_s": workload.batch_wait_timeout_s, "torch_threads": 1},
+            "deployment": {"num_cpus": 0.2, "max_ongoing_requests": 128},
+        },
+        "tokenizer": {"deployment": {"num_cpus": 0.1, "max_ongoing_requests": 256}},
+        "ingress": {"deployment": {"num_cpus": 0.1, "max_ongoing_requests": 256}},
+    }
+
+
+def maas_app(args: dict[str, Any]) -> Any:
+    """The production maas graph for the given ``AppConfig`` args."""
+    from maas.config import AppConfig
+    from pipelines.app import build_app
+
+    return build_app(AppConfig.model_validate(args))
+
+
+def rayllm_app(model_dir: str, engine: EngineSettings) -> Any:
+    """Ray Serve LLM's OpenAI app for the same model and engine settings."""
+    from ray.serve.llm import LLMConfig, build_openai_app
+
+    config = LLMConfig(
+        model_loading_config={"model_id": SERVED_MODEL, "model_source": model_dir},
+        engine_kwargs={"dtype": engine.dtype, "max_model_len": engine.max_model_len,
+                       "enforce_eager": engine.enforce_eager, "max_num_seqs": engine.max_num_seqs},
+        placement_group_config={"bundles": [{"CPU": 1}]},
+        runtime_env={"env_vars": engine.env()},
+    )
+    return build_openai_app({"llm_configs": [config]})
+
+
+def start_private_ray(temp_dir: str, attempts: int = 3) -> None:
+    """``ray.init`` a private local Ray; retried, since a busy machine can miss its 30 s start limit."""
+    import ray
+
+    from benchmarks.systems import kill_matching
+
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(address="local", include_dashboard=False, num_cpus=RAY_NUM_CPUS,
+                     _temp_dir=temp_dir, _node_ip_address="127.0.0.1", namespace="serve")
+            return
+        except Exception as exc:  # noqa: BLE001 - Ray raises a bare Exception on a slow start
+            print(f"[bench] Ray start attempt {attempt} failed: {exc}", flush=True)
+            ray.shutdown()
+            kill_matching(temp_dir)  # the half-started GCS/raylet of this attempt
+            if attempt == attempts:
+                raise
+
+
+def serve_until_signal(build: Callable[[], Any], port: int, temp_dir: str) -> None:
+    """Start a private Ray and Serve on 127.0.0.1:port, run ``build()``, stop all on a signal.
+
+    The application is built after ``ray.init``: Ray Serve LLM's builder would otherwise start
+    a default Ray of its own.
+    """
+    import ray
+    from ray import serve
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    start_private_ray(temp_dir)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port}, proxy_location="HeadOnly")
+        serve.run(build(), name="bench", route_prefix="/", blocking=False)
+        print(f"[bench] application running on 127.0.0.1:{port}", flush=True)
+        stop.wait()
+    finally:
+        print("[bench] shutting down Serve and Ray", flush=True)
+        try:
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("system", choices=["maas-generate", "maas-classify", "rayllm"])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--model-dir", required=True)
+    parser.add_argument("--max-batch-size", type=int, default=32)
+    parser.add_argument("--lenient-health", action="store_true", help="600 s generator health checks")
+    parser.add_argument("--ray-temp-dir", required=True, help="private Ray temp folder (short path)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    engine = EngineSettings()
+    os.environ.update(engine.env())
+    builders: dict[str, Callable[[], Any]] = {
+        "maas-generate": lambda: maas_app(
+            maas_generate_config(args.model_dir, engine, args.lenient_health)),
+        "maas-classify": lambda: maas_app(
+            maas_classify_config(args.model_dir, args.max_batch_size, ClassifyWorkload())),
+        "rayllm": lambda: rayllm_app(args.model_dir, engine),
+    }
+    serve_until_signal(builders[args.system], args.port, args.ray_temp_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

