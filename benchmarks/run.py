@@ -245,6 +245,9 @@ def merge_previous(results: dict[str, Any], path: Path) -> None:
     if not path.exists():
         return
     previous = json.loads(path.read_text())
+    for key in ("generator_dir", "classifier"):
+        if key in previous.get("settings", {}):
+            results["settings"].setdefault(key, previous["settings"][key])
     results["generation"].update(previous.get("generation", {}))
     results["classification"].update(previous.get("classification", {}))
     for key, value in previous.get("commands", {}).items():

@@ -33,6 +33,7 @@ def fabricated() -> dict[str, Any]:
             "maas": {"startup_s": 40.0, "error": None, "levels": [gen_level(1, 30.0), gen_level(32, 300.0)],
                      "load_average_1m": [1.5, 2.25]},
             "vllm": {"startup_s": 35.0, "error": None, "levels": [gen_level(1, 32.0), gen_level(32, 310.0)]},
+            "maas-hc600": {"startup_s": 40.0, "error": None, "levels": [gen_level(32, 320.0)]},
             "rayllm": {"startup_s": 45.0, "error": None, "levels": [gen_level(32, 250.0)]},
             "naive": {"startup_s": None, "error": "SystemFailedError: boom", "levels": []},
         },
@@ -49,6 +50,7 @@ def test_ratios_against_targets() -> None:
         "value": round(300 / 310, 3), "concurrency": 32, "target": 0.95, "met": True}
     assert ratios["maas_vs_rayllm_output_tok_s"]["value"] == 1.2
     assert ratios["maas_vs_naive_output_tok_s"]["value"] is None  # naive failed
+    assert ratios["maas-hc600_vs_vllm_output_tok_s"]["value"] == round(320 / 310, 3)
     assert ratios["batched_vs_unbatched_classify_req_s"]["value"] == 5.0
     assert ratios["batched_vs_unbatched_classify_req_s"]["met"] is True
 
@@ -58,7 +60,7 @@ def test_tables_have_a_row_per_system_and_level() -> None:
     assert table[0].startswith("| system | concurrency | requests | output tok/s")
     assert "| maas | 32 | 8 | 300.0 | 900.0 | 4.69 | 100 | 200 | 20.0 | 30.0 | 64.0 | 8 | 0 | 0 |" in table
     assert any(row.startswith("| naive | – | – | failed: SystemFailedError: boom") for row in table)
-    assert len(table) == 2 + 2 + 2 + 1 + 1
+    assert len(table) == 2 + 2 + 1 + 2 + 1 + 1
     classify = report.classification_table(fabricated())
     assert "| maas-batched | 64 | 64 | 200.0 | 10.0 | 40.0 | 64 | 0 |" in classify
 
