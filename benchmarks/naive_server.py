@@ -148,7 +148,8 @@ def load(args: argparse.Namespace) -> None:
     STATE["names"] = [args.served_model_name]
     if args.generator:
         STATE["tokenizer"] = AutoTokenizer.from_pretrained(args.generator)
-        STATE["model"] = AutoModelForCausalLM.from_pretrained(args.generator, dtype=torch.bfloat16).eval()
+        STATE["model"] = AutoModelForCausalLM.from_pretrained(
+            args.generator, dtype=getattr(torch, args.dtype)).eval()
     if args.classifier:
         STATE["classifier"] = pipeline("text-classification", model=args.classifier, device="cpu")
 
@@ -158,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--generator", default=None, help="causal LM folder")
     parser.add_argument("--classifier", default=None, help="sequence classification folder")
+    parser.add_argument("--dtype", default="float32", choices=("bfloat16", "float32"),
+                        help="generator weights dtype")
     parser.add_argument("--served-model-name", default="model")
     args = parser.parse_args(argv)
     load(args)

@@ -23,7 +23,6 @@ from typing import Any
 
 from benchmarks.settings import (
     CLASSIFIER_MODEL,
-    LENIENT_HEALTH_CHECK,
     RAY_NUM_CPUS,
     SERVED_MODEL,
     ClassifyWorkload,
@@ -36,20 +35,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
-def maas_generate_config(model_dir: str, engine: EngineSettings,
-                         lenient_health: bool = False) -> dict[str, Any]:
-    """maas ``AppConfig`` args: only the generator (as in cluster/maas-cpu.yaml) + tokenizer/ingress.
-
-    ``lenient_health`` gives the generator a 600 s health-check timeout (the ``maas-hc600`` variant).
-    """
-    health = LENIENT_HEALTH_CHECK if lenient_health else {}
+def maas_generate_config(model_dir: str, engine: EngineSettings) -> dict[str, Any]:
+    """maas ``AppConfig`` args: only the generator (as in cluster/maas-cpu.yaml) + tokenizer/ingress."""
     return {
         "generators": [{
             "name": SERVED_MODEL, "path": model_dir, "dtype": engine.dtype,
             "max_model_len": engine.max_model_len, "max_num_seqs": engine.max_num_seqs,
             "kv_cache_gib": engine.kv_cache_gib, "enforce_eager": engine.enforce_eager,
             "max_tokens_limit": engine.max_model_len,
-            "deployment": {"num_cpus": 0.5, "max_ongoing_requests": 64, **health},
+            "deployment": {"num_cpus": 0.5, "max_ongoing_requests": 64},
         }],
         "tokenizer": {"deployment": {"num_cpus": 0.1, "max_ongoing_requests": 256}},
         "ingress": {"deployment": {"num_cpus": 0.1, "max_ongoing_requests": 256}},
@@ -143,18 +137,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--max-batch-size", type=int, default=32)
-    parser.add_argument("--lenient-health", action="store_true", help="600 s generator health checks")
+    parser.add_argument("--dtype", default=None, help="generator dtype (default: the shared setting)")
     parser.add_argument("--ray-temp-dir", required=True, help="private Ray temp folder (short path)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    engine = EngineSettings()
+    engine = EngineSettings(**({"dtype": args.dtype} if args.dtype else {}))
     os.environ.update(engine.env())
     builders: dict[str, Callable[[], Any]] = {
         "maas-generate": lambda: maas_app(
-            maas_generate_config(args.model_dir, engine, args.lenient_health)),
+            maas_generate_config(args.model_dir, engine)),
         "maas-classify": lambda: maas_app(
             maas_classify_config(args.model_dir, args.max_batch_size, ClassifyWorkload())),
         "rayllm": lambda: rayllm_app(args.model_dir, engine),

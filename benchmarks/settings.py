@@ -11,10 +11,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from maas.engines.generator import resolve_dtype
+
 GENERATION_SYSTEMS: tuple[str, ...] = ("maas", "vllm", "rayllm", "naive")
-EXTRA_SYSTEMS: tuple[str, ...] = ("maas-hc600",)
-"""Opt-in variants: ``maas-hc600`` is maas with a 600 s health-check timeout (60 s period)."""
-LENIENT_HEALTH_CHECK = {"health_check_timeout_s": 600.0, "health_check_period_s": 60.0}
+EXTRA_SYSTEMS: tuple[str, ...] = ("maas-bf16",)
+"""Opt-in variants: ``maas-bf16`` is maas with its generator forced to bfloat16 (the default
+before ``auto``), to measure what the dtype choice is worth on this CPU."""
 CLASSIFY_VARIANTS: tuple[str, ...] = ("maas-batched", "maas-unbatched", "naive")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SERVED_MODEL = "smollm2-135m-instruct"
@@ -27,7 +29,8 @@ RAY_NUM_CPUS = 8
 class EngineSettings:
     """vLLM engine settings used by maas, bare vLLM and Ray Serve LLM alike."""
 
-    dtype: str = "bfloat16"
+    dtype: str = field(default_factory=lambda: resolve_dtype("auto", on_gpu=False))
+    """maas's CPU default: bfloat16 on CPUs with native bf16 instructions, else float32."""
     max_model_len: int = 2048
     enforce_eager: bool = True
     max_num_seqs: int = 64

@@ -83,13 +83,14 @@ def generation_spec(system: str, model_dir: Path, engine: EngineSettings) -> Sys
         return SystemSpec(system, argv, port, "/v1/completions", probe, env)
     if system == "naive":
         argv = [PYTHON, "-m", "benchmarks.naive_server", "--port", str(port),
-                "--generator", str(model_dir), "--served-model-name", SERVED_MODEL]
+                "--generator", str(model_dir), "--served-model-name", SERVED_MODEL,
+                "--dtype", engine.dtype]
         return SystemSpec(system, argv, port, "/v1/completions", probe, env)
     ray_dir = _ray_temp_dir()
-    kind = {"maas": "maas-generate", "maas-hc600": "maas-generate", "rayllm": "rayllm"}[system]
+    kind = {"maas": "maas-generate", "maas-bf16": "maas-generate", "rayllm": "rayllm"}[system]
     argv = [PYTHON, "-m", "benchmarks.ray_apps", kind, "--port", str(port),
             "--model-dir", str(model_dir), "--ray-temp-dir", ray_dir]
-    argv += ["--lenient-health"] if system == "maas-hc600" else []
+    argv += ["--dtype", "bfloat16"] if system == "maas-bf16" else []
     return SystemSpec(system, argv, port, "/v1/completions", probe, env, ray_dir)
 
 

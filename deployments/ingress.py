@@ -40,6 +40,7 @@ from maas.errors import (
     ModelNotFoundError,
     ServiceUnavailableError,
 )
+from maas.guard import RequestLimits, install_request_guard
 from maas.http import install_error_handlers, install_metrics_middleware, set_request_model, sse_events
 from maas.metrics import MetricsRecorder
 from maas.pipeline_schemas import (
@@ -94,9 +95,11 @@ app = FastAPI(
 )
 recorder = MetricsRecorder()
 key_auth = KeyAuth()  # its key store is set by the replica when the config names a key file
+limits = RequestLimits()  # set by the replica from its config
 install_error_handlers(app)
 install_auth_middleware(app, key_auth)
-install_metrics_middleware(app, recorder)  # outermost: counts 401s and 429s too
+install_request_guard(app, limits)  # size, content type and deadline, before any work
+install_metrics_middleware(app, recorder)  # outermost: counts 401s, 413s and 429s too
 
 
 def resolve_max_tokens(
@@ -222,6 +225,8 @@ class MaasIngress:
     ) -> None:
         self.config = config
         key_auth.store = KeyStore(config.ingress.api_keys_file) if config.ingress.api_keys_file else None
+        limits.max_body_bytes = config.ingress.max_body_bytes
+        limits.request_timeout_s = config.ingress.request_timeout_s
         self.tokenizer = tokenizer
         self.generators = generators
         self.classifier = classifier

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ModelName = str
 
@@ -82,7 +82,9 @@ class GeneratorModelConfig(StrictModel):
     path: str = Field(..., description="Local HF folder, or `embedded:<name>` for a default model.")
     max_model_len: int = Field(2048, ge=16, description="Context length (prompt + output tokens).")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
-        "bfloat16", description="Weights and activations dtype."
+        "auto",
+        description="Weights and activations dtype. `auto`: on a CPU bfloat16 where it has native "
+        "bfloat16 instructions, else float32; on a GPU the model's own dtype.",
     )
     max_num_seqs: int = Field(64, ge=1, description="Most sequences vLLM batches at once.")
     kv_cache_gib: float = Field(1.0, gt=0, description="KV cache size on CPU (GiB).")
@@ -107,7 +109,16 @@ class EncoderModelConfig(StrictModel):
         description="Local HF folder, `embedded:<name>` for a default model, or (classifiers) "
         "`registry:<name>` for the live version of a registry model.",
     )
-    max_seq_len: int = Field(256, ge=8, le=8192, description="Inputs are truncated to this.")
+    max_seq_len: int = Field(
+        256, ge=8, le=8192,
+        description="Tokens the model reads at once. A `registry:` classifier reads texts as it was "
+        "trained (its version's max_seq_len and max_windows); these two fields are then unused.",
+    )
+    max_windows: int = Field(
+        1, ge=1, le=64,
+        description="Classifiers: a longer text is read as up to this many consecutive windows of "
+        "`max_seq_len` tokens whose logits are averaged (train with the same value); 1 truncates.",
+    )
 
 
 class BatchingOptions(StrictModel):
@@ -137,6 +148,15 @@ class EncoderConfig(StrictModel):
     deployment: DeploymentOptions = Field(
         default_factory=lambda: DeploymentOptions(num_cpus=0.2), description="Serve options."
     )
+
+    @field_validator("models")
+    @classmethod
+    def _no_windows(cls, models: list[EncoderModelConfig]) -> list[EncoderModelConfig]:
+        for model in models:
+            if model.max_windows != 1:
+                raise ValueError(f"max_windows is for classifiers; embedding model {model.name!r} "
+                                 "truncates its input to max_seq_len")
+        return models
 
 
 class NerModelConfig(StrictModel):
@@ -176,6 +196,14 @@ class IngressConfig(StrictModel):
         None,
         description="YAML file of hashed API keys (`maas keys add`); every route but /health and "
         "the playground then needs `Authorization: Bearer <key>`. Re-read when it changes.",
+    )
+    max_body_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="Largest request body accepted; larger ones get 413."
+    )
+    request_timeout_s: float | None = Field(
+        600.0, gt=0,
+        description="Deadline for a response to start (a stream starts with its first event); "
+        "past it the request is cancelled, its engine work aborted, and the answer is 504.",
     )
     deployment: DeploymentOptions = Field(
         default_factory=lambda: DeploymentOptions(num_cpus=0.1, max_ongoing_requests=256),

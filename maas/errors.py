@@ -76,6 +76,30 @@ class MethodNotAllowedError(MaasError):
     code = "method_not_allowed"
 
 
+class PayloadTooLargeError(MaasError):
+    """The request body is over the configured size limit (413)."""
+
+    status_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    error_type = "invalid_request_error"
+    code = "payload_too_large"
+
+
+class UnsupportedMediaTypeError(MaasError):
+    """The request body is not declared as JSON (415)."""
+
+    status_code = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+    error_type = "invalid_request_error"
+    code = "unsupported_media_type"
+
+
+class RequestTimeoutError(MaasError):
+    """The request did not get an answer within the service's deadline (504)."""
+
+    status_code = HTTPStatus.GATEWAY_TIMEOUT
+    error_type = "timeout"
+    code = "request_timeout"
+
+
 class ServiceUnavailableError(MaasError):
     """A deployment is overloaded, starting or unhealthy (503)."""
 

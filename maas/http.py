@@ -16,6 +16,7 @@ from maas.errors import (
     MaasError,
     MethodNotAllowedError,
     NotFoundError,
+    PayloadTooLargeError,
     as_maas_error,
     error_body,
 )
@@ -62,6 +63,8 @@ def http_error(status_code: int, detail: str) -> MaasError:
         return NotFoundError("Not found: no such route.")
     if status_code == 405:
         return MethodNotAllowedError("Method not allowed on this route.")
+    if status_code == 413:
+        return PayloadTooLargeError(str(detail))
     error = InvalidRequestError(str(detail))
     error.status_code = status_code
     return error

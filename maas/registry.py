@@ -220,7 +220,10 @@ class ServedClassifiers:
 
             return self.configs[model_id], resolve_model_path(self.configs[model_id].path)
         name, _, version = model_id.rpartition("/")
-        return self.configs[name], Path(self._version(name, version).path)
+        trained = self._version(name, version)
+        # A registry version reads texts as it was trained and scored: same window settings.
+        reading = {key: trained.config[key] for key in ("max_seq_len", "max_windows") if key in trained.config}
+        return self.configs[name].model_copy(update=reading), Path(trained.path)
 
     def _live_id(self, name: str) -> str:
         registry_name = self.registry_name(name)

@@ -29,9 +29,37 @@ def now() -> int:
 
 
 class RequestModel(BaseModel):
-    """Base of client requests: unknown fields are ignored, like OpenAI's server does."""
+    """Base of client requests: unknown fields are ignored, like OpenAI's server does.
 
-    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+    Numbers must be finite (JSON's non-standard ``NaN``/``Infinity`` and overflowing literals
+    such as ``1e999`` are refused), and text must be valid Unicode: JSON can spell an unpaired
+    surrogate (``"\\ud800"``), which no tokenizer can encode.
+    """
+
+    model_config = ConfigDict(extra="ignore", protected_namespaces=(), allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        check_unicode(data)
+        return data
+
+
+def check_unicode(value: Any, depth: int = 0) -> None:
+    """Raise ``ValueError`` if a string anywhere in ``value`` holds an unpaired surrogate."""
+    if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("text contains an unpaired UTF-16 surrogate (not valid Unicode)") from None
+    elif depth < 32 and isinstance(value, dict):
+        for key, item in value.items():
+            check_unicode(key, depth + 1)
+            check_unicode(item, depth + 1)
+    elif depth < 32 and isinstance(value, list):
+        for item in value:
+            check_unicode(item, depth + 1)
 
 
 class WireModel(BaseModel):
@@ -58,6 +86,9 @@ class SamplingFields(RequestModel):
     n: int = Field(1, ge=1, le=8, description="Choices to generate per prompt.")
     presence_penalty: float = Field(0.0, ge=-2, le=2, description="Penalty on present tokens.")
     frequency_penalty: float = Field(0.0, ge=-2, le=2, description="Penalty by token frequency.")
+    repetition_penalty: float = Field(1.0, gt=0, le=2, description="vLLM: > 1 discourages repeats.")
+    min_tokens: int = Field(0, ge=0, description="vLLM: tokens to generate before EOS or a stop.")
+    ignore_eos: bool = Field(False, description="vLLM: keep generating past EOS (benchmarks).")
     stream: bool = Field(False, description="Stream the answer as server-sent events.")
     stream_options: StreamOptions | None = Field(None, description="Streaming options.")
     user: str | None = Field(None, max_length=256, description="End-user id (logged only).")
@@ -87,6 +118,9 @@ class SamplingFields(RequestModel):
             n=self.n,
             presence_penalty=self.presence_penalty,
             frequency_penalty=self.frequency_penalty,
+            repetition_penalty=self.repetition_penalty,
+            min_tokens=min(self.min_tokens, max_tokens),
+            ignore_eos=self.ignore_eos,
             logprobs=logprobs,
         )
 
@@ -450,6 +484,9 @@ class GenerationParams(WireModel):
     n: int = 1
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    min_tokens: int = 0
+    ignore_eos: bool = False
     logprobs: int | None = Field(None, description="Top-k alternatives; None: no logprobs.")
     json_schema: str | None = Field(None, description="Constrain the output to JSON of this schema.")
     json_object: bool = Field(False, description="Constrain the output to a JSON object.")

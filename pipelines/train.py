@@ -123,7 +123,13 @@ class TrainConfig(BaseModel):
     warmup_ratio: float = Field(
         default=0.1, ge=0, lt=1, description="Fraction of the steps that warm the learning rate up linearly."
     )
-    max_seq_len: int = Field(default=64, ge=8, le=512, description="Tokens kept per text (the rest is cut).")
+    max_seq_len: int = Field(default=64, ge=8, le=512, description="Tokens the model reads at once.")
+    max_windows: int = Field(
+        default=1, ge=1, le=64,
+        description="A longer text is read as up to this many consecutive windows of max_seq_len "
+        "tokens (each trained with the text's label; their logits averaged when predicting). "
+        "Serve the model with the same value. 1: cut the text at max_seq_len.",
+    )
     max_train_examples: int | None = Field(
         default=4800, ge=1, description="Cap on the training examples drawn from the train split; None: all."
     )
@@ -278,7 +284,8 @@ def build_report(
     _log(f"evaluating on {len(data.test)} held-out test examples")
     start = time.perf_counter()
     truth = [label for _, label in data.test]
-    ids = predict(model, tokenizer, [text for text, _ in data.test], config.max_seq_len)
+    ids = predict(model, tokenizer, [text for text, _ in data.test], config.max_seq_len,
+                  config.max_windows)
     fine_tuned = score(truth, [data.labels[i] for i in ids], data.labels)
     _log(f"test accuracy {fine_tuned.accuracy:.3f}, macro-F1 {fine_tuned.macro_f1:.3f} "
          f"in {fmt_s(time.perf_counter() - start)}")

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from maas.engines.encoders import text_windows
+
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -66,7 +68,7 @@ class _WorkerRun:
             label2id={label: i for i, label in enumerate(labels)},
         )
         self.model = ray.train.torch.prepare_model(model)
-        self.train_ids = self._tokenize(cfg["train_texts"])
+        self.train_ids, self.train_labels = self._windows(cfg["train_texts"], cfg["train_labels"])
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.steps_per_epoch = len(self._epoch_batches())
         total = self.steps_per_epoch * cfg["epochs"]
@@ -148,7 +150,7 @@ class _WorkerRun:
         import torch
 
         inputs = _pad([self.train_ids[i] for i in batch], self.tokenizer.pad_token_id, self.device)
-        labels = torch.tensor([self.cfg["train_labels"][i] for i in batch], device=self.device)
+        labels = torch.tensor([self.train_labels[i] for i in batch], device=self.device)
         loss = self.model(**inputs, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -232,7 +234,8 @@ class _WorkerRun:
         )
         # The bare module: DDP's forward would sync buffers, and shards may differ in batch count.
         predicted = (
-            predict(unwrap(self.model), self.tokenizer, texts, self.cfg["max_seq_len"]) if texts else []
+            predict(unwrap(self.model), self.tokenizer, texts, self.cfg["max_seq_len"],
+                    self.cfg["max_windows"]) if texts else []
         )
         counts = torch.tensor(
             [sum(p == y for p, y in zip(predicted, labels)), len(labels)], dtype=torch.float64
@@ -241,8 +244,11 @@ class _WorkerRun:
             dist.all_reduce(counts)
         return float(counts[0] / counts[1]) if counts[1] else float("nan")
 
-    def _tokenize(self, texts: list[str]) -> list[list[int]]:
-        return self.tokenizer(texts, truncation=True, max_length=self.cfg["max_seq_len"])["input_ids"]
+    def _windows(self, texts: list[str], labels: list[int]) -> tuple[list[list[int]], list[int]]:
+        """Training examples: every window of every text, labelled with its text's label."""
+        per_text = text_windows(self.tokenizer, texts, self.cfg["max_seq_len"], self.cfg["max_windows"])
+        pairs = [(ids, label) for windows, label in zip(per_text, labels) for ids in windows]
+        return [ids for ids, _ in pairs], [label for _, label in pairs]
 
     def _elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.start
@@ -355,23 +361,25 @@ def fmt_s(seconds: float) -> str:
 
 
 def predict(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_seq_len: int
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    max_seq_len: int,
+    max_windows: int = 1,
 ) -> list[int]:
-    """Predicted class ids of ``texts``, batched by similar length, without gradients."""
+    """Predicted class ids of ``texts`` as the served classifier computes them (windows' mean
+    logits), windows batched by similar length, without gradients."""
     import torch
 
     model.eval()
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    predicted = [0] * len(texts)
+    per_text = text_windows(tokenizer, texts, max_seq_len, max_windows)
+    flat = [(owner, ids) for owner, windows in enumerate(per_text) for ids in windows]
+    flat.sort(key=lambda item: len(item[1]))
+    logits = torch.zeros((len(texts), model.config.num_labels))
     with torch.inference_mode():
-        for batch in _chunks(order, 64):
-            enc = tokenizer(
-                [texts[i] for i in batch],
-                truncation=True,
-                max_length=max_seq_len,
-                padding=True,
-                return_tensors="pt",
-            )
-            for i, label in zip(batch, model(**enc.to(model.device)).logits.argmax(dim=-1).tolist()):
-                predicted[i] = label
-    return predicted
+        for batch in _chunks(flat, 64):
+            padded = tokenizer.pad({"input_ids": [ids for _, ids in batch]}, return_tensors="pt")
+            out = model(**padded.to(model.device)).logits.float().cpu()
+            logits.index_add_(0, torch.tensor([owner for owner, _ in batch]), out)
+    counts = torch.tensor([len(windows) for windows in per_text]).clamp(min=1).unsqueeze(-1)
+    return (logits / counts).argmax(dim=-1).tolist()

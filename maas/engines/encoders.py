@@ -7,6 +7,7 @@ the texts of many requests at once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,14 @@ class LoadedEncoder:
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(path)
         self.model = getattr(transformers, model_class).from_pretrained(path).eval().to(self.device)
 
+    def windows(self, texts: list[str]) -> Any:
+        """Each text's windows (see :func:`text_windows`), flattened and padded, with owners."""
+        per_text = text_windows(self.tokenizer, texts, self.config.max_seq_len, self.config.max_windows)
+        owners = [i for i, windows in enumerate(per_text) for _ in windows]
+        flat = [ids for windows in per_text for ids in windows]
+        batch = self.tokenizer.pad({"input_ids": flat}, return_tensors="pt").to(self.device)
+        return batch, owners
+
     def tokenize(self, texts: list[str]) -> Any:
         return self.tokenizer(
             texts,
@@ -53,6 +62,36 @@ class LoadedEncoder:
             max_length=self.config.max_seq_len,
             return_tensors="pt",
         ).to(self.device)
+
+
+def text_windows(
+    tokenizer: Any, texts: Sequence[str], max_seq_len: int, max_windows: int
+) -> list[list[list[int]]]:
+    """Token ids of each text as up to ``max_windows`` consecutive windows of ``max_seq_len``.
+
+    Every window carries the model's special tokens; the first window is exactly the text
+    truncated to ``max_seq_len``, so ``max_windows=1`` is plain truncation. Training, the test
+    report and the served classifier all read texts through this one function.
+    """
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_seq_len,
+                        return_overflowing_tokens=max_windows > 1)
+    owners = encoded.get("overflow_to_sample_mapping", range(len(texts)))
+    windows: list[list[list[int]]] = [[] for _ in texts]
+    for ids, owner in zip(encoded["input_ids"], owners):
+        if len(windows[owner]) < max_windows:
+            windows[owner].append(list(ids))
+    return windows
+
+
+def mean_by_owner(values: Any, owners: Sequence[int], count: int) -> Any:
+    """Row means of ``values`` grouped by ``owners`` (the windows of each text -> one row)."""
+    import torch
+
+    index = torch.tensor(owners, device=values.device)
+    sums = torch.zeros((count, values.shape[-1]), dtype=values.dtype, device=values.device)
+    sums.index_add_(0, index, values)
+    sizes = torch.bincount(index, minlength=count).clamp(min=1).unsqueeze(-1)
+    return sums / sizes
 
 
 def default_device() -> str:
@@ -86,15 +125,18 @@ class ClassifierEngine:
         return [str(id2label[i]) for i in range(len(id2label))]
 
     def classify(self, encoder: LoadedEncoder, texts: list[str]) -> list[Classification]:
-        """Classify texts in one forward pass."""
+        """Classify texts in one forward pass (a long text's windows' logits are averaged)."""
         import torch
 
-        batch = encoder.tokenize(texts)
+        batch, owners = encoder.windows(texts)
         with torch.inference_mode():
-            logits = encoder.model(**batch).logits.float()
+            window_logits = encoder.model(**batch).logits.float()
         self.forward_calls += 1
+        logits = mean_by_owner(window_logits, owners, len(texts))
         probs = torch.softmax(logits, dim=-1).cpu().tolist()
-        counts = batch["attention_mask"].sum(dim=1).cpu().tolist()
+        counts = [0] * len(texts)
+        for owner, tokens in zip(owners, batch["attention_mask"].sum(dim=1).tolist()):
+            counts[owner] += int(tokens)
         labels = self.labels(encoder)
         return [
             Classification(labels[max(range(len(p)), key=p.__getitem__)], p, labels, int(n))

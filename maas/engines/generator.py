@@ -8,14 +8,38 @@ request when the consumer goes away (the generator is closed or cancelled).
 from __future__ import annotations
 
 import os
+import re
+import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from maas.config import GeneratorModelConfig
 from maas.errors import EngineError, InvalidRequestError, ServiceUnavailableError
 from maas.models import resolve_model_path
 from maas.schemas import GenerationChunk, GenerationParams, GenerationResult, TokenLogprob, TopLogprob
+
+PROGRESS_PROOF_S = 20.0
+"""A busy engine that produced output this recently is healthy without a probe request."""
+
+
+def resolve_dtype(dtype: str, on_gpu: bool) -> str:
+    """The dtype vLLM gets. ``auto`` on a CPU: bfloat16 where the CPU computes it natively
+    (AVX512-BF16 or AMX), else float32, since bfloat16 is emulated and slow on AVX2-only CPUs.
+    On a GPU, ``auto`` is left to vLLM (the model's own dtype)."""
+    if dtype != "auto" or on_gpu:
+        return dtype
+    return "bfloat16" if cpu_has_native_bf16() else "float32"
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bfloat16 instructions (Linux ``/proc/cpuinfo`` flags)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return re.search(r"\b(avx512_bf16|amx_bf16)\b", flags) is not None
 
 
 def build_engine_args(config: GeneratorModelConfig, on_gpu: bool) -> Any:
@@ -27,7 +51,7 @@ def build_engine_args(config: GeneratorModelConfig, on_gpu: bool) -> Any:
     kwargs: dict[str, Any] = {
         "model": str(resolve_model_path(config.path)),
         "served_model_name": config.name,
-        "dtype": config.dtype,
+        "dtype": resolve_dtype(config.dtype, on_gpu),
         "max_model_len": config.max_model_len,
         "max_num_seqs": config.max_num_seqs,
         "enforce_eager": config.enforce_eager,
@@ -59,6 +83,9 @@ def to_sampling_params(params: GenerationParams) -> Any:
         seed=params.seed,
         presence_penalty=params.presence_penalty,
         frequency_penalty=params.frequency_penalty,
+        repetition_penalty=params.repetition_penalty,
+        min_tokens=params.min_tokens,
+        ignore_eos=params.ignore_eos,
         logprobs=params.logprobs,
         structured_outputs=structured,
         output_kind=RequestOutputKind.DELTA,
@@ -104,6 +131,7 @@ class GeneratorEngine:
 
         self.config = config
         self.engine = AsyncLLM.from_engine_args(build_engine_args(config, on_gpu))
+        self.last_output_at = 0.0  # monotonic time of the last output of any request
 
     async def generate(
         self, prompt_token_ids: list[int], params: GenerationParams, request_id: str | None = None
@@ -122,6 +150,7 @@ class GeneratorEngine:
         completion_tokens = 0
         try:
             async for output in stream:
+                self.last_output_at = time.monotonic()
                 chunks = [self._chunk(c, params) for c in output.outputs]
                 completion_tokens += sum(len(c.token_ids) for c in chunks)
                 yield GenerationResult(
@@ -159,11 +188,24 @@ class GeneratorEngine:
         return EngineError("The generation engine failed on this request.")
 
     async def ping(self) -> None:
-        """Health: the engine loop is alive and a one-token greedy generation completes."""
+        """Health: the engine loop is alive and doing work.
+
+        A busy engine proves it by its recent output: a probe would queue behind the running
+        requests, and under heavy load it could outlast Serve's health-check timeout and get a
+        healthy replica killed with its streams. An idle (or stalled) engine must complete a
+        one-token greedy generation.
+        """
         await self.engine.check_health()
+        if self.busy_and_progressing():
+            return
         params = GenerationParams(temperature=0.0, max_tokens=1)
         async for _ in self.generate([1], params):
             pass
+
+    def busy_and_progressing(self) -> bool:
+        """Requests are running and one of them produced output within ``PROGRESS_PROOF_S``."""
+        running = self.engine.get_num_unfinished_requests() > 0
+        return running and time.monotonic() - self.last_output_at < PROGRESS_PROOF_S
 
     def is_dead(self) -> bool:
         return bool(self.engine.errored)

@@ -11,8 +11,11 @@ import sys
 def main() -> None:
     from vllm import LLM, SamplingParams
 
+    from maas.engines.generator import resolve_dtype
+
     job = json.loads(open(sys.argv[1]).read())
-    llm = LLM(model=job["model_dir"], dtype="bfloat16", max_model_len=job["max_model_len"],
+    # The dtype the service picks for its default ``auto`` on this machine.
+    llm = LLM(model=job["model_dir"], dtype=resolve_dtype("auto", on_gpu=False), max_model_len=job["max_model_len"],
               enforce_eager=True, seed=0)
     params = SamplingParams(temperature=0.0, max_tokens=job["max_tokens"])
     completions = llm.generate(job["prompts"], params)

@@ -110,6 +110,21 @@ def test_stop_and_length_finish_reasons(openai_client) -> None:
     assert cut.choices[0].finish_reason == "length" and cut.usage.completion_tokens == 3
 
 
+def test_vllm_extensions_ignore_eos_and_min_tokens(openai_client) -> None:
+    """vLLM's own request extensions pass through (benchmark clients rely on ``ignore_eos``)."""
+    chat = [{"role": "user", "content": "Say yes."}]
+    short = openai_client.chat.completions.create(model=GENERATOR, messages=chat, max_tokens=60,
+                                                  temperature=0)
+    assert short.choices[0].finish_reason == "stop" and short.usage.completion_tokens < 60
+    forced = openai_client.chat.completions.create(model=GENERATOR, messages=chat, max_tokens=60,
+                                                   temperature=0, extra_body={"ignore_eos": True})
+    assert forced.choices[0].finish_reason == "length" and forced.usage.completion_tokens == 60
+    longer = openai_client.completions.create(
+        model=GENERATOR, prompt="Say yes.", max_tokens=40, temperature=0,
+        extra_body={"min_tokens": 25, "repetition_penalty": 1.2})
+    assert longer.usage.completion_tokens >= 25
+
+
 def test_batch_of_prompts(openai_client) -> None:
     response = openai_client.completions.create(model=GENERATOR, prompt=PROMPTS[:2], max_tokens=4,
                                                 temperature=0.7, seed=1, n=2)

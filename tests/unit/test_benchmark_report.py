@@ -33,7 +33,7 @@ def fabricated() -> dict[str, Any]:
             "maas": {"startup_s": 40.0, "error": None, "levels": [gen_level(1, 30.0), gen_level(32, 300.0)],
                      "load_average_1m": [1.5, 2.25]},
             "vllm": {"startup_s": 35.0, "error": None, "levels": [gen_level(1, 32.0), gen_level(32, 310.0)]},
-            "maas-hc600": {"startup_s": 40.0, "error": None, "levels": [gen_level(32, 320.0)]},
+            "maas-bf16": {"startup_s": 40.0, "error": None, "levels": [gen_level(32, 320.0)]},
             "rayllm": {"startup_s": 45.0, "error": None, "levels": [gen_level(32, 250.0)]},
             "naive": {"startup_s": None, "error": "SystemFailedError: boom", "levels": []},
         },
@@ -50,7 +50,7 @@ def test_ratios_against_targets() -> None:
         "value": round(300 / 310, 3), "concurrency": 32, "target": 0.95, "met": True}
     assert ratios["maas_vs_rayllm_output_tok_s"]["value"] == 1.2
     assert ratios["maas_vs_naive_output_tok_s"]["value"] is None  # naive failed
-    assert ratios["maas-hc600_vs_vllm_output_tok_s"]["value"] == round(320 / 310, 3)
+    assert ratios["maas-bf16_vs_vllm_output_tok_s"]["value"] == round(320 / 310, 3)
     assert ratios["batched_vs_unbatched_classify_req_s"]["value"] == 5.0
     assert ratios["batched_vs_unbatched_classify_req_s"]["met"] is True
 

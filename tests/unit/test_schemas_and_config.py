@@ -43,6 +43,21 @@ def test_chat_request_to_generation_params() -> None:
     params = request.generation_params(request.requested_max_tokens(), request.requested_logprobs())
     assert (params.temperature, params.stop, params.top_k, params.max_tokens, params.logprobs) == (
         0.0, ["\n"], -1, 7, 3)
+    assert (params.ignore_eos, params.min_tokens, params.repetition_penalty) == (False, 0, 1.0)
+
+
+def test_vllm_extensions_reach_the_engine_parameters() -> None:
+    from maas.engines.generator import to_sampling_params
+
+    request = ChatCompletionRequest.model_validate({
+        "model": "m", "messages": MESSAGES, "ignore_eos": True, "min_tokens": 50,
+        "repetition_penalty": 1.1})
+    params = request.generation_params(20, None)
+    assert params.min_tokens == 20  # never above max_tokens
+    sampling = to_sampling_params(params)
+    assert (sampling.ignore_eos, sampling.min_tokens, sampling.repetition_penalty) == (True, 20, 1.1)
+    with pytest.raises(ValidationError):
+        ChatCompletionRequest.model_validate({"model": "m", "messages": MESSAGES, "min_tokens": -1})
 
 
 def test_completion_prompt_shapes() -> None:

@@ -1,0 +1,133 @@
+"""Edge checks of every HTTP request, before any engine work: body size, content type, deadline.
+
+A pure ASGI middleware (streams and client disconnects pass through untouched):
+
+* ``POST`` bodies must be declared JSON (``Content-Type: application/json``), else 415;
+* a body over ``max_body_bytes`` is refused with 413: at once when ``Content-Length`` says so,
+  else as soon as the bytes read pass the limit (chunked uploads);
+* a request whose response has not started within ``request_timeout_s`` is cancelled (which
+  cancels its calls into the deployments and aborts their engine work) and answered with 504.
+  A stream counts as started once its first bytes are sent; from then on it is bounded by its
+  ``max_tokens`` and aborted when the client goes away.
+
+The limits are set by the ingress replica from its config (:class:`RequestLimits`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.exceptions import HTTPException
+
+from maas.errors import PayloadTooLargeError, RequestTimeoutError, UnsupportedMediaTypeError
+from maas.http import error_response
+
+JSON_MEDIA_TYPE = "application/json"
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+@dataclass
+class RequestLimits:
+    """Limits applied to every request of an ingress replica."""
+
+    max_body_bytes: int = 4 * 1024 * 1024
+    request_timeout_s: float | None = 600.0
+
+
+class RequestGuardMiddleware:
+    """Refuse oversized or non-JSON bodies; answer 504 past the deadline (see module doc)."""
+
+    def __init__(self, app: Any, limits: RequestLimits) -> None:
+        self.app = app
+        self.limits = limits
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refusal = self._refusal(scope)
+        if refusal is not None:
+            await error_response(refusal)(scope, receive, send)
+            return
+        started = asyncio.Event()
+
+        async def send_and_mark(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                started.set()
+            await send(message)
+
+        await self._run_with_deadline(scope, self._bounded(receive), send_and_mark, started)
+
+    def _refusal(self, scope: dict[str, Any]) -> Exception | None:
+        if scope.get("method") not in BODY_METHODS:
+            return None
+        content_type = (header(scope, b"content-type") or "").split(";")[0].strip().lower()
+        if content_type != JSON_MEDIA_TYPE:
+            shown = content_type or "none"
+            return UnsupportedMediaTypeError(
+                f"The request body must be JSON with Content-Type: {JSON_MEDIA_TYPE} (got {shown})."
+            )
+        length = header(scope, b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limits.max_body_bytes:
+            return self._too_large()
+        return None
+
+    def _bounded(self, receive: Any) -> Any:
+        """``receive`` that raises 413 once the body read passes the limit."""
+        seen = 0
+
+        async def receive_bounded() -> dict[str, Any]:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limits.max_body_bytes:
+                    # HTTPException: FastAPI re-raises it as is from its body parsing (any other
+                    # error there becomes a 400); the one error mapping turns it into a 413.
+                    raise HTTPException(413, self._too_large().message)
+            return message
+
+        return receive_bounded
+
+    async def _run_with_deadline(self, scope: dict[str, Any], receive: Any, send: Any,
+                                 started: asyncio.Event) -> None:
+        timeout = self.limits.request_timeout_s
+        call = asyncio.ensure_future(self.app(scope, receive, send))
+        if timeout is None:
+            await call
+            return
+        deadline = asyncio.ensure_future(started.wait())
+        try:
+            await asyncio.wait({call, deadline}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if call.done() or started.is_set():
+                await call
+                return
+            call.cancel()
+            await asyncio.gather(call, return_exceptions=True)
+            await error_response(RequestTimeoutError(
+                f"The request did not complete within the service's {timeout:g} s deadline."
+            ))(scope, receive, send)
+        finally:
+            deadline.cancel()
+            if not call.done():  # the client went away or the server is stopping
+                call.cancel()
+
+    def _too_large(self) -> PayloadTooLargeError:
+        return PayloadTooLargeError(
+            f"The request body is larger than the limit of {self.limits.max_body_bytes} bytes."
+        )
+
+
+def header(scope: dict[str, Any], name: bytes) -> str | None:
+    """A request header's value (first occurrence), or None."""
+    for key, value in scope.get("headers") or ():
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+def install_request_guard(app: Any, limits: RequestLimits) -> None:
+    """Apply ``limits`` to every request of ``app``."""
+    app.add_middleware(RequestGuardMiddleware, limits=limits)
