@@ -50,11 +50,13 @@ def maas_generate_config(model_dir: str, engine: EngineSettings) -> dict[str, An
     }
 
 
-def maas_classify_config(model_dir: str, max_batch_size: int, workload: ClassifyWorkload) -> dict[str, Any]:
+def maas_classify_config(model_dir: str, max_batch_size: int, workload: ClassifyWorkload,
+                         quantize: str = "none") -> dict[str, Any]:
     """maas ``AppConfig`` args: only the classifier (as in cluster/maas-cpu.yaml) + tokenizer/ingress."""
     return {
         "classifier": {
-            "models": [{"name": CLASSIFIER_MODEL, "path": model_dir, "max_seq_len": workload.max_seq_len}],
+            "models": [{"name": CLASSIFIER_MODEL, "path": model_dir, "max_seq_len": workload.max_seq_len,
+                        "quantize": quantize}],
             "batching": {"max_batch_size": max_batch_size,
                          "batch_wait_timeout_s": workload.batch_wait_timeout_s, "torch_threads": 1},
             "deployment": {"num_cpus": 0.2, "max_ongoing_requests": 128},
@@ -137,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--model-dir", required=True)
     parser.add_argument("--max-batch-size", type=int, default=32)
+    parser.add_argument("--quantize", default="none", choices=("none", "int8"), help="classifier")
     parser.add_argument("--dtype", default=None, help="generator dtype (default: the shared setting)")
     parser.add_argument("--ray-temp-dir", required=True, help="private Ray temp folder (short path)")
     return parser
@@ -150,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         "maas-generate": lambda: maas_app(
             maas_generate_config(args.model_dir, engine)),
         "maas-classify": lambda: maas_app(
-            maas_classify_config(args.model_dir, args.max_batch_size, ClassifyWorkload())),
+            maas_classify_config(args.model_dir, args.max_batch_size, ClassifyWorkload(), args.quantize)),
         "rayllm": lambda: rayllm_app(args.model_dir, engine),
     }
     serve_until_signal(builders[args.system], args.port, args.ray_temp_dir)

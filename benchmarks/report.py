@@ -231,6 +231,32 @@ def console_summary(results: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- README
 
 
+def quantization_lines(quant: dict[str, Any] | None) -> list[str]:
+    """The int8 section: accuracy change beside the offline speed-up (empty if not measured)."""
+    if not quant:
+        return []
+    if quant.get("error"):
+        return ["## int8 quantization of the classifier", "", f"Failed: {quant['error']}", ""]
+    rows = ["| variant | test accuracy | test macro-F1 | texts/s (batches of "
+            f"{quant['batch_size']}, {quant['torch_threads']} thread) |", "|---|---|---|---|"]
+    for name in ("float32", "int8"):
+        row = quant[name]
+        rows.append(f"| {name} | {row['accuracy']:.3f} | {row['macro_f1']:.3f} | {row['texts_per_s']:.1f} |")
+    return [
+        "## int8 quantization of the classifier",
+        "",
+        f"`{quant['model']}` on its own held-out test split ({quant['test_texts']} texts), loaded "
+        "through the production engine with `quantize: none` and `quantize: int8`:",
+        "",
+        *rows,
+        "",
+        f"Speed-up ×{quant['speedup']:.2f}; macro-F1 change {quant['macro_f1_change']:+.3f}; "
+        f"the same label for {100 * quant['same_label_share']:.1f} % of the texts. Over HTTP see "
+        "`maas-batched-int8` above.",
+        "",
+    ]
+
+
 def readme_text(results: dict[str, Any]) -> str:
     """The Markdown report."""
     machine = results.get("machine", {})
@@ -259,6 +285,7 @@ def readme_text(results: dict[str, Any]) -> str:
         "",
         classification_table(results),
         "",
+        *quantization_lines(results.get("quantization")),
         "## Ratios",
         "",
         ratio_table(results.get("ratios") or compute_ratios(results)),

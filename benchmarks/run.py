@@ -70,10 +70,14 @@ def classifier_dir(work_dir: Path) -> tuple[Path, str]:
 
     The speed comparison needs the same weights in every variant, not a good model.
     """
-    from maas.models import is_prepared, minilm_path, model_dir
+    from maas.models import minilm_path
+    from maas.registry import ModelRegistry
 
-    if is_prepared(model_dir("sentiment")):
-        return model_dir("sentiment"), "maas's prepared sentiment classifier"
+    registry = ModelRegistry()
+    live = registry.live_version(CLASSIFIER_MODEL)
+    if live is not None:
+        version = registry.get(CLASSIFIER_MODEL, live)
+        return Path(version.path), f"maas's fine-tuned {version.ref} (live in the model registry)"
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -201,6 +205,19 @@ def bench_classify(variant: str, model_dir: Path, settings: BenchSettings, work_
     return {"startup_s": round(startup, 1), "error": None, "levels": levels, "load_average_1m": load}
 
 
+def measure_quantization() -> dict[str, Any]:
+    """int8 vs float32 of the live registry classifier: accuracy and offline speed."""
+    from benchmarks import quantization
+    from maas.registry import ModelRegistry
+
+    registry = ModelRegistry()
+    live = registry.live_version(CLASSIFIER_MODEL)
+    if live is None:
+        return {"error": f"no live {CLASSIFIER_MODEL} in the registry (run `maas train {CLASSIFIER_MODEL}`)"}
+    log("quantization: scoring float32 and int8 on the test split")
+    return quantization.compare(registry.get(CLASSIFIER_MODEL, live))
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -250,6 +267,8 @@ def merge_previous(results: dict[str, Any], path: Path) -> None:
             results["settings"].setdefault(key, previous["settings"][key])
     results["generation"].update(previous.get("generation", {}))
     results["classification"].update(previous.get("classification", {}))
+    if previous.get("quantization"):
+        results["quantization"] = previous["quantization"]
     for key, value in previous.get("commands", {}).items():
         if isinstance(value, dict):
             results["commands"].setdefault(key, {}).update(value)
@@ -317,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         for variant in settings.classify_variants:
             results["classification"][variant] = guarded(variant, bench_classify, variant, cls_dir,
                                                          settings, work_dir, commands)
+        if "maas-batched-int8" in settings.classify_variants:
+            results["quantization"] = guarded("quantization", measure_quantization)
     results["machine"]["load_average_at_end"] = report.describe_machine()["load_average_at_start"]
     results["notes"] = automatic_notes(results, settings)
     paths = report.write_report(results, settings.results_dir, plots=not args.no_plots)

@@ -17,7 +17,8 @@ GENERATION_SYSTEMS: tuple[str, ...] = ("maas", "vllm", "rayllm", "naive")
 EXTRA_SYSTEMS: tuple[str, ...] = ("maas-bf16",)
 """Opt-in variants: ``maas-bf16`` is maas with its generator forced to bfloat16 (the default
 before ``auto``), to measure what the dtype choice is worth on this CPU."""
-CLASSIFY_VARIANTS: tuple[str, ...] = ("maas-batched", "maas-unbatched", "naive")
+CLASSIFY_VARIANTS: tuple[str, ...] = ("maas-batched", "maas-batched-int8", "maas-unbatched", "naive")
+"""``maas-batched-int8``: the batched classifier with ``quantize: int8``."""
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SERVED_MODEL = "smollm2-135m-instruct"
 CLASSIFIER_MODEL = "sentiment"

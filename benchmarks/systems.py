@@ -104,9 +104,10 @@ def classify_spec(variant: str, model_dir: Path, max_batch_size: int) -> SystemS
                 "--classifier", str(model_dir), "--served-model-name", CLASSIFIER_MODEL]
         return SystemSpec(variant, argv, port, "/v1/classify", probe, env)
     ray_dir = _ray_temp_dir()
-    batch = max_batch_size if variant == "maas-batched" else 1
+    batch = 1 if variant == "maas-unbatched" else max_batch_size
     argv = [PYTHON, "-m", "benchmarks.ray_apps", "maas-classify", "--port", str(port),
             "--model-dir", str(model_dir), "--max-batch-size", str(batch), "--ray-temp-dir", ray_dir]
+    argv += ["--quantize", "int8"] if variant.endswith("-int8") else []
     return SystemSpec(variant, argv, port, "/v1/classify", probe, env, ray_dir)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from ray import serve
 
+from deployments.health import HealthCache
 from maas.batching import run_grouped
 from maas.config import ClassifierConfig, EncoderConfig
 from maas.engines.encoders import LoadedEncoder, set_torch_threads
@@ -28,6 +29,7 @@ class BatchedEncoderBase:
         set_torch_threads(config.batching.torch_threads)
         self.batching = config.batching
         self.engine = engine
+        self.health = HealthCache()
         self.metrics = MetricsRecorder()
         self.run_batch.set_max_batch_size(config.batching.max_batch_size)
         self.run_batch.set_batch_wait_timeout_s(config.batching.batch_wait_timeout_s)

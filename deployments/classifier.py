@@ -56,10 +56,13 @@ class ClassifierDeployment(BatchedEncoderBase):
         Straight to the engine, not through the request batches, so health checks stay out of
         the batch metrics.
         """
+        if self.health.fresh():
+            return True
         loop = asyncio.get_running_loop()
         for name in self.served.names():
             encoder = await self._encoder(self.served.resolve(name))
             await loop.run_in_executor(None, self.engine.classify, encoder, ["ping"])
+        self.health.passed()
         return True
 
     async def check_health(self) -> None:

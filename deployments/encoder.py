@@ -35,8 +35,10 @@ class EncoderDeployment(BatchedEncoderBase):
         return self.engine.embed(encoder, texts)
 
     def ping(self) -> bool:
-        self.engine.ping()
+        if not self.health.fresh():
+            self.engine.ping()
+            self.health.passed()
         return True
 
     def check_health(self) -> None:
-        self.engine.ping()
+        self.ping()

@@ -7,14 +7,13 @@ from collections.abc import AsyncIterator
 
 from ray import serve
 
+from deployments.health import HealthCache
 from maas.assemble import merge_results
 from maas.config import GeneratorModelConfig
 from maas.engines.generator import GeneratorEngine
 from maas.errors import ServiceUnavailableError
 from maas.metrics import MetricsRecorder
 from maas.schemas import GenerationParams, GenerationResult
-
-HEALTH_CACHE_S = 5.0
 
 
 def _on_gpu() -> bool:
@@ -31,7 +30,7 @@ class GeneratorDeployment:
         self.config = config
         self.engine = GeneratorEngine(config, on_gpu=_on_gpu())
         self.metrics = MetricsRecorder()
-        self._healthy_at = 0.0
+        self.health = HealthCache()
 
     async def generate_stream(
         self, prompt_token_ids: list[int], params: GenerationParams
@@ -69,9 +68,9 @@ class GeneratorDeployment:
     async def _check(self) -> None:
         if self.engine.is_dead():
             raise ServiceUnavailableError("The generation engine is dead.")
-        if time.monotonic() - self._healthy_at > HEALTH_CACHE_S:
+        if not self.health.fresh():
             await self.engine.ping()
-            self._healthy_at = time.monotonic()
+            self.health.passed()
 
     def _record_ttft(self, seconds: float) -> None:
         self.metrics.record("maas_time_to_first_token_seconds", {"model": self.config.name}, seconds)

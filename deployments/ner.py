@@ -46,8 +46,10 @@ class NerDeployment(BatchedEncoderBase):
         return self.engine.analyze(encoder, texts)
 
     def ping(self) -> bool:
-        self.engine.ping()
+        if not self.health.fresh():
+            self.engine.ping()
+            self.health.passed()
         return True
 
     def check_health(self) -> None:
-        self.engine.ping()
+        self.ping()

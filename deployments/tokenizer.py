@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ray import serve
 
+from deployments.health import HealthCache
 from maas.engines.tokenizer import TokenizerEngine, TokenizerSpec
 from maas.errors import ContextLengthExceededError, InvalidRequestError, ModelNotFoundError
 from maas.schemas import (
@@ -21,6 +22,7 @@ class TokenizerDeployment:
 
     def __init__(self, specs: list[TokenizerSpec]) -> None:
         self.engine = TokenizerEngine(specs)
+        self.health = HealthCache()
 
     def _require(self, model: str) -> None:
         if model not in self.engine.specs:
@@ -80,8 +82,10 @@ class TokenizerDeployment:
         return ids
 
     def ping(self) -> bool:
-        self.engine.ping()
+        if not self.health.fresh():
+            self.engine.ping()
+            self.health.passed()
         return True
 
     def check_health(self) -> None:
-        self.engine.ping()
+        self.ping()

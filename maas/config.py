@@ -119,6 +119,11 @@ class EncoderModelConfig(StrictModel):
         description="Classifiers: a longer text is read as up to this many consecutive windows of "
         "`max_seq_len` tokens whose logits are averaged (train with the same value); 1 truncates.",
     )
+    quantize: Literal["none", "int8"] = Field(
+        "none",
+        description="`int8`: dynamic int8 quantization of the Linear layers on a CPU replica "
+        "(weights int8, activations quantized per batch); faster, slightly less accurate.",
+    )
 
 
 class BatchingOptions(StrictModel):

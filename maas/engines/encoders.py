@@ -44,7 +44,10 @@ class LoadedEncoder:
         self.config = config
         self.device = default_device()
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-        self.model = getattr(transformers, model_class).from_pretrained(path).eval().to(self.device)
+        model = getattr(transformers, model_class).from_pretrained(path).eval().to(self.device)
+        if config.quantize == "int8" and self.device == "cpu":
+            model = quantize_int8(model)
+        self.model = model
 
     def windows(self, texts: list[str]) -> Any:
         """Each text's windows (see :func:`text_windows`), flattened and padded, with owners."""
@@ -92,6 +95,18 @@ def mean_by_owner(values: Any, owners: Sequence[int], count: int) -> Any:
     sums.index_add_(0, index, values)
     sizes = torch.bincount(index, minlength=count).clamp(min=1).unsqueeze(-1)
     return sums / sizes
+
+
+def quantize_int8(model: Any) -> Any:
+    """Dynamic int8 quantization of every ``nn.Linear`` (CPU kernels: fbgemm on x86)."""
+    import warnings
+
+    import torch
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def default_device() -> str:

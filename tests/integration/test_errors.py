@@ -1,5 +1,9 @@
 """Bad input gets the right 4xx with the OpenAI error body, and the service keeps answering."""
 
+import json
+import time
+from dataclasses import dataclass
+
 import httpx
 import pytest
 
@@ -10,9 +14,43 @@ pytestmark = pytest.mark.integration
 CHAT = "/v1/chat/completions"
 MSG = [{"role": "user", "content": "hi"}]
 LONG_PROMPT = "word " * (TEST_MAX_MODEL_LEN + 50)
+REFUSAL_BOUND_S = 2.0
+"""The issue's bound: every bad input is refused within this time."""
+
+
+@dataclass(frozen=True)
+class Raw:
+    """A body sent byte for byte, with its own content type."""
+
+    content: bytes
+    content_type: str = "application/json"
+
+
+def chat_with(extra: bytes) -> Raw:
+    """A chat body with raw JSON text spliced in (for what ``json.dumps`` cannot write)."""
+    head = json.dumps({"model": GENERATOR, "messages": MSG}).encode()[:-1]
+    return Raw(head + b", " + extra + b"}")
+
+
+TEN_MB = Raw(b'{"model": "x", "input": "' + b"a" * (10 * 1024 * 1024) + b'"}')
 
 CASES = [
-    ("malformed json", "POST", CHAT, b'{"model": "x", ', 400, None),
+    ("malformed json", "POST", CHAT, Raw(b'{"model": "x", '), 400, None),
+    ("invalid utf-8", "POST", CHAT, Raw(b'{"model": "m", "messages": [{"role": "user", "content": "\xff\xfe"}]}'), 400, None),
+    ("lone surrogate", "POST", CHAT, Raw(b'{"model": "m", "messages": [{"role": "user", "content": "a\\udc00"}]}'), 400, None),
+    ("NaN temperature", "POST", CHAT, chat_with(b'"temperature": NaN'), 400, "temperature"),
+    ("overflowing top_p", "POST", CHAT, chat_with(b'"top_p": 1e999'), 400, "top_p"),
+    ("huge max_tokens", "POST", CHAT, {"model": GENERATOR, "messages": MSG, "max_tokens": 10**30}, 400, "max_tokens"),
+    ("5000-digit seed", "POST", CHAT, chat_with(b'"seed": ' + b"7" * 5000), 400, None),
+    ("10 MB body", "POST", "/v1/embeddings", TEN_MB, 413, None),
+    ("100,000-item classify batch", "POST", "/v1/classify", {"model": CLASSIFIER, "input": ["a"] * 100_000}, 400, "input"),
+    ("100,000-item embeddings batch", "POST", "/v1/embeddings", {"model": ENCODER, "input": ["a"] * 100_000}, 400, "input"),
+    ("form content type", "POST", CHAT, Raw(b"model=x", "application/x-www-form-urlencoded"), 415, None),
+    ("text content type", "POST", "/v1/classify", Raw(b'{"model": "x", "input": "a"}', "text/plain"), 415, None),
+    ("empty prompt", "POST", "/v1/completions", {"model": GENERATOR, "prompt": ""}, 400, "prompt"),
+    ("negative presence_penalty", "POST", CHAT, {"model": GENERATOR, "messages": MSG, "presence_penalty": -3}, 400, "presence_penalty"),
+    ("stop too long", "POST", CHAT, {"model": GENERATOR, "messages": MSG, "stop": "x" * 1000}, 400, "stop"),
+    ("seed negative", "POST", CHAT, {"model": GENERATOR, "messages": MSG, "seed": -1}, 400, "seed"),
     ("not an object", "POST", CHAT, [1, 2], 400, None),
     ("missing model", "POST", CHAT, {"messages": MSG}, 400, "model"),
     ("messages wrong type", "POST", CHAT, {"model": GENERATOR, "messages": "hi"}, 400, "messages"),
@@ -53,11 +91,14 @@ CASES = [
 
 @pytest.mark.parametrize(("name", "method", "path", "body", "status", "param"), CASES, ids=[c[0] for c in CASES])
 def test_bad_input_gets_openai_error(client: httpx.Client, name, method, path, body, status, param) -> None:
-    if isinstance(body, bytes):
-        response = client.request(method, path, content=body, headers={"content-type": "application/json"})
+    start = time.perf_counter()
+    if isinstance(body, Raw):
+        response = client.request(method, path, content=body.content, headers={"content-type": body.content_type})
     else:
         response = client.request(method, path, json=body)
+    elapsed = time.perf_counter() - start
     assert response.status_code == status, response.text
+    assert elapsed < REFUSAL_BOUND_S, f"{name}: refused after {elapsed:.2f} s"
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
     assert error["message"] and "Traceback" not in error["message"]

@@ -61,3 +61,13 @@ def test_auto_dtype_follows_the_cpu(monkeypatch) -> None:
     assert resolve_dtype("auto", on_gpu=False) == "float32"
     monkeypatch.setattr(generator, "cpu_has_native_bf16", lambda: True)
     assert resolve_dtype("auto", on_gpu=False) == "bfloat16"
+
+
+def test_health_cache_reuses_only_a_recent_pass() -> None:
+    from deployments.health import HealthCache
+
+    cache = HealthCache(ttl_s=60)
+    assert not cache.fresh()  # nothing passed yet: run the real check
+    cache.passed()
+    assert cache.fresh()
+    assert not HealthCache(ttl_s=0).fresh()

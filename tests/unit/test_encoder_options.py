@@ -1,4 +1,5 @@
-"""Long texts read as windows: the one function training, the report and serving share."""
+"""Encoder options: long texts read as windows (the one function training, the report and
+serving share) and int8 dynamic quantization."""
 
 from __future__ import annotations
 
@@ -44,3 +45,25 @@ def test_mean_by_owner_averages_each_texts_windows() -> None:
 def test_embedding_models_do_not_take_windows() -> None:
     with pytest.raises(ValueError, match="max_windows is for classifiers"):
         EncoderConfig(models=[EncoderModelConfig(name="e", path="embedded:minilm", max_windows=2)])
+
+
+def test_int8_quantization_keeps_the_classifier_close(tmp_path) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    from maas.engines.encoders import ClassifierEngine
+
+    torch.manual_seed(0)
+    folder = tmp_path / "clf"
+    AutoModelForSequenceClassification.from_pretrained(str(minilm_path()), num_labels=3).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(str(minilm_path())).save_pretrained(folder)
+    engine = ClassifierEngine()
+    texts = ["a fine day", "the worst service ever", "it is a table"]
+    outputs = {}
+    for mode in ("none", "int8"):
+        encoder = engine.load(EncoderModelConfig(name="c", path=str(folder), quantize=mode))
+        linear = type(encoder.model.classifier).__module__
+        assert (".quantized." in linear) == (mode == "int8"), linear
+        outputs[mode] = engine.classify(encoder, texts)
+    for full, small in zip(outputs["none"], outputs["int8"]):
+        assert abs(sum(small.probs) - 1) < 1e-5
+        assert max(abs(a - b) for a, b in zip(full.probs, small.probs)) < 0.05
