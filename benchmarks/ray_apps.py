@@ -35,14 +35,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
-def maas_generate_config(model_dir: str, engine: EngineSettings) -> dict[str, Any]:
+def maas_generate_config(model_dir: str, engine: EngineSettings, stream_interval: int = 1) -> dict[str, Any]:
     """maas ``AppConfig`` args: only the generator (as in cluster/maas-cpu.yaml) + tokenizer/ingress."""
     return {
         "generators": [{
             "name": SERVED_MODEL, "path": model_dir, "dtype": engine.dtype,
             "max_model_len": engine.max_model_len, "max_num_seqs": engine.max_num_seqs,
             "kv_cache_gib": engine.kv_cache_gib, "enforce_eager": engine.enforce_eager,
-            "max_tokens_limit": engine.max_model_len,
+            "max_tokens_limit": engine.max_model_len, "stream_interval": stream_interval,
             "deployment": {"num_cpus": 0.5, "max_ongoing_requests": 64},
         }],
         "tokenizer": {"deployment": {"num_cpus": 0.1, "max_ongoing_requests": 256}},
@@ -141,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--quantize", default="none", choices=("none", "int8"), help="classifier")
     parser.add_argument("--dtype", default=None, help="generator dtype (default: the shared setting)")
+    parser.add_argument("--stream-interval", type=int, default=1, help="maas generator: tokens per chunk")
     parser.add_argument("--ray-temp-dir", required=True, help="private Ray temp folder (short path)")
     return parser
 
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(engine.env())
     builders: dict[str, Callable[[], Any]] = {
         "maas-generate": lambda: maas_app(
-            maas_generate_config(args.model_dir, engine)),
+            maas_generate_config(args.model_dir, engine, args.stream_interval)),
         "maas-classify": lambda: maas_app(
             maas_classify_config(args.model_dir, args.max_batch_size, ClassifyWorkload(), args.quantize)),
         "rayllm": lambda: rayllm_app(args.model_dir, engine),

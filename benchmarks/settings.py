@@ -14,9 +14,14 @@ from typing import Any
 from maas.engines.generator import resolve_dtype
 
 GENERATION_SYSTEMS: tuple[str, ...] = ("maas", "vllm", "rayllm", "naive")
-EXTRA_SYSTEMS: tuple[str, ...] = ("maas-bf16",)
-"""Opt-in variants: ``maas-bf16`` is maas with its generator forced to bfloat16 (the default
-before ``auto``), to measure what the dtype choice is worth on this CPU."""
+MAAS_VARIANTS: dict[str, list[str]] = {
+    "maas-bf16": ["--dtype", "bfloat16"],
+    "maas-stream4": ["--stream-interval", "4"],
+}
+"""Opt-in maas variants (extra ``benchmarks.ray_apps`` flags): ``maas-bf16`` forces bfloat16 (the
+default before ``auto``) to measure the dtype choice on this CPU; ``maas-stream4`` streams
+chunks of 4 tokens (vLLM's ``stream_interval``) instead of every token."""
+EXTRA_SYSTEMS: tuple[str, ...] = tuple(MAAS_VARIANTS)
 CLASSIFY_VARIANTS: tuple[str, ...] = ("maas-batched", "maas-batched-int8", "maas-unbatched", "naive")
 """``maas-batched-int8``: the batched classifier with ``quantize: int8``."""
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

@@ -22,7 +22,7 @@ from types import TracebackType
 
 import httpx
 
-from benchmarks.settings import CLASSIFIER_MODEL, SERVED_MODEL, EngineSettings
+from benchmarks.settings import CLASSIFIER_MODEL, MAAS_VARIANTS, SERVED_MODEL, EngineSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -87,10 +87,10 @@ def generation_spec(system: str, model_dir: Path, engine: EngineSettings) -> Sys
                 "--dtype", engine.dtype]
         return SystemSpec(system, argv, port, "/v1/completions", probe, env)
     ray_dir = _ray_temp_dir()
-    kind = {"maas": "maas-generate", "maas-bf16": "maas-generate", "rayllm": "rayllm"}[system]
+    kind = "rayllm" if system == "rayllm" else "maas-generate"
     argv = [PYTHON, "-m", "benchmarks.ray_apps", kind, "--port", str(port),
             "--model-dir", str(model_dir), "--ray-temp-dir", ray_dir]
-    argv += ["--dtype", "bfloat16"] if system == "maas-bf16" else []
+    argv += MAAS_VARIANTS.get(system, [])
     return SystemSpec(system, argv, port, "/v1/completions", probe, env, ray_dir)
 
 

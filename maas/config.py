@@ -87,6 +87,12 @@ class GeneratorModelConfig(StrictModel):
         "bfloat16 instructions, else float32; on a GPU the model's own dtype.",
     )
     max_num_seqs: int = Field(64, ge=1, description="Most sequences vLLM batches at once.")
+    stream_interval: int = Field(
+        1, ge=1, le=64,
+        description="Tokens per streamed chunk (vLLM's stream_interval): 1 sends every token; more "
+        "sends fewer, larger chunks (less work per token on a busy machine). The first token and "
+        "the last chunk are always sent at once.",
+    )
     kv_cache_gib: float = Field(1.0, gt=0, description="KV cache size on CPU (GiB).")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="GPU memory share (GPU).")
     enforce_eager: bool = Field(True, description="Disable graph capture (faster start).")

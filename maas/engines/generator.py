@@ -54,6 +54,7 @@ def build_engine_args(config: GeneratorModelConfig, on_gpu: bool) -> Any:
         "dtype": resolve_dtype(config.dtype, on_gpu),
         "max_model_len": config.max_model_len,
         "max_num_seqs": config.max_num_seqs,
+        "stream_interval": config.stream_interval,
         "enforce_eager": config.enforce_eager,
         "disable_log_stats": True,
     }
