@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -100,6 +101,10 @@ def summarize(results: list[dict[str, Any]], elapsed_s: float) -> dict[str, Any]
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if not os.environ.get("RAY_ADDRESS"):
+        # The Ray of a local `maas serve` listens on loopback only; a driver joins it only with
+        # this set before `import ray` (a job submitted to a cluster has RAY_ADDRESS instead).
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
     from ray import serve
 

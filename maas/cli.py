@@ -18,11 +18,20 @@ APP_NAME = "maas"
 LOOPBACK = "127.0.0.1"
 
 
-def _ray_env() -> None:
-    """Environment every maas driver needs before ``import ray``."""
+def _ray_env(local_ray: bool = False) -> None:
+    """Environment every maas driver needs before ``import ray``.
+
+    ``local_ray``: this process starts (or joins, at a loopback address) a single-node Ray that
+    listens on loopback only. Not for a driver that joins a cluster: it must advertise an
+    address the other nodes can reach.
+    """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if local_ray:
+        # Read at `import ray`: else Ray swaps a 127.0.0.1 node IP for the host's address and
+        # binds all interfaces (ray/_private/services.py, resolve_ip_for_localhost).
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 def prepare_models(config: AppConfig) -> None:
@@ -78,16 +87,60 @@ def _train_default(name: str, registry_dir: str | None) -> None:
           f"(TF-IDF baseline {result.metrics['baseline_test_macro_f1']:.3f})", file=sys.stderr)
 
 
+def is_loopback_ray(address: str | None) -> bool:
+    """Whether a Ray address means a Ray on this machine's loopback (None: one started here)."""
+    if not address:
+        return True
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
 def _start_ray(address: str | None) -> None:
+    """Join the Ray at ``address``, or start a local one that listens on loopback only."""
     import ray
 
     if ray.is_initialized():
         return
     if address:
         ray.init(address=address, namespace="serve")
-    else:
-        ray.init(address="local", namespace="serve", include_dashboard=False,
-                 _node_ip_address=LOOPBACK)
+        return
+    # The address ray.init resolves _node_ip_address="127.0.0.1" to (see _ray_env).
+    loopback_only = ray.util.get_node_ip_address() == LOOPBACK
+    if not loopback_only:
+        print("[maas] warning: the local Ray will listen beyond loopback (ray was imported "
+              "without RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0).", file=sys.stderr)
+    hook = {"worker_process_setup_hook": "maas.cli.serve_grpc_on_loopback"}
+    ray.init(address="local", namespace="serve", include_dashboard=False,
+             _node_ip_address=LOOPBACK, runtime_env=hook if loopback_only else None)
+
+
+def serve_grpc_on_loopback() -> None:
+    """Worker setup hook of a local Ray: Serve binds each replica's inter-deployment gRPC server
+    to ``[::]:0`` (ray/serve/_private/replica.py, no setting); bind it to loopback instead."""
+    try:
+        from ray._common import tls_utils
+
+        add_port = tls_utils.add_port_to_grpc_server
+    except (ImportError, AttributeError):  # another Ray version: leave its default
+        return
+
+    def add_loopback_port(server: Any, address: str) -> int:
+        if address.startswith("[::]:"):
+            address = f"{LOOPBACK}:{address.removeprefix('[::]:')}"
+        return add_port(server, address)
+
+    tls_utils.add_port_to_grpc_server = add_loopback_port
+    replica = sys.modules.get("ray.serve._private.replica")
+    if replica is not None:  # imported before the hook ran: patch its own reference too
+        replica.add_port_to_grpc_server = add_loopback_port
+
+
+def start_serve(host: str, port: int, address: str | None = None) -> None:
+    """What ``maas serve`` starts before its application: Ray, then Serve's HTTP proxy."""
+    from ray import serve
+
+    _start_ray(address)
+    serve.start(http_options={"host": host, "port": port}, proxy_location="HeadOnly")
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -107,8 +160,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     port = args.port or int(http.get("port", 8000))
     check_exposure(host, config, args.allow_public_without_keys)
     prepare_models(config)
-    _start_ray(args.address)
-    serve.start(http_options={"host": host, "port": port}, proxy_location="HeadOnly")
+    start_serve(host, port, args.address)
     serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
     import ray
 
@@ -319,8 +371,8 @@ def _registry_options(command: argparse.ArgumentParser, name: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    _ray_env()
     args = build_parser().parse_args(argv)
+    _ray_env(local_ray=is_loopback_ray(getattr(args, "address", None)))
     return int(args.func(args))
 
 

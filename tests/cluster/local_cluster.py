@@ -49,7 +49,10 @@ def node_ip() -> str:
 
 def cluster_env(marker: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     """Environment of ``ray start`` (inherited by every process of the cluster)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_DASHBOARD_ADDRESS")}
+    # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER: set by `maas serve`/`train` for a loopback-only local Ray
+    # (perhaps in this very process); a multi-node cluster must not inherit it.
+    dropped = ("RAY_ADDRESS", "RAY_DASHBOARD_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env.update({
         MARKER_VAR: marker,
         "RAY_AUTH_MODE": "token",
