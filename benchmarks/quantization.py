@@ -19,6 +19,7 @@ from pipelines.train import TrainConfig, prepare_data
 
 BATCH = 32
 ROUNDS = 3
+UNBATCHED_TEXTS = 300
 
 
 def compare(version: ModelVersion) -> dict[str, Any]:
@@ -47,8 +48,19 @@ def compare(version: ModelVersion) -> dict[str, Any]:
         rows[mode] = {"accuracy": round(scores.accuracy, 4), "macro_f1": round(scores.macro_f1, 4),
                       "texts_per_s": round(ROUNDS * len(texts) / seconds[mode], 1)}
     agree = sum(a == b for a, b in zip(predicted["none"], predicted["int8"])) / len(texts)
+    one_by_one = _texts_per_s_unbatched(engine, encoders["none"], texts[:UNBATCHED_TEXTS])
     return {"model": version.ref, "test_texts": len(texts), "batch_size": BATCH, "torch_threads": 1,
             "float32": rows["none"], "int8": rows["int8"],
             "speedup": round(rows["int8"]["texts_per_s"] / rows["none"]["texts_per_s"], 2),
             "macro_f1_change": round(rows["int8"]["macro_f1"] - rows["none"]["macro_f1"], 4),
-            "same_label_share": round(agree, 4)}
+            "same_label_share": round(agree, 4),
+            "float32_unbatched_texts_per_s": round(one_by_one, 1),
+            "batching_gain_model_only": round(rows["none"]["texts_per_s"] / one_by_one, 2)}
+
+
+def _texts_per_s_unbatched(engine: ClassifierEngine, encoder: Any, texts: list[str]) -> float:
+    """The same model called once per text: the ceiling of what batching can add on this CPU."""
+    start = time.perf_counter()
+    for text in texts:
+        engine.classify(encoder, [text])
+    return len(texts) / (time.perf_counter() - start)

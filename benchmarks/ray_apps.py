@@ -23,6 +23,7 @@ from typing import Any
 
 from benchmarks.settings import (
     CLASSIFIER_MODEL,
+    MAAS_STREAM_INTERVAL,
     RAY_NUM_CPUS,
     SERVED_MODEL,
     ClassifyWorkload,
@@ -35,7 +36,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
-def maas_generate_config(model_dir: str, engine: EngineSettings, stream_interval: int = 1) -> dict[str, Any]:
+def maas_generate_config(model_dir: str, engine: EngineSettings,
+                         stream_interval: int = MAAS_STREAM_INTERVAL) -> dict[str, Any]:
     """maas ``AppConfig`` args: only the generator (as in cluster/maas-cpu.yaml) + tokenizer/ingress."""
     return {
         "generators": [{
@@ -141,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--quantize", default="none", choices=("none", "int8"), help="classifier")
     parser.add_argument("--dtype", default=None, help="generator dtype (default: the shared setting)")
-    parser.add_argument("--stream-interval", type=int, default=1, help="maas generator: tokens per chunk")
+    parser.add_argument("--stream-interval", type=int, default=MAAS_STREAM_INTERVAL,
+                        help="maas generator: tokens per streamed chunk")
     parser.add_argument("--ray-temp-dir", required=True, help="private Ray temp folder (short path)")
     return parser
 

@@ -231,6 +231,22 @@ def console_summary(results: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- README
 
 
+def cpu_table(results: dict[str, Any], section: str = "generation") -> str:
+    """Systems as columns, process groups as rows (CPU seconds during the load)."""
+    systems = {name: entry["cpu_during_load"] for name, entry in results.get(section, {}).items()
+               if entry.get("cpu_during_load")}
+    if not systems:
+        return "(not measured)"
+    groups: list[str] = []
+    for cpu in systems.values():
+        groups += [g for g in cpu["cpu_seconds"] if g not in groups]
+    rows = ["| process | " + " | ".join(systems) + " |", "|---|" + "---|" * len(systems)]
+    for group in [*groups, "idle"]:
+        cells = [(cpu["idle_cpu_seconds"] if group == "idle" else cpu["cpu_seconds"].get(group)) for cpu in systems.values()]
+        rows.append(f"| {group} | " + " | ".join("–" if c is None else f"{c:.1f}" for c in cells) + " |")
+    return "\n".join(rows)
+
+
 def quantization_lines(quant: dict[str, Any] | None) -> list[str]:
     """The int8 section: accuracy change beside the offline speed-up (empty if not measured)."""
     if not quant:
@@ -253,6 +269,12 @@ def quantization_lines(quant: dict[str, Any] | None) -> list[str]:
         f"Speed-up ×{quant['speedup']:.2f}; macro-F1 change {quant['macro_f1_change']:+.3f}; "
         f"the same label for {100 * quant['same_label_share']:.1f} % of the texts. Over HTTP see "
         "`maas-batched-int8` above.",
+        "",
+        f"The same float32 model called once per text: {quant.get('float32_unbatched_texts_per_s', '?')} "
+        f"texts/s, so batches of {quant['batch_size']} add ×{quant.get('batching_gain_model_only', '?')} "
+        "in the model itself: the ceiling of what dynamic batching can add on this CPU, where a "
+        "forward pass costs about the same per text at any batch size (it is compute-bound; a GPU "
+        "is not).",
         "",
     ]
 
@@ -289,6 +311,17 @@ def readme_text(results: dict[str, Any]) -> str:
         "## Ratios",
         "",
         ratio_table(results.get("ratios") or compute_ratios(results)),
+        "",
+        "## Where the CPU went",
+        "",
+        "CPU seconds per kind of process while the load generator ran (all levels of a system; "
+        "2 cores). What is not the engine is the serving stack's cost, paid on the same cores.",
+        "",
+        cpu_table(results),
+        "",
+        "Classification (all levels of a variant):",
+        "",
+        cpu_table(results, "classification"),
         "",
         "## Start-up and machine load",
         "",

@@ -29,9 +29,11 @@ if __package__ in (None, ""):  # run as `python benchmarks/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import classify_load, report  # noqa: E402
+from benchmarks.cpu_share import CpuAccounting  # noqa: E402
 from benchmarks.settings import (  # noqa: E402
     CLASSIFIER_MODEL,
     CLASSIFY_VARIANTS,
+    EXTRA_CLASSIFY_VARIANTS,
     EXTRA_SYSTEMS,
     GENERATION_SYSTEMS,
     SERVED_MODEL,
@@ -169,14 +171,16 @@ def bench_generation(system: str, model_dir: Path, settings: BenchSettings, work
         argv = loadgen_argv(spec.base_url, model_dir, levels, raw_dir, settings)
         commands.setdefault("loadgen", {})[system] = shlex.join(argv)
         load_before = os.getloadavg()[0]
-        run_loadgen(argv, work_dir / f"loadgen-{system}.log", settings.level_timeout_s * len(levels))
+        with CpuAccounting() as cpu:
+            run_loadgen(argv, work_dir / f"loadgen-{system}.log", settings.level_timeout_s * len(levels))
         load = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         startup = running.startup_s
     parsed = [parse_level(raw_dir / f"c{lv.concurrency}.json", settings.generation.output_len)
               for lv in levels
               if (raw_dir / f"c{lv.concurrency}.json").exists()]
     log(f"{system}: done, stopped; {len(parsed)}/{len(levels)} levels")
-    return {"startup_s": round(startup, 1), "error": None, "levels": parsed, "load_average_1m": load}
+    return {"startup_s": round(startup, 1), "error": None, "levels": parsed, "load_average_1m": load,
+            "cpu_during_load": cpu.result()}
 
 
 # --------------------------------------------------------------------------- classification
@@ -194,15 +198,17 @@ def bench_classify(variant: str, model_dir: Path, settings: BenchSettings, work_
     with RunningSystem(spec, log_path, settings.startup_timeout_s) as running:
         log(f"classify {variant}: ready after {running.startup_s:.0f}s")
         load_before = os.getloadavg()[0]
-        for lv in w.levels:
-            result = classify_load.run(spec.base_url, CLASSIFIER_MODEL, lv.concurrency,
-                                       lv.num_prompts, w.seed, w.num_warmups)
-            log(f"classify {variant}: c={lv.concurrency}: {result.requests_per_s:.1f} req/s, "
-                f"p50 {result.latency_p50_ms:.0f} ms, p99 {result.latency_p99_ms:.0f} ms")
-            levels.append(result.to_dict())
+        with CpuAccounting() as cpu:
+            for lv in w.levels:
+                result = classify_load.run(spec.base_url, CLASSIFIER_MODEL, lv.concurrency,
+                                           lv.num_prompts, w.seed, w.num_warmups)
+                log(f"classify {variant}: c={lv.concurrency}: {result.requests_per_s:.1f} req/s, "
+                    f"p50 {result.latency_p50_ms:.0f} ms, p99 {result.latency_p99_ms:.0f} ms")
+                levels.append(result.to_dict())
         load = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         startup = running.startup_s
-    return {"startup_s": round(startup, 1), "error": None, "levels": levels, "load_average_1m": load}
+    return {"startup_s": round(startup, 1), "error": None, "levels": levels, "load_average_1m": load,
+            "cpu_during_load": cpu.result()}
 
 
 def measure_quantization() -> dict[str, Any]:
@@ -303,7 +309,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
     settings.classify_variants = (tuple(v for v in args.classify_variants.split(",") if v)
                                   if not args.skip_classify else ())
     unknown = (set(settings.systems) - set(GENERATION_SYSTEMS) - set(EXTRA_SYSTEMS)) | (
-        set(settings.classify_variants) - set(CLASSIFY_VARIANTS))
+        set(settings.classify_variants) - set(CLASSIFY_VARIANTS) - set(EXTRA_CLASSIFY_VARIANTS))
     if unknown:
         raise SystemExit(f"unknown systems/variants: {sorted(unknown)}")
     if args.results_dir is not None:

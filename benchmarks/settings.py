@@ -14,15 +14,22 @@ from typing import Any
 from maas.engines.generator import resolve_dtype
 
 GENERATION_SYSTEMS: tuple[str, ...] = ("maas", "vllm", "rayllm", "naive")
+MAAS_STREAM_INTERVAL = 4
+"""maas streams chunks of 4 tokens, as cluster/maas-cpu.yaml does (``stream_interval``)."""
 MAAS_VARIANTS: dict[str, list[str]] = {
     "maas-bf16": ["--dtype", "bfloat16"],
-    "maas-stream4": ["--stream-interval", "4"],
+    "maas-stream1": ["--stream-interval", "1"],
+    "maas-stream1-stock": ["--stream-interval", "1"],
 }
 """Opt-in maas variants (extra ``benchmarks.ray_apps`` flags): ``maas-bf16`` forces bfloat16 (the
-default before ``auto``) to measure the dtype choice on this CPU; ``maas-stream4`` streams
-chunks of 4 tokens (vLLM's ``stream_interval``) instead of every token."""
-EXTRA_SYSTEMS: tuple[str, ...] = tuple(MAAS_VARIANTS)
+default before ``auto``) to measure the dtype choice on this CPU; ``maas-stream1`` streams every
+token as its own chunk (vLLM's default ``stream_interval``)."""
+SERVE_STOCK_SUFFIX = "-stock"
+"""Variants named ``...-stock`` run maas on Ray Serve's stock settings, without the Serve
+settings ``maas serve`` sets (``maas.cli.SERVE_THROUGHPUT_ENV``)."""
+EXTRA_SYSTEMS: tuple[str, ...] = (*MAAS_VARIANTS, "maas-stock")
 CLASSIFY_VARIANTS: tuple[str, ...] = ("maas-batched", "maas-batched-int8", "maas-unbatched", "naive")
+EXTRA_CLASSIFY_VARIANTS: tuple[str, ...] = ("maas-batched-stock", "maas-unbatched-stock")
 """``maas-batched-int8``: the batched classifier with ``quantize: int8``."""
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SERVED_MODEL = "smollm2-135m-instruct"

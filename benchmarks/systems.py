@@ -22,7 +22,13 @@ from types import TracebackType
 
 import httpx
 
-from benchmarks.settings import CLASSIFIER_MODEL, MAAS_VARIANTS, SERVED_MODEL, EngineSettings
+from benchmarks.settings import (
+    CLASSIFIER_MODEL,
+    MAAS_VARIANTS,
+    SERVE_STOCK_SUFFIX,
+    SERVED_MODEL,
+    EngineSettings,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -91,6 +97,7 @@ def generation_spec(system: str, model_dir: Path, engine: EngineSettings) -> Sys
     argv = [PYTHON, "-m", "benchmarks.ray_apps", kind, "--port", str(port),
             "--model-dir", str(model_dir), "--ray-temp-dir", ray_dir]
     argv += MAAS_VARIANTS.get(system, [])
+    env.update(maas_serve_env(system))
     return SystemSpec(system, argv, port, "/v1/completions", probe, env, ray_dir)
 
 
@@ -104,11 +111,21 @@ def classify_spec(variant: str, model_dir: Path, max_batch_size: int) -> SystemS
                 "--classifier", str(model_dir), "--served-model-name", CLASSIFIER_MODEL]
         return SystemSpec(variant, argv, port, "/v1/classify", probe, env)
     ray_dir = _ray_temp_dir()
-    batch = 1 if variant == "maas-unbatched" else max_batch_size
+    batch = 1 if variant.startswith("maas-unbatched") else max_batch_size
     argv = [PYTHON, "-m", "benchmarks.ray_apps", "maas-classify", "--port", str(port),
             "--model-dir", str(model_dir), "--max-batch-size", str(batch), "--ray-temp-dir", ray_dir]
     argv += ["--quantize", "int8"] if variant.endswith("-int8") else []
+    env.update(maas_serve_env(variant))
     return SystemSpec(variant, argv, port, "/v1/classify", probe, env, ray_dir)
+
+
+def maas_serve_env(name: str) -> dict[str, str]:
+    """The Serve settings ``maas serve`` uses (none for Ray Serve LLM and ``-stock`` variants)."""
+    from maas.cli import SERVE_THROUGHPUT_ENV
+
+    if name == "rayllm" or name.endswith(SERVE_STOCK_SUFFIX):
+        return {}
+    return dict(SERVE_THROUGHPUT_ENV)
 
 
 class SystemFailedError(RuntimeError):

@@ -31,7 +31,9 @@ def fabricated() -> dict[str, Any]:
         "notes": ["a fabricated note"],
         "generation": {
             "maas": {"startup_s": 40.0, "error": None, "levels": [gen_level(1, 30.0), gen_level(32, 300.0)],
-                     "load_average_1m": [1.5, 2.25]},
+                     "load_average_1m": [1.5, 2.25],
+                     "cpu_during_load": {"cpu_seconds": {"vLLM engine": 80.0, "Serve HTTP proxy": 4.5},
+                                         "idle_cpu_seconds": 10.0}},
             "vllm": {"startup_s": 35.0, "error": None, "levels": [gen_level(1, 32.0), gen_level(32, 310.0)]},
             "maas-bf16": {"startup_s": 40.0, "error": None, "levels": [gen_level(32, 320.0)]},
             "rayllm": {"startup_s": 45.0, "error": None, "levels": [gen_level(32, 250.0)]},
@@ -63,6 +65,12 @@ def test_tables_have_a_row_per_system_and_level() -> None:
     assert len(table) == 2 + 2 + 1 + 2 + 1 + 1
     classify = report.classification_table(fabricated())
     assert "| maas-batched | 64 | 64 | 200.0 | 10.0 | 40.0 | 64 | 0 |" in classify
+
+
+def test_cpu_table_has_a_column_per_measured_system() -> None:
+    table = report.cpu_table(fabricated()).splitlines()
+    assert table[0] == "| process | maas |"
+    assert "| vLLM engine | 80.0 |" in table and table[-1] == "| idle | 10.0 |"
 
 
 def test_write_report(tmp_path: Path) -> None:
