@@ -32,7 +32,9 @@ def error_response(exc: BaseException) -> Any:
     from fastapi.responses import JSONResponse
 
     error = as_maas_error(exc)
-    if error.status_code >= 500:
+    if error.status_code in (503, 504):  # overload, restart, deadline: expected, no traceback
+        logger.warning("request refused: %s", error.message)
+    elif error.status_code >= 500:
         logger.error("request failed: %r", exc, exc_info=exc)
     headers = {"x-maas-error-code": error.code or ""}
     if error.status_code == 503:
