@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 
@@ -51,7 +52,9 @@ class GeneratorDeployment:
 
     async def generate(self, prompt_token_ids: list[int], params: GenerationParams) -> GenerationResult:
         """The whole generation as one result."""
-        results = [r async for r in self.generate_stream(prompt_token_ids, params)]
+        # aclosing: a cancelled caller (deadline, disconnect) closes the stream, aborting the engine.
+        async with contextlib.aclosing(self.generate_stream(prompt_token_ids, params)) as stream:
+            results = [r async for r in stream]
         return merge_results(results)
 
     def running_requests(self) -> int:

