@@ -27,7 +27,10 @@ SERVE_THROUGHPUT_ENV: dict[str, str] = {
 ingress and gRPC): user code and the router on each replica's event loop instead of threads of
 their own, access logs buffered: fewer thread hops per request on a small machine (classify
 requests/s +11 % / +28 % / +3 % at 1 / 16 / 64 clients in benchmarks/results, runs vary by about
-that much). Read by every Ray process: set before Ray starts; an explicit value wins."""
+that much). Read by every Ray process: `maas serve` sets them before it starts its local Ray; an
+explicit value wins. Only for the Ray processes that run Serve: a driver process that has
+RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0 set cannot make synchronous handle calls (`.result()`),
+so the test session and the cluster configs leave them unset."""
 
 
 def _ray_env(local_ray: bool = False) -> None:
@@ -40,8 +43,6 @@ def _ray_env(local_ray: bool = False) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    for name, value in SERVE_THROUGHPUT_ENV.items():
-        os.environ.setdefault(name, value)
     if local_ray:
         # Read at `import ray`: else Ray swaps a 127.0.0.1 node IP for the host's address and
         # binds all interfaces (ray/_private/services.py, resolve_ip_for_localhost).
@@ -123,6 +124,8 @@ def _start_ray(address: str | None) -> None:
     if not loopback_only:
         print("[maas] warning: the local Ray will listen beyond loopback (ray was imported "
               "without RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0).", file=sys.stderr)
+    for name, value in SERVE_THROUGHPUT_ENV.items():  # inherited by the Ray this process starts
+        os.environ.setdefault(name, value)
     hook = {"worker_process_setup_hook": "maas.cli.serve_grpc_on_loopback"}
     ray.init(address="local", namespace="serve", include_dashboard=False,
              _node_ip_address=LOOPBACK, runtime_env=hook if loopback_only else None)

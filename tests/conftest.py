@@ -14,10 +14,6 @@ os.environ.setdefault("RAY_AUTH_MODE", "token")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-from maas.cli import SERVE_THROUGHPUT_ENV  # noqa: E402 - the Serve settings `maas serve` uses
-
-for _name, _value in SERVE_THROUGHPUT_ENV.items():
-    os.environ.setdefault(_name, _value)
 
 import socket  # noqa: E402
 import time  # noqa: E402
