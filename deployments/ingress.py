@@ -225,6 +225,8 @@ class MaasIngress:
     ) -> None:
         self.config = config
         key_auth.store = KeyStore(config.ingress.api_keys_file) if config.ingress.api_keys_file else None
+        if config.generators:  # imports the schema checker now, not on a client's first schema
+            check_json_schema('{"type": "object"}')
         limits.max_body_bytes = config.ingress.max_body_bytes
         limits.request_timeout_s = config.ingress.request_timeout_s
         self.tokenizer = tokenizer

@@ -112,7 +112,7 @@ def test_stop_and_length_finish_reasons(openai_client) -> None:
 
 def test_vllm_extensions_ignore_eos_and_min_tokens(openai_client) -> None:
     """vLLM's own request extensions pass through (benchmark clients rely on ``ignore_eos``)."""
-    chat = [{"role": "user", "content": "Say yes."}]
+    chat = [{"role": "user", "content": "What is the capital of France?"}]
     short = openai_client.chat.completions.create(model=GENERATOR, messages=chat, max_tokens=60,
                                                   temperature=0)
     assert short.choices[0].finish_reason == "stop" and short.usage.completion_tokens < 60
@@ -120,7 +120,7 @@ def test_vllm_extensions_ignore_eos_and_min_tokens(openai_client) -> None:
                                                    temperature=0, extra_body={"ignore_eos": True})
     assert forced.choices[0].finish_reason == "length" and forced.usage.completion_tokens == 60
     longer = openai_client.completions.create(
-        model=GENERATOR, prompt="Say yes.", max_tokens=40, temperature=0,
+        model=GENERATOR, prompt="The capital of France is", max_tokens=40, temperature=0,
         extra_body={"min_tokens": 25, "repetition_penalty": 1.2})
     assert longer.usage.completion_tokens >= 25
 
