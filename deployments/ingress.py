@@ -21,17 +21,19 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from ray import serve
-from ray.serve.handle import DeploymentHandle
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from maas.assemble import chat_chunks, chat_response, completion_chunks, completion_response
 from maas.auth import (
     KeyAuth,
     KeyStore,
     PermissionDeniedError,
+    SharedRateLimiter,
     allowed_models,
     authorize_model,
     install_auth_middleware,
 )
+from maas.calls import open_stream, open_streams, result_of, results_of
 from maas.config import AppConfig, GeneratorModelConfig
 from maas.errors import (
     ContextLengthExceededError,
@@ -225,6 +227,8 @@ class MaasIngress:
     ) -> None:
         self.config = config
         key_auth.store = KeyStore(config.ingress.api_keys_file) if config.ingress.api_keys_file else None
+        if key_auth.store is not None and config.ingress.deployment.can_run_several():
+            key_auth.shared = SharedRateLimiter(serve.get_replica_context().app_name)
         if config.generators:  # imports the schema checker now, not on a client's first schema
             check_json_schema('{"type": "object"}')
         limits.max_body_bytes = config.ingress.max_body_bytes
@@ -263,26 +267,26 @@ class MaasIngress:
     async def chat(self, request: ChatCompletionRequest) -> ChatCompletionResponse:
         """A whole chat completion (``stream`` is ignored; see :meth:`chat_stream`)."""
         ids, params = await self._prepare_chat(request)
-        result: GenerationResult = await self.generators[request.model].generate.remote(ids, params)
+        result: GenerationResult = await result_of(self.generators[request.model].generate.remote(ids, params))
         return chat_response(request.model, result)
 
     async def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
         """A chat completion as chunks; call through ``handle.options(stream=True)``."""
         ids, params = await self._prepare_chat(request)
-        async for chunk in self._chat_chunks(request, ids, params):
+        async for chunk in await self._chat_chunks(request, ids, params):
             yield chunk
 
     async def completions(self, request: CompletionRequest) -> CompletionResponse:
         """A whole text completion for one or more prompts."""
         prompts, params = await self._prepare_completion(request)
         handle = self.generators[request.model]
-        results = await asyncio.gather(*(handle.generate.remote(ids, params) for ids in prompts))
-        return completion_response(request.model, list(results), params.n)
+        results = await results_of([handle.generate.remote(ids, params) for ids in prompts])
+        return completion_response(request.model, results, params.n)
 
     async def completions_stream(self, request: CompletionRequest) -> AsyncIterator[CompletionResponse]:
         """A text completion as chunks; call through ``handle.options(stream=True)``."""
         prompts, params = await self._prepare_completion(request)
-        async for chunk in self._completion_chunks(request, prompts, params):
+        async for chunk in await self._completion_chunks(request, prompts, params):
             yield chunk
 
     async def embeddings(self, request: EmbeddingRequest) -> EmbeddingResponse:
@@ -364,7 +368,7 @@ class MaasIngress:
     async def _open_chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
         """Validate a chat request now (errors before any byte is sent), then its chunk stream."""
         ids, params = await self._prepare_chat(request)
-        return self._chat_chunks(request, ids, params)
+        return await self._chat_chunks(request, ids, params)
 
     # ------------------------------------------------------------------ internals
 
@@ -427,19 +431,19 @@ class MaasIngress:
         max_tokens = resolve_max_tokens(request.max_tokens, longest, config, "max_tokens")
         return list(prompts), request.generation_params(max_tokens, request.logprobs)
 
-    def _stream(self, model: str, ids: list[int], params: GenerationParams) -> Any:
+    def _stream(self, model: str, ids: list[int], params: GenerationParams) -> DeploymentResponseGenerator:
         return self.generators[model].options(stream=True).generate_stream.remote(ids, params)
 
-    def _chat_chunks(self, request: ChatCompletionRequest, ids: list[int],
-                     params: GenerationParams) -> AsyncIterator[ChatCompletionChunk]:
+    async def _chat_chunks(self, request: ChatCompletionRequest, ids: list[int],
+                           params: GenerationParams) -> AsyncIterator[ChatCompletionChunk]:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         return chat_chunks(new_id("chatcmpl"), now(), request.model,
-                           self._stream(request.model, ids, params), include_usage)
+                           await open_stream(self._stream(request.model, ids, params)), include_usage)
 
-    def _completion_chunks(self, request: CompletionRequest, prompts: list[list[int]],
-                           params: GenerationParams) -> AsyncIterator[CompletionResponse]:
+    async def _completion_chunks(self, request: CompletionRequest, prompts: list[list[int]],
+                                 params: GenerationParams) -> AsyncIterator[CompletionResponse]:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
-        streams = [self._stream(request.model, ids, params) for ids in prompts]
+        streams = await open_streams([self._stream(request.model, ids, params) for ids in prompts])
         return completion_chunks(new_id("cmpl"), now(), request.model, streams, params.n,
                                  include_usage)
 
@@ -457,7 +461,7 @@ class MaasIngress:
         if not body.stream:
             return self._charge(request, await self.chat(body))
         ids, params = await self._prepare_chat(body)
-        return event_stream(charged(request, self._chat_chunks(body, ids, params)))
+        return event_stream(charged(request, await self._chat_chunks(body, ids, params)))
 
     @app.post("/v1/completions", response_model=None)
     async def http_completions(self, body: CompletionRequest, request: Request) -> Any:
@@ -465,7 +469,7 @@ class MaasIngress:
         if not body.stream:
             return self._charge(request, await self.completions(body))
         prompts, params = await self._prepare_completion(body)
-        return event_stream(charged(request, self._completion_chunks(body, prompts, params)))
+        return event_stream(charged(request, await self._completion_chunks(body, prompts, params)))
 
     @app.post("/v1/embeddings", response_model=EmbeddingResponse)
     async def http_embeddings(self, body: EmbeddingRequest, request: Request) -> EmbeddingResponse:

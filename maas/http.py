@@ -6,10 +6,12 @@ import json
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 from maas.errors import (
     InvalidRequestError,
@@ -89,6 +91,27 @@ def install_error_handlers(app: Any) -> None:
     app.add_exception_handler(MaasError, on_maas_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(HTTPException, on_http)
+    app.router.route_class = ServeErrorRoute  # for the routes declared after this call
+
+
+class ServeErrorRoute(APIRoute):
+    """A route that answers Ray Serve's overload errors (a full queue) through the one mapping.
+
+    A Serve replica registers plain-text handlers for them on the app (``503 Service Unavailable``,
+    no OpenAI body), which would win over this module's handlers; they are turned into maas's
+    503 with ``Retry-After`` inside the route instead.
+    """
+
+    def get_route_handler(self) -> Callable[[Any], Coroutine[Any, Any, Any]]:
+        handler = super().get_route_handler()
+
+        async def route_handler(request: Any) -> Any:
+            try:
+                return await handler(request)
+            except (BackPressureError, DeploymentUnavailableError) as exc:
+                raise as_maas_error(exc) from exc
+
+        return route_handler
 
 
 class MetricsMiddleware:

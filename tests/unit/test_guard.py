@@ -134,3 +134,26 @@ def test_good_requests_pass(client: TestClient) -> None:
     unicode = {"model": "m", "messages": [{"role": "user", "content": "日本語 😀 é"}]}
     assert raw(client, "/v1/chat/completions", json.dumps(unicode).encode()).status_code == 200
     assert client.get("/v1/embeddings").status_code == 405  # GET needs no content type
+
+
+def test_serve_overload_gets_the_openai_body_and_retry_after() -> None:
+    """A full downstream queue (Serve's BackPressureError) is a 503 with the OpenAI body.
+
+    A Serve replica registers its own plain-text handler for it on the app when it starts; the
+    routes map it themselves, so that handler (registered here the same way) is never reached.
+    """
+    from ray.serve.exceptions import BackPressureError
+    from starlette.responses import PlainTextResponse
+
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.post("/full")
+    async def full() -> dict:
+        raise BackPressureError(num_queued_requests=8, max_queued_requests=8)
+
+    app.add_exception_handler(BackPressureError, lambda *_: PlainTextResponse("plain", status_code=503))
+    response = TestClient(app).post("/full", json={})
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}

@@ -1,0 +1,72 @@
+"""Calls from the ingress into the deployments that end with their caller.
+
+Ray Serve cancels a replica's downstream calls when *its own* request is cancelled (a client
+disconnect), but not when only the awaiting task is: a request cut off by the ingress deadline
+would leave its generation running to the end. These helpers cancel the call with its caller.
+
+A stream is *opened* by awaiting its first item before any byte goes to the client, so an
+overloaded or failing generator gets a proper status (503 with ``Retry-After``) instead of a
+200 stream that ends in an error event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+
+from ray.serve.handle import DeploymentResponse, DeploymentResponseGenerator
+
+T = TypeVar("T")
+
+
+async def result_of(response: DeploymentResponse) -> Any:
+    """The result of a handle call; cancelling the caller cancels the call (and its engine work)."""
+    try:
+        return await response
+    except asyncio.CancelledError:
+        response.cancel()
+        raise
+
+
+async def results_of(responses: list[DeploymentResponse]) -> list[Any]:
+    """The results of several handle calls; one failing (or the caller cancelled) cancels the rest."""
+    try:
+        return list(await asyncio.gather(*(result_of(r) for r in responses)))
+    except BaseException:
+        for response in responses:
+            response.cancel()
+        raise
+
+
+async def open_streams(streams: list[DeploymentResponseGenerator]) -> list[AsyncIterator[Any]]:
+    """:func:`open_stream` for several calls; one failing (or the caller cancelled) cancels the rest."""
+    try:
+        return list(await asyncio.gather(*(open_stream(s) for s in streams)))
+    except BaseException:
+        for stream in streams:
+            stream.cancel()
+        raise
+
+
+async def open_stream(stream: DeploymentResponseGenerator) -> AsyncIterator[Any]:
+    """Wait for a streaming call's first item (errors surface here), then iterate all of it."""
+    try:
+        first = await anext(stream)
+    except StopAsyncIteration:
+        return _empty()
+    except asyncio.CancelledError:
+        stream.cancel()
+        raise
+    return _prepend(first, stream)
+
+
+async def _prepend(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
+    yield first
+    async for item in rest:
+        yield item
+
+
+async def _empty() -> AsyncIterator[Any]:
+    return
+    yield  # an async generator with no items
