@@ -384,6 +384,64 @@ class RateLimiter:
         return self.window_s  # unreachable: charges sum to usage.tokens
 
 
+class _RateLimiterActor:
+    """A :class:`RateLimiter` in a Ray actor; a refusal is returned, not raised (no traceback)."""
+
+    def __init__(self) -> None:
+        self.limiter = RateLimiter()
+
+    def check_request(self, key: ApiKey) -> RateLimitError | None:
+        try:
+            self.limiter.check_request(key)
+        except RateLimitError as refusal:
+            return refusal
+        return None
+
+    def charge_tokens(self, key: ApiKey, tokens: int) -> None:
+        self.limiter.charge_tokens(key, tokens)
+
+    def usage(self, key_id: str) -> tuple[int, int]:
+        return self.limiter.usage(key_id)
+
+
+class SharedRateLimiter:
+    """One key's limits counted across every ingress replica of an application.
+
+    The counts live in one named, detached Ray actor (``maas-rate-limits:<app>``, no CPU reserved)
+    that each replica finds or creates, so N replicas give a key its limit, not N times it, and
+    the counts outlive a replaced replica. An admitted request of a limited key costs one actor
+    call; token charges are sent without waiting.
+    """
+
+    NAMESPACE = "maas"
+
+    def __init__(self, app_name: str) -> None:
+        self.actor_name = f"maas-rate-limits:{app_name}"
+        self._actor: Any = None
+
+    async def check_request(self, key: ApiKey) -> None:
+        """Admit and count one request of ``key``, or raise its :class:`RateLimitError`."""
+        if key.requests_per_minute is None and key.tokens_per_minute is None:
+            return
+        refusal = await self._handle().check_request.remote(key)
+        if refusal is not None:
+            raise refusal
+
+    def charge_tokens(self, key: ApiKey, tokens: int) -> None:
+        if key.tokens_per_minute is not None and tokens > 0:
+            self._handle().charge_tokens.remote(key, tokens)
+
+    def _handle(self) -> Any:
+        if self._actor is None:
+            import ray
+
+            self._actor = ray.remote(_RateLimiterActor).options(
+                name=self.actor_name, namespace=self.NAMESPACE, lifetime="detached",
+                get_if_exists=True, num_cpus=0,
+            ).remote()
+        return self._actor
+
+
 def _refusal(key: ApiKey, usage: _Usage, request_wait: float | None,
              token_wait: float | None) -> RateLimitError:
     """The 429 for the limit that frees up last."""
@@ -406,32 +464,38 @@ def _refusal(key: ApiKey, usage: _Usage, request_wait: float | None,
 class KeyAuth:
     """The service's API-key checks: a key store (None: no key needed) and the rate limiter.
 
-    Both are plain attributes, so an app can install the middleware at import time and set
-    ``store`` later, once its config is known.
+    The limiter counts in this process, or in one place for all replicas when ``shared`` is set
+    (an ingress that can run more than one replica). These are plain attributes, so an app can
+    install the middleware at import time and set them later, once its config is known.
     """
 
-    def __init__(self, store: KeyStore | None = None, limiter: RateLimiter | None = None) -> None:
+    def __init__(self, store: KeyStore | None = None, limiter: RateLimiter | None = None,
+                 shared: SharedRateLimiter | None = None) -> None:
         self.store = store
         self.limiter = limiter or RateLimiter()
+        self.shared = shared
 
     @classmethod
     def from_file(cls, path: str | Path | None) -> KeyAuth:
         """Checks against the key file at ``path``; no path: every request passes."""
         return cls(KeyStore(path) if path else None)
 
-    def admit(self, authorization: str | None) -> ApiKey | None:
+    async def admit(self, authorization: str | None) -> ApiKey | None:
         """The caller's key, checked and counted against its quota; None when keys are off."""
         if self.store is None:
             return None
         key = self.store.authenticate(bearer_token(authorization))
-        self.limiter.check_request(key)
+        if self.shared is not None:
+            await self.shared.check_request(key)
+        else:
+            self.limiter.check_request(key)
         return key
 
     def charge(self, scope_or_request: Any, tokens: int) -> None:
         """Charge a finished request's tokens to the key that made it (nothing without a key)."""
         key = request_key(scope_or_request)
         if key is not None:
-            self.limiter.charge_tokens(key, tokens)
+            (self.shared or self.limiter).charge_tokens(key, tokens)
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -490,7 +554,7 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            scope[KEY_SCOPE_KEY] = self.auth.admit(_header(scope, b"authorization"))
+            scope[KEY_SCOPE_KEY] = await self.auth.admit(_header(scope, b"authorization"))
         except MaasError as error:
             await self._refuse(error, scope, receive, send)
             return

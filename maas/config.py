@@ -55,6 +55,10 @@ class DeploymentOptions(StrictModel):
     health_check_timeout_s: float = Field(30.0, gt=0, description="Health check timeout.")
     graceful_shutdown_timeout_s: float = Field(20.0, ge=0, description="Drain time on shutdown.")
 
+    def can_run_several(self) -> bool:
+        """Whether the deployment may run more than one replica (fixed or autoscaled)."""
+        return (self.autoscaling.max_replicas if self.autoscaling else self.num_replicas) > 1
+
     def to_serve_options(self) -> dict[str, Any]:
         """The keyword arguments of ``Deployment.options`` for these settings."""
         actor_options: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
