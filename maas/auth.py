@@ -130,6 +130,11 @@ class ApiKey(StrictModel):
     def _none_is_all(cls, value: Any) -> Any:
         return [] if value is None else value
 
+    @property
+    def is_limited(self) -> bool:
+        """Whether the key has a requests or tokens per minute limit."""
+        return self.requests_per_minute is not None or self.tokens_per_minute is not None
+
     def allows(self, model: str) -> bool:
         """Whether this key may use ``model``."""
         return not self.models or model in self.models
@@ -329,7 +334,7 @@ class RateLimiter:
 
     def check_request(self, key: ApiKey) -> None:
         """Admit and count one request of ``key``, or raise :class:`RateLimitError` with the exact wait."""
-        if key.requests_per_minute is None and key.tokens_per_minute is None:
+        if not key.is_limited:
             return
         now = self._clock()
         with self._lock:
@@ -421,7 +426,7 @@ class SharedRateLimiter:
 
     async def check_request(self, key: ApiKey) -> None:
         """Admit and count one request of ``key``, or raise its :class:`RateLimitError`."""
-        if key.requests_per_minute is None and key.tokens_per_minute is None:
+        if not key.is_limited:
             return
         refusal = await self._handle().check_request.remote(key)
         if refusal is not None:

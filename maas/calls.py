@@ -12,7 +12,7 @@ overloaded or failing generator gets a proper status (503 with ``Retry-After``) 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any, TypeVar
 
 from ray.serve.handle import DeploymentResponse, DeploymentResponseGenerator
@@ -31,21 +31,21 @@ async def result_of(response: DeploymentResponse) -> Any:
 
 async def results_of(responses: list[DeploymentResponse]) -> list[Any]:
     """The results of several handle calls; one failing (or the caller cancelled) cancels the rest."""
-    try:
-        return list(await asyncio.gather(*(result_of(r) for r in responses)))
-    except BaseException:
-        for response in responses:
-            response.cancel()
-        raise
+    return await _all_or_cancel([result_of(r) for r in responses], responses)
 
 
 async def open_streams(streams: list[DeploymentResponseGenerator]) -> list[AsyncIterator[Any]]:
     """:func:`open_stream` for several calls; one failing (or the caller cancelled) cancels the rest."""
+    return await _all_or_cancel([open_stream(s) for s in streams], streams)
+
+
+async def _all_or_cancel(waits: list[Awaitable[T]], calls: Sequence[Any]) -> list[T]:
+    """Await all of ``waits``; if one fails or the caller is cancelled, cancel every one of ``calls``."""
     try:
-        return list(await asyncio.gather(*(open_stream(s) for s in streams)))
+        return list(await asyncio.gather(*waits))
     except BaseException:
-        for stream in streams:
-            stream.cancel()
+        for call in calls:
+            call.cancel()
         raise
 
 
