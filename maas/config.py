@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ModelName = str
+Pooling = Literal["cls", "mean"]  # what a classifier head reads: the [CLS] state or the tokens' mean
 
 
 class StrictModel(BaseModel):

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from maas.config import Pooling
 from maas.models import cache_dir, minilm_path, staged_folder
 from maas.registry import TRAINING_FILE, ModelRegistry, RegistryError, check_name
 from pipelines.report import TrainingReport, score, tfidf_baseline, write_report
@@ -122,6 +123,12 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(default=0.01, ge=0, lt=1, description="AdamW weight decay.")
     warmup_ratio: float = Field(
         default=0.1, ge=0, lt=1, description="Fraction of the steps that warm the learning rate up linearly."
+    )
+    pooling: Pooling = Field(
+        default="cls",
+        description="What the classification head reads: 'cls', the first token's state "
+        "(transformers' *ForSequenceClassification), or 'mean', the mean of all token states "
+        "(how sentence encoders such as all-MiniLM-L6-v2 were trained to carry a text's meaning).",
     )
     max_seq_len: int = Field(default=64, ge=8, le=512, description="Tokens the model reads at once.")
     max_windows: int = Field(
@@ -448,11 +455,13 @@ def _fill_folder(
 
 def _load_checkpoint_model(folder: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load the model and tokenizer saved in a run checkpoint."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from maas.engines.classifiers import load_classifier
 
     path = folder / CHECKPOINT_MODEL_DIR
     with _quiet_transformers():
-        return AutoModelForSequenceClassification.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+        return load_classifier(path), AutoTokenizer.from_pretrained(path)
 
 
 @contextlib.contextmanager

@@ -51,22 +51,14 @@ class _WorkerRun:
 
     def __init__(self, cfg: dict[str, Any], rank: int, world: int) -> None:
         import ray.train.torch
-        from transformers import (
-            AutoModelForSequenceClassification,
-            AutoTokenizer,
-            get_linear_schedule_with_warmup,
-        )
+        from transformers import AutoTokenizer, get_linear_schedule_with_warmup
+
+        from maas.engines.classifiers import new_classifier
 
         self.cfg, self.rank, self.world = cfg, rank, world
         self.device = ray.train.torch.get_device()
         self.tokenizer = AutoTokenizer.from_pretrained(cfg["base_model"])
-        labels = cfg["labels"]
-        model = AutoModelForSequenceClassification.from_pretrained(
-            cfg["base_model"],
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={label: i for i, label in enumerate(labels)},
-        )
+        model = new_classifier(cfg["base_model"], cfg["labels"], cfg["pooling"])
         self.model = ray.train.torch.prepare_model(model)
         self.train_ids, self.train_labels = self._windows(cfg["train_texts"], cfg["train_labels"])
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0

@@ -7,7 +7,7 @@ the texts of many requests at once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,14 +37,16 @@ class Embedding:
 class LoadedEncoder:
     """A tokenizer and a transformers model loaded from a local folder, in eval mode."""
 
-    def __init__(self, config: EncoderModelConfig, model_class: str, path: Path | None = None) -> None:
+    def __init__(
+        self, config: EncoderModelConfig, load_model: Callable[[str], Any], path: Path | None = None
+    ) -> None:
         import transformers
 
         path = str(path or resolve_model_path(config.path))
         self.config = config
         self.device = default_device()
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-        model = getattr(transformers, model_class).from_pretrained(path).eval().to(self.device)
+        model = load_model(path).eval().to(self.device)
         if config.quantize == "int8" and self.device == "cpu":
             model = quantize_int8(model)
         self.model = model
@@ -131,8 +133,11 @@ class ClassifierEngine:
 
     @staticmethod
     def load(config: EncoderModelConfig, path: Path | None = None) -> LoadedEncoder:
-        """Load a classifier from ``path`` (default: the config's path)."""
-        return LoadedEncoder(config, "AutoModelForSequenceClassification", path)
+        """Load a classifier from ``path`` (default: the config's path), with the head it was
+        trained with (see :mod:`maas.engines.classifiers`)."""
+        from maas.engines.classifiers import load_classifier
+
+        return LoadedEncoder(config, load_classifier, path)
 
     @staticmethod
     def labels(encoder: LoadedEncoder) -> list[str]:
@@ -159,11 +164,17 @@ class ClassifierEngine:
         ]
 
 
+def _load_encoder(path: str) -> Any:
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(path)
+
+
 class EmbeddingEngine:
     """Sentence encoders by model name: mean pooling over tokens, L2-normalised."""
 
     def __init__(self, configs: list[EncoderModelConfig]) -> None:
-        self.models = {c.name: LoadedEncoder(c, "AutoModel") for c in configs}
+        self.models = {c.name: LoadedEncoder(c, _load_encoder) for c in configs}
         self.forward_calls = 0
 
     def dimensions(self, model: str) -> int:

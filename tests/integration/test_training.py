@@ -119,6 +119,7 @@ def test_killed_worker_resumes_from_checkpoint_into_a_model_and_report(
 
 
 def test_training_registers_versions_and_checks_labels(ray_runtime: None, tmp_path: Path) -> None:
+    from maas.engines.classifiers import MeanPooledClassifier, load_classifier
     from maas.registry import ModelRegistry
     from pipelines.training_data import DataError
 
@@ -130,8 +131,9 @@ def test_training_registers_versions_and_checks_labels(ray_runtime: None, tmp_pa
                  "model_name": "reviews", "max_train_examples": None, "max_eval_examples": None}
     first = train_classifier(small_train_config("reviews", registry, **overrides))
     assert (first.model_ref, first.live, first.labels) == ("reviews/v1", True, ["bad", "good"])
-    second = train_classifier(small_train_config("reviews", registry, **overrides))
+    second = train_classifier(small_train_config("reviews", registry, pooling="mean", **overrides))
     assert (second.model_ref, second.live) == ("reviews/v2", False)  # v1 stays live until a rollout
+    assert isinstance(load_classifier(second.model_dir), MeanPooledClassifier)  # the head it trained
     assert ModelRegistry(registry).live_version("reviews") == "v1"
 
     other = tmp_path / "other.csv"
