@@ -20,28 +20,25 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 from transformers import AutoModel, AutoTokenizer
 
-from maas.engines.encoders import text_windows
+from maas.engines.encoders import mean_by_owner, mean_of_tokens, text_windows
 from maas.models import minilm_path
 from pipelines.training_data import Example, load_task, split_dataset, task_labels
 
 
 def features(model, tokenizer, texts: list[str], max_seq_len: int, max_windows: int) -> dict[str, np.ndarray]:  # noqa: ANN001
-    """Each text's [CLS] state and masked token mean, averaged over its windows."""
+    """Each text's [CLS] state and token mean, averaged over its windows."""
     per_text = text_windows(tokenizer, texts, max_seq_len, max_windows)
     flat = sorted(((owner, ids) for owner, windows in enumerate(per_text) for ids in windows),
                   key=lambda item: len(item[1]))
-    sums = {name: torch.zeros(len(texts), model.config.hidden_size) for name in ("cls", "mean")}
+    rows: dict[str, list[torch.Tensor]] = {"cls": [], "mean": []}
     with torch.inference_mode():
         for start in range(0, len(flat), 64):
-            batch = flat[start : start + 64]
-            padded = tokenizer.pad({"input_ids": [ids for _, ids in batch]}, return_tensors="pt")
+            padded = tokenizer.pad({"input_ids": [ids for _, ids in flat[start : start + 64]]}, return_tensors="pt")
             hidden = model(**padded).last_hidden_state
-            mask = padded["attention_mask"].unsqueeze(-1).float()
-            owners = torch.tensor([owner for owner, _ in batch])
-            sums["cls"].index_add_(0, owners, hidden[:, 0])
-            sums["mean"].index_add_(0, owners, (hidden * mask).sum(1) / mask.sum(1))
-    counts = torch.tensor([len(w) for w in per_text]).unsqueeze(-1).float()
-    return {name: (total / counts).numpy() for name, total in sums.items()}
+            rows["cls"].append(hidden[:, 0])
+            rows["mean"].append(mean_of_tokens(hidden, padded["attention_mask"]))
+    owners = [owner for owner, _ in flat]
+    return {name: mean_by_owner(torch.cat(parts), owners, len(texts)).numpy() for name, parts in rows.items()}
 
 
 def main() -> None:

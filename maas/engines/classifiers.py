@@ -13,7 +13,7 @@ training, reports and serving all use.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from transformers import (
@@ -26,6 +26,7 @@ from transformers import (
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from maas.config import Pooling
+from maas.engines.encoders import mean_of_tokens
 
 POOLING_KEY = "classifier_pooling"
 
@@ -58,8 +59,7 @@ class MeanPooledClassifier(PreTrainedModel):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **encoder_inputs)
-        mask = attention_mask.unsqueeze(-1).to(hidden.last_hidden_state.dtype)
-        pooled = (hidden.last_hidden_state * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        pooled = mean_of_tokens(hidden.last_hidden_state, attention_mask)
         logits = self.classifier(self.dropout(pooled))
         loss = torch.nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
@@ -76,9 +76,8 @@ def new_classifier(base_model: str | Path, labels: list[str], pooling: Pooling) 
         return AutoModelForSequenceClassification.from_pretrained(str(base_model), **label_maps)
     config = AutoConfig.from_pretrained(str(base_model), **label_maps)
     setattr(config, POOLING_KEY, "mean")
-    model = MeanPooledClassifier(config)
-    model.encoder = AutoModel.from_pretrained(str(base_model), add_pooling_layer=False)
-    return model
+    # The base checkpoint's weights load into ``encoder`` (base_model_prefix); the head is new.
+    return MeanPooledClassifier.from_pretrained(str(base_model), config=config)
 
 
 def load_classifier(path: str | Path) -> PreTrainedModel:
@@ -91,6 +90,6 @@ def load_classifier(path: str | Path) -> PreTrainedModel:
 
 def pooling_of(config: PretrainedConfig) -> Pooling:
     pooling = getattr(config, POOLING_KEY, "cls")
-    if pooling not in ("cls", "mean"):
+    if pooling not in get_args(Pooling):
         raise ValueError(f"unknown {POOLING_KEY} {pooling!r} (expected 'cls' or 'mean')")
     return pooling

@@ -99,6 +99,12 @@ def mean_by_owner(values: Any, owners: Sequence[int], count: int) -> Any:
     return sums / sizes
 
 
+def mean_of_tokens(hidden: Any, attention_mask: Any) -> Any:
+    """Each sequence's mean of its token states ``hidden`` (batch x tokens x dim), padding excluded."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+
+
 def quantize_int8(model: Any) -> Any:
     """Dynamic int8 quantization of every ``nn.Linear`` (CPU kernels: fbgemm on x86)."""
     import warnings
@@ -188,8 +194,7 @@ class EmbeddingEngine:
         with torch.inference_mode():
             hidden = encoder.model(**batch).last_hidden_state.float()
         self.forward_calls += 1
-        mask = batch["attention_mask"].unsqueeze(-1).float()
-        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        pooled = mean_of_tokens(hidden, batch["attention_mask"])
         vectors = torch.nn.functional.normalize(pooled, p=2, dim=1).cpu().tolist()
         counts = batch["attention_mask"].sum(dim=1).cpu().tolist()
         return [Embedding(v, int(n)) for v, n in zip(vectors, counts)]
