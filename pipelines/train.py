@@ -30,7 +30,7 @@ import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_origin
+from typing import TYPE_CHECKING, Any, Literal, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -61,6 +61,8 @@ from pipelines.training_data import (
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+HeadInit = Literal["random", "probe"]
 
 __all__ = ["TRAINING_FILE", "TrainConfig", "TrainResult", "main", "predict", "train_classifier"]
 
@@ -129,6 +131,12 @@ class TrainConfig(BaseModel):
         description="What the classification head reads: 'cls', the first token's state "
         "(transformers' *ForSequenceClassification), or 'mean', the mean of all token states "
         "(how sentence encoders such as all-MiniLM-L6-v2 were trained to carry a text's meaning).",
+    )
+    head_init: HeadInit = Field(
+        default="random",
+        description="How the new classification head starts: 'random', or 'probe': first fitted "
+        "as a logistic regression on the frozen encoder's features (C chosen on validation), "
+        "then fine-tuned with the encoder (LP-FT; see pipelines/linear_probe.py).",
     )
     max_seq_len: int = Field(default=64, ge=8, le=512, description="Tokens the model reads at once.")
     max_windows: int = Field(

@@ -14,11 +14,11 @@ import random
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from maas.engines.encoders import text_windows
+from maas.engines.encoders import mean_by_owner, text_windows
 
 if TYPE_CHECKING:
     import torch
@@ -42,7 +42,10 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
     torch.manual_seed(cfg["seed"])
     ctx = ray.train.get_context()
     run = _WorkerRun(cfg, ctx.get_world_rank(), ctx.get_world_size())
-    run.restore(ray.train.get_checkpoint())
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and cfg["head_init"] == "probe":
+        run.fit_probe_head()
+    run.restore(checkpoint)
     run.train()
 
 
@@ -95,6 +98,42 @@ class _WorkerRun:
         )
         self.resumed_from_step = self.global_step
         self._print(f"resumed from checkpoint: epoch {self.epoch + 1}, step {self.global_step}")
+
+    def fit_probe_head(self) -> None:
+        """LP-FT's first stage (:mod:`pipelines.linear_probe`): every rank reads its shard of the
+        training and validation texts with the frozen model; all ranks fit the same probe on the
+        gathered features, and rank 0's head is broadcast so the DDP replicas stay identical."""
+        import torch.distributed as dist
+
+        from pipelines.linear_probe import fit_probe, set_head
+
+        start = time.perf_counter()
+        train_x, train_y = self._gathered_features(self.cfg["train_texts"], self.cfg["train_labels"])
+        val_x, val_y = self._gathered_features(self.cfg["val_texts"], self.cfg["val_labels"])
+        model = unwrap(self.model)
+        probe = fit_probe(train_x, train_y, val_x, val_y, model.config.num_labels)
+        set_head(model, probe)
+        if dist.is_available() and dist.is_initialized():
+            for param in model.classifier.parameters():
+                dist.broadcast(param.data, src=0)
+        self._print(f"linear-probe head: C={probe.c}, validation macro-F1 {probe.val_macro_f1:.4f} "
+                    f"({fmt_s(time.perf_counter() - start)})")
+
+    def _gathered_features(self, texts: list[str], labels: list[int]) -> tuple[Any, list[int]]:
+        """The head's inputs for all ``texts`` (each rank computes its shard), with their labels."""
+        import numpy as np
+        import torch.distributed as dist
+
+        from pipelines.linear_probe import head_inputs
+
+        mine = slice(self.rank, None, self.world)
+        features = head_inputs(unwrap(self.model), self.tokenizer, texts[mine],
+                               self.cfg["max_seq_len"], self.cfg["max_windows"])
+        shards = [(features, labels[mine])]
+        if dist.is_available() and dist.is_initialized():
+            shards = [None] * self.world  # type: ignore[list-item]
+            dist.all_gather_object(shards, (features, labels[mine]))
+        return np.concatenate([x for x, _ in shards]), [y for _, ys in shards for y in ys]
 
     def train(self) -> None:
         """Run the remaining epochs; report a checkpoint after each, or when the budget runs out."""
@@ -361,17 +400,33 @@ def predict(
 ) -> list[int]:
     """Predicted class ids of ``texts`` as the served classifier computes them (windows' mean
     logits), windows batched by similar length, without gradients."""
+    logits = per_text_mean(model, tokenizer, texts, max_seq_len, max_windows,
+                           lambda inputs: model(**inputs).logits)
+    return logits.argmax(dim=-1).tolist()
+
+
+def per_text_mean(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    max_seq_len: int,
+    max_windows: int,
+    output: Callable[[Any], torch.Tensor],
+) -> torch.Tensor:
+    """``output(inputs)`` (one row per window) averaged over each text's windows, in eval mode
+    and without gradients; windows are batched by similar length."""
     import torch
 
     model.eval()
     per_text = text_windows(tokenizer, texts, max_seq_len, max_windows)
     flat = [(owner, ids) for owner, windows in enumerate(per_text) for ids in windows]
     flat.sort(key=lambda item: len(item[1]))
-    logits = torch.zeros((len(texts), model.config.num_labels))
+    rows, owners = [], []
     with torch.inference_mode():
         for batch in _chunks(flat, 64):
             padded = tokenizer.pad({"input_ids": [ids for _, ids in batch]}, return_tensors="pt")
-            out = model(**padded.to(model.device)).logits.float().cpu()
-            logits.index_add_(0, torch.tensor([owner for owner, _ in batch]), out)
-    counts = torch.tensor([len(windows) for windows in per_text]).clamp(min=1).unsqueeze(-1)
-    return (logits / counts).argmax(dim=-1).tolist()
+            rows.append(output(padded.to(model.device)).float().cpu())
+            owners.extend(owner for owner, _ in batch)
+    if not rows:
+        return torch.zeros((len(texts), model.config.num_labels))
+    return mean_by_owner(torch.cat(rows), owners, len(texts))

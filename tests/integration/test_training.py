@@ -131,9 +131,12 @@ def test_training_registers_versions_and_checks_labels(ray_runtime: None, tmp_pa
                  "model_name": "reviews", "max_train_examples": None, "max_eval_examples": None}
     first = train_classifier(small_train_config("reviews", registry, **overrides))
     assert (first.model_ref, first.live, first.labels) == ("reviews/v1", True, ["bad", "good"])
-    second = train_classifier(small_train_config("reviews", registry, pooling="mean", **overrides))
+    # v2: the mean-pooling head, first fitted as a linear probe across both workers (LP-FT).
+    second = train_classifier(small_train_config("reviews", registry, pooling="mean", head_init="probe",
+                                                 **overrides))
     assert (second.model_ref, second.live) == ("reviews/v2", False)  # v1 stays live until a rollout
     assert isinstance(load_classifier(second.model_dir), MeanPooledClassifier)  # the head it trained
+    assert second.metrics["test_accuracy"] > 0.5
     assert ModelRegistry(registry).live_version("reviews") == "v1"
 
     other = tmp_path / "other.csv"
