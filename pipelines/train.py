@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 HeadInit = Literal["random", "probe"]
+TrainOn = Literal["windows", "texts"]
 
 __all__ = ["TRAINING_FILE", "TrainConfig", "TrainResult", "main", "predict", "train_classifier"]
 
@@ -144,6 +145,12 @@ class TrainConfig(BaseModel):
         description="A longer text is read as up to this many consecutive windows of max_seq_len "
         "tokens (each trained with the text's label; their logits averaged when predicting). "
         "Serve the model with the same value. 1: cut the text at max_seq_len.",
+    )
+    train_on: TrainOn = Field(
+        default="windows",
+        description="'windows': every window of a text is a training example with the text's label; "
+        "'texts': a text's windows' logits are averaged, as when predicting, and the loss is the "
+        "text's (batch_size then counts texts). The same with max_windows 1.",
     )
     max_train_examples: int | None = Field(
         default=4800, ge=1, description="Cap on the training examples drawn from the train split; None: all."

@@ -63,7 +63,7 @@ class _WorkerRun:
         self.tokenizer = AutoTokenizer.from_pretrained(cfg["base_model"])
         model = new_classifier(cfg["base_model"], cfg["labels"], cfg["pooling"])
         self.model = ray.train.torch.prepare_model(model)
-        self.train_ids, self.train_labels = self._windows(cfg["train_texts"], cfg["train_labels"])
+        self.train_examples, self.train_labels = self._examples(cfg["train_texts"], cfg["train_labels"])
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.steps_per_epoch = len(self._epoch_batches())
         total = self.steps_per_epoch * cfg["epochs"]
@@ -180,9 +180,12 @@ class _WorkerRun:
     def _train_step(self, batch: list[int]) -> float:
         import torch
 
-        inputs = _pad([self.train_ids[i] for i in batch], self.tokenizer.pad_token_id, self.device)
+        windows = [(row, ids) for row, i in enumerate(batch) for ids in self.train_examples[i]]
+        inputs = _pad([ids for _, ids in windows], self.tokenizer.pad_token_id, self.device)
         labels = torch.tensor([self.train_labels[i] for i in batch], device=self.device)
-        loss = self.model(**inputs, labels=labels).loss
+        # An example's logits are its windows' mean, as when predicting (one window: itself).
+        logits = mean_by_owner(self.model(**inputs).logits, [row for row, _ in windows], len(batch))
+        loss = torch.nn.functional.cross_entropy(logits, labels)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.optimizer.step()
@@ -192,7 +195,7 @@ class _WorkerRun:
 
     def _epoch_batches(self) -> list[list[int]]:
         """This rank's batches of the current epoch (see :func:`rank_batches`)."""
-        lengths = [len(ids) for ids in self.train_ids]
+        lengths = [sum(map(len, windows)) for windows in self.train_examples]
         return rank_batches(
             lengths, self.cfg["batch_size"], self.world, self.rank, self.cfg["seed"], self.epoch
         )
@@ -275,11 +278,14 @@ class _WorkerRun:
             dist.all_reduce(counts)
         return float(counts[0] / counts[1]) if counts[1] else float("nan")
 
-    def _windows(self, texts: list[str], labels: list[int]) -> tuple[list[list[int]], list[int]]:
-        """Training examples: every window of every text, labelled with its text's label."""
+    def _examples(self, texts: list[str], labels: list[int]) -> tuple[list[list[list[int]]], list[int]]:
+        """Training examples as lists of token-id windows, with their labels: each text with all
+        its windows (``train_on: texts``), or each window alone with its text's label."""
         per_text = text_windows(self.tokenizer, texts, self.cfg["max_seq_len"], self.cfg["max_windows"])
-        pairs = [(ids, label) for windows, label in zip(per_text, labels) for ids in windows]
-        return [ids for ids, _ in pairs], [label for _, label in pairs]
+        if self.cfg["train_on"] == "texts":
+            return per_text, list(labels)
+        pairs = [([ids], label) for windows, label in zip(per_text, labels) for ids in windows]
+        return [windows for windows, _ in pairs], [label for _, label in pairs]
 
     def _elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.start

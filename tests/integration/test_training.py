@@ -125,15 +125,18 @@ def test_training_registers_versions_and_checks_labels(ray_runtime: None, tmp_pa
 
     registry = tmp_path / "registry"
     data = tmp_path / "reviews.csv"
-    rows = [f"great stuff number {i},good" for i in range(30)] + [f"bad thing {i},bad" for i in range(30)]
+    rows = ([f"great stuff number {i} with a few more words,good" for i in range(30)]
+            + [f"bad thing {i} with a few more words,bad" for i in range(30)])
     data.write_text("review,verdict\n" + "\n".join(rows) + "\n")
     overrides = {"dataset": {"path": str(data), "text_column": "review", "label_column": "verdict"},
                  "model_name": "reviews", "max_train_examples": None, "max_eval_examples": None}
     first = train_classifier(small_train_config("reviews", registry, **overrides))
     assert (first.model_ref, first.live, first.labels) == ("reviews/v1", True, ["bad", "good"])
-    # v2: the mean-pooling head, first fitted as a linear probe across both workers (LP-FT).
-    second = train_classifier(small_train_config("reviews", registry, pooling="mean", head_init="probe",
-                                                 **overrides))
+    # v2: the mean-pooling head, first fitted as a linear probe across both workers (LP-FT), and
+    # trained on whole texts read as 2 windows of 8 tokens (the loss on their mean logits).
+    second = train_classifier(small_train_config(
+        "reviews", registry, pooling="mean", head_init="probe", train_on="texts", max_seq_len=8,
+        max_windows=2, **overrides))
     assert (second.model_ref, second.live) == ("reviews/v2", False)  # v1 stays live until a rollout
     assert isinstance(load_classifier(second.model_dir), MeanPooledClassifier)  # the head it trained
     assert second.metrics["test_accuracy"] > 0.5
