@@ -5,8 +5,8 @@ extra raylets on this machine, each advertising ``{"CPU": 1, "GPU": 1}``, launch
 not fit and removed when idle. The maas app serves a tiny classifier whose replicas each take one
 (fake) GPU, so every classifier replica past the first needs a new node.
 
-* ``test_load_scales_replicas_and_nodes_up_then_down``: a bounded run of classify requests (a
-  fixed number at a fixed rate, more than one replica can keep up with) makes Serve add replicas
+* ``test_load_scales_replicas_and_nodes_up_then_down``: a bounded run of classify requests (8
+  always in flight for 60 s, more than one replica's target) makes Serve add replicas
   and the autoscaler add nodes; all requests succeed; afterwards both go back down.
 * ``test_losing_a_node_under_load``: under load, one worker node's raylet is killed; its replica
   is replaced on another node and the service recovers. Failed in-flight requests are counted
@@ -54,6 +54,7 @@ PHRASES = ["I love this new phone, the battery lasts for days", "the train is la
            "thanks a lot for the help with my application", "I am so angry right now about the delay"]
 TEXTS_PER_REQUEST = 16  # ~25 words each: one request is ~0.2-0.4 s of one CPU core in the classifier
 SCALE_DOWN_WAIT_S = 150
+LOAD_CLIENTS, LOAD_S, NODE_LOSS_LOAD_S = 8, 60, 100
 
 
 @dataclass
@@ -184,11 +185,33 @@ def run_load(base_url: str, requests: int, rate_per_s: float = 4, max_in_flight:
     return asyncio.run(_load(base_url, requests, rate_per_s, max_in_flight))
 
 
-def run_load_in_thread(base_url: str, requests: int, rate_per_s: float = 4,
-                       max_in_flight: int = 16) -> tuple[threading.Thread, list[LoadResult]]:
+def run_steady_load(base_url: str, clients: int, duration_s: float) -> LoadResult:
+    """``clients`` callers, each sending its next request as soon as the last one returns, until
+    ``duration_s`` has passed: a constant number in flight, whatever one request costs here."""
+    return asyncio.run(_steady_load(base_url, clients, duration_s))
+
+
+async def _steady_load(base_url: str, clients: int, duration_s: float) -> LoadResult:
+    result = LoadResult()
+    started = time.monotonic()
+    count = iter(range(10**6))
+
+    async def caller(client: httpx.AsyncClient) -> None:
+        while time.monotonic() - started < duration_s:
+            await _one(client, next(count), started, result)
+
+    async with httpx.AsyncClient(base_url=base_url, timeout=60,
+                                 limits=httpx.Limits(max_connections=clients)) as client:
+        await asyncio.gather(*(caller(client) for _ in range(clients)))
+    result.elapsed_s = round(time.monotonic() - started, 1)
+    return result
+
+
+def run_steady_load_in_thread(base_url: str, clients: int,
+                              duration_s: float) -> tuple[threading.Thread, list[LoadResult]]:
     box: list[LoadResult] = []
-    thread = threading.Thread(target=lambda: box.append(run_load(base_url, requests, rate_per_s,
-                                                                 max_in_flight)), daemon=True)
+    thread = threading.Thread(target=lambda: box.append(run_steady_load(base_url, clients, duration_s)),
+                              daemon=True)
     thread.start()
     return thread, box
 
@@ -251,8 +274,10 @@ def test_load_scales_replicas_and_nodes_up_then_down(
 ) -> None:
     url = fake_cluster.dashboard_url
     with Timeline(url) as timeline:
-        timeline.mark("load starts: 240 requests at 4/s")
-        load = run_load(service, requests=240)
+        # 8 requests always in flight: 4x the replica's target of 2, however fast this machine
+        # serves one (a fixed request rate can be within one replica's reach on a fast one).
+        timeline.mark(f"load starts: {LOAD_CLIENTS} callers for {LOAD_S}s")
+        load = run_steady_load(service, clients=LOAD_CLIENTS, duration_s=LOAD_S)
         timeline.mark(f"load done: {load.ok} ok, {len(load.failed)} failed in {load.elapsed_s}s")
         peak_nodes, peak_running = timeline.max_nodes(), timeline.max_running()
         scaled_down = wait_for(lambda: timeline.samples[-1].replicas.get("RUNNING") == 1
@@ -274,8 +299,8 @@ def test_losing_a_node_under_load(fake_cluster: LocalCluster, service: str,
                                   timelines: dict[str, Any]) -> None:
     url = fake_cluster.dashboard_url
     with Timeline(url) as timeline:
-        timeline.mark("load starts: 400 requests at 4/s")
-        thread, box = run_load_in_thread(service, requests=400)
+        timeline.mark(f"load starts: {LOAD_CLIENTS} callers for {NODE_LOSS_LOAD_S}s")
+        thread, box = run_steady_load_in_thread(service, LOAD_CLIENTS, NODE_LOSS_LOAD_S)
         spread = wait_for(lambda: classifier_replicas(url).running() >= 2, 90)
         before = classifier_replicas(url).replicas
         victim = next(r for r in before if r.state == "RUNNING")
