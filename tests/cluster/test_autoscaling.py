@@ -19,6 +19,7 @@ to ``timelines.json`` in the test's tmp dir and summarised on stdout.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import threading
 import time
@@ -194,7 +195,7 @@ def run_steady_load(base_url: str, clients: int, duration_s: float) -> LoadResul
 async def _steady_load(base_url: str, clients: int, duration_s: float) -> LoadResult:
     result = LoadResult()
     started = time.monotonic()
-    count = iter(range(10**6))
+    count = itertools.count()
 
     async def caller(client: httpx.AsyncClient) -> None:
         while time.monotonic() - started < duration_s:
