@@ -54,12 +54,13 @@ class ClassifierDeployment(BatchedEncoderBase):
         """Classify a word with the live version of every served model (loading it if needed).
 
         Straight to the engine, not through the request batches, so health checks stay out of
-        the batch metrics.
+        the batch metrics. A registry model with no live version yet (still training) is not
+        checked: its requests get 503 ``model_not_ready`` at the ingress.
         """
         if self.health.fresh():
             return True
         loop = asyncio.get_running_loop()
-        for name in self.served.names():
+        for name in self.served.ready_names():
             encoder = await self._encoder(self.served.resolve(name))
             await loop.run_in_executor(None, self.engine.classify, encoder, ["ping"])
         self.health.passed()

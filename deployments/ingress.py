@@ -19,18 +19,17 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, PlainTextResponse, StreamingResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
+from maas.admission import Answer, admitted
 from maas.assemble import chat_chunks, chat_response, completion_chunks, completion_response
 from maas.auth import (
     KeyAuth,
     KeyStore,
-    PermissionDeniedError,
     SharedRateLimiter,
     allowed_models,
-    authorize_model,
     install_auth_middleware,
 )
 from maas.calls import open_stream, open_streams, result_of, results_of
@@ -43,7 +42,7 @@ from maas.errors import (
     ServiceUnavailableError,
 )
 from maas.guard import RequestLimits, install_request_guard
-from maas.http import install_error_handlers, install_metrics_middleware, set_request_model, sse_events
+from maas.http import install_error_handlers, install_metrics_middleware, sse_events
 from maas.metrics import MetricsRecorder
 from maas.pipeline_schemas import (
     AnalyzeRequest,
@@ -78,6 +77,7 @@ from maas.schemas import (
     GenerationResult,
     ModelCard,
     ModelList,
+    ModelTraining,
     ResponseFormat,
     SamplingFields,
     TokenizeRequest,
@@ -86,7 +86,7 @@ from maas.schemas import (
     new_id,
     now,
 )
-from pipelines.tasks import PipelineBackend, Pipelines
+from pipelines.tasks import PipelineBackend, PipelineRequest, Pipelines
 
 HEALTH_TIMEOUT_S = 10.0
 
@@ -184,31 +184,8 @@ def event_stream(items: AsyncIterator[Any]) -> StreamingResponse:
     return StreamingResponse(sse_events(items), media_type="text/event-stream")
 
 
-def admit_model(request: Request, model: str) -> None:
-    """Label the request's metrics with ``model``; 403 if the request's API key may not use it.
-
-    A pinned version (``sentiment/v1``) is allowed when its model (``sentiment``) is.
-    """
-    set_request_model(request, model)
-    if not model:
-        return  # a pipeline's default model
-    try:
-        authorize_model(request, model)
-    except PermissionDeniedError:
-        base = model.rpartition("/")[0]
-        if not base:
-            raise
-        authorize_model(request, base)
-
-
-async def charged(request: Request, items: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    """Pass a stream through; charge the tokens of its last ``usage`` to the request's API key."""
-    usage = None
-    async for item in items:
-        usage = getattr(item, "usage", None) or usage
-        yield item
-    if usage is not None:
-        key_auth.charge(request, usage.total_tokens)
+model_route = admitted(lambda: key_auth, event_stream)
+"""Every route that uses a model: its models admitted against the key, its usage charged."""
 
 
 @serve.deployment(name="ingress")
@@ -256,9 +233,7 @@ class MaasIngress:
         """Every served model with its capability."""
         cards = [ModelCard(id=g.name, capability="generate", max_model_len=g.max_model_len)
                  for g in self.config.generators]
-        cards += [ModelCard(id=m.name, capability="classify", max_model_len=m.max_seq_len,
-                            version=self._live_version(m.name))
-                  for m in self.config.classifier.models]
+        cards += [self._classifier_card(m.name, m.max_seq_len) for m in self.config.classifier.models]
         cards += [ModelCard(id=m.name, capability="embed", max_model_len=m.max_seq_len)
                   for m in self.config.encoder.models]
         cards += [ModelCard(id=name, capability="entities") for name in self.ner_models]  # NER
@@ -391,6 +366,18 @@ class MaasIngress:
             self._classifier_handles[model_id] = handle
         return handle
 
+    def _classifier_card(self, name: str, max_seq_len: int) -> ModelCard:
+        """A classifier's card; a registry one says whether it is live and how its training stands."""
+        version = self._live_version(name)
+        registry_name = self.classifiers.registry_name(name)
+        run = self.classifiers.registry.training_status(registry_name) if registry_name else None
+        training = ModelTraining.model_validate(run.model_dump()) if run else None
+        status = "ready"
+        if registry_name and version is None:
+            status = {"training": "training", "failed": "failed"}.get(run.state if run else "", "not_trained")
+        return ModelCard(id=name, capability="classify", max_model_len=max_seq_len, version=version,
+                         status=status, training=training)
+
     def _live_version(self, name: str) -> str | None:
         """``vN`` of a registry-backed classifier, else None."""
         try:
@@ -456,45 +443,46 @@ class MaasIngress:
         return ModelList(data=[card for card in cards if card.id in allowed])
 
     @app.post("/v1/chat/completions", response_model=None)
+    @model_route
     async def http_chat(self, body: ChatCompletionRequest, request: Request) -> Any:
-        admit_model(request, body.model)
         if not body.stream:
-            return self._charge(request, await self.chat(body))
+            return await self.chat(body)
         ids, params = await self._prepare_chat(body)
-        return event_stream(charged(request, await self._chat_chunks(body, ids, params)))
+        return Answer(await self._chat_chunks(body, ids, params))
 
     @app.post("/v1/completions", response_model=None)
+    @model_route
     async def http_completions(self, body: CompletionRequest, request: Request) -> Any:
-        admit_model(request, body.model)
         if not body.stream:
-            return self._charge(request, await self.completions(body))
+            return await self.completions(body)
         prompts, params = await self._prepare_completion(body)
-        return event_stream(charged(request, await self._completion_chunks(body, prompts, params)))
+        return Answer(await self._completion_chunks(body, prompts, params))
 
     @app.post("/v1/embeddings", response_model=EmbeddingResponse)
+    @model_route
     async def http_embeddings(self, body: EmbeddingRequest, request: Request) -> EmbeddingResponse:
-        admit_model(request, body.model)
-        return self._charge(request, await self.embeddings(body))
+        return await self.embeddings(body)
 
     @app.post("/v1/classify", response_model=ClassifyResponse)
+    @model_route
     async def http_classify(self, body: ClassifyRequest, request: Request) -> ClassifyResponse:
-        admit_model(request, body.model)
-        return self._charge(request, await self.classify(body))
+        return await self.classify(body)
 
     @app.post("/v1/tokenize", response_model=TokenizeResponse)
+    @model_route
     async def http_tokenize(self, body: TokenizeRequest, request: Request) -> TokenizeResponse:
-        admit_model(request, body.model)
         return await self.tokenize(body)
 
     @app.post("/v1/detokenize", response_model=DetokenizeResponse)
+    @model_route
     async def http_detokenize(self, body: DetokenizeRequest, request: Request) -> DetokenizeResponse:
-        admit_model(request, body.model)
         return await self.detokenize(body)
 
-    def _charge(self, request: Request, response: Any) -> Any:
-        """Charge a whole response's tokens to the request's API key; return the response."""
-        key_auth.charge(request, response.usage.total_tokens)
-        return response
+    def models_used(self, body: Any) -> list[str]:
+        """The models an operation will use, defaults resolved: what its API key must allow."""
+        if isinstance(body, PipelineRequest):
+            return self.pipelines.models_of(body)
+        return [body.model]
 
     @app.get("/health")
     async def http_health(self) -> dict[str, Any]:
@@ -514,36 +502,37 @@ class MaasIngress:
         return HTMLResponse(playground_html())
 
     @app.post("/v1/pipelines/entities", response_model=EntitiesResponse)
+    @model_route
     async def http_entities(self, body: EntitiesRequest, request: Request) -> EntitiesResponse:
         """Named entities of one text or a list of texts (spaCy), with character offsets.
 
         ``model`` defaults to the first NER model; ``input[i][start_char:end_char]`` is each
         entity's text (offsets count Python characters, i.e. code points).
         """
-        admit_model(request, body.model or "")
         return await self.entities(body)
 
     @app.post("/v1/pipelines/summarize", response_model=SummarizeResponse)
+    @model_route
     async def http_summarize(self, body: SummarizeRequest, request: Request) -> SummarizeResponse:
         """Summarize a text in at most ``max_words`` words with a generator.
 
         A prompt template over the chat path; ``model`` defaults to the first generator and
         ``temperature`` to 0 (greedy). An answer longer than ``max_words`` is cut there.
         """
-        admit_model(request, body.model or "")
         return await self.summarize(body)
 
     @app.post("/v1/pipelines/translate", response_model=TranslateResponse)
+    @model_route
     async def http_translate(self, body: TranslateRequest, request: Request) -> TranslateResponse:
         """Translate a text from ``source_language`` to ``target_language`` with a generator.
 
         A prompt template over the chat path; ``model`` defaults to the first generator and
         ``temperature`` to 0 (greedy). The two languages must differ.
         """
-        admit_model(request, body.model or "")
         return await self.translate(body)
 
     @app.post("/v1/pipelines/analyze", response_model=AnalyzeResponse)
+    @model_route
     async def http_analyze(self, body: AnalyzeRequest, request: Request) -> AnalyzeResponse:
         """Sentiment, topic, entities and a one-line summary of one text, computed in parallel.
 
@@ -555,6 +544,7 @@ class MaasIngress:
         return await self.analyze(body)
 
     @app.post("/v1/pipelines/moderated_chat", response_model=ModeratedChatResponse)
+    @model_route
     async def http_moderated_chat(self, body: ModeratedChatRequest, request: Request) -> Any:
         """A chat whose user's last message is classified first (`moderation_model`, default `sentiment`).
 
@@ -565,12 +555,8 @@ class MaasIngress:
         `data: [DONE]` as in `/v1/chat/completions`. Bad parameters are an error before the
         stream starts.
         """
-        admit_model(request, body.model or "")
         if not body.stream:
             result = await self.moderated_chat(body)
-            return JSONResponse(result.model_dump(mode="json"),
-                                headers={"x-maas-moderation": result.moderation.header()})
+            return Answer(result, {"x-maas-moderation": result.moderation.header()})
         moderation, chunks = await self.pipelines.open_moderated_chat_stream(body)
-        response = event_stream(chunks)
-        response.headers["x-maas-moderation"] = moderation.header()
-        return response
+        return Answer(chunks, {"x-maas-moderation": moderation.header()})

@@ -50,19 +50,14 @@ def _ray_env(local_ray: bool = False) -> None:
 
 
 def prepare_models(config: AppConfig) -> None:
-    """Prepare every embedded model the config names: convert SmolLM2, and train each registry
-    classifier of a built-in task (sentiment, topic) that has no live version yet."""
+    """Prepare every embedded model the config names (SmolLM2 is converted once) and check the
+    NER pipelines. Registry classifiers are not trained here: ``maas serve`` trains those with no
+    live version in the background (:mod:`pipelines.background_training`)."""
     from maas import models
-    from maas.registry import REGISTRY_PREFIX, ModelRegistry
 
-    registry = ModelRegistry(config.registry_dir)
     for model in [*config.generators, *config.classifier.models, *config.encoder.models]:
         if model.path.startswith(models.EMBEDDED_PREFIX):
             models.resolve_model_path(model.path, prepare=True)
-        elif model.path.startswith(REGISTRY_PREFIX):
-            name = model.path.removeprefix(REGISTRY_PREFIX)
-            if registry.live_version(name) is None:
-                _train_default(name, config.registry_dir)
     _check_ner_pipelines(config)
 
 
@@ -78,30 +73,6 @@ def _check_ner_pipelines(config: AppConfig) -> None:
             raise SystemExit(f"[maas] the NER pipeline '{package}' of '{model.name}' is not installed.")
 
 
-def train_config_file(task: str) -> Path | None:
-    """``cluster/train-<task>.yaml``: the default training config of a task, if there is one."""
-    path = CLUSTER_DIR / f"train-{task}.yaml"
-    return path if path.is_file() else None
-
-
-def _train_default(name: str, registry_dir: str | None) -> None:
-    from pipelines.train import config_from_args, train_classifier
-    from pipelines.training_data import TASKS
-
-    if name not in TASKS:
-        raise SystemExit(f"[maas] the registry model '{name}' has no live version: train it with "
-                         f"`maas train <task> --model-name {name}` first.")
-    print(f"[maas] no live '{name}' model in the registry yet: training it now (a few minutes)...",
-          file=sys.stderr)
-    args = [name, *(["--registry-dir", registry_dir] if registry_dir else [])]
-    config_file = train_config_file(name)
-    args += ["--config", str(config_file)] if config_file else []
-    _start_ray(None)
-    result = train_classifier(config_from_args(args))
-    print(f"[maas] {result.model_ref} is live: test macro-F1 {result.metrics['test_macro_f1']:.3f} "
-          f"(TF-IDF baseline {result.metrics['baseline_test_macro_f1']:.3f})", file=sys.stderr)
-
-
 def is_loopback_ray(address: str | None) -> bool:
     """Whether a Ray address means a Ray on this machine's loopback (None: one started here)."""
     if not address:
@@ -110,8 +81,14 @@ def is_loopback_ray(address: str | None) -> bool:
     return host in ("127.0.0.1", "localhost", "::1")
 
 
-def _start_ray(address: str | None) -> None:
-    """Join the Ray at ``address``, or start a local one that listens on loopback only."""
+def _start_ray(address: str | None, num_cpus: int | None = None, quiet: bool = False) -> None:
+    """Join the Ray at ``address``, or start a local one that listens on loopback only.
+
+    ``num_cpus``: logical CPUs of a local Ray (default: the machine's). ``quiet``: the workers'
+    output and Ray's own messages stay in Ray's log files instead of this terminal.
+    """
+    import logging
+
     import ray
 
     if ray.is_initialized():
@@ -127,8 +104,9 @@ def _start_ray(address: str | None) -> None:
     for name, value in SERVE_THROUGHPUT_ENV.items():  # inherited by the Ray this process starts
         os.environ.setdefault(name, value)
     hook = {"worker_process_setup_hook": "maas.cli.serve_grpc_on_loopback"}
-    ray.init(address="local", namespace="serve", include_dashboard=False,
-             _node_ip_address=LOOPBACK, runtime_env=hook if loopback_only else None)
+    quiet_options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING} if quiet else {}
+    ray.init(address="local", namespace="serve", include_dashboard=False, num_cpus=num_cpus,
+             _node_ip_address=LOOPBACK, runtime_env=hook if loopback_only else None, **quiet_options)
 
 
 def serve_grpc_on_loopback() -> None:
@@ -152,12 +130,46 @@ def serve_grpc_on_loopback() -> None:
         replica.add_port_to_grpc_server = add_loopback_port
 
 
-def start_serve(host: str, port: int, address: str | None = None) -> None:
+def start_serve(host: str, port: int, address: str | None = None, num_cpus: int | None = None,
+                quiet: bool = False) -> None:
     """What ``maas serve`` starts before its application: Ray, then Serve's HTTP proxy."""
+    import logging
+
     from ray import serve
 
-    _start_ray(address)
+    _start_ray(address, num_cpus=num_cpus, quiet=quiet)
+    if quiet:
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
+        divert_raylet_messages(Path(ray_logs_dir()) / "maas-driver.log")
     serve.start(http_options={"host": host, "port": port}, proxy_location="HeadOnly")
+
+
+def divert_raylet_messages(path: Path) -> None:
+    """Write the messages Ray pushes to the driver (worker start-up warnings, retried tasks at
+    shutdown) to ``path`` instead of this terminal. Ray prints them with its module-level
+    ``print_to_stdstream`` from a listener thread, whatever ``log_to_driver`` says."""
+    try:
+        from ray._private import worker
+    except ImportError:  # another Ray version: leave its default
+        return
+    sink = path.open("a", encoding="utf-8")
+
+    def to_file(data: dict[str, Any], ignore_prefix: bool = False) -> None:
+        for line in data.get("lines") or []:
+            sink.write(f"({data.get('pid', 'ray')}) {line}\n")
+        sink.flush()
+
+    worker.print_to_stdstream = to_file
+
+
+def ray_logs_dir() -> str:
+    """The folder of the connected Ray's log files (every replica's and worker's output)."""
+    try:
+        from ray._private import worker
+
+        return str(worker._global_node.get_logs_dir_path())
+    except (ImportError, AttributeError):
+        return "/tmp/ray/session_latest/logs"
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -167,25 +179,43 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve at once; train the registry classifiers with no live version in the background."""
     from ray import serve
 
+    from maas.console import Console
     from pipelines.app import build_app
+    from pipelines.background_training import logical_cpus, plan_jobs, start_background_training
 
+    console = Console()
     config = load_app_config(args.config)
     http = load_serve_file(args.config).http_options
     host = args.host or http.get("host", "127.0.0.1")
     port = args.port or int(http.get("port", 8000))
     check_exposure(host, config, args.allow_public_without_keys)
+    console.phase("preparing the embedded models")
     prepare_models(config)
-    start_serve(host, port, args.address)
+    jobs, untrainable = plan_jobs(config)
+    for name in untrainable:
+        console.phase(f"'{name}' has no live version and no training config: it answers 503 "
+                      f"until `maas train ... --model-name {name}` makes one live")
+    console.phase("starting Ray and the service (about a minute)")
+    local = args.address is None
+    start_serve(host, port, args.address, quiet=local,
+                num_cpus=logical_cpus(config, jobs, os.cpu_count() or 1) if local else None)
     serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
     import ray
 
     address = ray.get_runtime_context().gcs_address
-    print(f"[maas] serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)\n"
-          f"[maas] Ray cluster at {address}: `maas status --address {address}`; Ctrl-C stops.",
-          flush=True)
-    _wait_for_signal()
+    console.phase(f"serving on http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
+    console.phase(f"Ray cluster at {address}: `maas status --address {address}`; Ctrl-C stops")
+    console.phase(f"logs of Ray, the replicas and the training: {ray_logs_dir()}")
+    training = start_background_training(jobs, config.registry_dir) if jobs else None
+    if jobs:
+        console.phase(f"training {', '.join(j.name for j in jobs)} in the background: a linear probe "
+                      "goes live first (503 model_not_ready until then), then a fine-tuned "
+                      "challenger replaces it if it is better on validation")
+    _wait_for_signal(console, config, [j.name for j in jobs], training)
+    console.phase("stopping")
     serve.shutdown()
     return 0
 
@@ -207,7 +237,12 @@ def check_exposure(host: str, config: AppConfig, forced: bool) -> None:
                          "--allow-public-without-keys.")
 
 
-def _wait_for_signal() -> None:
+def _wait_for_signal(console: Any, config: AppConfig, training_names: list[str],
+                     training: Any) -> None:
+    """Until SIGINT/SIGTERM: follow the background trainings on the console."""
+    from maas.console import TrainingProgress
+    from maas.registry import ModelRegistry
+
     stop = {"now": False}
 
     def on_signal(*_: Any) -> None:
@@ -215,8 +250,31 @@ def _wait_for_signal() -> None:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    progress = TrainingProgress(ModelRegistry(config.registry_dir), training_names, console)
     while not stop["now"]:
+        if training is not None:
+            progress.poll()
+            training = _report_if_finished(console, training)
         time.sleep(0.5)
+
+
+def _report_if_finished(console: Any, training: Any) -> Any:
+    """When the background task ends: a line per model that failed; returns None once done."""
+    import ray
+
+    ready, _ = ray.wait([training], timeout=0)
+    if not ready:
+        return training
+    try:
+        outcomes = ray.get(training)
+    except Exception as exc:  # noqa: BLE001 - the task itself died: say so, keep serving
+        console.phase(f"background training stopped: {type(exc).__name__}; see Ray's logs")
+        return None
+    failed = {name: outcome for name, outcome in outcomes.items() if outcome != "ok"}
+    for name, outcome in failed.items():
+        console.phase(f"{name}: training failed ({outcome}); the other models keep serving")
+    console.phase("background training finished" + (" with failures" if failed else ""))
+    return None
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
@@ -260,6 +318,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     _start_ray(args.address or "auto")
     status = serve.status()
+    _print_training(args)
     for name, app in status.applications.items():
         print(f"application {name}: {_name(app.status)}")
         for dep_name, dep in app.deployments.items():
@@ -268,12 +327,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_training(args: argparse.Namespace) -> None:
+    """The training state of every registry model that has one (``training.json``)."""
+    from maas.registry import ModelRegistry
+
+    registry = ModelRegistry(_registry_dir(args))
+    rows = [(name, registry.live_version(name), registry.training_status(name)) for name in registry.names()]
+    for name, live, run in rows:
+        if run is not None:
+            print(f"model {name:30s} live: {live or 'none':6s} training: {run.line()}")
+
+
 def _name(state: Any) -> str:
     return str(getattr(state, "value", state))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train into the registry; ``cluster/train-<task>.yaml`` gives the defaults if present."""
+    from pipelines.background_training import train_config_file
     from pipelines.train import main as train_main
 
     train_args = [args.task, *args.train_args]
@@ -289,12 +360,15 @@ def cmd_models(args: argparse.Namespace) -> int:
     from maas.registry import ModelRegistry
 
     registry = ModelRegistry(_registry_dir(args))
-    print(f"{'':2}{'model':28} {'created':26} {'task':10} {'macro-F1':>8} {'baseline':>8}  labels")
+    print(f"{'':2}{'model':24} {'created':26} {'task':10} {'kind':9} {'val-F1':>7} {'test-F1':>7} "
+          f"{'baseline':>8}  labels")
     for name in registry.names():
         for v in registry.versions(name):
-            f1, base = v.metrics.get("test_macro_f1"), v.metrics.get("baseline_test_macro_f1")
-            print(f"{'*' if v.live else ' ':2}{v.ref:28} {v.created_at:26} {v.task or '-':10} "
-                  f"{_num(f1):>8} {_num(base):>8}  {','.join(v.labels)}")
+            m = v.metrics
+            print(f"{'*' if v.live else ' ':2}{v.ref:24} {v.created_at:26} {v.task or '-':10} "
+                  f"{_kind(v.config):9} {_num(m.get('validation_macro_f1')):>7} "
+                  f"{_num(m.get('test_macro_f1')):>7} {_num(m.get('baseline_test_macro_f1')):>8}  "
+                  f"{','.join(v.labels)}")
     print(f"(registry: {registry.root})")
     return 0
 
@@ -302,6 +376,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 def _registry_dir(args: argparse.Namespace) -> str | None:
     """``--registry-dir``, else the one of the Serve config (``--config``), else the default."""
     return args.registry_dir or load_app_config(args.config).registry_dir
+
+
+def _kind(config: dict[str, Any]) -> str:
+    """``probe`` (frozen encoder, fitted head) or ``fine-tune``."""
+    return "probe" if config.get("fine_tune") is False else "fine-tune"
 
 
 def _num(value: float | None) -> str:
@@ -352,8 +431,11 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("file", nargs="?", default=str(DEFAULT_CONFIG), help="Serve config YAML")
             command.add_argument("--wait", action="store_true", help="wait until every deployment runs")
             command.add_argument("--timeout", type=float, default=600, help="seconds --wait waits")
-        if name in ("serve", "prepare"):
+        if name in ("serve", "prepare", "status"):
             command.add_argument("--config", default=str(DEFAULT_CONFIG), help="Serve config YAML")
+        if name == "status":
+            command.add_argument("--registry-dir", default=None,
+                                 help="model registry (default: the config's, else the cache's)")
         if name == "serve":
             command.add_argument("--host", default=None, help="HTTP host (default: from config)")
             command.add_argument("--port", type=int, default=None, help="HTTP port (default: 8000)")

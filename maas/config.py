@@ -130,6 +130,13 @@ class EncoderModelConfig(StrictModel):
         description="Classifiers: a longer text is read as up to this many consecutive windows of "
         "`max_seq_len` tokens whose logits are averaged (train with the same value); 1 truncates.",
     )
+    train_config: str | None = Field(
+        None,
+        description="`registry:` classifiers: the TrainConfig YAML that `maas serve` trains the "
+        "model's first versions with, in the background, while it has no live version (a linear "
+        "probe first, then the fine-tune as a challenger); None: `cluster/train-<name>.yaml`, "
+        "else the built-in task of that name.",
+    )
     quantize: Literal["none", "int8"] = Field(
         "none",
         description="`int8`: dynamic int8 quantization of the Linear layers on a CPU replica "

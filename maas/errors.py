@@ -108,6 +108,21 @@ class ServiceUnavailableError(MaasError):
     code = "service_unavailable"
 
 
+class ModelNotReadyError(ServiceUnavailableError):
+    """A configured model has no live version yet: it is being trained, or its training failed
+    (503, ``Retry-After``: the expected wait, at least a few seconds)."""
+
+    code = "model_not_ready"
+
+    def __init__(self, message: str, param: str | None = "model", code: str | None = None,
+                 retry_after_s: float = 30.0) -> None:
+        super().__init__(message, param, code)
+        self.retry_after_s = retry_after_s
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.message, self.param, self.code, self.retry_after_s))
+
+
 class EngineError(MaasError):
     """The engine failed while serving a valid request (500)."""
 

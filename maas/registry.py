@@ -5,6 +5,7 @@ Layout under the registry root (``cache_dir()/registry`` unless configured)::
     <root>/<name>/v1/          a Hugging Face folder + maas_training.json + report.{json,md,png}
     <root>/<name>/v2/
     <root>/<name>/live.json    {"version": "v2", "updated_at": ...}
+    <root>/<name>/training.json  the state of a training run of <name> (:class:`TrainingStatus`)
 
 A version folder appears atomically with its marker (:func:`maas.models.staged_folder`), so a
 half-written version is never listed. ``live.json`` is replaced atomically (``os.replace``);
@@ -23,15 +24,16 @@ import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from maas.errors import ModelNotFoundError
+from maas.errors import ModelNotFoundError, ModelNotReadyError
 from maas.models import cache_dir, read_marker, staged_folder
 
 REGISTRY_PREFIX = "registry:"
 LIVE_FILE = "live.json"
+STATUS_FILE = "training.json"
 TRAINING_FILE = "maas_training.json"
 _VERSION = re.compile(r"^v([1-9][0-9]*)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -59,6 +61,44 @@ class ModelVersion(BaseModel):
     def ref(self) -> str:
         """``name/vN``."""
         return f"{self.name}/{self.version}"
+
+
+TrainingState = Literal["training", "done", "failed"]
+
+
+class TrainingStatus(BaseModel):
+    """Where a training run of a registry model stands; written by the run itself (the driver
+    at phase changes, rank 0 of the Ray Train workers at every progress step)."""
+
+    state: TrainingState = Field(description="`training`, `done` or `failed`.")
+    phase: str = Field("", description="What runs now, e.g. `linear probe`, `fine-tune`, `evaluating`.")
+    step: int | None = Field(None, description="Training steps done in this phase.")
+    total: int | None = Field(None, description="Training steps of this phase.")
+    eta_s: float | None = Field(None, description="Estimated seconds left in this phase.")
+    detail: str = Field("", description="A line for people: the last result, or the error.")
+    updated_at: str = Field("", description="When this status was written (UTC, ISO 8601).")
+
+    def line(self) -> str:
+        """One line for a terminal: ``fine-tune step 12/262, ETA 3m10s``."""
+        parts = [self.state if self.state != "training" else self.phase or "training"]
+        if self.step is not None and self.total:
+            parts.append(f"step {self.step}/{self.total}")
+        if self.eta_s is not None:
+            parts.append(f"ETA {format_seconds(self.eta_s)}")
+        text = ", ".join(parts)
+        return f"{text}: {self.detail}" if self.detail else text
+
+
+def format_seconds(seconds: float) -> str:
+    """``42s``, ``3m05s``."""
+    minutes, secs = divmod(int(round(max(seconds, 0.0))), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def write_status(path: str | Path, status: TrainingStatus) -> None:
+    """Replace a status file atomically (readers never see half a file)."""
+    stamped = status.model_copy(update={"updated_at": datetime.now(UTC).isoformat(timespec="seconds")})
+    _write_atomic(Path(path), stamped.model_dump_json(indent=2) + "\n")
 
 
 def default_registry_dir() -> Path:
@@ -142,6 +182,21 @@ class ModelRegistry:
                   "updated_at": datetime.now(UTC).isoformat(timespec="seconds")}
         _write_atomic(self.root / name / LIVE_FILE, json.dumps(record, indent=2) + "\n")
         return target.model_copy(update={"live": True})
+
+    def status_path(self, name: str) -> Path:
+        """The file a training run of ``name`` writes its :class:`TrainingStatus` to."""
+        return self.root / check_name(name) / STATUS_FILE
+
+    def training_status(self, name: str) -> TrainingStatus | None:
+        """The last written status of a training run of ``name``, if any."""
+        data = _read_json(self.status_path(name))
+        try:
+            return TrainingStatus.model_validate(data) if data else None
+        except ValueError:
+            return None
+
+    def set_training_status(self, name: str, status: TrainingStatus) -> None:
+        write_status(self.status_path(name), status)
 
     @contextlib.contextmanager
     def new_version(self, name: str, info: dict[str, Any]) -> Iterator[tuple[str, Path]]:
@@ -231,10 +286,27 @@ class ServedClassifiers:
             return name
         live = self.registry.live_version(registry_name)
         if live is None:
-            raise ModelNotFoundError(
-                f"The model '{name}' has no live version yet: train it with `maas train`.", "model"
-            )
+            raise self.not_ready(name)
         return f"{name}/{live}"
+
+    def ready_names(self) -> list[str]:
+        """The served names that can answer now (a registry model needs a live version)."""
+        return [n for n in self.configs
+                if self.registry_name(n) is None or self.registry.live_version(self.registry_name(n))]
+
+    def not_ready(self, name: str) -> ModelNotReadyError:
+        """The 503 of a registry model with no live version, saying where its training stands."""
+        status = self.registry.training_status(self.registry_name(name) or name)
+        if status is None or status.state == "done":
+            return ModelNotReadyError(
+                f"The model '{name}' has no live version yet: train it with `maas train` "
+                "(`maas serve` trains the built-in tasks in the background).", retry_after_s=60)
+        if status.state == "failed":
+            return ModelNotReadyError(f"The model '{name}' is not ready: its training failed "
+                                      f"({status.detail}); see `maas status`.", retry_after_s=300)
+        wait = min(max(status.eta_s or 30.0, 5.0), 300.0)
+        return ModelNotReadyError(f"The model '{name}' is being trained ({status.line()}); retry "
+                                  "later.", retry_after_s=wait)
 
     def _version(self, name: str, version: str) -> ModelVersion:
         try:

@@ -454,6 +454,18 @@ class DetokenizeResponse(WireModel):
 # ----------------------------------------------------------------------------- models
 
 
+class ModelTraining(WireModel):
+    """Where a registry classifier's training run stands (``maas status`` shows the same)."""
+
+    state: Literal["training", "done", "failed"]
+    phase: str = Field("", description="e.g. `queued`, `linear probe`, `fine-tune`, `evaluating`.")
+    step: int | None = None
+    total: int | None = None
+    eta_s: float | None = Field(None, description="Estimated seconds left in this phase.")
+    detail: str = Field("", description="The last result, or the error.")
+    updated_at: str = ""
+
+
 class ModelCard(WireModel):
     id: str
     object: Literal["model"] = "model"
@@ -462,6 +474,15 @@ class ModelCard(WireModel):
     capability: Literal["generate", "classify", "embed", "entities"]
     max_model_len: int | None = None
     version: str | None = Field(None, description="Live registry version (classifiers from the registry).")
+    status: Literal["ready", "training", "failed", "not_trained"] = Field(
+        "ready",
+        description="`ready`: answers now. A registry classifier with no live version is "
+        "`training` (its requests get 503 `model_not_ready` with `Retry-After`), `failed`, or "
+        "`not_trained` (train it with `maas train`).",
+    )
+    training: ModelTraining | None = Field(
+        None, description="A training run of this model in progress or ended (registry classifiers)."
+    )
 
 
 class ModelList(WireModel):

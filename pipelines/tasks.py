@@ -54,6 +54,7 @@ from maas.schemas import (
 )
 
 T = TypeVar("T")
+PipelineRequest = SummarizeRequest | TranslateRequest | EntitiesRequest | AnalyzeRequest | ModeratedChatRequest
 
 SUMMARIZE_SYSTEM = "You are a careful editor. You write short, faithful summaries."
 SUMMARIZE_USER = (
@@ -126,15 +127,19 @@ class Pipelines:
         done = dict(zip(parts, results, strict=True))
         return analyze_response(done, total)
 
-    def _analyze_parts(self, request: AnalyzeRequest) -> dict[str, Coroutine[Any, Any, Any]]:
-        """The parts to run, by name; each model is resolved (and checked) here."""
-        text = request.input
-        models = {
+    def analyze_models(self, request: AnalyzeRequest) -> dict[str, str | None]:
+        """Each part's model, defaults resolved and checked (None: the part is skipped)."""
+        return {
             "sentiment": self._classifier_for(request, "sentiment_model", "sentiment"),
             "topic": self._classifier_for(request, "topic_model", "topic"),
             "entities": self._ner_for(request),
             "summary": self._generator_for(request),
         }
+
+    def _analyze_parts(self, request: AnalyzeRequest) -> dict[str, Coroutine[Any, Any, Any]]:
+        """The parts to run, by name; each model is resolved (and checked) here."""
+        text = request.input
+        models = self.analyze_models(request)
         parts: dict[str, Coroutine[Any, Any, Any]] = {}
         for name in ("sentiment", "topic"):
             if models[name] is not None:
@@ -200,6 +205,19 @@ class Pipelines:
         return chat, moderation
 
     # ------------------------------------------------------------------ shared
+
+    def models_of(self, request: PipelineRequest) -> list[str]:
+        """The models a pipeline request will use, defaults resolved: what the API key must
+        allow (:mod:`maas.admission`). A model that is not served is a 404 here."""
+        if isinstance(request, SummarizeRequest | TranslateRequest):
+            return [self.generator(request.model)]
+        if isinstance(request, EntitiesRequest):
+            model = request.model or next(iter(self.backend.ner_models), None)
+            return [model] if model else []
+        if isinstance(request, AnalyzeRequest):
+            return [model for model in self.analyze_models(request).values() if model is not None]
+        self.check_classifier(request.moderation_model, "moderation_model")
+        return [self.generator(request.model), request.moderation_model]
 
     def generator(self, model: str | None, param: str = "model") -> str:
         """``model`` if it is a served generator, the first generator if None; else a 404."""

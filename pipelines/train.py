@@ -32,11 +32,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from maas.config import Pooling
 from maas.models import cache_dir, minilm_path, staged_folder
-from maas.registry import TRAINING_FILE, ModelRegistry, RegistryError, check_name
+from maas.registry import (
+    TRAINING_FILE,
+    ModelRegistry,
+    RegistryError,
+    TrainingStatus,
+    check_name,
+    write_status,
+)
 from pipelines.report import TrainingReport, score, tfidf_baseline, write_report
 from pipelines.train_worker import (
     CHECKPOINT_MODEL_DIR,
@@ -95,6 +102,16 @@ class TrainConfig(BaseModel):
     rollout: bool | None = Field(
         default=None,
         description="Make the new version live: None = only if the model has no live version yet.",
+    )
+    promote_if_better: bool = Field(
+        default=False,
+        description="Make the new version live only if its validation macro-F1 beats the live "
+        "version's (a challenger; the test split is never used to choose). Overrides `rollout`.",
+    )
+    fine_tune: bool = Field(
+        default=True,
+        description="False: stop after the linear probe (needs head_init 'probe'): the frozen "
+        "encoder with a fitted head, the fastest honest first version of a model.",
     )
     allow_label_change: bool = Field(
         default=False, description="Allow labels that differ from the live version's."
@@ -189,6 +206,12 @@ class TrainConfig(BaseModel):
     def _valid_name(cls, value: str | None) -> str | None:
         return None if value is None else check_name(value)
 
+    @model_validator(mode="after")
+    def _probe_only_needs_probe(self) -> TrainConfig:
+        if not self.fine_tune and self.head_init != "probe":
+            raise ValueError("fine_tune: false trains only a linear probe: set head_init: probe")
+        return self
+
     def registry_name(self) -> str:
         return self.model_name or self.task
 
@@ -225,14 +248,24 @@ def train_classifier(config: TrainConfig) -> TrainResult:
 
     Starts a local Ray (and shuts it down afterwards) only when none is initialized.
     """
-    start = time.perf_counter()
-    data = prepare_data(config)
     registry = ModelRegistry(config.registry_dir)
+    status = _StatusWriter(registry.status_path(config.registry_name()) if config.output_dir is None else None)
+    try:
+        return _train(config, registry, status)
+    except BaseException as exc:
+        status.failed(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        raise
+
+
+def _train(config: TrainConfig, registry: ModelRegistry, status: _StatusWriter) -> TrainResult:
+    start = time.perf_counter()
+    status.phase("loading data")
+    data = prepare_data(config)
     if config.output_dir is None:
         check_labels(registry, config, data.labels)
     started_ray = _ensure_ray(config)
     try:
-        result = _fit(config, data)
+        result = _fit(config, data, status.path)
     finally:
         if started_ray:
             import ray
@@ -240,6 +273,7 @@ def train_classifier(config: TrainConfig) -> TrainResult:
             ray.shutdown()
     with result.checkpoint.as_directory() as folder:
         model, tokenizer = _load_checkpoint_model(Path(folder))
+    status.phase("evaluating")
     report = build_report(config, data, model, tokenizer, _run_metrics(result.metrics))
     metrics = {**report.training, **_headline(report)}
     if config.output_dir is not None:
@@ -250,6 +284,8 @@ def train_classifier(config: TrainConfig) -> TrainResult:
         shutil.rmtree(result.path, ignore_errors=True)
     wall = time.perf_counter() - start
     _log(f"done in {fmt_s(wall)}: {ref or model_dir}{' (live)' if live else ''}")
+    status.done(f"{ref or model_dir}{' live' if live else ' stored, not live'}: validation macro-F1 "
+                f"{metrics['validation_macro_f1']:.3f}, test {metrics['test_macro_f1']:.3f}")
     return TrainResult(model_dir=str(model_dir), model_ref=ref, live=live, labels=data.labels,
                        metrics=metrics, data_hash=data.data_hash, wall_time_s=wall)
 
@@ -303,22 +339,29 @@ def build_report(
     training: dict[str, float],
 ) -> TrainingReport:
     """Score the model and the TF-IDF baseline on the test split."""
-    _log(f"evaluating on {len(data.test)} held-out test examples")
+    _log(f"evaluating on {len(data.validation)} validation and {len(data.test)} held-out test examples")
     start = time.perf_counter()
-    truth = [label for _, label in data.test]
-    ids = predict(model, tokenizer, [text for text, _ in data.test], config.max_seq_len,
-                  config.max_windows)
-    fine_tuned = score(truth, [data.labels[i] for i in ids], data.labels)
-    _log(f"test accuracy {fine_tuned.accuracy:.3f}, macro-F1 {fine_tuned.macro_f1:.3f} "
-         f"in {fmt_s(time.perf_counter() - start)}")
+    validation = _score_split(config, data.validation, data.labels, model, tokenizer)
+    fine_tuned = _score_split(config, data.test, data.labels, model, tokenizer)
+    training = {**training, "validation_accuracy": validation.accuracy,
+                "validation_macro_f1": validation.macro_f1}
+    _log(f"validation macro-F1 {validation.macro_f1:.3f}; test accuracy {fine_tuned.accuracy:.3f}, "
+         f"macro-F1 {fine_tuned.macro_f1:.3f} in {fmt_s(time.perf_counter() - start)}")
     baseline = tfidf_baseline(data.train, data.test, data.labels)
-    majority = max(label_counts(data.test).values()) / len(truth)
+    majority = max(label_counts(data.test).values()) / len(data.test)
     return TrainingReport(
         model=config.registry_name(), task=config.task, labels=data.labels, data_hash=data.data_hash,
         examples={"train": len(data.train), "validation": len(data.validation), "test": len(data.test)},
         fine_tuned=fine_tuned, baseline=baseline, majority_accuracy=majority, training=training,
         config=config.model_dump(mode="json"), created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
+
+
+def _score_split(config: TrainConfig, examples: list[Example], labels: list[str],
+                 model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> Any:
+    """Accuracy and macro-F1 of the model on one split, read as the served model reads texts."""
+    ids = predict(model, tokenizer, [text for text, _ in examples], config.max_seq_len, config.max_windows)
+    return score([label for _, label in examples], [labels[i] for i in ids], labels)
 
 
 def _headline(report: TrainingReport) -> dict[str, float]:
@@ -351,7 +394,7 @@ def _ensure_ray(config: TrainConfig) -> bool:
     return True
 
 
-def _fit(config: TrainConfig, data: PreparedData) -> Any:
+def _fit(config: TrainConfig, data: PreparedData, progress_file: Path | None = None) -> Any:
     """Run the TorchTrainer and return its ``ray.train.Result``."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -361,7 +404,8 @@ def _fit(config: TrainConfig, data: PreparedData) -> Any:
     name = f"{config.registry_name()}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{os.getpid()}"
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=_loop_config(config, data),
+        train_loop_config={**_loop_config(config, data),
+                           "progress_file": str(progress_file) if progress_file else None},
         scaling_config=ScalingConfig(
             num_workers=config.num_workers,
             use_gpu=config.use_gpu,
@@ -416,10 +460,27 @@ def _register(
     name = config.registry_name()
     with registry.new_version(name, _marker(data, config, report)) as (version, folder):
         _fill_folder(folder, model, tokenizer, data, config, report)
-    make_live = config.rollout if config.rollout is not None else registry.live_version(name) is None
+    make_live = _should_go_live(registry, name, config, report)
     if make_live:
         registry.set_live(name, version, allow_label_change=config.allow_label_change)
     return registry.root / name / version, f"{name}/{version}", make_live
+
+
+def _should_go_live(registry: ModelRegistry, name: str, config: TrainConfig, report: TrainingReport) -> bool:
+    """``rollout`` as configured; a challenger (``promote_if_better``) only if it beats the live
+    version on the validation split. The first version of a model always goes live."""
+    live = registry.live_version(name)
+    if live is None:
+        return config.promote_if_better or config.rollout is not False
+    if not config.promote_if_better:
+        return bool(config.rollout)
+    ours = report.training["validation_macro_f1"]
+    theirs = registry.get(name, live).metrics.get("validation_macro_f1")
+    better = theirs is None or ours > theirs
+    _log(f"challenger: validation macro-F1 {ours:.4f} vs live {name}/{live} "
+         f"{'(not recorded)' if theirs is None else f'{theirs:.4f}'}: "
+         f"{'promoted' if better else 'kept, not live'}")
+    return better
 
 
 def _write_folder(
@@ -496,6 +557,25 @@ def _quiet_transformers() -> Iterator[None]:
 
 def _base_model(config: TrainConfig) -> Path:
     return Path(config.base_model).expanduser().resolve() if config.base_model else minilm_path()
+
+
+class _StatusWriter:
+    """Writes the run's :class:`TrainingStatus` (driver side; the workers write training steps)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+
+    def phase(self, phase: str) -> None:
+        if self.path is not None:
+            write_status(self.path, TrainingStatus(state="training", phase=phase))
+
+    def done(self, detail: str) -> None:
+        if self.path is not None:
+            write_status(self.path, TrainingStatus(state="done", detail=detail))
+
+    def failed(self, detail: str) -> None:
+        if self.path is not None:
+            write_status(self.path, TrainingStatus(state="failed", detail=detail[:500]))
 
 
 def _log(message: str) -> None:

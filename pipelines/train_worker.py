@@ -45,6 +45,10 @@ def train_loop_per_worker(cfg: dict[str, Any]) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None and cfg["head_init"] == "probe":
         run.fit_probe_head()
+    if not cfg.get("fine_tune", True):  # the linear probe is the whole model
+        run.done = True
+        run._report([], stopped=False)
+        return
     run.restore(checkpoint)
     run.train()
 
@@ -73,7 +77,6 @@ class _WorkerRun:
         )
         self.elapsed_before = 0.0  # training seconds spent by earlier attempts (restored)
         self.resumed_from_step = 0  # global step of the checkpoint this attempt started from
-        self.bar: Any = None
         self.done = False
         self.start, self.start_step = time.perf_counter(), 0
         self.step_seconds = 0.0  # time spent in training steps by this attempt
@@ -108,6 +111,7 @@ class _WorkerRun:
         from pipelines.linear_probe import fit_probe, set_head
 
         start = time.perf_counter()
+        self._status("linear probe")
         train_x, train_y = self._gathered_features(self.cfg["train_texts"], self.cfg["train_labels"])
         val_x, val_y = self._gathered_features(self.cfg["val_texts"], self.cfg["val_labels"])
         model = unwrap(self.model)
@@ -139,25 +143,24 @@ class _WorkerRun:
         """Run the remaining epochs; report a checkpoint after each, or when the budget runs out."""
         self.start = time.perf_counter()
         self.start_step = self.global_step
-        self.bar = self._progress_bar()
+        self._status("fine-tune", step=self.global_step)
         while not self.done and self.epoch < self.cfg["epochs"]:
             losses, stopped = self._train_epoch()
             if not stopped:
                 self.epoch, self.step_in_epoch = self.epoch + 1, 0
             self.done = stopped or self.epoch >= self.cfg["epochs"]
             self._report(losses, stopped)
-        if self.bar is not None:
-            self.bar.close()
 
-    def _progress_bar(self) -> Any:
-        """A progress bar of the training steps, shown by the driver (rank 0 only)."""
-        if self.rank != 0:
-            return None
-        from ray.experimental.tqdm_ray import tqdm
+    def _status(self, phase: str, step: int | None = None, eta_s: float | None = None) -> None:
+        """Rank 0 writes where the run stands to the run's status file (if it has one): what
+        ``maas status``, ``/v1/models`` and ``maas serve``'s progress line read."""
+        path = self.cfg.get("progress_file")
+        if self.rank != 0 or not path:
+            return
+        from maas.registry import TrainingStatus, write_status
 
-        bar = tqdm(desc="training steps", total=self.steps_per_epoch * self.cfg["epochs"], unit="step")
-        bar.update(self.global_step)
-        return bar
+        total = self.steps_per_epoch * self.cfg["epochs"] if step is not None else None
+        write_status(path, TrainingStatus(state="training", phase=phase, step=step, total=total, eta_s=eta_s))
 
     def _train_epoch(self) -> tuple[list[float], bool]:
         """Train from the current position to the end of the epoch or of the time budget."""
@@ -171,8 +174,6 @@ class _WorkerRun:
             losses.append(self._train_step(batches[step]))
             self.step_seconds += time.perf_counter() - tick
             self.step_in_epoch, self.global_step = step + 1, self.global_step + 1
-            if self.bar is not None:
-                self.bar.update(1)
             if self.global_step % self.cfg["log_every_steps"] == 0:
                 self._log_progress(losses)
         return losses, False
@@ -228,9 +229,11 @@ class _WorkerRun:
             "stopped_early": float(stopped),
             "resumed_from_step": self.resumed_from_step,
         }
+        if not losses:  # a probe-only run, or a budget spent before the first step
+            metrics.pop("train_loss")
         self._print(
             f"{'stopped early (time budget)' if stopped else 'epoch done'}: epoch {metrics['epoch']:.2f}, "
-            f"step {self.global_step}, train_loss {metrics['train_loss']:.4f}, "
+            f"step {self.global_step}, train_loss {metrics.get('train_loss', float('nan')):.4f}, "
             f"val_accuracy {metrics['val_accuracy']:.4f}, {metrics['train_examples_per_s']:.1f} ex/s"
         )
         with tempfile.TemporaryDirectory(prefix="maas-ckpt-") as folder:
@@ -303,6 +306,7 @@ class _WorkerRun:
         budget = self.cfg["time_budget_s"]
         if budget is not None:
             eta = min(eta, max(budget - self._elapsed(), 0.0))
+        self._status("fine-tune", step=self.global_step, eta_s=eta if math.isfinite(eta) else None)
         self._print(
             f"epoch {self.epoch + 1}/{self.cfg['epochs']} step {self.global_step}/{total} "
             f"loss {sum(window) / len(window):.4f} | {self._examples_per_s():.1f} ex/s | "

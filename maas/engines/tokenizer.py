@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from maas.errors import InvalidRequestError
+from maas.errors import InvalidRequestError, ModelNotReadyError
 from maas.models import resolve_model_path
+from maas.registry import REGISTRY_PREFIX, ModelRegistry
 
 
 @dataclass(frozen=True)
@@ -23,22 +24,35 @@ class TokenizerEngine:
     """Tokenize prompts or chat messages, detokenize ids, for several models at once."""
 
     def __init__(self, specs: list[TokenizerSpec]) -> None:
-        from transformers import AutoTokenizer
-
         self.specs = {spec.name: spec for spec in specs}
         self.tokenizers: dict[str, Any] = {}
         for spec in specs:
-            tokenizer = AutoTokenizer.from_pretrained(str(resolve_model_path(spec.path, registry_dir=spec.registry_dir)))
-            if not tokenizer.is_fast:
-                raise ValueError(f"{spec.name}: maas serves fast tokenizers only")
-            self.tokenizers[spec.name] = tokenizer
+            if not self._is_untrained(spec):  # a registry model still training: loaded when live
+                self.tokenizers[spec.name] = _load_fast(spec)
 
     def max_model_len(self, model: str) -> int:
         return self.specs[model].max_model_len
 
+    def tokenizer(self, model: str) -> Any:
+        """The model's tokenizer; a registry model's is loaded once it has a live version."""
+        tokenizer = self.tokenizers.get(model)
+        if tokenizer is None:
+            if self._is_untrained(self.specs[model]):
+                raise ModelNotReadyError(f"The model '{model}' has no live version yet (training).",
+                                         retry_after_s=30)
+            tokenizer = self.tokenizers[model] = _load_fast(self.specs[model])
+        return tokenizer
+
+    @staticmethod
+    def _is_untrained(spec: TokenizerSpec) -> bool:
+        if not spec.path.startswith(REGISTRY_PREFIX):
+            return False
+        registry = ModelRegistry(spec.registry_dir)
+        return registry.live_version(spec.path.removeprefix(REGISTRY_PREFIX)) is None
+
     def encode(self, model: str, text: str, add_special_tokens: bool = True) -> list[int]:
         """Token ids of a text prompt."""
-        return list(self.tokenizers[model].encode(text, add_special_tokens=add_special_tokens))
+        return list(self.tokenizer(model).encode(text, add_special_tokens=add_special_tokens))
 
     def encode_chat(
         self,
@@ -48,7 +62,7 @@ class TokenizerEngine:
         add_special_tokens: bool = False,
     ) -> list[int]:
         """Token ids of chat messages rendered with the model's chat template."""
-        tokenizer = self.tokenizers[model]
+        tokenizer = self.tokenizer(model)
         if not tokenizer.chat_template:
             raise InvalidRequestError(f"The model '{model}' has no chat template.", "messages")
         text = tokenizer.apply_chat_template(
@@ -58,7 +72,7 @@ class TokenizerEngine:
 
     def decode(self, model: str, token_ids: list[int]) -> str:
         """Text of token ids; ids outside the vocabulary are a 400."""
-        tokenizer = self.tokenizers[model]
+        tokenizer = self.tokenizer(model)
         vocab_size = len(tokenizer)
         bad = next((t for t in token_ids if t < 0 or t >= vocab_size), None)
         if bad is not None:
@@ -69,9 +83,18 @@ class TokenizerEngine:
 
     def token_strings(self, model: str, token_ids: list[int]) -> list[str]:
         """The vocabulary string of each token id."""
-        return list(self.tokenizers[model].convert_ids_to_tokens(token_ids))
+        return list(self.tokenizer(model).convert_ids_to_tokens(token_ids))
 
     def ping(self) -> None:
         """A tiny real call of every tokenizer (the health check)."""
-        for name in self.tokenizers:
+        for name in list(self.tokenizers):
             self.encode(name, "ping")
+
+
+def _load_fast(spec: TokenizerSpec) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model_path(spec.path, registry_dir=spec.registry_dir)))
+    if not tokenizer.is_fast:
+        raise ValueError(f"{spec.name}: maas serves fast tokenizers only")
+    return tokenizer

@@ -1,4 +1,8 @@
-"""The `maas` command end to end: serve a config on a free port, call it, show status, stop."""
+"""The `maas` command end to end: serve a config on a free port, call it, show status, stop.
+
+The config holds a registry classifier with no version: `maas serve` answers at once and trains
+it in the background (a tiny training config), printing a line per phase and nothing of Ray's.
+"""
 
 import os
 import signal
@@ -17,13 +21,24 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 
 
+FIRST_RUN_MAX_LINES = 60
+TRAINING_BOUND_S = 900
+TINY_TRAINING = {"task": "sentiment", "epochs": 1, "batch_size": 16, "max_seq_len": 32,
+                 "max_train_examples": 240, "max_eval_examples": 64}
+
+
 def _config(path: Path, port: int) -> None:
-    """A small Serve config: the embedded encoder only (fast to start)."""
+    """A small Serve config: the embedded encoder and an untrained registry classifier."""
+    train_file = path.parent / "train-mood.yaml"
+    train_file.write_text(yaml.safe_dump(TINY_TRAINING))
     path.write_text(yaml.safe_dump({
         "http_options": {"host": "127.0.0.1", "port": port},
         "applications": [{
             "name": "maas", "route_prefix": "/", "import_path": "pipelines.app:build_app",
-            "args": {"encoder": {"models": [{"name": "minilm", "path": "embedded:all-minilm-l6-v2"}]}},
+            "args": {"encoder": {"models": [{"name": "minilm", "path": "embedded:all-minilm-l6-v2"}]},
+                     "classifier": {"models": [{"name": "mood", "path": "registry:mood",
+                                                "train_config": str(train_file)}]},
+                     "registry_dir": str(path.parent / "registry")},
         }],
     }))
 
@@ -57,10 +72,14 @@ def test_maas_serve_status_and_stop(tmp_path: Path) -> None:
         body = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings",
                           json={"model": "minilm", "input": "hello"}, timeout=60).json()
         assert len(body["data"][0]["embedding"]) == 384
-        status = subprocess.run([*maas, "status", "--address", address], cwd=ROOT, env=env,
-                                capture_output=True, text=True, timeout=120)
+        assert _classify(port).status_code == 503  # trained in the background meanwhile
+        status = subprocess.run([*maas, "status", "--address", address, "--config", str(config)],
+                                cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         assert status.returncode == 0, status.stderr[-2000:]
         assert "encoder" in status.stdout and "RUNNING" in status.stdout
+        assert "model mood" in status.stdout and "training:" in status.stdout, status.stdout
+        lines += _wait_for_line(process, "background training finished", TRAINING_BOUND_S)
+        assert _classify(port).status_code == 200
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -68,3 +87,19 @@ def test_maas_serve_status_and_stop(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
     assert process.returncode == 0
+    lines += process.stdout.readlines()
+    _assert_readable(lines)
+
+
+def _classify(port: int) -> httpx.Response:
+    return httpx.post(f"http://127.0.0.1:{port}/v1/classify", json={"model": "mood", "input": "great"},
+                      timeout=60)
+
+
+def _assert_readable(lines: list[str]) -> None:
+    """A first run's terminal: a few dozen lines, each phase timed, none of Ray's own."""
+    text = "".join(lines)
+    assert len(lines) <= FIRST_RUN_MAX_LINES, text
+    assert "mood: linear probe" in text and "mood/v1 is live: validation macro-F1" in text, text
+    for noise in ("PlacementGroupCleaner", "Traceback", "(pid=", "INFO"):
+        assert noise not in text, f"{noise!r} in the terminal:\n{text}"

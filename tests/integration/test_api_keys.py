@@ -44,6 +44,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]
     secrets = {
         "alice": auth.add_key(path, "alice", [MODEL], rpm=4),
         "bob": auth.add_key(path, "bob", ["some-other-model"]),
+        "carol": auth.add_key(path, "carol", [MODEL], tpm=40),
     }
     return path, secrets
 
@@ -120,3 +121,26 @@ def test_rate_limit_and_revocation(secured: str, keys: tuple[Path, dict[str, str
     auth.revoke_key(path, "bob")
     time.sleep(auth.RELOAD_INTERVAL_S + 0.5)
     assert [classify(secured, bearer(secrets["bob"])).status_code for _ in range(6)] == [401] * 6
+
+
+def analyze(base: str, headers: dict[str, str]) -> httpx.Response:
+    """A pipeline whose only part is the classifier (the other parts' defaults are not served)."""
+    return httpx.post(f"{base}/v1/pipelines/analyze", json={"input": "I really love this phone.",
+                      "sentiment_model": MODEL}, headers=headers, timeout=60)
+
+
+def test_pipelines_are_admitted_and_charged_like_any_route(secured: str,
+                                                           keys: tuple[Path, dict[str, str]]) -> None:
+    _, secrets = keys
+    refused = analyze(secured, bearer(secrets["bob"]))  # bob may not use the classifier
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "model_not_allowed", refused.text
+    statuses = []
+    carol = bearer(secrets["carol"])  # 40 tokens a minute: a few analyses, then 429
+    for _ in range(20):
+        response = analyze(secured, carol)
+        statuses.append(response.status_code)
+        if response.status_code == 429:
+            assert int(response.headers["Retry-After"]) >= 1
+            break
+    assert statuses[0] == 200 and statuses[-1] == 429, statuses
+    assert ray.get(shared_limiter().usage.remote("carol"))[1] >= 40

@@ -1,0 +1,104 @@
+"""One admission path for every operation: the models it will use, checked against the API key,
+and the tokens of its answer charged to the key.
+
+The key itself (401) and its request rate (429) are checked before any route runs, by
+:class:`maas.auth.AuthMiddleware`. What a route adds is which models an operation uses, defaults
+resolved (a pipeline's default generator, both models of a moderated chat, each branch of
+analyze), and what the answer cost. Routes get both from one decorator, :func:`admitted`, so
+no route calls the checks by hand and none can forget one: ``tests/unit`` walks every route of
+the app and fails on one without it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from maas.auth import KeyAuth, PermissionDeniedError, authorize_model
+from maas.http import set_request_model
+
+ADMITTED = "__maas_admitted__"
+"""Set on every route function wrapped by :func:`admitted`."""
+
+
+@dataclass
+class Answer:
+    """What an admitted route returns when it needs more than a body: headers, or a stream of
+    wire models (sent as server-sent events)."""
+
+    content: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def admit_models(request: Any, models: list[str]) -> None:
+    """403 unless the request's key may use every one of ``models``; labels the request's
+    metrics with the first. A pinned version (``sentiment/v1``) is allowed when its model is."""
+    if models:
+        set_request_model(request, models[0])
+    for model in models:
+        try:
+            authorize_model(request, model)
+        except PermissionDeniedError:
+            base = model.rpartition("/")[0]
+            if not base:
+                raise
+            authorize_model(request, base)
+
+
+def usage_tokens(item: Any) -> int | None:
+    """The total tokens of a wire model's ``usage``, if it has one."""
+    usage = getattr(item, "usage", None)
+    return None if usage is None else int(usage.total_tokens)
+
+
+async def charged(request: Any, auth: KeyAuth, items: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """Pass a stream through; charge the tokens of its last ``usage`` to the request's key."""
+    tokens = None
+    async for item in items:
+        tokens = usage_tokens(item) or tokens
+        yield item
+    if tokens is not None:
+        auth.charge(request, tokens)
+
+
+def admitted(auth: Callable[[], KeyAuth], stream_response: Callable[[AsyncIterator[Any]], Any],
+             ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
+    """The decorator of every model route ``route(self, body, request)``.
+
+    Before the route: ``self.models_used(body)`` are admitted (:func:`admit_models`). After it:
+    a wire model's ``usage`` is charged to the key; an :class:`Answer` whose content is an async
+    iterator becomes ``stream_response(...)`` whose usage is charged when the stream ends.
+    """
+
+    def decorate(route: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        @functools.wraps(route)
+        async def admitted_route(self: Any, body: Any, request: Any) -> Any:
+            admit_models(request, self.models_used(body))
+            result = await route(self, body, request)
+            return _respond(request, auth(), result, stream_response)
+
+        setattr(admitted_route, ADMITTED, True)
+        return admitted_route
+
+    return decorate
+
+
+def _respond(request: Any, auth: KeyAuth, result: Any, stream_response: Callable[[AsyncIterator[Any]], Any]) -> Any:
+    if not isinstance(result, Answer):
+        tokens = usage_tokens(result)
+        if tokens is not None:
+            auth.charge(request, tokens)
+        return result
+    if isinstance(result.content, AsyncIterator):
+        response = stream_response(charged(request, auth, result.content))
+    else:
+        from fastapi.responses import JSONResponse
+
+        tokens = usage_tokens(result.content)
+        if tokens is not None:
+            auth.charge(request, tokens)
+        response = JSONResponse(result.content.model_dump(mode="json"))
+    response.headers.update(result.headers)
+    return response

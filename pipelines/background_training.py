@@ -1,0 +1,171 @@
+"""First versions of the service's registry classifiers, trained in the background while it serves.
+
+``maas serve`` starts the service at once; a registry classifier with no live version answers
+503 (``model_not_ready``) until its first version goes live through the registry, with no
+restart. Each such model is trained by the same pipeline as ``maas train``
+(:func:`pipelines.train.train_classifier`), in one Ray task on the service's own Ray, in two
+rounds:
+
+1. **fast first**: a linear probe on the frozen encoder (``fine_tune: false``), the fastest
+   honest model, goes live as ``<name>/v1`` within minutes;
+2. **better later**: the full fine-tune of the model's training config runs as a challenger
+   (``promote_if_better``) and goes live only if it beats the live version on the validation
+   split; both versions stay in the registry with their metrics (``maas models list``).
+
+Every probe runs before any fine-tune, so every model answers as early as it can. Where a run
+stands is written to the registry (:class:`maas.registry.TrainingStatus`), which ``/v1/models``,
+``maas status`` and ``maas serve``'s progress line read. A failed run is recorded there and the
+rest of the service keeps serving.
+"""
+
+from __future__ import annotations
+
+import math
+import traceback
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from maas.config import AppConfig, EncoderModelConfig
+from maas.registry import REGISTRY_PREFIX, ModelRegistry, TrainingStatus
+
+CLUSTER_DIR = Path(__file__).resolve().parent.parent / "cluster"
+
+
+class BackgroundJob(BaseModel):
+    """The training of one registry classifier's first versions: a probe, then a challenger."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="The registry name (and the name clients use).")
+    probe: dict[str, Any] = Field(description="TrainConfig fields of the linear-probe version.")
+    challenger: dict[str, Any] | None = Field(
+        description="TrainConfig fields of the fine-tuned challenger; None: the probe only."
+    )
+
+    def cpus(self) -> float:
+        """Logical CPUs its Ray Train workers reserve at once."""
+        from pipelines.train import TrainConfig
+
+        config = TrainConfig.model_validate(self.challenger or self.probe)
+        return config.num_workers * config.cpus_per_worker
+
+
+def train_config_file(name: str) -> Path | None:
+    """``cluster/train-<name>.yaml``: the default training config of a model, if there is one."""
+    path = CLUSTER_DIR / f"train-{name}.yaml"
+    return path if path.is_file() else None
+
+
+def training_values(model: EncoderModelConfig, name: str) -> dict[str, Any] | None:
+    """The TrainConfig fields of a registry model: its ``train_config`` file, else
+    ``cluster/train-<name>.yaml``, else the built-in task of that name; None if there is none."""
+    import yaml
+
+    from pipelines.training_data import TASKS
+
+    path = Path(model.train_config) if model.train_config else train_config_file(name)
+    if path is not None:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: expected a mapping of TrainConfig fields")
+        return values
+    return {"task": name} if name in TASKS else None
+
+
+def plan_jobs(config: AppConfig) -> tuple[list[BackgroundJob], list[str]]:
+    """The background jobs for the registry classifiers with no live version, and the names of
+    those that cannot be trained here (no training config and no built-in task)."""
+    registry = ModelRegistry(config.registry_dir)
+    jobs, untrainable = [], []
+    for model in config.classifier.models:
+        if not model.path.startswith(REGISTRY_PREFIX):
+            continue
+        name = model.path.removeprefix(REGISTRY_PREFIX)
+        if registry.live_version(name) is not None:
+            continue
+        values = training_values(model, name)
+        if values is None:
+            untrainable.append(name)
+            continue
+        jobs.append(job_for(name, values, config.registry_dir))
+    return jobs, untrainable
+
+
+def job_for(name: str, values: dict[str, Any], registry_dir: str | None) -> BackgroundJob:
+    """A probe-then-challenger job from a model's TrainConfig fields."""
+    from pipelines.train import TrainConfig
+
+    base = {**values, "model_name": name, "registry_dir": registry_dir}
+    probe = {**base, "head_init": "probe", "fine_tune": False, "rollout": None,
+             "promote_if_better": False}
+    challenger = {**base, "rollout": False, "promote_if_better": True}
+    TrainConfig.model_validate(probe)  # a bad config fails at start, not in the background
+    if not values.get("fine_tune", True):
+        return BackgroundJob(name=name, probe=probe, challenger=None)
+    TrainConfig.model_validate(challenger)
+    return BackgroundJob(name=name, probe=probe, challenger=challenger)
+
+
+def training_cpus(jobs: list[BackgroundJob]) -> float:
+    """Logical CPUs the background runs need at once (they run one after another)."""
+    return max((job.cpus() for job in jobs), default=0.0)
+
+
+def mark_queued(jobs: list[BackgroundJob], registry_dir: str | None) -> None:
+    """Record every job as queued, so its model's 503 and ``maas status`` say so from the start."""
+    registry = ModelRegistry(registry_dir)
+    for job in jobs:
+        registry.set_training_status(job.name, TrainingStatus(state="training", phase="queued"))
+
+
+def run_jobs(jobs: list[BackgroundJob]) -> dict[str, str]:
+    """Every probe, then every challenger, one at a time; a failure is recorded and the others
+    go on. Returns each model's outcome (``ok`` or the error)."""
+    from pipelines.train import TrainConfig, train_classifier
+
+    outcomes: dict[str, str] = {}
+    rounds = [(job, job.probe) for job in jobs] + [(job, job.challenger) for job in jobs if job.challenger]
+    for job, values in rounds:
+        if outcomes.get(job.name, "ok") != "ok":
+            continue  # its probe failed: no challenger
+        try:
+            train_classifier(TrainConfig.model_validate(values))
+            outcomes[job.name] = "ok"
+        except Exception as exc:  # noqa: BLE001 - recorded by train_classifier, reported here
+            traceback.print_exc()  # into this task's log, never to a client
+            outcomes[job.name] = f"{type(exc).__name__}: {exc}"
+    return outcomes
+
+
+def start_background_training(jobs: list[BackgroundJob], registry_dir: str | None) -> Any:
+    """Run :func:`run_jobs` as one Ray task on the connected Ray; returns its ``ObjectRef``.
+
+    The task itself reserves no CPU: its Ray Train workers reserve theirs.
+    """
+    import ray
+
+    mark_queued(jobs, registry_dir)
+    task = ray.remote(num_cpus=0, max_retries=0)(run_jobs)
+    return task.options(name="maas-background-training").remote(jobs)
+
+
+def logical_cpus(config: AppConfig, jobs: list[BackgroundJob], machine_cpus: int) -> int:
+    """Logical CPUs for a local Ray that runs the graph and the background training at once.
+
+    Replicas and training workers reserve fractions of logical CPUs; the work itself shares the
+    machine's cores (torch threads are capped per replica and worker).
+    """
+    graph = sum(d.num_cpus * d.num_replicas for d in deployment_options(config))
+    return max(machine_cpus, math.ceil(graph + training_cpus(jobs)))
+
+
+def deployment_options(config: AppConfig) -> list[Any]:
+    """The Serve options of every deployment the config builds."""
+    options = [g.deployment for g in config.generators] + [config.tokenizer.deployment,
+                                                           config.ingress.deployment]
+    for part in (config.classifier, config.encoder, config.ner):
+        if part.models:
+            options.append(part.deployment)
+    return options

@@ -1,0 +1,133 @@
+"""One admission path: every route that uses a model goes through :func:`maas.admission.admitted`,
+which admits the models an operation uses (defaults resolved) and charges its usage."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from fastapi.routing import APIRoute
+
+from maas.admission import ADMITTED, Answer, admitted
+from maas.auth import ApiKey, KeyAuth, PermissionDeniedError
+from maas.schemas import UsageInfo
+
+OPEN_ROUTES = {("GET", "/health"), ("GET", "/metrics"), ("GET", "/"), ("GET", "/v1/models")}
+"""Routes that use no model: /v1/models lists only what the key allows (checked by its own test)."""
+
+
+def test_every_route_of_the_app_is_admitted() -> None:
+    from deployments.ingress import app
+
+    routes = [r for r in app.routes if isinstance(r, APIRoute)]
+    unadmitted = [(method, r.path) for r in routes for method in r.methods
+                  if (method, r.path) not in OPEN_ROUTES and not getattr(r.endpoint, ADMITTED, False)]
+    assert not unadmitted, f"routes that skip admission: {unadmitted}"
+    assert len(routes) >= 15
+
+
+class Request:
+    """An ASGI request as the auth middleware leaves it: the admitted key in the scope."""
+
+    def __init__(self, key: ApiKey | None) -> None:
+        self.scope: dict[str, Any] = {"maas.key": key} if key else {}
+        self.state = SimpleNamespace()
+
+
+class Charges(KeyAuth):
+    def __init__(self) -> None:
+        super().__init__()
+        self.charged: list[int] = []
+
+    def charge(self, scope_or_request: Any, tokens: int) -> None:
+        self.charged.append(tokens)
+
+
+def key(models: list[str]) -> ApiKey:
+    return ApiKey(id="k", sha256="0" * 64, models=models)
+
+
+class Ingress:
+    def __init__(self, models: list[str], answer: Any) -> None:
+        self.models, self.answer = models, answer
+
+    def models_used(self, body: Any) -> list[str]:
+        return self.models
+
+
+def run(models: list[str], answer: Any, allowed: list[str]) -> tuple[Any, list[int]]:
+    auth = Charges()
+    route = admitted(lambda: auth, lambda items: SimpleNamespace(items=items, headers={}))(
+        _returning(answer))
+    result = asyncio.run(route(Ingress(models, answer), None, Request(key(allowed))))
+    if hasattr(result, "items"):
+        asyncio.run(_drain(result.items))
+    return result, auth.charged
+
+
+def _returning(answer: Any) -> Any:
+    async def route(self: Any, body: Any, request: Any) -> Any:
+        return answer
+    return route
+
+
+async def _drain(items: AsyncIterator[Any]) -> None:
+    async for _ in items:
+        pass
+
+
+def test_every_model_an_operation_uses_must_be_allowed() -> None:
+    answer = SimpleNamespace(usage=UsageInfo.of(3, 4))
+    assert run(["chat", "sentiment"], answer, ["chat", "sentiment"])[1] == [7]
+    with pytest.raises(PermissionDeniedError, match="sentiment"):  # a default model too
+        run(["chat", "sentiment"], answer, ["chat"])
+    assert run(["sentiment/v1"], answer, ["sentiment"])[1] == [7]  # a pinned version
+
+
+def test_streams_are_charged_when_they_end() -> None:
+    async def chunks() -> AsyncIterator[Any]:
+        yield SimpleNamespace(usage=None)
+        yield SimpleNamespace(usage=UsageInfo.of(5, 6))
+
+    response, charged = run(["chat"], Answer(chunks(), {"x-a": "1"}), ["chat"])
+    assert charged == [11] and response.headers == {"x-a": "1"}
+
+
+def pipelines() -> Any:
+    from maas.config import GeneratorModelConfig
+    from pipelines.tasks import PipelineBackend, Pipelines
+
+    async def unused(*_: Any) -> Any:
+        raise AssertionError("admission runs no operation")
+
+    return Pipelines(PipelineBackend(
+        chat=unused, open_chat_stream=unused, classify=unused, entities=unused,
+        generators={"chat": GeneratorModelConfig(name="chat", path="unused")},
+        classifiers=frozenset({"sentiment", "topic"}), ner_models=("ner",)))
+
+
+def test_pipelines_declare_their_models_with_defaults_resolved() -> None:
+    from maas.errors import ModelNotFoundError
+    from maas.pipeline_schemas import (
+        AnalyzeRequest,
+        EntitiesRequest,
+        ModeratedChatRequest,
+        SummarizeRequest,
+        TranslateRequest,
+    )
+
+    tasks = pipelines()
+    hi = [{"role": "user", "content": "hi"}]
+    assert tasks.models_of(SummarizeRequest(input="text")) == ["chat"]
+    assert tasks.models_of(TranslateRequest(input="text", source_language="en", target_language="pt")) == ["chat"]
+    assert tasks.models_of(EntitiesRequest(input="text")) == ["ner"]
+    assert tasks.models_of(AnalyzeRequest(input="text")) == ["sentiment", "topic", "ner", "chat"]
+    assert tasks.models_of(AnalyzeRequest(input="text", topic_model=None, summary_model=None)) == [
+        "sentiment", "ner"]
+    assert tasks.models_of(ModeratedChatRequest(messages=hi)) == ["chat", "sentiment"]
+    assert tasks.models_of(ModeratedChatRequest(messages=hi, moderation_model="topic")) == ["chat", "topic"]
+    with pytest.raises(ModelNotFoundError):
+        tasks.models_of(ModeratedChatRequest(messages=hi, moderation_model="nope"))
