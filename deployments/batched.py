@@ -11,7 +11,7 @@ from deployments.health import HealthCache
 from maas.batching import run_grouped
 from maas.config import ClassifierConfig, EncoderConfig
 from maas.engines.encoders import LoadedEncoder, set_torch_threads
-from maas.errors import InvalidRequestError
+from maas.errors import InvalidRequestError, log_client_errors_as_one_line
 from maas.metrics import MetricsRecorder
 
 
@@ -30,6 +30,7 @@ class BatchedEncoderBase:
         self.batching = config.batching
         self.engine = engine
         self.health = HealthCache()
+        log_client_errors_as_one_line()
         self.metrics = MetricsRecorder()
         self.run_batch.set_max_batch_size(config.batching.max_batch_size)
         self.run_batch.set_batch_wait_timeout_s(config.batching.batch_wait_timeout_s)

@@ -12,7 +12,7 @@ from deployments.health import HealthCache
 from maas.assemble import merge_results
 from maas.config import GeneratorModelConfig
 from maas.engines.generator import GeneratorEngine
-from maas.errors import ServiceUnavailableError
+from maas.errors import ServiceUnavailableError, log_client_errors_as_one_line
 from maas.metrics import MetricsRecorder
 from maas.schemas import GenerationParams, GenerationResult
 
@@ -32,6 +32,7 @@ class GeneratorDeployment:
         self.engine = GeneratorEngine(config, on_gpu=_on_gpu())
         self.metrics = MetricsRecorder()
         self.health = HealthCache()
+        log_client_errors_as_one_line()
 
     async def generate_stream(
         self, prompt_token_ids: list[int], params: GenerationParams

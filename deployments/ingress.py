@@ -40,9 +40,10 @@ from maas.errors import (
     MaasError,
     ModelNotFoundError,
     ServiceUnavailableError,
+    log_client_errors_as_one_line,
 )
 from maas.guard import RequestLimits, install_request_guard
-from maas.http import install_error_handlers, install_metrics_middleware, sse_events
+from maas.http import install_error_handlers, install_metrics_middleware, sse_events, truthful_openapi
 from maas.metrics import MetricsRecorder
 from maas.pipeline_schemas import (
     AnalyzeRequest,
@@ -99,6 +100,7 @@ recorder = MetricsRecorder()
 key_auth = KeyAuth()  # its key store is set by the replica when the config names a key file
 limits = RequestLimits()  # set by the replica from its config
 install_error_handlers(app)
+truthful_openapi(app)  # the errors each route answers, in the OpenAPI schema
 install_auth_middleware(app, key_auth)
 install_request_guard(app, limits)  # size, content type and deadline, before any work
 install_metrics_middleware(app, recorder)  # outermost: counts 401s, 413s and 429s too
@@ -184,6 +186,13 @@ def event_stream(items: AsyncIterator[Any]) -> StreamingResponse:
     return StreamingResponse(sse_events(items), media_type="text/event-stream")
 
 
+def streamed(model: type) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI of a route answering ``model`` as JSON, or with ``stream: true`` server-sent events."""
+    return {200: {"model": model, "description": "The answer; with `stream: true`, server-sent events "
+                  "(`data: {chunk}` lines, then `data: [DONE]`).",
+                  "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
+
+
 model_route = admitted(lambda: key_auth, event_stream)
 """Every route that uses a model: its models admitted against the key, its usage charged."""
 
@@ -203,6 +212,7 @@ class MaasIngress:
         ner: DeploymentHandle | None = None,
     ) -> None:
         self.config = config
+        log_client_errors_as_one_line()
         key_auth.store = KeyStore(config.ingress.api_keys_file) if config.ingress.api_keys_file else None
         if key_auth.store is not None and config.ingress.deployment.can_run_several():
             key_auth.shared = SharedRateLimiter(serve.get_replica_context().app_name)
@@ -442,7 +452,7 @@ class MaasIngress:
         allowed = set(allowed_models(request, [card.id for card in cards]))
         return ModelList(data=[card for card in cards if card.id in allowed])
 
-    @app.post("/v1/chat/completions", response_model=None)
+    @app.post("/v1/chat/completions", response_model=None, responses=streamed(ChatCompletionResponse))
     @model_route
     async def http_chat(self, body: ChatCompletionRequest, request: Request) -> Any:
         if not body.stream:
@@ -450,7 +460,7 @@ class MaasIngress:
         ids, params = await self._prepare_chat(body)
         return Answer(await self._chat_chunks(body, ids, params))
 
-    @app.post("/v1/completions", response_model=None)
+    @app.post("/v1/completions", response_model=None, responses=streamed(CompletionResponse))
     @model_route
     async def http_completions(self, body: CompletionRequest, request: Request) -> Any:
         if not body.stream:
@@ -543,7 +553,7 @@ class MaasIngress:
         """
         return await self.analyze(body)
 
-    @app.post("/v1/pipelines/moderated_chat", response_model=ModeratedChatResponse)
+    @app.post("/v1/pipelines/moderated_chat", response_model=None, responses=streamed(ModeratedChatResponse))
     @model_route
     async def http_moderated_chat(self, body: ModeratedChatRequest, request: Request) -> Any:
         """A chat whose user's last message is classified first (`moderation_model`, default `sentiment`).

@@ -6,7 +6,12 @@ from ray import serve
 
 from deployments.health import HealthCache
 from maas.engines.tokenizer import TokenizerEngine, TokenizerSpec
-from maas.errors import ContextLengthExceededError, InvalidRequestError, ModelNotFoundError
+from maas.errors import (
+    ContextLengthExceededError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    log_client_errors_as_one_line,
+)
 from maas.schemas import (
     ChatMessage,
     DetokenizeRequest,
@@ -23,6 +28,7 @@ class TokenizerDeployment:
     def __init__(self, specs: list[TokenizerSpec]) -> None:
         self.engine = TokenizerEngine(specs)
         self.health = HealthCache()
+        log_client_errors_as_one_line()
 
     def _require(self, model: str) -> None:
         if model not in self.engine.specs:

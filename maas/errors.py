@@ -170,3 +170,27 @@ def error_body(error: MaasError) -> dict[str, Any]:
             "code": error.code,
         }
     }
+
+
+class ClientErrorLogFilter:
+    """A ``logging`` filter for Ray Serve's replica logger: a request that failed with a
+    client's mistake (a :class:`MaasError` below 500, e.g. a 400 or a 404) is logged as one
+    line, not with Serve's full traceback ("Request failed." + stack); other failures keep it."""
+
+    def filter(self, record: Any) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        error = unwrap(exc) if exc is not None else None
+        if isinstance(error, MaasError) and error.status_code < 500:
+            record.msg, record.args = "Request refused: %s %s: %s", (int(error.status_code), error.code,
+                                                                       error.message)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def log_client_errors_as_one_line(logger_name: str = "ray.serve") -> None:
+    """Install :class:`ClientErrorLogFilter` once on the replica logger (call it in a replica)."""
+    import logging
+
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(f, ClientErrorLogFilter) for f in logger.filters):
+        logger.addFilter(ClientErrorLogFilter())

@@ -183,3 +183,66 @@ async def sse_events(items: AsyncIterator[BaseModel]) -> AsyncIterator[str]:
         logger.warning("stream failed: %r", exc)
         yield f"data: {json.dumps(error_body(error))}\n\n"
     yield "data: [DONE]\n\n"
+
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {
+        "type": "object",
+        "required": ["message", "type", "param", "code"],
+        "properties": {
+            "message": {"type": "string"},
+            "type": {"type": "string"},
+            "param": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+            "code": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+        },
+    }},
+}
+"""The OpenAI error body, as every error of the service is answered (:func:`error_response`)."""
+
+ROUTE_ERRORS: dict[int, str] = {
+    400: "Invalid request: a parameter is missing, malformed or out of range (never 422).",
+    401: "Missing or unknown API key (when the service has keys).",
+    403: "The API key may not use a model this request needs.",
+    404: "Unknown model, or a model without this capability.",
+    413: "Request body over the size limit.",
+    415: "Request body not declared as JSON.",
+    429: "Over the API key's requests or tokens per minute; see Retry-After.",
+    503: "Overloaded, restarting, or the model is not ready yet (model_not_ready); see Retry-After.",
+    504: "No answer within the request deadline (request_timeout).",
+}
+
+
+def truthful_openapi(app: Any) -> None:
+    """Make ``app``'s OpenAPI schema say what the service answers: the OpenAI error body for
+    each status a route can return, and no 422 (validation errors are 400 here)."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                 routes=app.routes)
+            schema.setdefault("components", {}).setdefault("schemas", {})["ErrorResponse"] = ERROR_SCHEMA
+            for path, item in schema.get("paths", {}).items():
+                for method, operation in item.items():
+                    _document_errors(path, method, operation["responses"])
+            for unused in ("HTTPValidationError", "ValidationError"):
+                schema["components"]["schemas"].pop(unused, None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+
+def _document_errors(path: str, method: str, responses: dict[str, Any]) -> None:
+    responses.pop("422", None)
+    if path == "/health":
+        statuses = [503]
+    elif method == "get":
+        statuses = [401, 429]
+    else:
+        statuses = list(ROUTE_ERRORS)
+    for status in statuses:
+        responses[str(status)] = {"description": ROUTE_ERRORS[status], "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}

@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 
 from maas.errors import InvalidRequestError
 from maas.schemas import (
+    MAX_SEED,
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -102,7 +103,7 @@ class TextTaskFields(RequestModel):
         None, ge=1, description="Most tokens to generate; default: derived from the task's size."
     )
     temperature: float = Field(0.0, ge=0, le=2, description="0 (the default) is greedy.")
-    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="Sampling seed.")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Sampling seed.")
 
 
 class SummarizeRequest(TextTaskFields):

@@ -15,7 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 MAX_STOP_SEQUENCES = 4
 MAX_STOP_LENGTH = 256
-MAX_SEED = 2**63 - 1
+MAX_SEED = 2**63 - 1024
+"""The largest int64 a JSON schema states exactly (as a double): clients that read the schema's
+maximum as a number never send a seed the service refuses."""
 
 
 def new_id(prefix: str) -> str:

@@ -1,0 +1,34 @@
+"""The OpenAPI schema says what the service answers: its errors, never 422, typed answers."""
+
+from __future__ import annotations
+
+from maas.http import ROUTE_ERRORS
+from maas.schemas import MAX_SEED
+
+
+def test_every_route_documents_its_errors_and_no_422() -> None:
+    from deployments.ingress import app
+
+    schema = app.openapi()
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            responses = operation["responses"]
+            assert "422" not in responses, (method, path)
+            if method == "post":
+                assert set(map(str, ROUTE_ERRORS)) <= set(responses), (method, path)
+                error = responses["400"]["content"]["application/json"]["schema"]
+                assert error == {"$ref": "#/components/schemas/ErrorResponse"}
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+
+
+def test_streaming_routes_declare_their_answer_and_the_seed_bound_is_exact() -> None:
+    from deployments.ingress import app
+
+    schema = app.openapi()
+    for path, model in (("/v1/chat/completions", "ChatCompletionResponse"),
+                        ("/v1/completions", "CompletionResponse")):
+        content = schema["paths"][path]["post"]["responses"]["200"]["content"]
+        assert content["application/json"]["schema"] == {"$ref": f"#/components/schemas/{model}"}
+        assert "text/event-stream" in content
+    seed = schema["components"]["schemas"]["ChatCompletionRequest"]["properties"]["seed"]["anyOf"][0]
+    assert int(seed["maximum"]) == MAX_SEED  # the stated bound is the accepted one, exactly
