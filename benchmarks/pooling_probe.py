@@ -20,9 +20,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 from transformers import AutoModel, AutoTokenizer
 
-from maas.engines.encoders import mean_of_tokens
+from maas.engines.windows import mean_of_tokens, per_text_mean
 from maas.models import minilm_path
-from pipelines.train_worker import per_text_mean
 from pipelines.training_data import Example, load_task, split_dataset, task_labels
 
 

@@ -59,7 +59,7 @@ from maas.pipeline_schemas import (
     entities_response,
 )
 from maas.playground import playground_html
-from maas.registry import ModelRegistry, ServedClassifiers
+from maas.registry import ModelRegistry
 from maas.schemas import (
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -87,6 +87,7 @@ from maas.schemas import (
     new_id,
     now,
 )
+from maas.served_classifiers import ServedClassifiers
 from pipelines.tasks import PipelineBackend, PipelineRequest, Pipelines
 
 HEALTH_TIMEOUT_S = 10.0

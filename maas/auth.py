@@ -19,15 +19,12 @@ route but the open ones and puts the key in ``scope["maas.key"]``; routes then c
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import logging
 import math
-import os
 import secrets
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
@@ -43,6 +40,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from maas.config import StrictModel
 from maas.errors import MaasError
 from maas.http import error_response
+from maas.storage import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -209,21 +207,9 @@ def read_key_file(path: str | Path) -> KeyFile:
 def write_key_file(path: str | Path, keys: KeyFile) -> None:
     """Replace a key file atomically (temporary file + ``os.replace``), mode 0600."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = "# maas API keys: SHA-256 digests of the secrets, never the secrets.\n" + yaml.safe_dump(
         keys.model_dump(exclude_none=True), sort_keys=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, text, mode=0o600)
 
 
 # ---------------------------------------------------------------------------------- key store

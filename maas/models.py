@@ -24,19 +24,25 @@ Run ``python -m maas.models`` to prepare SmolLM2 and print its folder.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import importlib.metadata
 import importlib.util
-import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from maas.storage import (  # noqa: F401 - re-exported: the model cache's public helpers
+    MARKER_FILE,
+    cache_dir,
+    is_prepared,
+    locked,
+    read_marker,
+    remove_leftovers,
+    staged_folder,
+    write_marker,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -46,7 +52,6 @@ MINILM = "all-minilm-l6-v2"
 EMBEDDED_MODELS: tuple[str, ...] = (SMOLLM2, MINILM)
 EMBEDDED_PREFIX = "embedded:"
 
-MARKER_FILE = "maas_prepared.json"
 FORMAT_VERSION = 1
 """Bump when the layout of a prepared SmolLM2 folder changes; old folders are rebuilt."""
 
@@ -63,14 +68,6 @@ class ModelNotPreparedError(Exception):
 
 
 # --------------------------------------------------------------------------- paths
-
-
-def cache_dir() -> Path:
-    """The maas cache folder: ``$MAAS_HOME`` if set, else ``~/.cache/maas``; created on demand."""
-    home = os.environ.get("MAAS_HOME")
-    path = Path(home).expanduser() if home else Path.home() / ".cache" / "maas"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def models_dir() -> Path:
@@ -109,87 +106,11 @@ def minilm_path() -> Path:
     return path
 
 
-# --------------------------------------------------------------------------- markers
-
-
-def read_marker(folder: Path) -> dict[str, Any] | None:
-    """The marker of a prepared folder, or None when the folder is not (fully) prepared."""
-    try:
-        data = json.loads((folder / MARKER_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def is_prepared(folder: Path) -> bool:
-    """Whether ``folder`` holds a readable marker file."""
-    return read_marker(folder) is not None
-
-
-def write_marker(folder: Path, info: dict[str, Any]) -> None:
-    """Write the marker file into ``folder`` (``info`` plus a timestamp)."""
-    data = {**info, "prepared_at": datetime.now(UTC).isoformat(timespec="seconds")}
-    (folder / MARKER_FILE).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-
-
-@contextlib.contextmanager
-def staged_folder(dest: Path, info: dict[str, Any]) -> Iterator[Path]:
-    """Yield an empty temp folder next to ``dest``; on success mark it and move it to ``dest``.
-
-    The marker is written before the rename, so ``dest`` either is complete or is
-    absent/old. On error the temp folder is removed and ``dest`` is left as it was.
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    try:
-        yield tmp
-        write_marker(tmp, info)
-        _apply_umask(tmp)
-        _replace_folder(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _apply_umask(folder: Path) -> None:
-    """Give ``folder`` and its files the usual permissions (``mkdtemp`` makes it private)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    folder.chmod(0o777 & ~mask)
-    for path in folder.rglob("*"):
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
-
-
-def _replace_folder(src: Path, dest: Path) -> None:
-    """Move ``src`` to ``dest``, replacing an existing ``dest`` (each rename is atomic)."""
-    old = None
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}-{time.time_ns()}")
-        dest.rename(old)
-    src.rename(dest)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def remove_leftovers(dest: Path) -> None:
-    """Remove temp folders that killed runs of :func:`staged_folder` left next to ``dest``.
-
-    Call it only while holding :func:`model_lock`, so no live run is staging.
-    """
-    for pattern in (f".{dest.name}.tmp-*", f".{dest.name}.old-*"):
-        for path in dest.parent.glob(pattern):
-            shutil.rmtree(path, ignore_errors=True)
-
-
 @contextlib.contextmanager
 def model_lock(name: str) -> Iterator[None]:
     """Hold an exclusive lock so that concurrent processes prepare a model only once."""
-    with open(models_dir() / f".{name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with locked(models_dir() / f".{name}.lock"):
+        yield
 
 
 # --------------------------------------------------------------------------- SmolLM2

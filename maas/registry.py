@@ -7,7 +7,7 @@ Layout under the registry root (``cache_dir()/registry`` unless configured)::
     <root>/<name>/live.json    {"version": "v2", "updated_at": ...}
     <root>/<name>/training.json  the state of a training run of <name> (:class:`TrainingStatus`)
 
-A version folder appears atomically with its marker (:func:`maas.models.staged_folder`), so a
+A version folder appears atomically with its marker (:func:`maas.storage.staged_folder`), so a
 half-written version is never listed. ``live.json`` is replaced atomically (``os.replace``);
 the serving side re-reads it when the file changes, which is how a rollout reaches the live
 service without a redeploy (see :class:`ServedClassifiers`).
@@ -16,11 +16,8 @@ service without a redeploy (see :class:`ServedClassifiers`).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,14 +25,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from maas.errors import ModelNotFoundError, ModelNotReadyError
-from maas.models import cache_dir, read_marker, staged_folder
+from maas.storage import cache_dir, locked, read_json, read_marker, staged_folder, write_atomic
 
 REGISTRY_PREFIX = "registry:"
 LIVE_FILE = "live.json"
 STATUS_FILE = "training.json"
 TRAINING_FILE = "maas_training.json"
-_VERSION = re.compile(r"^v([1-9][0-9]*)$")
+VERSION_PATTERN = re.compile(r"^v([1-9][0-9]*)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -98,7 +94,7 @@ def format_seconds(seconds: float) -> str:
 def write_status(path: str | Path, status: TrainingStatus) -> None:
     """Replace a status file atomically (readers never see half a file)."""
     stamped = status.model_copy(update={"updated_at": datetime.now(UTC).isoformat(timespec="seconds")})
-    _write_atomic(Path(path), stamped.model_dump_json(indent=2) + "\n")
+    write_atomic(Path(path), stamped.model_dump_json(indent=2) + "\n")
 
 
 def default_registry_dir() -> Path:
@@ -113,7 +109,7 @@ def check_name(name: str) -> str:
 
 
 def version_number(version: str) -> int:
-    match = _VERSION.match(version)
+    match = VERSION_PATTERN.match(version)
     if not match:
         raise RegistryError(f"Invalid version {version!r}: expected v1, v2, ...")
     return int(match.group(1))
@@ -135,7 +131,7 @@ class ModelRegistry:
         folder = self.root / check_name(name)
         if not folder.is_dir():
             return []
-        found = [p.name for p in folder.iterdir() if _VERSION.match(p.name) and read_marker(p)]
+        found = [p.name for p in folder.iterdir() if VERSION_PATTERN.match(p.name) and read_marker(p)]
         live = self.live_version(name)
         return [self._describe(name, v, live) for v in sorted(found, key=version_number)]
 
@@ -180,7 +176,7 @@ class ModelRegistry:
                 )
         record = {"version": version, "previous": current,
                   "updated_at": datetime.now(UTC).isoformat(timespec="seconds")}
-        _write_atomic(self.root / name / LIVE_FILE, json.dumps(record, indent=2) + "\n")
+        write_atomic(self.root / name / LIVE_FILE, json.dumps(record, indent=2) + "\n")
         return target.model_copy(update={"live": True})
 
     def status_path(self, name: str) -> Path:
@@ -189,7 +185,7 @@ class ModelRegistry:
 
     def training_status(self, name: str) -> TrainingStatus | None:
         """The last written status of a training run of ``name``, if any."""
-        data = _read_json(self.status_path(name))
+        data = read_json(self.status_path(name))
         try:
             return TrainingStatus.model_validate(data) if data else None
         except ValueError:
@@ -206,8 +202,8 @@ class ModelRegistry:
         """
         folder = self.root / check_name(name)
         folder.mkdir(parents=True, exist_ok=True)
-        with _locked(folder / ".lock"):
-            taken = [version_number(p.name) for p in folder.iterdir() if _VERSION.match(p.name)]
+        with locked(folder / ".lock"):
+            taken = [version_number(p.name) for p in folder.iterdir() if VERSION_PATTERN.match(p.name)]
             version = f"v{max(taken, default=0) + 1}"
             (folder / version).mkdir()  # reserve the number; staged_folder replaces it
         try:
@@ -220,7 +216,7 @@ class ModelRegistry:
 
     def _describe(self, name: str, version: str, live: str | None) -> ModelVersion:
         path = self.root / name / version
-        record = _read_json(path / TRAINING_FILE)
+        record = read_json(path / TRAINING_FILE)
         marker = read_marker(path) or {}
         return ModelVersion(
             name=name,
@@ -235,107 +231,3 @@ class ModelRegistry:
             config=record.get("config") or {},
             live=version == live,
         )
-
-
-class ServedClassifiers:
-    """The classifier names a deployment serves, mapped to model ids it can load.
-
-    A model configured with a plain path (or ``embedded:``) has the id of its name. A model
-    configured as ``registry:<registry-name>`` is served as its live version, re-read whenever
-    ``live.json`` changes: the id is ``<name>/vN``, and clients may pin a version by asking for
-    ``<name>/vN`` themselves.
-    """
-
-    def __init__(self, models: list[Any], registry: ModelRegistry) -> None:
-        self.configs = {m.name: m for m in models}
-        self.registry = registry
-
-    def names(self) -> list[str]:
-        return list(self.configs)
-
-    def registry_name(self, name: str) -> str | None:
-        path = self.configs[name].path
-        return path.removeprefix(REGISTRY_PREFIX) if path.startswith(REGISTRY_PREFIX) else None
-
-    def resolve(self, requested: str) -> str:
-        """The model id serving ``requested``; :class:`ModelNotFoundError` if none does."""
-        if requested in self.configs:
-            return self._live_id(requested)
-        name, _, version = requested.rpartition("/")
-        if name in self.configs and self.registry_name(name) and _VERSION.match(version):
-            self._version(name, version)
-            return requested
-        raise ModelNotFoundError.for_model(requested, "classification", self.names())
-
-    def location(self, model_id: str) -> tuple[Any, Path]:
-        """``(config, folder)`` of a model id (a bare registry-backed name means its live version)."""
-        model_id = self.resolve(model_id)
-        if model_id in self.configs:
-            from maas.models import resolve_model_path
-
-            return self.configs[model_id], resolve_model_path(self.configs[model_id].path)
-        name, _, version = model_id.rpartition("/")
-        trained = self._version(name, version)
-        # A registry version reads texts as it was trained and scored: same window settings.
-        reading = {key: trained.config[key] for key in ("max_seq_len", "max_windows") if key in trained.config}
-        return self.configs[name].model_copy(update=reading), Path(trained.path)
-
-    def _live_id(self, name: str) -> str:
-        registry_name = self.registry_name(name)
-        if registry_name is None:
-            return name
-        live = self.registry.live_version(registry_name)
-        if live is None:
-            raise self.not_ready(name)
-        return f"{name}/{live}"
-
-    def ready_names(self) -> list[str]:
-        """The served names that can answer now (a registry model needs a live version)."""
-        return [n for n in self.configs
-                if self.registry_name(n) is None or self.registry.live_version(self.registry_name(n))]
-
-    def not_ready(self, name: str) -> ModelNotReadyError:
-        """The 503 of a registry model with no live version, saying where its training stands."""
-        status = self.registry.training_status(self.registry_name(name) or name)
-        if status is None or status.state == "done":
-            return ModelNotReadyError(
-                f"The model '{name}' has no live version yet: train it with `maas train` "
-                "(`maas serve` trains the built-in tasks in the background).", retry_after_s=60)
-        if status.state == "failed":
-            return ModelNotReadyError(f"The model '{name}' is not ready: its training failed "
-                                      f"({status.detail}); see `maas status`.", retry_after_s=300)
-        wait = min(max(status.eta_s or 30.0, 5.0), 300.0)
-        return ModelNotReadyError(f"The model '{name}' is being trained ({status.line()}); retry "
-                                  "later.", retry_after_s=wait)
-
-    def _version(self, name: str, version: str) -> ModelVersion:
-        try:
-            return self.registry.get(self.registry_name(name) or name, version)
-        except RegistryError as exc:
-            raise ModelNotFoundError(str(exc), "model") from None
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipelines.train_worker import per_text_mean
+from maas.engines.windows import per_text_mean
 
 if TYPE_CHECKING:
     import torch

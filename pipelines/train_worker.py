@@ -14,15 +14,14 @@ import random
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from maas.engines.encoders import mean_by_owner, text_windows
+from maas.engines.windows import mean_by_owner, predict, text_windows
 
 if TYPE_CHECKING:
     import torch
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 STATE_FILE = "trainer_state.pt"
 CHECKPOINT_MODEL_DIR = "model"
@@ -389,54 +388,8 @@ def unwrap(model: torch.nn.Module) -> Any:
     return getattr(model, "module", model)
 
 
-def _chunks(items: list[Any], size: int) -> list[list[Any]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
 def fmt_s(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
     minutes, secs = divmod(int(round(seconds)), 60)
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
-
-
-
-def predict(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    texts: Sequence[str],
-    max_seq_len: int,
-    max_windows: int = 1,
-) -> list[int]:
-    """Predicted class ids of ``texts`` as the served classifier computes them (windows' mean
-    logits), windows batched by similar length, without gradients."""
-    logits = per_text_mean(model, tokenizer, texts, max_seq_len, max_windows,
-                           lambda inputs: model(**inputs).logits)
-    return logits.argmax(dim=-1).tolist()
-
-
-def per_text_mean(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    texts: Sequence[str],
-    max_seq_len: int,
-    max_windows: int,
-    output: Callable[[Any], torch.Tensor],
-) -> torch.Tensor:
-    """``output(inputs)`` (one row per window) averaged over each text's windows, in eval mode
-    and without gradients; windows are batched by similar length."""
-    import torch
-
-    model.eval()
-    per_text = text_windows(tokenizer, texts, max_seq_len, max_windows)
-    flat = [(owner, ids) for owner, windows in enumerate(per_text) for ids in windows]
-    flat.sort(key=lambda item: len(item[1]))
-    rows, owners = [], []
-    with torch.inference_mode():
-        for batch in _chunks(flat, 64):
-            padded = tokenizer.pad({"input_ids": [ids for _, ids in batch]}, return_tensors="pt")
-            rows.append(output(padded.to(model.device)).float().cpu())
-            owners.extend(owner for owner, _ in batch)
-    if not rows:
-        return torch.zeros((len(texts), model.config.num_labels))
-    return mean_by_owner(torch.cat(rows), owners, len(texts))

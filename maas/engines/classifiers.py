@@ -26,7 +26,7 @@ from transformers import (
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from maas.config import Pooling
-from maas.engines.encoders import mean_of_tokens
+from maas.engines.windows import mean_of_tokens
 
 POOLING_KEY = "classifier_pooling"
 

@@ -7,12 +7,13 @@ the texts of many requests at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from maas.config import EncoderModelConfig
+from maas.engines.windows import mean_by_owner, mean_of_tokens, text_windows  # noqa: F401 - used and re-exported
 from maas.models import resolve_model_path
 
 
@@ -67,42 +68,6 @@ class LoadedEncoder:
             max_length=self.config.max_seq_len,
             return_tensors="pt",
         ).to(self.device)
-
-
-def text_windows(
-    tokenizer: Any, texts: Sequence[str], max_seq_len: int, max_windows: int
-) -> list[list[list[int]]]:
-    """Token ids of each text as up to ``max_windows`` consecutive windows of ``max_seq_len``.
-
-    Every window carries the model's special tokens; the first window is exactly the text
-    truncated to ``max_seq_len``, so ``max_windows=1`` is plain truncation. Training, the test
-    report and the served classifier all read texts through this one function.
-    """
-    encoded = tokenizer(list(texts), truncation=True, max_length=max_seq_len,
-                        return_overflowing_tokens=max_windows > 1)
-    owners = encoded.get("overflow_to_sample_mapping", range(len(texts)))
-    windows: list[list[list[int]]] = [[] for _ in texts]
-    for ids, owner in zip(encoded["input_ids"], owners):
-        if len(windows[owner]) < max_windows:
-            windows[owner].append(list(ids))
-    return windows
-
-
-def mean_by_owner(values: Any, owners: Sequence[int], count: int) -> Any:
-    """Row means of ``values`` grouped by ``owners`` (the windows of each text -> one row)."""
-    import torch
-
-    index = torch.tensor(owners, device=values.device)
-    sums = torch.zeros((count, values.shape[-1]), dtype=values.dtype, device=values.device)
-    sums.index_add_(0, index, values)
-    sizes = torch.bincount(index, minlength=count).clamp(min=1).unsqueeze(-1)
-    return sums / sizes
-
-
-def mean_of_tokens(hidden: Any, attention_mask: Any) -> Any:
-    """Each sequence's mean of its token states ``hidden`` (batch x tokens x dim), padding excluded."""
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
 
 
 def quantize_int8(model: Any) -> Any:

@@ -8,7 +8,7 @@ import torch
 from transformers import AutoTokenizer
 
 from maas.config import EncoderConfig, EncoderModelConfig
-from maas.engines.encoders import mean_by_owner, text_windows
+from maas.engines.windows import mean_by_owner, text_windows
 from maas.models import minilm_path
 
 

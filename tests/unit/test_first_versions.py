@@ -17,7 +17,8 @@ from maas.config import AppConfig, EncoderModelConfig
 from maas.console import Console, TrainingProgress
 from maas.errors import ModelNotFoundError, ModelNotReadyError
 from maas.http import error_response
-from maas.registry import ModelRegistry, ServedClassifiers, TrainingStatus
+from maas.registry import ModelRegistry, TrainingStatus
+from maas.served_classifiers import ServedClassifiers
 from pipelines.background_training import job_for, logical_cpus, plan_jobs
 from pipelines.train import TrainConfig, _should_go_live
 

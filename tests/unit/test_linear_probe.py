@@ -11,10 +11,10 @@ from sklearn.linear_model import LogisticRegression
 from transformers import AutoTokenizer
 
 from maas.engines.classifiers import new_classifier
+from maas.engines.windows import per_text_mean, predict
 from maas.models import minilm_path
 from pipelines.linear_probe import fit_probe, head_inputs, set_head
 from pipelines.train import TrainConfig
-from pipelines.train_worker import per_text_mean, predict
 
 LABELS = ["business", "sport", "tech"]
 TRAIN = [

@@ -9,7 +9,8 @@ import pytest
 
 from maas.config import EncoderModelConfig
 from maas.errors import ModelNotFoundError
-from maas.registry import ModelRegistry, RegistryError, ServedClassifiers
+from maas.registry import ModelRegistry, RegistryError
+from maas.served_classifiers import ServedClassifiers
 
 
 def add_version(registry: ModelRegistry, name: str, labels: list[str], f1: float = 0.5) -> str:
