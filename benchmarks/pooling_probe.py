@@ -22,7 +22,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from maas.engines.windows import mean_of_tokens, per_text_mean
 from maas.models import minilm_path
-from pipelines.training_data import Example, load_task, split_dataset, task_labels
+from pipelines.training.training_data import Example, load_task, split_dataset, task_labels
 
 
 def features(model, tokenizer, texts: list[str], max_seq_len: int, max_windows: int) -> dict[str, np.ndarray]:  # noqa: ANN001

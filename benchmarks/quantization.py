@@ -14,8 +14,8 @@ from typing import Any
 from maas.config import EncoderModelConfig
 from maas.engines.encoders import ClassifierEngine, set_torch_threads
 from maas.registry import ModelVersion
-from pipelines.report import score
-from pipelines.train import TrainConfig, prepare_data
+from pipelines.training.report import score
+from pipelines.training.train import TrainConfig, prepare_data
 
 BATCH = 32
 ROUNDS = 3

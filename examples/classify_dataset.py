@@ -10,7 +10,7 @@ Submit it to a running cluster from the repository root::
            --output /tmp/classified.json
 
 The texts are the first ``--limit`` examples of the task's held-out test split
-(``pipelines.training_data``), so the printed accuracy is an honest estimate for a model the
+(``pipelines.training.training_data``), so the printed accuracy is an honest estimate for a model the
 project's pipeline trained. ``--output`` is a path on the node that runs the job driver.
 """
 
@@ -31,7 +31,7 @@ Example = tuple[str, str]
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Classify a data set through the live maas app.")
     parser.add_argument("--model", default="sentiment", help="served classifier name")
-    parser.add_argument("--task", default="sentiment", help="data set: a pipelines.training_data task")
+    parser.add_argument("--task", default="sentiment", help="data set: a pipelines.training.training_data task")
     parser.add_argument("--limit", type=int, default=200, help="texts to classify")
     parser.add_argument("--batch-size", type=int, default=8, help="texts per classify request")
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight at most")
@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load_texts(task: str, limit: int) -> list[Example]:
     """The first ``limit`` ``(text, gold label)`` pairs of the task's test split."""
-    from pipelines.training_data import load_task, split_dataset
+    from pipelines.training.training_data import load_task, split_dataset
 
     return split_dataset(load_task(task)).test[:limit]  # type: ignore[arg-type]
 

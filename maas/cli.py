@@ -52,7 +52,7 @@ def _ray_env(local_ray: bool = False) -> None:
 def prepare_models(config: AppConfig) -> None:
     """Prepare every embedded model the config names (SmolLM2 is converted once) and check the
     NER pipelines. Registry classifiers are not trained here: ``maas serve`` trains those with no
-    live version in the background (:mod:`pipelines.background_training`)."""
+    live version in the background (:mod:`pipelines.training.background_training`)."""
     from maas import models
 
     for model in [*config.generators, *config.classifier.models, *config.encoder.models]:
@@ -184,7 +184,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from maas.console import Console
     from pipelines.app import build_app
-    from pipelines.background_training import logical_cpus, plan_jobs, start_background_training
+    from pipelines.training.background_training import logical_cpus, plan_jobs, start_background_training
 
     console = Console()
     config = load_app_config(args.config)
@@ -344,8 +344,8 @@ def _name(state: Any) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train into the registry; ``cluster/train-<task>.yaml`` gives the defaults if present."""
-    from pipelines.background_training import train_config_file
-    from pipelines.train import main as train_main
+    from pipelines.training.background_training import train_config_file
+    from pipelines.training.train import main as train_main
 
     train_args = [args.task, *args.train_args]
     config_file = train_config_file(args.task)

@@ -9,7 +9,7 @@ configuration:
   transformers and vLLM load.
 * ``all-minilm-l6-v2``: the embedding model, used straight from its package.
 
-The default classifiers (``sentiment``, ``topic``) are trained by ``pipelines.train`` into the
+The default classifiers (``sentiment``, ``topic``) are trained by ``pipelines.training.train`` into the
 model registry (:mod:`maas.registry`) and configured as ``registry:<name>``.
 
 A prepared folder is complete only when it holds the marker file

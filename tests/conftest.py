@@ -75,7 +75,7 @@ def minilm_dir() -> Path:
 
 def small_train_config(task: str, registry: Path, **overrides: object):  # noqa: ANN201 - TrainConfig
     """A small, fast run of the production training pipeline (2 workers x 0.5 CPU)."""
-    from pipelines.train import TrainConfig
+    from pipelines.training.train import TrainConfig
 
     values = {"task": task, "registry_dir": str(registry), "max_train_examples": 240,
               "max_eval_examples": 64, "epochs": 1, "max_seq_len": 32, "batch_size": 16,
@@ -86,7 +86,7 @@ def small_train_config(task: str, registry: Path, **overrides: object):  # noqa:
 @pytest.fixture(scope="session")
 def registry_dir(ray_cluster: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model registry with ``sentiment/v1`` and ``topic/v1`` live, trained by the real pipeline."""
-    from pipelines.train import train_classifier
+    from pipelines.training.train import train_classifier
 
     registry = tmp_path_factory.mktemp("maas") / "registry"
     for task in ("sentiment", "topic"):

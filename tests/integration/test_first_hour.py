@@ -89,7 +89,7 @@ def card(http: httpx.Client) -> dict[str, Any]:
 def test_serves_first_trains_in_the_background_and_promotes_only_the_better(
         first_hour: tuple[str, Any, Path]) -> None:
     from maas.registry import ModelRegistry
-    from pipelines.background_training import plan_jobs, start_background_training
+    from pipelines.training.background_training import plan_jobs, start_background_training
 
     base, config, registry_dir = first_hour
     with httpx.Client(base_url=base, timeout=120) as http:

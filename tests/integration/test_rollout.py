@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from maas.cli import main as maas_main
-from pipelines.train import train_classifier
+from pipelines.training.train import train_classifier
 from tests.conftest import CLASSIFIER, TOPIC, small_train_config
 from tests.integration.test_encoders import transformers_probs
 

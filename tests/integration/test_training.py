@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.train import TRAINING_FILE, TrainConfig, TrainResult, train_classifier
+from pipelines.training.train import TRAINING_FILE, TrainConfig, TrainResult, train_classifier
 from tests.conftest import small_train_config
 
 pytestmark = pytest.mark.integration
@@ -79,7 +79,7 @@ def test_killed_worker_resumes_from_checkpoint_into_a_model_and_report(
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from maas.models import read_marker
-    from pipelines.train import predict
+    from pipelines.training.train import predict
 
     storage = tmp_path / "ray"
     config = TrainConfig(
@@ -121,7 +121,7 @@ def test_killed_worker_resumes_from_checkpoint_into_a_model_and_report(
 def test_training_registers_versions_and_checks_labels(ray_runtime: None, tmp_path: Path) -> None:
     from maas.engines.classifiers import MeanPooledClassifier, load_classifier
     from maas.registry import ModelRegistry
-    from pipelines.training_data import DataError
+    from pipelines.training.training_data import DataError
 
     registry = tmp_path / "registry"
     data = tmp_path / "reviews.csv"

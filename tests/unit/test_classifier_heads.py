@@ -14,7 +14,7 @@ from maas.config import EncoderModelConfig
 from maas.engines.classifiers import MeanPooledClassifier, load_classifier, new_classifier
 from maas.engines.encoders import ClassifierEngine
 from maas.models import minilm_path
-from pipelines.train import TrainConfig
+from pipelines.training.train import TrainConfig
 
 LABELS = ["business", "sport", "tech"]
 TEXTS = ["shares fell sharply on the stock market", "the striker scored twice", "a new phone chip"]

@@ -19,8 +19,8 @@ from maas.errors import ModelNotFoundError, ModelNotReadyError
 from maas.http import error_response
 from maas.registry import ModelRegistry, TrainingStatus
 from maas.served_classifiers import ServedClassifiers
-from pipelines.background_training import job_for, logical_cpus, plan_jobs
-from pipelines.train import TrainConfig, _should_go_live
+from pipelines.training.background_training import job_for, logical_cpus, plan_jobs
+from pipelines.training.train import TrainConfig, _should_go_live
 
 SMALL = {"task": "sentiment", "max_train_examples": 240, "max_eval_examples": 64, "epochs": 1,
          "max_seq_len": 32, "batch_size": 16}
@@ -152,7 +152,7 @@ def test_the_console_prints_a_line_per_phase_not_per_step(registry: ModelRegistr
 
 def test_a_failed_background_run_is_recorded_and_the_others_go_on(registry: ModelRegistry,
                                                                    tmp_path: Path) -> None:
-    from pipelines.background_training import run_jobs
+    from pipelines.training.background_training import run_jobs
 
     missing = {"task": "reviews", "dataset": {"path": str(tmp_path / "missing.csv")}}
     broken = job_for("reviews", {**missing, "head_init": "probe", "fine_tune": False},

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from pipelines.training_data import (
+from pipelines.training.training_data import (
     SENTIMENT_LABELS,
     Example,
     balanced_subsample,
@@ -109,7 +109,7 @@ def test_data_hash_is_stable_and_order_independent(topic: list[Example]) -> None
 
 
 def test_rank_batches_shard_every_example_once_with_equal_step_counts() -> None:
-    from pipelines.train_worker import rank_batches
+    from pipelines.training.train_worker import rank_batches
 
     lengths = [random.Random(i).randint(3, 64) for i in range(1001)]
     per_rank = [rank_batches(lengths, 16, 2, rank, seed=0, epoch=0) for rank in (0, 1)]
@@ -123,7 +123,7 @@ def test_rank_batches_shard_every_example_once_with_equal_step_counts() -> None:
 
 
 def test_train_cli_builds_a_validated_config() -> None:
-    from pipelines.train import TrainConfig, config_from_args
+    from pipelines.training.train import TrainConfig, config_from_args
 
     config = config_from_args(
         [
@@ -152,7 +152,7 @@ def test_cluster_training_configs_parse() -> None:
     """Every ``cluster/train-*.yaml`` is a valid TrainConfig (CPU here, GPU on a cluster)."""
     from pathlib import Path
 
-    from pipelines.train import config_from_args
+    from pipelines.training.train import config_from_args
 
     files = sorted(Path("cluster").glob("train-*.yaml"))
     assert {f.name for f in files} >= {"train-sentiment.yaml", "train-topic.yaml", "train-gpu.yaml"}
@@ -162,7 +162,7 @@ def test_cluster_training_configs_parse() -> None:
 
 
 def test_bad_datasets_get_clear_errors(tmp_path) -> None:  # noqa: ANN001
-    from pipelines.training_data import DataError, DatasetSource, load_examples
+    from pipelines.training.training_data import DataError, DatasetSource, load_examples
 
     csv_file = tmp_path / "d.csv"
     csv_file.write_text("text,label\n" + "".join(f"t{i},a\n" for i in range(6)))

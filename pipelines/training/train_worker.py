@@ -102,12 +102,12 @@ class _WorkerRun:
         self._print(f"resumed from checkpoint: epoch {self.epoch + 1}, step {self.global_step}")
 
     def fit_probe_head(self) -> None:
-        """LP-FT's first stage (:mod:`pipelines.linear_probe`): every rank reads its shard of the
+        """LP-FT's first stage (:mod:`pipelines.training.linear_probe`): every rank reads its shard of the
         training and validation texts with the frozen model; all ranks fit the same probe on the
         gathered features, and rank 0's head is broadcast so the DDP replicas stay identical."""
         import torch.distributed as dist
 
-        from pipelines.linear_probe import fit_probe, set_head
+        from pipelines.training.linear_probe import fit_probe, set_head
 
         start = time.perf_counter()
         self._status("linear probe")
@@ -127,7 +127,7 @@ class _WorkerRun:
         import numpy as np
         import torch.distributed as dist
 
-        from pipelines.linear_probe import head_inputs
+        from pipelines.training.linear_probe import head_inputs
 
         mine = slice(self.rank, None, self.world)
         features = head_inputs(unwrap(self.model), self.tokenizer, texts[mine],

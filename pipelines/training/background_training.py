@@ -3,7 +3,7 @@
 ``maas serve`` starts the service at once; a registry classifier with no live version answers
 503 (``model_not_ready``) until its first version goes live through the registry, with no
 restart. Each such model is trained by the same pipeline as ``maas train``
-(:func:`pipelines.train.train_classifier`), in one Ray task on the service's own Ray, in two
+(:func:`pipelines.training.train.train_classifier`), in one Ray task on the service's own Ray, in two
 rounds:
 
 1. **fast first**: a linear probe on the frozen encoder (``fine_tune: false``), the fastest
@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from maas.config import AppConfig, EncoderModelConfig
 from maas.registry import REGISTRY_PREFIX, ModelRegistry, TrainingStatus
 
-CLUSTER_DIR = Path(__file__).resolve().parent.parent / "cluster"
+CLUSTER_DIR = Path(__file__).resolve().parents[2] / "cluster"
 
 
 class BackgroundJob(BaseModel):
@@ -46,7 +46,7 @@ class BackgroundJob(BaseModel):
 
     def cpus(self) -> float:
         """Logical CPUs its Ray Train workers reserve at once."""
-        from pipelines.train import TrainConfig
+        from pipelines.training.train import TrainConfig
 
         config = TrainConfig.model_validate(self.challenger or self.probe)
         return config.num_workers * config.cpus_per_worker
@@ -63,7 +63,7 @@ def training_values(model: EncoderModelConfig, name: str) -> dict[str, Any] | No
     ``cluster/train-<name>.yaml``, else the built-in task of that name; None if there is none."""
     import yaml
 
-    from pipelines.training_data import TASKS
+    from pipelines.training.training_data import TASKS
 
     path = Path(model.train_config) if model.train_config else train_config_file(name)
     if path is not None:
@@ -95,7 +95,7 @@ def plan_jobs(config: AppConfig) -> tuple[list[BackgroundJob], list[str]]:
 
 def job_for(name: str, values: dict[str, Any], registry_dir: str | None) -> BackgroundJob:
     """A probe-then-challenger job from a model's TrainConfig fields."""
-    from pipelines.train import TrainConfig
+    from pipelines.training.train import TrainConfig
 
     base = {**values, "model_name": name, "registry_dir": registry_dir}
     probe = {**base, "head_init": "probe", "fine_tune": False, "rollout": None,
@@ -123,7 +123,7 @@ def mark_queued(jobs: list[BackgroundJob], registry_dir: str | None) -> None:
 def run_jobs(jobs: list[BackgroundJob]) -> dict[str, str]:
     """Every probe, then every challenger, one at a time; a failure is recorded and the others
     go on. Returns each model's outcome (``ok`` or the error)."""
-    from pipelines.train import TrainConfig, train_classifier
+    from pipelines.training.train import TrainConfig, train_classifier
 
     outcomes: dict[str, str] = {}
     rounds = [(job, job.probe) for job in jobs] + [(job, job.challenger) for job in jobs if job.challenger]

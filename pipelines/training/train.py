@@ -1,15 +1,15 @@
 """Distributed fine-tuning of the service's text classifiers with Ray Train, into the registry.
 
-``maas train sentiment`` (or ``python -m pipelines.train sentiment``) runs:
+``maas train sentiment`` (or ``python -m pipelines.training.train sentiment``) runs:
 
-1. the driver loads the task (:mod:`pipelines.training_data`: the built-in ``sentiment`` and
+1. the driver loads the task (:mod:`pipelines.training.training_data`: the built-in ``sentiment`` and
    ``topic`` tasks, or any CSV/JSONL file with a text and a label column), splits it
    (stratified, seeded), subsamples the training part and fingerprints the data;
-2. a Ray Train ``TorchTrainer`` runs :func:`pipelines.train_worker.train_loop_per_worker` on
+2. a Ray Train ``TorchTrainer`` runs :func:`pipelines.training.train_worker.train_loop_per_worker` on
    ``num_workers`` data-parallel workers (DDP; gloo on CPU, NCCL on GPU), with a checkpoint each
    epoch; a failed worker group restarts from the last checkpoint (``FailureConfig``);
 3. the driver scores the final model on the held-out test split beside a TF-IDF + logistic
-   regression baseline trained on the same examples (:mod:`pipelines.report`), and stores the
+   regression baseline trained on the same examples (:mod:`pipelines.training.report`), and stores the
    model with its training record and report as the next version ``<name>/vN`` of the model
    registry (:mod:`maas.registry`). The first version of a model becomes live; later ones go
    live with ``maas rollout <name> <version>`` (or ``--rollout``).
@@ -44,8 +44,8 @@ from maas.registry import (
     check_name,
     write_status,
 )
-from pipelines.report import TrainingReport, score, tfidf_baseline, write_report
-from pipelines.train_worker import (
+from pipelines.training.report import TrainingReport, score, tfidf_baseline, write_report
+from pipelines.training.train_worker import (
     CHECKPOINT_MODEL_DIR,
     PREFIX,
     fmt_s,
@@ -53,7 +53,7 @@ from pipelines.train_worker import (
     silence_transformers,
     train_loop_per_worker,
 )
-from pipelines.training_data import (
+from pipelines.training.training_data import (
     DEFAULT_FRACTIONS,
     DataError,
     DatasetSource,
@@ -154,7 +154,7 @@ class TrainConfig(BaseModel):
         default="random",
         description="How the new classification head starts: 'random', or 'probe': first fitted "
         "as a logistic regression on the frozen encoder's features (C chosen on validation), "
-        "then fine-tuned with the encoder (LP-FT; see pipelines/linear_probe.py).",
+        "then fine-tuned with the encoder (LP-FT; see pipelines/training/linear_probe.py).",
     )
     max_seq_len: int = Field(default=64, ge=8, le=512, description="Tokens the model reads at once.")
     max_windows: int = Field(
@@ -312,7 +312,7 @@ def prepare_data(config: TrainConfig) -> PreparedData:
 
 
 def _builtin_labels(task: str) -> list[str]:
-    from pipelines.training_data import task_labels
+    from pipelines.training.training_data import task_labels
 
     return list(task_labels(task))  # type: ignore[arg-type]
 
@@ -588,7 +588,7 @@ def _log(message: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The CLI: the task, then one ``--option`` per :class:`TrainConfig` field."""
     parser = argparse.ArgumentParser(
-        prog="python -m pipelines.train", description="Fine-tune a text classifier with Ray Train."
+        prog="python -m pipelines.training.train", description="Fine-tune a text classifier with Ray Train."
     )
     parser.add_argument("task", help=TrainConfig.model_fields["task"].description)
     parser.add_argument(
@@ -652,7 +652,7 @@ def _none_word(value: Any) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m pipelines.train TASK [--option value ...]``: train, then print the result as JSON."""
+    """``python -m pipelines.training.train TASK [--option value ...]``: train, then print the result as JSON."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     config = config_from_args(argv)
