@@ -45,6 +45,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]
         "alice": auth.add_key(path, "alice", [MODEL], rpm=4),
         "bob": auth.add_key(path, "bob", ["some-other-model"]),
         "carol": auth.add_key(path, "carol", [MODEL], tpm=40),
+        "dave": auth.add_key(path, "dave", ["some-other-model"]),
     }
     return path, secrets
 
@@ -132,7 +133,7 @@ def analyze(base: str, headers: dict[str, str]) -> httpx.Response:
 def test_pipelines_are_admitted_and_charged_like_any_route(secured: str,
                                                            keys: tuple[Path, dict[str, str]]) -> None:
     _, secrets = keys
-    refused = analyze(secured, bearer(secrets["bob"]))  # bob may not use the classifier
+    refused = analyze(secured, bearer(secrets["dave"]))  # dave may not use the classifier
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "model_not_allowed", refused.text
     statuses = []
     carol = bearer(secrets["carol"])  # 40 tokens a minute: a few analyses, then 429
