@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from maas.config import AppConfig, load_app_config, load_serve_file
+from maas.defaults import default_file
 
-CLUSTER_DIR = Path(__file__).resolve().parent.parent / "cluster"
-DEFAULT_CONFIG = CLUSTER_DIR / "maas-cpu.yaml"
+DEFAULT_CONFIG = default_file("maas-cpu.yaml")  # cluster/maas-cpu.yaml in a checkout
 APP_NAME = "maas"
 LOOPBACK = "127.0.0.1"
 

@@ -28,9 +28,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from maas.config import AppConfig, EncoderModelConfig
+from maas.defaults import default_file
 from maas.registry import REGISTRY_PREFIX, ModelRegistry, TrainingStatus
-
-CLUSTER_DIR = Path(__file__).resolve().parents[2] / "cluster"
 
 
 class BackgroundJob(BaseModel):
@@ -54,7 +53,7 @@ class BackgroundJob(BaseModel):
 
 def train_config_file(name: str) -> Path | None:
     """``cluster/train-<name>.yaml``: the default training config of a model, if there is one."""
-    path = CLUSTER_DIR / f"train-{name}.yaml"
+    path = default_file(f"train-{name}.yaml")
     return path if path.is_file() else None
 
 
