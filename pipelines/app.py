@@ -41,7 +41,7 @@ def tokenizer_specs(config: AppConfig) -> list[TokenizerSpec]:
 
 
 def _generator(config: GeneratorModelConfig) -> Application:
-    options = config.deployment.to_serve_options()
+    options = config.serve_options()
     return GeneratorDeployment.options(name=generator_deployment_name(config.name), **options).bind(config)
 
 
