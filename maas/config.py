@@ -126,6 +126,13 @@ class GeneratorModelConfig(StrictModel):
         description="Logical CPUs reserved in each device's bundle of a multi-device replica (for the "
         "process that drives the device); the replica's own `num_cpus` is added to the first bundle.",
     )
+    cpu_threads_bind: str = Field(
+        "auto", pattern=r"^(auto|nobind|[0-9,\-]+(\|[0-9,\-]+)*)$",
+        description="CPU backend: how vLLM pins each worker's OpenMP threads (its "
+        "VLLM_CPU_OMP_THREADS_BIND). `auto` gives every worker a NUMA node of its own, so a "
+        "multi-device replica on a machine with one NUMA node needs `nobind` or CPU lists per worker, "
+        "e.g. `0-3|4-7` (one list per rank, in rank order).",
+    )
     placement_strategy: PlacementStrategy = Field(
         "STRICT_PACK",
         description="Ray placement strategy of a multi-device replica's bundles: STRICT_PACK keeps "

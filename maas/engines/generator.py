@@ -48,6 +48,8 @@ def build_engine_args(config: GeneratorModelConfig, on_gpu: bool) -> Any:
 
     if not on_gpu:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(config.kv_cache_gib))))
+        if config.cpu_threads_bind != "auto":  # read by vLLM's CPU worker processes
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = config.cpu_threads_bind
     kwargs: dict[str, Any] = {
         "model": str(resolve_model_path(config.path)),
         "served_model_name": config.name,
