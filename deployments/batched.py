@@ -25,14 +25,16 @@ class BatchedEncoderBase:
     capability = ""
     deployment_name = ""
 
-    def _setup(self, config: ClassifierConfig | EncoderConfig, engine: Any) -> None:
+    def _setup(self, config: ClassifierConfig | EncoderConfig, engine: Any, device: str = "cpu") -> None:
+        """Batching sized for ``device``, where the engine runs its models (``cpu`` or ``cuda``)."""
         set_torch_threads(config.batching.torch_threads)
         self.batching = config.batching
+        self.max_batch_size = config.batching.batch_size(device)
         self.engine = engine
         self.health = HealthCache()
         log_client_errors_as_one_line()
         self.metrics = MetricsRecorder()
-        self.run_batch.set_max_batch_size(config.batching.max_batch_size)
+        self.run_batch.set_max_batch_size(self.max_batch_size)
         self.run_batch.set_batch_wait_timeout_s(config.batching.batch_wait_timeout_s)
 
     async def _encoder(self, model_id: str) -> LoadedEncoder:
@@ -54,7 +56,7 @@ class BatchedEncoderBase:
         return await loop.run_in_executor(None, self._run_grouped, items)
 
     def _run_grouped(self, items: list[tuple[str, tuple[LoadedEncoder, str]]]) -> list[Any]:
-        return run_grouped(items, self._forward_group, self.batching.max_batch_size)
+        return run_grouped(items, self._forward_group, self.max_batch_size)
 
     def _forward_group(self, model_id: str, inputs: list[tuple[LoadedEncoder, str]]) -> list[Any]:
         self._record_batch(model_id, len(inputs))

@@ -16,7 +16,7 @@ from ray import serve
 
 from deployments.batched import BatchedEncoderBase
 from maas.config import ClassifierConfig
-from maas.engines.encoders import Classification, ClassifierEngine, LoadedEncoder
+from maas.engines.encoders import Classification, ClassifierEngine, LoadedEncoder, default_device
 from maas.registry import ModelRegistry
 from maas.served_classifiers import ServedClassifiers
 
@@ -33,7 +33,7 @@ class ClassifierDeployment(BatchedEncoderBase):
 
     def __init__(self, config: ClassifierConfig, registry_dir: str | None = None) -> None:
         self.served = ServedClassifiers(config.models, ModelRegistry(registry_dir))
-        self._setup(config, ClassifierEngine())
+        self._setup(config, ClassifierEngine(), default_device())
 
     def models(self) -> list[str]:
         return self.served.names()

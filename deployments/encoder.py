@@ -6,7 +6,7 @@ from ray import serve
 
 from deployments.batched import BatchedEncoderBase
 from maas.config import EncoderConfig
-from maas.engines.encoders import Embedding, EmbeddingEngine, LoadedEncoder
+from maas.engines.encoders import Embedding, EmbeddingEngine, LoadedEncoder, default_device
 from maas.errors import ModelNotFoundError
 
 
@@ -18,7 +18,7 @@ class EncoderDeployment(BatchedEncoderBase):
     deployment_name = "encoder"
 
     def __init__(self, config: EncoderConfig) -> None:
-        self._setup(config, EmbeddingEngine(config.models))
+        self._setup(config, EmbeddingEngine(config.models), default_device())
 
     def models(self) -> list[str]:
         return list(self.engine.models)

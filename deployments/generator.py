@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from ray import serve
 
@@ -17,10 +18,18 @@ from maas.metrics import MetricsRecorder
 from maas.schemas import GenerationParams, GenerationResult
 
 
-def _on_gpu() -> bool:
+def _on_gpu(config: GeneratorModelConfig) -> bool:
+    """A single-device replica holds its GPU itself; a multi-device one's GPUs are in its bundles."""
     import ray
 
-    return bool(ray.get_gpu_ids())
+    return bool(ray.get_gpu_ids()) or (config.num_devices > 1 and config.uses_gpus())
+
+
+def _placement_group() -> Any:
+    """The replica's placement group (Serve's ``placement_group_bundles``), or None."""
+    from ray.util import get_current_placement_group
+
+    return get_current_placement_group()
 
 
 @serve.deployment(name="generator")
@@ -29,7 +38,7 @@ class GeneratorDeployment:
 
     def __init__(self, config: GeneratorModelConfig) -> None:
         self.config = config
-        self.engine = GeneratorEngine(config, on_gpu=_on_gpu())
+        self.engine = GeneratorEngine(config, on_gpu=_on_gpu(config), placement_group=_placement_group())
         self.metrics = MetricsRecorder()
         self.health = HealthCache()
         log_client_errors_as_one_line()

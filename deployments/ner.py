@@ -21,7 +21,7 @@ class NerDeployment(BatchedEncoderBase):
     deployment_name = "ner"
 
     def __init__(self, config: NerConfig) -> None:
-        engine = NerEngine(config.models, batch_size=config.batching.max_batch_size)
+        engine = NerEngine(config.models, batch_size=config.batching.batch_size("cpu"))
         self._setup(config, engine)  # type: ignore[arg-type] - same batching/deployment fields
 
     def models(self) -> list[str]:

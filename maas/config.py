@@ -13,6 +13,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 ModelName = str
 Pooling = Literal["cls", "mean"]  # what a classifier head reads: the [CLS] state or the tokens' mean
+EncoderDtype = Literal["auto", "float32", "bfloat16", "float16"]
+PlacementStrategy = Literal["PACK", "STRICT_PACK", "SPREAD", "STRICT_SPREAD"]
+PARALLEL_ENGINE_KWARGS = {"tensor_parallel_size", "pipeline_parallel_size", "distributed_executor_backend"}
+CPU_BATCH_SIZE = 32
+"""Default most inputs per forward pass on a CPU replica."""
+GPU_BATCH_SIZE = 128
+"""Default most inputs per forward pass on a GPU replica (see benchmarks/gpu_batching.py)."""
 
 
 class StrictModel(BaseModel):
@@ -105,10 +112,76 @@ class GeneratorModelConfig(StrictModel):
         default_factory=dict, description="Further vLLM AsyncEngineArgs, passed through."
     )
     max_tokens_limit: int = Field(1024, ge=1, description="Upper bound of `max_tokens`.")
+    tensor_parallel_size: int = Field(
+        1, ge=1, le=64,
+        description="Devices each layer is split across (vLLM tensor parallelism). Above 1 a replica "
+        "reserves a placement group of one bundle per device (see `serve_options`).",
+    )
+    pipeline_parallel_size: int = Field(
+        1, ge=1, le=64, description="Consecutive groups of layers on different devices (vLLM pipeline "
+        "parallelism); a replica uses tensor_parallel_size x pipeline_parallel_size devices.",
+    )
+    cpus_per_device: float = Field(
+        1.0, ge=0,
+        description="Logical CPUs reserved in each device's bundle of a multi-device replica (for the "
+        "process that drives the device); the replica's own `num_cpus` is added to the first bundle.",
+    )
+    cpu_threads_bind: str = Field(
+        "auto", pattern=r"^(auto|nobind|[0-9,\-]+(\|[0-9,\-]+)*)$",
+        description="CPU backend: how vLLM pins each worker's OpenMP threads (its "
+        "VLLM_CPU_OMP_THREADS_BIND). `auto` gives every worker a NUMA node of its own, so a "
+        "multi-device replica on a machine with one NUMA node needs `nobind` or CPU lists per worker, "
+        "e.g. `0-3|4-7` (one list per rank, in rank order).",
+    )
+    placement_strategy: PlacementStrategy = Field(
+        "STRICT_PACK",
+        description="Ray placement strategy of a multi-device replica's bundles: STRICT_PACK keeps "
+        "every device on one node (tensor parallelism needs the fast links); PACK lets pipeline "
+        "stages spill over to other nodes.",
+    )
     deployment: DeploymentOptions = Field(
         default_factory=lambda: DeploymentOptions(num_cpus=0.5, max_ongoing_requests=64),
-        description="Serve options of this model's generator deployment.",
+        description="Serve options of this model's generator deployment. With several devices, "
+        "`num_gpus` is per device (0: CPU workers, 1: one GPU each).",
     )
+
+    @model_validator(mode="after")
+    def _check_devices(self) -> GeneratorModelConfig:
+        reserved = PARALLEL_ENGINE_KWARGS & set(self.engine_kwargs)
+        if reserved:
+            raise ValueError(f"set {sorted(reserved)} through the config's own fields, not engine_kwargs")
+        if self.num_devices > 1 and self.deployment.num_gpus not in (0, 1):
+            raise ValueError("a multi-device generator takes num_gpus 0 (CPU) or 1 (one GPU per device)")
+        return self
+
+    @property
+    def num_devices(self) -> int:
+        """Devices one replica runs on: tensor_parallel_size x pipeline_parallel_size."""
+        return self.tensor_parallel_size * self.pipeline_parallel_size
+
+    def uses_gpus(self) -> bool:
+        """Whether the replica's devices are GPUs (for a multi-device replica, known from the config:
+        its GPUs sit in the placement group, not on the replica actor)."""
+        return self.deployment.num_gpus > 0
+
+    def serve_options(self) -> dict[str, Any]:
+        """``Deployment.options`` of this model's generator; several devices add a placement group."""
+        options = self.deployment.to_serve_options()
+        if self.num_devices == 1:
+            return options
+        actor = options["ray_actor_options"]
+        device: dict[str, float] = {"CPU": self.cpus_per_device}
+        if self.uses_gpus():
+            device["GPU"] = 1
+        accelerator = actor.pop("accelerator_type", None)
+        if accelerator:
+            device[f"accelerator_type:{accelerator}"] = 0.001
+        actor["num_gpus"] = 0  # the devices are the bundles', used by vLLM's workers
+        bundles = [dict(device) for _ in range(self.num_devices)]
+        bundles[0]["CPU"] += actor["num_cpus"]  # the replica actor runs in the first bundle
+        options["placement_group_bundles"] = bundles
+        options["placement_group_strategy"] = self.placement_strategy
+        return options
 
 
 class EncoderModelConfig(StrictModel):
@@ -142,15 +215,37 @@ class EncoderModelConfig(StrictModel):
         description="`int8`: dynamic int8 quantization of the Linear layers on a CPU replica "
         "(weights int8, activations quantized per batch); faster, slightly less accurate.",
     )
+    dtype: EncoderDtype = Field(
+        "auto",
+        description="Weights and activations dtype. `auto`: on a GPU bfloat16 where the GPU supports "
+        "it, else float16; float32 on a CPU. `bfloat16` on a CPU is fast only with native bfloat16 "
+        "instructions (AVX512-BF16 or AMX). Outputs (probabilities, embeddings) are float32 either way.",
+    )
+
+    @model_validator(mode="after")
+    def _int8_needs_float32(self) -> EncoderModelConfig:
+        if self.quantize == "int8" and self.dtype not in ("auto", "float32"):
+            raise ValueError(f"quantize: int8 runs a float32 model; {self.name!r} has dtype {self.dtype!r}")
+        return self
 
 
 class BatchingOptions(StrictModel):
     """Dynamic batching of a transformers deployment (``@serve.batch``)."""
 
-    max_batch_size: int = Field(32, ge=1, le=1024, description="Most inputs in one model call.")
+    max_batch_size: int | None = Field(
+        None, ge=1, le=1024,
+        description=f"Most inputs in one model call; unset: sized for the device the replica got "
+        f"({CPU_BATCH_SIZE} on a CPU, {GPU_BATCH_SIZE} on a GPU).",
+    )
     batch_wait_timeout_s: float = Field(0.01, ge=0, le=5, description="Wait to fill a batch.")
     max_inputs_per_request: int = Field(256, ge=1, description="Most inputs in one request.")
     torch_threads: int = Field(1, ge=1, description="Torch intra-op threads per replica.")
+
+    def batch_size(self, device: str) -> int:
+        """Most inputs in one model call on ``device`` (``cpu`` or ``cuda``)."""
+        if self.max_batch_size is not None:
+            return self.max_batch_size
+        return GPU_BATCH_SIZE if device == "cuda" else CPU_BATCH_SIZE
 
 
 class ClassifierConfig(StrictModel):

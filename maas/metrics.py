@@ -75,14 +75,17 @@ def metrics_actor() -> Any:
     """The shared metrics actor, created on first use, on the head node.
 
     Pinned to the head: a detached actor on a worker node would keep that node busy forever, and
-    the autoscaler could never remove it.
+    the autoscaler could never remove it. Never in the caller's placement group (a multi-device
+    generator replica runs in one, and Serve makes its children inherit it).
     """
     import ray
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     head = {"node:__internal_head__": 0.001}
     actor_class = ray.remote(num_cpus=0, max_restarts=-1, resources=head)(MetricsRegistry)
     return actor_class.options(
-        name=ACTOR_NAME, namespace=ACTOR_NAMESPACE, lifetime="detached", get_if_exists=True
+        name=ACTOR_NAME, namespace=ACTOR_NAMESPACE, lifetime="detached", get_if_exists=True,
+        scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None),
     ).remote()
 
 

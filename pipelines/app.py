@@ -40,8 +40,9 @@ def tokenizer_specs(config: AppConfig) -> list[TokenizerSpec]:
     return specs
 
 
-def _generator(config: GeneratorModelConfig) -> Application:
-    options = config.deployment.to_serve_options()
+def generator_app(config: GeneratorModelConfig) -> Application:
+    """One model's generator deployment, with the placement group its devices need."""
+    options = config.serve_options()
     return GeneratorDeployment.options(name=generator_deployment_name(config.name), **options).bind(config)
 
 
@@ -51,7 +52,7 @@ def build_app(args: AppConfig | dict[str, Any]) -> Application:
     tokenizer = TokenizerDeployment.options(**config.tokenizer.deployment.to_serve_options()).bind(
         tokenizer_specs(config)
     )
-    generators = {g.name: _generator(g) for g in config.generators}
+    generators = {g.name: generator_app(g) for g in config.generators}
     classifier = None
     if config.classifier.models:
         options = config.classifier.deployment.to_serve_options()

@@ -36,18 +36,21 @@ class Embedding:
 
 
 class LoadedEncoder:
-    """A tokenizer and a transformers model loaded from a local folder, in eval mode."""
+    """A tokenizer and a transformers model loaded from a local folder, in eval mode, on
+    ``device`` (default: the replica's, see :func:`default_device`) in the config's dtype."""
 
     def __init__(
-        self, config: EncoderModelConfig, load_model: Callable[[str], Any], path: Path | None = None
+        self, config: EncoderModelConfig, load_model: Callable[[str], Any], path: Path | None = None,
+        device: str | None = None,
     ) -> None:
         import transformers
 
         path = str(path or resolve_model_path(config.path))
         self.config = config
-        self.device = default_device()
+        self.device = device or default_device()
+        self.dtype = resolve_encoder_dtype(config.dtype, self.device)
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-        model = load_model(path).eval().to(self.device)
+        model = load_model(path).eval().to(self.device, dtype=torch_dtype(self.dtype))
         if config.quantize == "int8" and self.device == "cpu":
             model = quantize_int8(model)
         self.model = model
@@ -82,6 +85,25 @@ def quantize_int8(model: Any) -> Any:
         return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
+def resolve_encoder_dtype(dtype: str, device: str) -> str:
+    """The dtype an encoder runs in on ``device``. ``auto``: float32 on a CPU; on a GPU bfloat16
+    where it computes it (Ampere and newer), else float16. An explicit dtype is kept."""
+    if dtype != "auto":
+        return dtype
+    if device == "cpu":
+        return "float32"
+    import torch
+
+    return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+
+
+def torch_dtype(name: str) -> Any:
+    """The ``torch.dtype`` called ``name`` (``float32``, ``bfloat16``, ``float16``)."""
+    import torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
 def default_device() -> str:
     """``cuda`` when the replica was given a GPU (Ray sets CUDA_VISIBLE_DEVICES), else ``cpu``."""
     import torch
@@ -103,12 +125,12 @@ class ClassifierEngine:
         self.forward_calls = 0
 
     @staticmethod
-    def load(config: EncoderModelConfig, path: Path | None = None) -> LoadedEncoder:
+    def load(config: EncoderModelConfig, path: Path | None = None, device: str | None = None) -> LoadedEncoder:
         """Load a classifier from ``path`` (default: the config's path), with the head it was
         trained with (see :mod:`maas.engines.classifiers`)."""
         from maas.engines.classifiers import load_classifier
 
-        return LoadedEncoder(config, load_classifier, path)
+        return LoadedEncoder(config, load_classifier, path, device)
 
     @staticmethod
     def labels(encoder: LoadedEncoder) -> list[str]:
@@ -117,15 +139,21 @@ class ClassifierEngine:
 
     def classify(self, encoder: LoadedEncoder, texts: list[str]) -> list[Classification]:
         """Classify texts in one forward pass (a long text's windows' logits are averaged)."""
+        batch, owners = encoder.windows(texts)
+        return self.classify_windows(encoder, batch, owners, len(texts))
+
+    def classify_windows(
+        self, encoder: LoadedEncoder, batch: Any, owners: list[int], count: int
+    ) -> list[Classification]:
+        """The forward pass of :meth:`classify` over tokenized windows (``encoder.windows``)."""
         import torch
 
-        batch, owners = encoder.windows(texts)
         with torch.inference_mode():
             window_logits = encoder.model(**batch).logits.float()
         self.forward_calls += 1
-        logits = mean_by_owner(window_logits, owners, len(texts))
+        logits = mean_by_owner(window_logits, owners, count)
         probs = torch.softmax(logits, dim=-1).cpu().tolist()
-        counts = [0] * len(texts)
+        counts = [0] * count
         for owner, tokens in zip(owners, batch["attention_mask"].sum(dim=1).tolist()):
             counts[owner] += int(tokens)
         labels = self.labels(encoder)
@@ -144,8 +172,8 @@ def _load_encoder(path: str) -> Any:
 class EmbeddingEngine:
     """Sentence encoders by model name: mean pooling over tokens, L2-normalised."""
 
-    def __init__(self, configs: list[EncoderModelConfig]) -> None:
-        self.models = {c.name: LoadedEncoder(c, _load_encoder) for c in configs}
+    def __init__(self, configs: list[EncoderModelConfig], device: str | None = None) -> None:
+        self.models = {c.name: LoadedEncoder(c, _load_encoder, device=device) for c in configs}
         self.forward_calls = 0
 
     def dimensions(self, model: str) -> int:

@@ -48,6 +48,8 @@ def build_engine_args(config: GeneratorModelConfig, on_gpu: bool) -> Any:
 
     if not on_gpu:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(config.kv_cache_gib))))
+        if config.cpu_threads_bind != "auto":  # read by vLLM's CPU worker processes
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = config.cpu_threads_bind
     kwargs: dict[str, Any] = {
         "model": str(resolve_model_path(config.path)),
         "served_model_name": config.name,
@@ -57,11 +59,31 @@ def build_engine_args(config: GeneratorModelConfig, on_gpu: bool) -> Any:
         "stream_interval": config.stream_interval,
         "enforce_eager": config.enforce_eager,
         "disable_log_stats": True,
+        "tensor_parallel_size": config.tensor_parallel_size,
+        "pipeline_parallel_size": config.pipeline_parallel_size,
     }
+    if config.num_devices > 1:
+        kwargs["distributed_executor_backend"] = executor_backend(on_gpu)
     if on_gpu:
         kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization
     kwargs.update(config.engine_kwargs)
     return AsyncEngineArgs(**kwargs)
+
+
+def executor_backend(on_gpu: bool) -> str:
+    """vLLM's executor of a multi-device engine. On GPUs ``ray``: its workers are Ray actors placed
+    in the replica's placement group, one per GPU bundle (as Ray Serve LLM runs them). On a CPU
+    ``mp``: vLLM's CPU backend runs one worker process per tensor-parallel rank."""
+    return "ray" if on_gpu else "mp"
+
+
+def build_vllm_config(config: GeneratorModelConfig, on_gpu: bool, placement_group: Any = None) -> Any:
+    """vLLM's ``VllmConfig`` for a model; Ray workers go into ``placement_group`` (the replica's)."""
+    vllm_config = build_engine_args(config, on_gpu).create_engine_config()
+    parallel = vllm_config.parallel_config
+    if placement_group is not None and parallel.distributed_executor_backend == "ray":
+        parallel.placement_group = placement_group
+    return vllm_config
 
 
 def to_sampling_params(params: GenerationParams) -> Any:
@@ -127,11 +149,13 @@ def _finite(value: float) -> float:
 class GeneratorEngine:
     """One vLLM model behind an async streaming interface."""
 
-    def __init__(self, config: GeneratorModelConfig, on_gpu: bool = False) -> None:
+    def __init__(self, config: GeneratorModelConfig, on_gpu: bool = False, placement_group: Any = None) -> None:
+        """``placement_group``: the replica's (a multi-device replica on GPUs puts its workers there)."""
         from vllm.v1.engine.async_llm import AsyncLLM
 
         self.config = config
-        self.engine = AsyncLLM.from_engine_args(build_engine_args(config, on_gpu))
+        vllm_config = build_vllm_config(config, on_gpu, placement_group)
+        self.engine = AsyncLLM.from_vllm_config(vllm_config, disable_log_stats=True)
         self.last_output_at = 0.0  # monotonic time of the last output of any request
 
     async def generate(

@@ -145,3 +145,25 @@ def _ray_metric_names() -> set[str]:
         for base in re.findall(r"\"(serve_[a-z0-9_]+)\"", source.read_text()):
             names |= {f"ray_{base}{suffix}" for suffix in ("", "_total", "_bucket", "_sum", "_count")}
     return names
+
+
+def _commented_generator(name: str) -> str:
+    """The commented multi-GPU generator example of a cluster file, uncommented."""
+    lines = (CLUSTER / name).read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("# - name: qwen"))
+    block = []
+    for line in lines[start:]:
+        if not line.strip().startswith("#"):
+            break
+        block.append(line.strip()[2:])
+    return "\n".join(block)
+
+
+def test_the_commented_multi_gpu_generator_is_a_valid_config_in_both_files() -> None:
+    from maas.config import GeneratorModelConfig
+
+    text = _commented_generator("maas-gpu.yaml")
+    assert _commented_generator("kuberay-rayservice.yaml") == text
+    config = GeneratorModelConfig.model_validate(yaml.safe_load(text)[0])
+    bundles = config.serve_options()["placement_group_bundles"]
+    assert config.num_devices == len(bundles) == 2 and all(b["GPU"] == 1 for b in bundles)

@@ -16,10 +16,10 @@ def main() -> None:
     job = json.loads(open(sys.argv[1]).read())
     # The dtype the service picks for its default ``auto`` on this machine.
     llm = LLM(model=job["model_dir"], dtype=resolve_dtype("auto", on_gpu=False), max_model_len=job["max_model_len"],
-              enforce_eager=True, seed=0)
+              enforce_eager=True, seed=0, tensor_parallel_size=job.get("tensor_parallel_size", 1))
     params = SamplingParams(temperature=0.0, max_tokens=job["max_tokens"])
     completions = llm.generate(job["prompts"], params)
-    chats = llm.chat([[m] for m in job["chat_messages"]], params)
+    chats = llm.chat([[m] for m in job.get("chat_messages", [])], params)
     result = {
         "completions": [{"text": o.outputs[0].text, "token_ids": list(o.outputs[0].token_ids),
                          "prompt_tokens": len(o.prompt_token_ids)} for o in completions],
