@@ -67,17 +67,21 @@ def test_64_concurrent_requests_are_batched(client: httpx.Client, sentiment_dir:
         before, "maas_batch_size_sum", model=CLASSIFIER_V1) == 64
 
 
+METRICS_WAIT_S = 60.0
+"""Generous bound for a replica's metrics to reach ``/metrics`` (they are exported asynchronously)."""
+
+
 def _metrics_after(client: httpx.Client, before: str, inputs: int) -> str:
-    """Metrics are recorded asynchronously: poll until the batch sizes add up (bounded)."""
+    """Metrics are recorded asynchronously: poll until the batch sizes add up (bounded in time)."""
     import time
 
     target = metric_value(before, "maas_batch_size_sum", model=CLASSIFIER_V1) + inputs
-    for _ in range(50):
+    deadline = time.monotonic() + METRICS_WAIT_S
+    while True:
         text = client.get("/metrics").text
-        if metric_value(text, "maas_batch_size_sum", model=CLASSIFIER_V1) >= target:
+        if metric_value(text, "maas_batch_size_sum", model=CLASSIFIER_V1) >= target or time.monotonic() > deadline:
             return text
         time.sleep(0.2)
-    return text
 
 
 def test_batched_list_input(client: httpx.Client, sentiment_dir: Path) -> None:

@@ -11,9 +11,12 @@ What is shown:
 * deadline: a chat that cannot finish within ``ingress.request_timeout_s`` gets a 504 with the
   OpenAI error body, not before the deadline, and its engine work is aborted (the generator's
   running count goes back to 0 and fewer tokens were generated than asked for);
-* overload: far more concurrent chats than the generator's ongoing + queued slots get only
-  200 (complete answers) or 503/429 with ``Retry-After`` and the OpenAI error body; the same for
-  streamed chats, which must be refused before the stream starts;
+* overload: far more concurrent chats than the generator's ongoing + queued slots each get an
+  answer that keeps the service's contract (:func:`contract_problems`): a complete 200, a refusal
+  (503/429 with ``Retry-After`` and the OpenAI error body), or, for an admitted request that
+  outlasts the deadline (how many do depends on the machine's speed), a 504 ``request_timeout``
+  with the OpenAI error body; some are refused and some admitted; the same for streamed chats,
+  which are refused (or time out) before the stream starts, never with an in-band error;
 * a killed classifier replica mid-batch and a killed generator replica mid-load: only the requests
   in flight at the kill fail, each with a clean 503/504 and no hang; requests sent during the
   outage fail cleanly too; the service is whole again within a bound (the time is measured and
@@ -40,7 +43,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import STARTUP_TIMEOUT_S, TEST_MAX_MODEL_LEN, wait_healthy
+from tests.conftest import STARTUP_TIMEOUT_S, wait_healthy
 
 pytestmark = pytest.mark.integration
 
@@ -52,9 +55,13 @@ CHAT = "/v1/chat/completions"
 MAX_ONGOING = 8
 MAX_QUEUED = 8
 DEADLINE_S = 8.0
-"""``ingress.request_timeout_s`` of this app: short chats finish well within it, long ones cannot."""
+"""``ingress.request_timeout_s`` of this app: an idle generator answers a short chat well within it,
+LONG_CHAT cannot finish in it; under overload, admitted short chats may outlast it (504)."""
 SHORT_MAX_TOKENS = 8
-LONG_MAX_TOKENS = TEST_MAX_MODEL_LEN - 64  # the prompt of LONG_CHAT is far below 64 tokens
+MAX_MODEL_LEN = 2048  # the generator's default context: room for a chat far longer than the deadline
+LONG_MAX_TOKENS = MAX_MODEL_LEN - 64  # the prompt of LONG_CHAT is far below 64 tokens
+"""Finishing LONG_CHAT within DEADLINE_S would take over 240 tokens/s from one stream, about 15 times
+what SmolLM2-135M makes on 2 cores here (the deadline test prints the tokens made before the abort)."""
 ABORT_BOUND_S = 30.0
 """Generous bound for the engine to drop a timed-out request (it is one step once cancelled)."""
 OVERLOAD_CLIENTS = 48  # three times the generator's ongoing + queued slots
@@ -65,6 +72,10 @@ DETECTION_BOUND_S = 60.0
 POST_RECOVERY_REQUESTS = 12
 CLIENT_TIMEOUT_S = DEADLINE_S + 60  # every request is answered by the deadline: this only catches hangs
 ERROR_FIELDS = {"message", "type", "param", "code"}
+REFUSED = {429, 503}
+"""Refusals: sent at once, with ``Retry-After``."""
+TIMED_OUT = 504
+"""An admitted request whose response had not started by the deadline (code ``request_timeout``)."""
 TEXTS = ["I love this phone", "the train is late again", "it is fine I guess", "worst service ever"]
 
 
@@ -91,8 +102,8 @@ def resilience_config(smollm2_dir: Path, classifier_dir: Path) -> dict[str, Any]
     health = {"health_check_period_s": 2, "health_check_timeout_s": 10}
     return {
         "generators": [{
-            "name": GENERATOR, "path": str(smollm2_dir), "max_model_len": TEST_MAX_MODEL_LEN,
-            "max_tokens_limit": TEST_MAX_MODEL_LEN, "kv_cache_gib": 1,
+            "name": GENERATOR, "path": str(smollm2_dir), "max_model_len": MAX_MODEL_LEN,
+            "max_tokens_limit": MAX_MODEL_LEN, "kv_cache_gib": 1,
             "deployment": {"num_cpus": 0.2, "max_ongoing_requests": MAX_ONGOING,
                            "max_queued_requests": MAX_QUEUED, **health},
         }],
@@ -183,21 +194,45 @@ def post_stream(http: httpx.Client, url: str, body: dict[str, Any]) -> Outcome:
         return Outcome(started, time.monotonic(), 0, problem=repr(exc))
 
 
-def assert_openai_error(outcome: Outcome) -> dict[str, Any]:
-    """The OpenAI error body, with no traceback in its message."""
-    assert isinstance(outcome.body, dict) and set(outcome.body.get("error") or {}) == ERROR_FIELDS, outcome
-    error = outcome.body["error"]
-    assert error["message"] and "Traceback" not in error["message"], outcome
-    return error
+def error_problems(outcome: Outcome) -> list[str]:
+    """What a 4xx/5xx answer's body lacks: the OpenAI error body, a message without a traceback."""
+    error = outcome.body.get("error") if isinstance(outcome.body, dict) else None
+    if not isinstance(error, dict) or set(error) != ERROR_FIELDS:
+        return ["no OpenAI error body"]
+    if not error["message"] or "Traceback" in error["message"]:
+        return ["no message, or a traceback in it"]
+    if outcome.status == TIMED_OUT and error["code"] != "request_timeout":
+        return [f"504 with code {error['code']!r}"]
+    return []
 
 
-def assert_retry_after(outcome: Outcome) -> None:
+def contract_problems(outcome: Outcome, complete: Callable[[Outcome], bool]) -> list[str]:
+    """How one answer breaks the service's contract under overload or a fault ([] if it keeps it).
+
+    Every request gets a response with an ``x-request-id``; a 200 is a complete answer
+    (``complete``: no in-band error, nothing cut short); anything else is a refusal (503/429 with
+    ``Retry-After``) or a deadline (504 ``request_timeout``), with the OpenAI error body.
+    """
+    if outcome.status == 0:
+        return [f"no response ({outcome.problem.split('(')[0]})"]
+    problems = [] if (outcome.headers or {}).get("x-request-id") else ["no x-request-id"]
+    if outcome.status == 200:
+        return problems + ([] if complete(outcome) else ["200 not a complete answer"])
+    if outcome.status not in REFUSED | {TIMED_OUT}:
+        return problems + [f"status {outcome.status}"]
     retry_after = (outcome.headers or {}).get("retry-after", "")
-    assert retry_after.isdigit() and int(retry_after) >= 1, outcome
+    if outcome.status in REFUSED and not (retry_after.isdigit() and int(retry_after) >= 1):
+        problems.append("no Retry-After")
+    return problems + error_problems(outcome)
 
 
-def assert_has_request_id(outcome: Outcome) -> None:
-    assert (outcome.headers or {}).get("x-request-id"), outcome
+def assert_contract(outcomes: list[Outcome], complete: Callable[[Outcome], bool], what: str) -> None:
+    """Every answer keeps the contract (:func:`contract_problems`); the first break is shown."""
+    broken = [(outcome, problems) for outcome in outcomes if (problems := contract_problems(outcome, complete))]
+    if broken:
+        counts = Counter(problem for _, problems in broken for problem in problems)
+        raise AssertionError(f"{what}: {len(broken)} of {len(outcomes)} answers break the contract "
+                             f"{dict(counts)}; e.g. {broken[0][0]}")
 
 
 def is_complete_chat(outcome: Outcome) -> bool:
@@ -398,6 +433,11 @@ def running_requests() -> int:
     return int(generator_handle().running_requests.remote().result(timeout_s=30))
 
 
+def engine_idle() -> None:
+    """Wait (bounded) until the generator runs no request: the admitted ones ended or were aborted."""
+    wait_until(lambda: running_requests() == 0, ABORT_BOUND_S, "the generator's running requests back to 0")
+
+
 def generator_tokens(base: str) -> tuple[float, float]:
     """(prompt, completion) tokens this app's generator has processed, from ``/metrics``."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -449,14 +489,15 @@ def test_deadline_gives_504_and_aborts_the_engine_work(resilience: str) -> None:
         outcome = post(http, f"{resilience}{CHAT}", LONG_CHAT, headers={"x-request-id": sent})
     elapsed = outcome.ended - outcome.started
     print(f"\ndeadline: {outcome.status} after {elapsed:.1f} s (deadline {DEADLINE_S:g} s)")
-    assert outcome.status == 504, f"expected 504 past the deadline, got {outcome}"
-    assert assert_openai_error(outcome)["code"] == "request_timeout"
+    assert outcome.status != 200, (f"{LONG_MAX_TOKENS} tokens generated within {DEADLINE_S:g} s: "
+                                   "this CPU is too fast for LONG_CHAT, raise MAX_MODEL_LEN")
+    assert outcome.status == TIMED_OUT, f"expected 504 past the deadline, got {outcome}"
+    assert contract_problems(outcome, is_complete_chat) == []
     assert (outcome.headers or {}).get("x-request-id") == sent
     assert elapsed >= DEADLINE_S - 0.1, "answered 504 before the deadline"
 
     # The proof of the abort is the token count below: a request left running ends too, later.
-    wait_until(lambda: running_requests() == 0, ABORT_BOUND_S,
-               "the generator's running requests back to 0 after the 504 (engine work not aborted)")
+    engine_idle()
     # the generator records a request's tokens when it ends (metrics are sent asynchronously)
     wait_until(lambda: generator_tokens(resilience)[0] > prompt_before, 30,
                "the timed-out request reached the engine and ended there")
@@ -465,50 +506,31 @@ def test_deadline_gives_504_and_aborts_the_engine_work(resilience: str) -> None:
     assert generated < LONG_MAX_TOKENS, "the engine finished the timed-out request: it was not aborted"
 
 
-def refusal_problems(outcome: Outcome) -> list[str]:
-    """What a 503/429 refusal lacks: the ``Retry-After`` header, the OpenAI error body."""
-    problems = []
-    retry_after = (outcome.headers or {}).get("retry-after", "")
-    if not (retry_after.isdigit() and int(retry_after) >= 1):
-        problems.append("no Retry-After")
-    error = outcome.body.get("error") if isinstance(outcome.body, dict) else None
-    if not isinstance(error, dict) or set(error) != ERROR_FIELDS:
-        problems.append("no OpenAI error body")
-    return problems
-
-
 def assert_overload_outcomes(outcomes: list[Outcome], complete: Callable[[Outcome], bool]) -> None:
-    """Only 200 (complete) or 503/429 with Retry-After and the OpenAI error body; some 503s."""
+    """Every answer keeps the contract; some requests were refused and some admitted.
+
+    With three times more clients than slots, the generator must refuse some at once (503). An
+    admitted request ends as a complete 200 or, if it has not started by the deadline, a 504:
+    how many do depends on this machine's speed, so both count as admitted.
+    """
     statuses = Counter(outcome.status for outcome in outcomes)
     print(f"\noverload: {dict(statuses)} for {len(outcomes)} concurrent requests "
-          f"({MAX_ONGOING} ongoing + {MAX_QUEUED} queued slots)")
-    assert set(statuses) <= {200, 429, 503}, statuses
-    assert statuses[503] >= 1 and statuses[200] >= 1, statuses
-    for outcome in outcomes:
-        assert_has_request_id(outcome)
-    incomplete = [o for o in outcomes if o.status == 200 and not complete(o)]
-    assert not incomplete, f"{len(incomplete)} 200s are not complete answers, e.g. {incomplete[0]}"
-    refusals = [o for o in outcomes if o.status != 200]
-    flawed = Counter(problem for o in refusals for problem in refusal_problems(o))
-    example = next((o for o in refusals if refusal_problems(o)), None)
-    assert not flawed, (f"of {len(refusals)} refusals: {dict(flawed)}; e.g. body "
-                        f"{example.body!r}, headers {example.headers}")
+          f"({MAX_ONGOING} ongoing + {MAX_QUEUED} queued slots, {DEADLINE_S:g} s deadline)")
+    assert_contract(outcomes, complete, "overload")
+    assert statuses[503] >= 1, f"nothing refused: {dict(statuses)}"
+    assert statuses[200] + statuses[TIMED_OUT] >= 1, f"nothing admitted: {dict(statuses)}"
 
 
-def test_overload_gets_only_503_with_retry_after(resilience: str) -> None:
+def test_overload_gets_complete_answers_refusals_or_timeouts(resilience: str) -> None:
     url = f"{resilience}{CHAT}"
     outcomes = concurrently(OVERLOAD_CLIENTS, lambda http: post(http, url, short_chat()))
     assert_overload_outcomes(outcomes, is_complete_chat)
-    with httpx.Client(timeout=CLIENT_TIMEOUT_S) as http:  # and it serves normally right after
-        assert is_complete_chat(post(http, url, short_chat()))
-
-
-def assert_clean_failure(outcome: Outcome) -> None:
-    """A failed request of a fault: a 503 (with Retry-After) or a 504, with the OpenAI body."""
-    assert outcome.status in (503, 504), outcome
-    assert_openai_error(outcome)
-    if outcome.status == 503:
-        assert_retry_after(outcome)
+    engine_idle()
+    # and it serves normally right after; streamed, so that only its first token has to come
+    # within the deadline: a whole chat on a slow, busy machine may legitimately outlast it
+    with httpx.Client(timeout=CLIENT_TIMEOUT_S) as http:
+        after = post_stream(http, url, short_chat(stream=True))
+    assert is_complete_stream(after), after
 
 
 def kill_under_load(base: str, load: Load, victim: dict[str, Any], probe: Callable[[], bool],
@@ -553,9 +575,8 @@ def _processes(pids: list[int]) -> list[Any]:
 
 def assert_fault_outcomes(outcomes: list[Outcome], killed_at: float, in_flight: int,
                           recovered_at: float, ok: Callable[[Outcome], bool], what: str) -> None:
-    assert not [o for o in outcomes if o.status == 0], f"{what}: requests without a response"
-    for outcome in outcomes:
-        assert_has_request_id(outcome)
+    """Every answer keeps the contract; only those in flight at the kill or sent during the outage
+    failed; all after recovery succeeded."""
     before = [o for o in outcomes if o.started < killed_at]
     outage = [o for o in outcomes if killed_at <= o.started < recovered_at]
     after = [o for o in outcomes if o.started >= recovered_at]
@@ -563,10 +584,9 @@ def assert_fault_outcomes(outcomes: list[Outcome], killed_at: float, in_flight: 
     print(f"{what}: before the kill {len(before)} requests ({len(failed_before)} failed, "
           f"{in_flight} were in flight); during the outage {len(outage)} "
           f"({dict(Counter(o.status for o in outage))}); after recovery {len(after)}")
+    assert_contract(outcomes, ok, what)
     assert all(ok(o) for o in before if o.ended < killed_at), f"{what}: a failure before the kill"
     assert len(failed_before) <= in_flight, f"{what}: more failures than requests in flight"
-    for outcome in failed_before + [o for o in outage if not ok(o)]:
-        assert_clean_failure(outcome)
     assert len(after) >= POST_RECOVERY_REQUESTS
     assert all(ok(o) for o in after), [o for o in after if not ok(o)][:3]
 
@@ -624,8 +644,8 @@ def test_engine_process_killed_replica_replaced(resilience: str) -> None:
     with httpx.Client(timeout=CLIENT_TIMEOUT_S) as http:
         during = post(http, url, short_chat())
     print(f"\nengine kill: /health failed after {detected_s:.1f} s; a chat then got {during.status}")
-    if during.status != 200:  # served only if the replacement was already up
-        assert_clean_failure(during)
+    # served only if the replacement was already up; else a clean 503/504
+    assert not contract_problems(during, is_complete_chat), during
 
     def replaced_and_serving() -> bool:
         replicas = running_replicas(generator_deployment())
@@ -642,11 +662,8 @@ def test_engine_process_killed_replica_replaced(resilience: str) -> None:
         assert_no_vllm_left(engine, "engine kill")
 
 
-def test_streamed_overload_refused_before_the_stream_starts(resilience: str) -> None:
+def test_streamed_overload_refused_or_timed_out_before_the_stream_starts(resilience: str) -> None:
     url = f"{resilience}{CHAT}"
     wait_healthy(resilience, RECOVERY_BOUND_S)
     outcomes = concurrently(OVERLOAD_CLIENTS, lambda http: post_stream(http, url, short_chat(stream=True)))
-    in_band = [o for o in outcomes if o.status == 200 and not is_complete_stream(o)]
-    assert not in_band, (f"{len(in_band)} overloaded streams got 200 with an in-band error instead "
-                         f"of a 503; first: {in_band[0].body}")
-    assert_overload_outcomes(outcomes, is_complete_stream)
+    assert_overload_outcomes(outcomes, is_complete_stream)  # a 200 stream with an in-band error breaks it
