@@ -517,7 +517,9 @@ def assert_overload_outcomes(outcomes: list[Outcome], complete: Callable[[Outcom
     print(f"\noverload: {dict(statuses)} for {len(outcomes)} concurrent requests "
           f"({MAX_ONGOING} ongoing + {MAX_QUEUED} queued slots, {DEADLINE_S:g} s deadline)")
     assert_contract(outcomes, complete, "overload")
-    assert statuses[503] >= 1, f"nothing refused: {dict(statuses)}"
+    # A machine too busy to answer anything within the deadline (every request a 504, seen with
+    # the cores saturated by other work) shows no refusal; any machine that answers does.
+    assert statuses[503] >= 1 or statuses[200] == 0, f"nothing refused: {dict(statuses)}"
     assert statuses[200] + statuses[TIMED_OUT] >= 1, f"nothing admitted: {dict(statuses)}"
 
 
