@@ -459,9 +459,10 @@ class ModelCard(WireModel):
     object: Literal["model"] = "model"
     created: int = Field(default_factory=now)
     owned_by: str = "maas"
-    capability: Literal["generate", "classify", "embed", "entities"]
+    capability: Literal["generate", "classify", "embed", "entities", "translate"]
     max_model_len: int | None = None
     version: str | None = Field(None, description="Live registry version (classifiers from the registry).")
+    pairs: list[str] | None = Field(None, description="Language pairs, e.g. `en-pt` (translation models).")
 
 
 class ModelList(WireModel):
