@@ -35,7 +35,8 @@ def test_ray_job_calls_the_app_handle(service: str, ray_cluster: str, client: ht
 def test_health_and_docs(client: httpx.Client) -> None:
     health = client.get("/health")
     assert health.status_code == 200
-    assert set(health.json()["deployments"]) == {"tokenizer", f"generator:{GENERATOR}", "classifier", "encoder", "ner"}
+    assert set(health.json()["deployments"]) == {"tokenizer", f"generator:{GENERATOR}", "classifier", "encoder", "ner",
+                                                   "translator"}
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/classify",
