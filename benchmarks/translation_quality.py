@@ -113,11 +113,15 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def report(results: list[dict[str, Any]], rows: list[dict[str, str]]) -> str:
     """The markdown report: the table, the setup, and sample outputs."""
     domains = {d: sum(r["domain"] == d for r in rows) for d in sorted({r["domain"] for r in rows})}
-    samples = [f"- **{r['system']}** {r['pair']}: `{s['source']}` → `{s['output']}` (reference: `{s['reference']}`)"
-               for r in results for s in r["samples"][:1]]
+    samples = [f"- **{r['system']}** {r['pair']}: `{s['source']}` → `{one_line(s['output'])}` "
+               f"(reference: `{s['reference']}`)" for r in results for s in r["samples"][:1]]
     return "\n".join([
         "# Translation quality", "",
         f"Run on {time.strftime('%Y-%m-%d')}: {platform.processor() or platform.machine()}, "
