@@ -30,6 +30,7 @@ def test_ray_job_calls_the_app_handle(service: str, ray_cluster: str, client: ht
     assert result["streamed"] == result["whole"] and "Paris" in result["whole"]
     detok = client.post("/v1/detokenize", json={"model": GENERATOR, "tokens": result["tokens"]}).json()
     assert detok["prompt"] == "héllo 世界"
+    assert result["translation"] == {"engine": "translator", "output": "Bom dia, meu amigo."}
 
 
 def test_health_and_docs(client: httpx.Client) -> None:
