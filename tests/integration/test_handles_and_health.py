@@ -23,6 +23,7 @@ def test_ray_job_calls_the_app_handle(service: str, ray_cluster: str, client: ht
                          capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["translation"] == {"engine": "translator", "output": "Bom dia, meu amigo."}
     over_http = client.post("/v1/classify", json={"model": CLASSIFIER, "input": ["great!", "awful"]}).json()
     for from_job, from_http in zip(result["classify"], over_http["data"], strict=True):
         assert from_job["probs"] == pytest.approx(from_http["probs"], abs=1e-4)
@@ -30,7 +31,6 @@ def test_ray_job_calls_the_app_handle(service: str, ray_cluster: str, client: ht
     assert result["streamed"] == result["whole"] and "Paris" in result["whole"]
     detok = client.post("/v1/detokenize", json={"model": GENERATOR, "tokens": result["tokens"]}).json()
     assert detok["prompt"] == "héllo 世界"
-    assert result["translation"] == {"engine": "translator", "output": "Bom dia, meu amigo."}
 
 
 def test_health_and_docs(client: httpx.Client) -> None:
