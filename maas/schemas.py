@@ -473,7 +473,7 @@ class ModelCard(WireModel):
     object: Literal["model"] = "model"
     created: int = Field(default_factory=now)
     owned_by: str = "maas"
-    capability: Literal["generate", "classify", "embed", "entities"]
+    capability: Literal["generate", "classify", "embed", "entities", "translate"]
     max_model_len: int | None = None
     version: str | None = Field(None, description="Live registry version (classifiers from the registry).")
     status: Literal["ready", "training", "failed", "not_trained"] = Field(
@@ -485,6 +485,7 @@ class ModelCard(WireModel):
     training: ModelTraining | None = Field(
         None, description="A training run of this model in progress or ended (registry classifiers)."
     )
+    pairs: list[str] | None = Field(None, description="Language pairs, e.g. `en-pt` (translation models).")
 
 
 class ModelList(WireModel):

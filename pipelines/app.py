@@ -17,6 +17,7 @@ from deployments.generator import GeneratorDeployment
 from deployments.ingress import MaasIngress
 from deployments.ner import NerDeployment
 from deployments.tokenizer import TokenizerDeployment
+from deployments.translator import TranslatorDeployment
 from maas.config import AppConfig, GeneratorModelConfig
 from maas.engines.tokenizer import TokenizerSpec
 
@@ -47,7 +48,7 @@ def generator_app(config: GeneratorModelConfig) -> Application:
 
 
 def build_app(args: AppConfig | dict[str, Any]) -> Application:
-    """The serving graph: ingress → tokenizer, one generator per model, classifier, encoder, NER."""
+    """The serving graph: ingress → tokenizer, one generator per model, classifier, encoder, NER, translator."""
     config = AppConfig.model_validate(args) if isinstance(args, dict) else args
     tokenizer = TokenizerDeployment.options(**config.tokenizer.deployment.to_serve_options()).bind(
         tokenizer_specs(config)
@@ -65,5 +66,11 @@ def build_app(args: AppConfig | dict[str, Any]) -> Application:
     ner = None
     if config.ner.models:  # spaCy NER, only when the config names NER models
         ner = NerDeployment.options(**config.ner.deployment.to_serve_options()).bind(config.ner)
+    translator = None
+    if config.translator.models:  # machine translation, only when the config names models
+        translator = TranslatorDeployment.options(**config.translator.deployment.to_serve_options()).bind(
+            config.translator
+        )
     ingress_options = config.ingress.deployment.to_serve_options()
-    return MaasIngress.options(**ingress_options).bind(config, tokenizer, generators, classifier, encoder, ner)
+    return MaasIngress.options(**ingress_options).bind(config, tokenizer, generators, classifier, encoder, ner,
+                                                       translator)

@@ -5,8 +5,9 @@ the ingress's operations (chat, classify, entities, …) and what is served in a
 :class:`PipelineBackend`, so the same code runs behind the HTTP routes, behind the handle
 methods, and in tests with fake operations.
 
-- ``summarize`` / ``translate``: a prompt template over the generator's chat path, greedy by
-  default.
+- ``summarize``: a prompt template over the generator's chat path, greedy by default.
+- ``translate``: the translator deployment for the language pairs it serves, else the same
+  prompt-template route over a generator; the response's ``engine`` says which.
 - ``entities``: the NER deployment (the ingress's ``entities`` operation itself).
 - ``analyze``: sentiment, topic, entities and a one-line summary of one text, in parallel.
 - ``moderated_chat``: the user's last message is classified first; a negative one puts a
@@ -19,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from maas.config import GeneratorModelConfig
+from maas.engines.text_units import language_code, pair_key
+from maas.engines.translation import Translation, unsupported_pair
 from maas.errors import InvalidRequestError, ModelNotFoundError
 from maas.pipeline_schemas import (
     AnalyzeLatency,
@@ -83,6 +86,10 @@ class PipelineBackend:
     generators: dict[str, GeneratorModelConfig]
     classifiers: frozenset[str]
     ner_models: tuple[str, ...]
+    translate_text: Callable[[str, str, str], Awaitable[Translation]] | None = None
+    """``(model, pair, text)`` → the translator deployment's translation."""
+    translators: dict[str, list[str]] = field(default_factory=dict)
+    """Translation model → its language pairs (``en-pt``)."""
 
 
 class Pipelines:
@@ -103,13 +110,49 @@ class Pipelines:
                                  finish_reason=response.choices[0].finish_reason, usage=response.usage)
 
     async def translate(self, request: TranslateRequest) -> TranslateResponse:
-        """The text in ``target_language``."""
+        """The text in ``target_language``: by a translation model if one serves the pair."""
+        route = self.translation_route(request)
+        if route is None:
+            return await self.translate_with_generator(request)
+        model, pair = route
+        result = await self.backend.translate_text(model, pair, request.input)  # type: ignore[misc]
+        return TranslateResponse(model=model, output=result.text, finish_reason="stop", engine="translator",
+                                 pair=pair, usage=UsageInfo.of(result.input_tokens, result.output_tokens))
+
+    def translation_route(self, request: TranslateRequest) -> tuple[str, str] | None:
+        """``(translation model, pair)`` to use, or None for the generator route.
+
+        A named translation model must serve the pair (else a 400 naming the pairs served); a
+        named generator is used as asked; no model: the first translation model with the pair,
+        else the first generator, else a 400.
+        """
+        pair = translation_pair(request)
+        served = self.backend.translators
+        if request.model in served:
+            if pair not in served[request.model]:
+                raise unsupported_pair(pair, {request.model: served[request.model]})
+            return request.model, pair
+        if request.model is not None:
+            return None if request.model in self.backend.generators else self._unknown_model(request.model)
+        for model, pairs in served.items():
+            if pair in pairs:
+                return model, pair
+        if self.backend.generators:
+            return None
+        raise unsupported_pair(pair, served)
+
+    def _unknown_model(self, model: str) -> None:
+        raise not_found(model, "translation", [*self.backend.translators, *self.backend.generators], "model")
+
+    async def translate_with_generator(self, request: TranslateRequest) -> TranslateResponse:
+        """The prompt-template route: a generator asked to translate, greedy by default."""
         prompt = TRANSLATE_USER.format(source_language=request.source_language.strip(),
                                        target_language=request.target_language.strip(),
                                        input=request.input)
         chat = self._template_chat(request, TRANSLATE_SYSTEM, prompt, len(request.input) // 2 + 16)
         response = await self.backend.chat(chat)
         return TranslateResponse(model=response.model, output=response.choices[0].message.content.strip(),
+                                 engine="generator",
                                  finish_reason=response.choices[0].finish_reason, usage=response.usage)
 
     # ------------------------------------------------------------------ analyze
@@ -209,7 +252,10 @@ class Pipelines:
     def models_of(self, request: PipelineRequest) -> list[str]:
         """The models a pipeline request will use, defaults resolved: what the API key must
         allow (:mod:`maas.admission`). A model that is not served is a 404 here."""
-        if isinstance(request, SummarizeRequest | TranslateRequest):
+        if isinstance(request, TranslateRequest):
+            route = self.translation_route(request)
+            return [route[0] if route else self.generator(request.model)]
+        if isinstance(request, SummarizeRequest):
             return [self.generator(request.model)]
         if isinstance(request, EntitiesRequest):
             model = request.model or next(iter(self.backend.ner_models), None)
@@ -245,6 +291,15 @@ class Pipelines:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def translation_pair(request: TranslateRequest) -> str:
+    """The request's pair in language codes (``en-pt``); an unknown name stays as written."""
+    source, target = request.source_language.strip(), request.target_language.strip()
+    source, target = language_code(source) or source, language_code(target) or target
+    if source == target:
+        raise InvalidRequestError("target_language must differ from source_language.", "target_language")
+    return pair_key(source, target)
 
 
 def not_found(model: str, capability: str, available: Iterable[str], param: str) -> ModelNotFoundError:

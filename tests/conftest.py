@@ -2,7 +2,7 @@
 
 The service fixture starts the production graph (``pipelines.app.build_app``) with a test
 config: vLLM's CPU build serving SmolLM2, a sentiment classifier fine-tuned by the project's
-own Ray Train pipeline on a small budget, MiniLM embeddings and spaCy NER.
+own Ray Train pipeline on a small budget, MiniLM embeddings, spaCy NER and the translator.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ CLASSIFIER_V1 = "sentiment/v1"
 TOPIC = "topic"
 ENCODER = "all-minilm-l6-v2"
 NER = "en-core-web-sm"
+TRANSLATOR = "firefox-translations-en-pt"
 TEST_MAX_MODEL_LEN = 512
 STARTUP_TIMEOUT_S = 420
 
@@ -121,6 +122,10 @@ def test_app_config(smollm2_dir: Path, registry_dir: Path, minilm_dir: Path) -> 
         },
         "ner": {
             "models": [{"name": NER, "path": f"embedded:{NER}"}],
+            "deployment": {"num_cpus": 0.1, "max_ongoing_requests": 128},
+        },
+        "translator": {
+            "models": [{"name": TRANSLATOR}],
             "deployment": {"num_cpus": 0.1, "max_ongoing_requests": 128},
         },
         "registry_dir": str(registry_dir),

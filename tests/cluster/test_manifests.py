@@ -54,7 +54,8 @@ def test_gpu_profile_puts_generators_on_gpus_and_autoscales_everything() -> None
         assert (options.autoscaling.min_replicas, options.autoscaling.max_replicas) == (1, 4)
         assert options.max_ongoing_requests >= generator.max_num_seqs
     assert config.classifier.deployment.num_gpus == 1  # a classifier replica per GPU too
-    for part in (config.classifier, config.encoder, config.ner, config.tokenizer, config.ingress):
+    for part in (config.classifier, config.encoder, config.ner, config.translator, config.tokenizer,
+                 config.ingress):
         assert part.deployment.autoscaling is not None
     assert config.encoder.deployment.autoscaling.min_replicas == 0  # scale to zero
 

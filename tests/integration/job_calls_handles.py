@@ -11,6 +11,7 @@ def main(address: str, classifier: str, generator: str) -> None:
     import ray
     from ray import serve
 
+    from maas.pipeline_schemas import TranslateRequest
     from maas.schemas import ChatCompletionRequest, ClassifyRequest, TokenizeRequest
 
     ray.init(address=address, namespace="serve", log_to_driver=False)
@@ -23,12 +24,15 @@ def main(address: str, classifier: str, generator: str) -> None:
               app.options(stream=True).chat_stream.remote(chat) if c.choices]
     whole = app.chat.remote(chat).result()
     tokens = app.tokenize.remote(TokenizeRequest(model=generator, prompt="héllo 世界")).result()
+    translated = app.translate.remote(TranslateRequest(input="Good morning, my friend.", source_language="en",
+                                                       target_language="pt")).result()
     print(json.dumps({
         "classify": [d.model_dump() for d in classified.data],
         "streamed": "".join(chunks),
         "whole": whole.choices[0].message.content,
         "chunks": len(chunks),
         "tokens": tokens.tokens,
+        "translation": {"engine": translated.engine, "output": translated.output},
     }))
 
 

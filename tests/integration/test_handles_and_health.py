@@ -23,6 +23,7 @@ def test_ray_job_calls_the_app_handle(service: str, ray_cluster: str, client: ht
                          capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["translation"] == {"engine": "translator", "output": "Bom dia, meu amigo."}
     over_http = client.post("/v1/classify", json={"model": CLASSIFIER, "input": ["great!", "awful"]}).json()
     for from_job, from_http in zip(result["classify"], over_http["data"], strict=True):
         assert from_job["probs"] == pytest.approx(from_http["probs"], abs=1e-4)
@@ -35,7 +36,8 @@ def test_ray_job_calls_the_app_handle(service: str, ray_cluster: str, client: ht
 def test_health_and_docs(client: httpx.Client) -> None:
     health = client.get("/health")
     assert health.status_code == 200
-    assert set(health.json()["deployments"]) == {"tokenizer", f"generator:{GENERATOR}", "classifier", "encoder", "ner"}
+    assert set(health.json()["deployments"]) == {"tokenizer", f"generator:{GENERATOR}", "classifier", "encoder", "ner",
+                                                   "translator"}
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/classify",

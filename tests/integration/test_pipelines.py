@@ -52,7 +52,7 @@ from pipelines.tasks import (
     Pipelines,
     first_words,
 )
-from tests.conftest import CLASSIFIER, GENERATOR, NER, TOPIC
+from tests.conftest import CLASSIFIER, GENERATOR, NER, TOPIC, TRANSLATOR
 
 pytestmark = pytest.mark.integration
 
@@ -261,9 +261,21 @@ def test_translate(client: httpx.Client, app_handle: Any) -> None:
                "target_language": "French", "max_tokens": MAX_TOKENS}
     body = post(client, "translate", request)
     assert body["object"] == "pipeline.translation" and body["model"] == GENERATOR
+    assert body["engine"] == "generator"  # the translator has no en-fr
     assert body["output"] and body["usage"]["completion_tokens"] <= MAX_TOKENS
     handled = app_handle.translate.remote(TranslateRequest(**request)).result(timeout_s=120)
     assert handled.output == body["output"]
+
+
+def test_translate_uses_the_translator_for_its_pairs(client: httpx.Client, app_handle: Any) -> None:
+    request = {"input": "Good morning, my friend.", "source_language": "English", "target_language": "pt-BR"}
+    body = post(client, "translate", request)
+    assert (body["engine"], body["model"], body["pair"]) == ("translator", TRANSLATOR, "en-pt")
+    assert "Bom dia" in body["output"]
+    handled = app_handle.translate.remote(TranslateRequest(**request)).result(timeout_s=60)
+    assert (handled.engine, handled.output) == ("translator", body["output"])
+    forced = post(client, "translate", {**request, "model": GENERATOR, "max_tokens": MAX_TOKENS})
+    assert forced["engine"] == "generator"
 
 
 def test_analyze_runs_its_parts_in_parallel(client: httpx.Client, app_handle: Any) -> None:

@@ -106,7 +106,8 @@ def pipelines() -> Any:
     return Pipelines(PipelineBackend(
         chat=unused, open_chat_stream=unused, classify=unused, entities=unused,
         generators={"chat": GeneratorModelConfig(name="chat", path="unused")},
-        classifiers=frozenset({"sentiment", "topic"}), ner_models=("ner",)))
+        classifiers=frozenset({"sentiment", "topic"}), ner_models=("ner",),
+        translate_text=unused, translators={"mt": ["en-pt", "pt-en"]}))
 
 
 def test_pipelines_declare_their_models_with_defaults_resolved() -> None:
@@ -122,7 +123,8 @@ def test_pipelines_declare_their_models_with_defaults_resolved() -> None:
     tasks = pipelines()
     hi = [{"role": "user", "content": "hi"}]
     assert tasks.models_of(SummarizeRequest(input="text")) == ["chat"]
-    assert tasks.models_of(TranslateRequest(input="text", source_language="en", target_language="pt")) == ["chat"]
+    assert tasks.models_of(TranslateRequest(input="text", source_language="en", target_language="pt")) == ["mt"]
+    assert tasks.models_of(TranslateRequest(input="text", source_language="en", target_language="fr")) == ["chat"]
     assert tasks.models_of(EntitiesRequest(input="text")) == ["ner"]
     assert tasks.models_of(AnalyzeRequest(input="text")) == ["sentiment", "topic", "ner", "chat"]
     assert tasks.models_of(AnalyzeRequest(input="text", topic_model=None, summary_model=None)) == [
