@@ -122,8 +122,7 @@ def _log(message: str) -> None:
 
 @contextlib.contextmanager
 def _step(message: str) -> Iterator[None]:
-    """Print a step to stderr, then its duration once it is done."""
-    _log(f"{message} ...")
+    """Print a step to stderr once it is done, with its duration (one line a step)."""
     start = time.perf_counter()
     yield
     _log(f"{message}: done in {time.perf_counter() - start:.1f}s")
@@ -176,7 +175,9 @@ def prepare_smollm2(force: bool = False) -> Path:
 def _convert_smollm2(gguf: Path, out: Path) -> None:
     """Write the model and tokenizer of ``gguf`` as a Hugging Face folder into ``out``."""
     from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # one line per step, not a bar per tensor pass
     with _step("de-quantizing weights from GGUF"):
         model = _load_gguf_model(gguf)
     with _step("saving bfloat16 safetensors"):
