@@ -7,7 +7,7 @@ from typing import Any
 
 from ray import serve
 
-from deployments.health import HealthCache
+from deployments.health import EngineHealth, HealthCache
 from maas.batching import run_grouped
 from maas.config import ClassifierConfig, EncoderConfig
 from maas.engines.encoders import LoadedEncoder, set_torch_threads
@@ -15,7 +15,7 @@ from maas.errors import InvalidRequestError, log_client_errors_as_one_line
 from maas.metrics import MetricsRecorder
 
 
-class BatchedEncoderBase:
+class BatchedEncoderBase(EngineHealth):
     """Shared logic: per-request limits, ``@serve.batch`` across requests, batch metrics.
 
     Subclasses say how a model id becomes a loaded model (:meth:`_encoder`) and run one

@@ -33,12 +33,3 @@ class EncoderDeployment(BatchedEncoderBase):
 
     def _forward(self, encoder: LoadedEncoder, texts: list[str]) -> list[Embedding]:
         return self.engine.embed(encoder, texts)
-
-    def ping(self) -> bool:
-        if not self.health.fresh():
-            self.engine.ping()
-            self.health.passed()
-        return True
-
-    def check_health(self) -> None:
-        self.ping()

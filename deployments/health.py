@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 HEALTH_CACHE_S = 5.0
 
@@ -27,3 +28,20 @@ class HealthCache:
 
     def passed(self) -> None:
         self._passed_at = time.monotonic()
+
+
+class EngineHealth:
+    """``ping`` and Serve's ``check_health`` for a deployment whose engine has a ``ping()`` (a tiny
+    real call): run at most every ``HEALTH_CACHE_S`` seconds, through ``self.health``."""
+
+    engine: Any
+    health: HealthCache
+
+    def ping(self) -> bool:
+        if not self.health.fresh():
+            self.engine.ping()
+            self.health.passed()
+        return True
+
+    def check_health(self) -> None:
+        self.ping()

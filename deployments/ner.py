@@ -44,12 +44,3 @@ class NerDeployment(BatchedEncoderBase):
 
     def _forward(self, encoder: str, texts: list[str]) -> list[NerResult]:  # type: ignore[override]
         return self.engine.analyze(encoder, texts)
-
-    def ping(self) -> bool:
-        if not self.health.fresh():
-            self.engine.ping()
-            self.health.passed()
-        return True
-
-    def check_health(self) -> None:
-        self.ping()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ray import serve
 
-from deployments.health import HealthCache
+from deployments.health import EngineHealth, HealthCache
 from maas.engines.tokenizer import TokenizerEngine, TokenizerSpec
 from maas.errors import (
     ContextLengthExceededError,
@@ -22,7 +22,7 @@ from maas.schemas import (
 
 
 @serve.deployment(name="tokenizer")
-class TokenizerDeployment:
+class TokenizerDeployment(EngineHealth):
     """HF fast tokenizers of every served model; chat templates; context-length checks."""
 
     def __init__(self, specs: list[TokenizerSpec]) -> None:
@@ -86,12 +86,3 @@ class TokenizerDeployment:
         if not ids:
             raise InvalidRequestError("The prompt is empty.", param)
         return ids
-
-    def ping(self) -> bool:
-        if not self.health.fresh():
-            self.engine.ping()
-            self.health.passed()
-        return True
-
-    def check_health(self) -> None:
-        self.ping()

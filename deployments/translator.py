@@ -44,13 +44,3 @@ class TranslatorDeployment(BatchedEncoderBase):
     def _forward(self, encoder: str, texts: list[str]) -> list[Translation]:  # type: ignore[override]
         model, _, pair = encoder.rpartition(":")
         return self.engine.translate(model, pair, texts)
-
-    def ping(self) -> bool:
-        """A real translation with every model (straight to the engine, outside the batches)."""
-        if not self.health.fresh():
-            self.engine.ping()
-            self.health.passed()
-        return True
-
-    def check_health(self) -> None:
-        self.ping()
