@@ -95,8 +95,9 @@ class GeneratorModelConfig(StrictModel):
     max_model_len: int = Field(2048, ge=16, description="Context length (prompt + output tokens).")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto",
-        description="Weights and activations dtype. `auto`: on a CPU bfloat16 where it has native "
-        "bfloat16 instructions, else float32; on a GPU the model's own dtype.",
+        description="Weights and activations dtype. `auto`: float32 on a CPU (vLLM's CPU backend in "
+        "bfloat16 changed greedy answers on an AMX CPU; ask for `bfloat16` to trade that for "
+        "speed); on a GPU the model's own dtype.",
     )
     max_num_seqs: int = Field(64, ge=1, description="Most sequences vLLM batches at once.")
     stream_interval: int = Field(

@@ -8,11 +8,9 @@ request when the consumer goes away (the generator is closed or cancelled).
 from __future__ import annotations
 
 import os
-import re
 import time
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from maas.config import GeneratorModelConfig
@@ -25,21 +23,14 @@ PROGRESS_PROOF_S = 20.0
 
 
 def resolve_dtype(dtype: str, on_gpu: bool) -> str:
-    """The dtype vLLM gets. ``auto`` on a CPU: bfloat16 where the CPU computes it natively
-    (AVX512-BF16 or AMX), else float32, since bfloat16 is emulated and slow on AVX2-only CPUs.
-    On a GPU, ``auto`` is left to vLLM (the model's own dtype)."""
+    """The dtype vLLM gets. ``auto`` on a CPU is float32: vLLM's CPU backend in bfloat16 changed
+    SmolLM2's greedy answers on a CPU with AMX ("What is the capital of France?" gave "L'Étoile, la
+    Marseillaise, ..." in bfloat16 and "The capital of France is Paris." in float32, offline as
+    served), and bfloat16 is emulated and slow on AVX2-only CPUs. Ask for ``bfloat16`` explicitly
+    to trade that for speed. On a GPU, ``auto`` is left to vLLM (the model's own dtype)."""
     if dtype != "auto" or on_gpu:
         return dtype
-    return "bfloat16" if cpu_has_native_bf16() else "float32"
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU has bfloat16 instructions (Linux ``/proc/cpuinfo`` flags)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return re.search(r"\b(avx512_bf16|amx_bf16)\b", flags) is not None
+    return "float32"
 
 
 def build_engine_args(config: GeneratorModelConfig, on_gpu: bool) -> Any:
@@ -48,6 +39,9 @@ def build_engine_args(config: GeneratorModelConfig, on_gpu: bool) -> Any:
 
     if not on_gpu:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, round(config.kv_cache_gib))))
+        # glibc's per-thread malloc arenas let a long-running CPU worker's RSS creep up; read by
+        # the engine's worker processes, which start after this.
+        os.environ.setdefault("MALLOC_ARENA_MAX", "2")
         if config.cpu_threads_bind != "auto":  # read by vLLM's CPU worker processes
             os.environ["VLLM_CPU_OMP_THREADS_BIND"] = config.cpu_threads_bind
     kwargs: dict[str, Any] = {

@@ -45,5 +45,5 @@ def test_every_operation_answers_as_the_schema_says(service: str) -> None:
         except Exception as exc:  # noqa: BLE001 - every operation is fuzzed; all failures reported
             failures[operation.label] = f"{type(exc).__name__}: {str(exc)[:1500]}"
     print(f"\nfuzzed {len(operations)} operations with {len(calls)} requests; {len(failures)} failed")
-    assert len(operations) >= 15 and len(calls) >= len(operations)
+    assert len(operations) >= 12 and len(calls) >= len(operations)
     assert not failures, "\n\n".join(f"{label}\n{text}" for label, text in failures.items())

@@ -54,13 +54,10 @@ def test_stalled_or_idle_engine_must_answer_a_probe() -> None:
     assert probes == [1]
 
 
-def test_auto_dtype_follows_the_cpu(monkeypatch) -> None:
+def test_auto_dtype_is_float32_on_a_cpu() -> None:
     assert resolve_dtype("bfloat16", on_gpu=False) == "bfloat16"
     assert resolve_dtype("auto", on_gpu=True) == "auto"
-    monkeypatch.setattr(generator, "cpu_has_native_bf16", lambda: False)
-    assert resolve_dtype("auto", on_gpu=False) == "float32"
-    monkeypatch.setattr(generator, "cpu_has_native_bf16", lambda: True)
-    assert resolve_dtype("auto", on_gpu=False) == "bfloat16"
+    assert resolve_dtype("auto", on_gpu=False) == "float32"  # whatever the CPU's flags
 
 
 def test_health_cache_reuses_only_a_recent_pass() -> None:
