@@ -21,18 +21,14 @@ from maas.registry import ModelRegistry, TrainingStatus
 from maas.served_classifiers import ServedClassifiers
 from pipelines.training.background_training import job_for, logical_cpus, plan_jobs
 from pipelines.training.train import TrainConfig, _should_go_live
+from tests.unit.test_registry import add_version as stored_version
 
 SMALL = {"task": "sentiment", "max_train_examples": 240, "max_eval_examples": 64, "epochs": 1,
          "max_seq_len": 32, "batch_size": 16}
 
 
 def add_version(registry: ModelRegistry, name: str, validation_f1: float | None) -> str:
-    metrics = {"test_macro_f1": 0.5} | ({} if validation_f1 is None else {"validation_macro_f1": validation_f1})
-    with registry.new_version(name, {"labels": ["a", "b"]}) as (version, folder):
-        (folder / "config.json").write_text("{}")
-        record = {"task": name, "labels": ["a", "b"], "metrics": metrics, "created_at": "2026-01-01"}
-        (folder / "maas_training.json").write_text(json.dumps(record))
-    return version
+    return stored_version(registry, name, ["a", "b"], validation_f1=validation_f1)
 
 
 @pytest.fixture

@@ -13,10 +13,13 @@ from maas.registry import ModelRegistry, RegistryError
 from maas.served_classifiers import ServedClassifiers
 
 
-def add_version(registry: ModelRegistry, name: str, labels: list[str], f1: float = 0.5) -> str:
+def add_version(registry: ModelRegistry, name: str, labels: list[str], f1: float = 0.5,
+                validation_f1: float | None = None) -> str:
+    """A stored version with a training record (test macro-F1, and validation when given)."""
+    metrics = {"test_macro_f1": f1} | ({} if validation_f1 is None else {"validation_macro_f1": validation_f1})
     with registry.new_version(name, {"labels": labels}) as (version, folder):
         (folder / "config.json").write_text("{}")
-        record = {"task": name, "labels": labels, "metrics": {"test_macro_f1": f1},
+        record = {"task": name, "labels": labels, "metrics": metrics,
                   "data_hash": "abc", "created_at": "2026-01-01T00:00:00+00:00"}
         (folder / "maas_training.json").write_text(json.dumps(record))
     return version
