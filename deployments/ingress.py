@@ -23,19 +23,22 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, StreamingResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
-from maas.admission import Answer, admitted
-from maas.assemble import chat_chunks, chat_response, completion_chunks, completion_response
-from maas.auth import (
+from maas.calls import open_stream, open_streams, result_of, results_of
+from maas.config import AppConfig, GeneratorModelConfig
+from maas.engines.translation import Translation
+from maas.playground import playground_html
+from maas.storage.registry import ModelRegistry
+from maas.storage.served_classifiers import ServedClassifiers
+from maas.wire.admission import Answer, admitted
+from maas.wire.assemble import chat_chunks, chat_response, completion_chunks, completion_response
+from maas.wire.auth import (
     KeyAuth,
     KeyStore,
     SharedRateLimiter,
     allowed_models,
     install_auth_middleware,
 )
-from maas.calls import open_stream, open_streams, result_of, results_of
-from maas.config import AppConfig, GeneratorModelConfig
-from maas.engines.translation import Translation
-from maas.errors import (
+from maas.wire.errors import (
     ContextLengthExceededError,
     InvalidRequestError,
     MaasError,
@@ -43,10 +46,10 @@ from maas.errors import (
     ServiceUnavailableError,
     log_client_errors_as_one_line,
 )
-from maas.guard import RequestLimits, install_request_guard
-from maas.http import install_error_handlers, install_metrics_middleware, sse_events, truthful_openapi
-from maas.metrics import MetricsRecorder
-from maas.pipeline_schemas import (
+from maas.wire.guard import RequestLimits, install_request_guard
+from maas.wire.http import install_error_handlers, install_metrics_middleware, sse_events, truthful_openapi
+from maas.wire.metrics import MetricsRecorder
+from maas.wire.pipeline_schemas import (
     AnalyzeRequest,
     AnalyzeResponse,
     EntitiesRequest,
@@ -59,9 +62,7 @@ from maas.pipeline_schemas import (
     TranslateResponse,
     entities_response,
 )
-from maas.playground import playground_html
-from maas.registry import ModelRegistry
-from maas.schemas import (
+from maas.wire.schemas import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -88,7 +89,6 @@ from maas.schemas import (
     new_id,
     now,
 )
-from maas.served_classifiers import ServedClassifiers
 from pipelines.tasks import PipelineBackend, PipelineRequest, Pipelines
 
 HEALTH_TIMEOUT_S = 10.0

@@ -53,7 +53,7 @@ def prepare_models(config: AppConfig) -> None:
     """Prepare every embedded model the config names (SmolLM2 is converted once) and check the
     NER pipelines. Registry classifiers are not trained here: ``maas serve`` trains those with no
     live version in the background (:mod:`pipelines.training.background_training`)."""
-    from maas import models
+    from maas.storage import embedded as models
 
     for model in [*config.generators, *config.classifier.models, *config.encoder.models]:
         if model.path.startswith(models.EMBEDDED_PREFIX):
@@ -241,7 +241,7 @@ def _wait_for_signal(console: Any, config: AppConfig, training_names: list[str],
                      training: Any) -> None:
     """Until SIGINT/SIGTERM: follow the background trainings on the console."""
     from maas.console import TrainingProgress
-    from maas.registry import ModelRegistry
+    from maas.storage.registry import ModelRegistry
 
     stop = {"now": False}
 
@@ -279,7 +279,7 @@ def _report_if_finished(console: Any, training: Any) -> Any:
 
 def cmd_keys(args: argparse.Namespace) -> int:
     """``maas keys add|revoke|list --file F``: API keys, stored hashed; the service re-reads the file."""
-    from maas import auth
+    from maas.wire import auth
 
     try:
         if args.action == "add":
@@ -329,7 +329,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _print_training(args: argparse.Namespace) -> None:
     """The training state of every registry model that has one (``training.json``)."""
-    from maas.registry import ModelRegistry
+    from maas.storage.registry import ModelRegistry
 
     registry = ModelRegistry(_registry_dir(args))
     rows = [(name, registry.live_version(name), registry.training_status(name)) for name in registry.names()]
@@ -357,7 +357,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     """``maas models list``: every registry version with its metrics; ``*`` marks the live one."""
-    from maas.registry import ModelRegistry
+    from maas.storage.registry import ModelRegistry
 
     registry = ModelRegistry(_registry_dir(args))
     print(f"{'':2}{'model':24} {'created':26} {'task':10} {'kind':9} {'val-F1':>7} {'test-F1':>7} "
@@ -389,7 +389,7 @@ def _num(value: float | None) -> str:
 
 def cmd_rollout(args: argparse.Namespace) -> int:
     """``maas rollout NAME VERSION``: make a registry version live; the service follows at once."""
-    from maas.registry import ModelRegistry, RegistryError
+    from maas.storage.registry import ModelRegistry, RegistryError
 
     registry = ModelRegistry(_registry_dir(args))
     previous = registry.live_version(args.name)

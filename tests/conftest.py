@@ -62,14 +62,14 @@ def ray_cluster() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
-    from maas.models import prepare_smollm2
+    from maas.storage.embedded import prepare_smollm2
 
     return prepare_smollm2()
 
 
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
-    from maas.models import minilm_path
+    from maas.storage.embedded import minilm_path
 
     return minilm_path()
 

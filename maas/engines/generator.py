@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from maas.config import GeneratorModelConfig
-from maas.errors import EngineError, InvalidRequestError, ServiceUnavailableError
-from maas.models import resolve_model_path
-from maas.schemas import GenerationChunk, GenerationParams, GenerationResult, TokenLogprob, TopLogprob
+from maas.storage.embedded import resolve_model_path
+from maas.wire.errors import EngineError, InvalidRequestError, ServiceUnavailableError
+from maas.wire.schemas import GenerationChunk, GenerationParams, GenerationResult, TokenLogprob, TopLogprob
 
 PROGRESS_PROOF_S = 20.0
 """A busy engine that produced output this recently is healthy without a probe request."""

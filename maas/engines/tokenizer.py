@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from maas.errors import InvalidRequestError, ModelNotReadyError
-from maas.models import resolve_model_path
-from maas.registry import REGISTRY_PREFIX, ModelRegistry
+from maas.storage.embedded import resolve_model_path
+from maas.storage.registry import REGISTRY_PREFIX, ModelRegistry
+from maas.wire.errors import InvalidRequestError, ModelNotReadyError
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ import httpx
 import pytest
 import ray
 
-from maas import auth
-from maas.auth import SharedRateLimiter
+from maas.wire import auth
+from maas.wire.auth import SharedRateLimiter
 from tests.conftest import wait_healthy
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""One admission path: every route that uses a model goes through :func:`maas.admission.admitted`,
+"""One admission path: every route that uses a model goes through :func:`maas.wire.admission.admitted`,
 which admits the models an operation uses (defaults resolved) and charges its usage."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from fastapi.routing import APIRoute
 
-from maas.admission import ADMITTED, Answer, admitted
-from maas.auth import ApiKey, KeyAuth, PermissionDeniedError
-from maas.schemas import UsageInfo
+from maas.wire.admission import ADMITTED, Answer, admitted
+from maas.wire.auth import ApiKey, KeyAuth, PermissionDeniedError
+from maas.wire.schemas import UsageInfo
 
 OPEN_ROUTES = {("GET", "/health"), ("GET", "/metrics"), ("GET", "/"), ("GET", "/v1/models")}
 """Routes that use no model: /v1/models lists only what the key allows (checked by its own test)."""
@@ -111,8 +111,8 @@ def pipelines() -> Any:
 
 
 def test_pipelines_declare_their_models_with_defaults_resolved() -> None:
-    from maas.errors import ModelNotFoundError
-    from maas.pipeline_schemas import (
+    from maas.wire.errors import ModelNotFoundError
+    from maas.wire.pipeline_schemas import (
         AnalyzeRequest,
         EntitiesRequest,
         ModeratedChatRequest,

@@ -14,8 +14,8 @@ from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
-from maas import auth
-from maas.auth import (
+from maas.wire import auth
+from maas.wire.auth import (
     ApiKey,
     AuthenticationError,
     AuthMiddleware,
@@ -37,7 +37,7 @@ from maas.auth import (
     revoke_key,
     write_key_file,
 )
-from maas.http import install_error_handlers
+from maas.wire.http import install_error_handlers
 
 GOOD, ONLY_A, SLOW, CAPPED, OLD = "maas-good", "maas-only-a", "maas-slow", "maas-capped", "maas-old"
 
@@ -165,7 +165,7 @@ def test_broken_file_keeps_the_last_good_keys(key_path: Path, clock: FakeClock,
     store = KeyStore(key_path, clock=clock)
     key_path.write_text("keys:\n- id: broken\n  colour: red\n")
     clock.advance(1.0)
-    with caplog.at_level(logging.WARNING, logger="maas.auth"):
+    with caplog.at_level(logging.WARNING, logger="maas.wire.auth"):
         assert store.authenticate(GOOD).id == "good"
         clock.advance(1.0)
         store.refresh()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from maas.http import ROUTE_ERRORS
-from maas.schemas import MAX_SEED
+from maas.wire.http import ROUTE_ERRORS
+from maas.wire.schemas import MAX_SEED
 
 
 def test_every_route_documents_its_errors_and_no_422() -> None:

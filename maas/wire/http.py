@@ -13,7 +13,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
-from maas.errors import (
+from maas.wire.errors import (
     InvalidRequestError,
     MaasError,
     MethodNotAllowedError,
@@ -22,7 +22,7 @@ from maas.errors import (
     as_maas_error,
     error_body,
 )
-from maas.metrics import MetricsRecorder
+from maas.wire.metrics import MetricsRecorder
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def error_response(exc: BaseException) -> Any:
     headers = {"x-maas-error-code": error.code or ""}
     if error.status_code == 503:
         headers["Retry-After"] = "1"
-    retry_after_s = getattr(error, "retry_after_s", None)  # e.g. maas.auth.RateLimitError (429)
+    retry_after_s = getattr(error, "retry_after_s", None)  # e.g. maas.wire.auth.RateLimitError (429)
     if retry_after_s is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after_s)))
     return JSONResponse(error_body(error), status_code=int(error.status_code), headers=headers)

@@ -2,7 +2,7 @@
 and the tokens of its answer charged to the key.
 
 The key itself (401) and its request rate (429) are checked before any route runs, by
-:class:`maas.auth.AuthMiddleware`. What a route adds is which models an operation uses, defaults
+:class:`maas.wire.auth.AuthMiddleware`. What a route adds is which models an operation uses, defaults
 resolved (a pipeline's default generator, both models of a moderated chat, each branch of
 analyze), and what the answer cost. Routes get both from one decorator, :func:`admitted`, so
 no route calls the checks by hand and none can forget one: ``tests/unit`` walks every route of
@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from maas.auth import KeyAuth, PermissionDeniedError, authorize_model
-from maas.http import set_request_model
+from maas.wire.auth import KeyAuth, PermissionDeniedError, authorize_model
+from maas.wire.http import set_request_model
 
 ADMITTED = "__maas_admitted__"
 """Set on every route function wrapped by :func:`admitted`."""

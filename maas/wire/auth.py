@@ -38,9 +38,9 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from maas.config import StrictModel
-from maas.errors import MaasError
-from maas.http import error_response
-from maas.storage import write_atomic
+from maas.storage.files import write_atomic
+from maas.wire.errors import MaasError
+from maas.wire.http import error_response
 
 logger = logging.getLogger(__name__)
 
@@ -517,7 +517,7 @@ def allowed_models(scope_or_request: Any, models: Iterable[str]) -> list[str]:
 
 
 def refusal_response(error: MaasError) -> Any:
-    """:func:`maas.http.error_response`, plus ``Retry-After`` on 429 and ``WWW-Authenticate`` on 401."""
+    """:func:`maas.wire.http.error_response`, plus ``Retry-After`` on 429 and ``WWW-Authenticate`` on 401."""
     response = error_response(error)
     if isinstance(error, RateLimitError):
         response.headers["Retry-After"] = error.retry_after_header

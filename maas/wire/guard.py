@@ -21,8 +21,8 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
-from maas.errors import PayloadTooLargeError, RequestTimeoutError, UnsupportedMediaTypeError
-from maas.http import error_response
+from maas.wire.errors import PayloadTooLargeError, RequestTimeoutError, UnsupportedMediaTypeError
+from maas.wire.http import error_response
 
 JSON_MEDIA_TYPE = "application/json"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from maas.schemas import (
+from maas.wire.schemas import (
     ChatChoice,
     ChatChunkChoice,
     ChatCompletionChunk,
