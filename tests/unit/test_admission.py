@@ -10,7 +10,10 @@ from typing import Any
 
 import pytest
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
+from deployments.routes import build_app
+from maas.config import IngressConfig
 from maas.wire.admission import ADMITTED, Answer, admitted
 from maas.wire.auth import ApiKey, KeyAuth, PermissionDeniedError
 from maas.wire.schemas import UsageInfo
@@ -20,7 +23,7 @@ OPEN_ROUTES = {("GET", "/health"), ("GET", "/metrics"), ("GET", "/"), ("GET", "/
 
 
 def test_every_route_of_the_app_is_admitted() -> None:
-    from deployments.ingress import app
+    app = build_app(None, IngressConfig())
 
     routes = [r for r in app.routes if isinstance(r, APIRoute)]
     unadmitted = [(method, r.path) for r in routes for method in r.methods
@@ -30,11 +33,13 @@ def test_every_route_of_the_app_is_admitted() -> None:
 
 
 class Request:
-    """An ASGI request as the auth middleware leaves it: the admitted key in the scope."""
+    """An ASGI request as the auth middleware leaves it: the admitted key in the scope, and
+    the app's state (its ingress and key auth)."""
 
-    def __init__(self, key: ApiKey | None) -> None:
+    def __init__(self, key: ApiKey | None, ingress: Any, auth: KeyAuth) -> None:
         self.scope: dict[str, Any] = {"maas.key": key} if key else {}
         self.state = SimpleNamespace()
+        self.app = SimpleNamespace(state=SimpleNamespace(ingress=ingress, key_auth=auth))
 
 
 class Charges(KeyAuth):
@@ -60,16 +65,15 @@ class Ingress:
 
 def run(models: list[str], answer: Any, allowed: list[str]) -> tuple[Any, list[int]]:
     auth = Charges()
-    route = admitted(lambda: auth, lambda items: SimpleNamespace(items=items, headers={}))(
-        _returning(answer))
-    result = asyncio.run(route(Ingress(models, answer), None, Request(key(allowed))))
-    if hasattr(result, "items"):
-        asyncio.run(_drain(result.items))
+    route = admitted(_returning(answer))
+    result = asyncio.run(route(None, Request(key(allowed), Ingress(models, answer), auth)))
+    if hasattr(result, "body_iterator"):
+        asyncio.run(_drain(result.body_iterator))
     return result, auth.charged
 
 
 def _returning(answer: Any) -> Any:
-    async def route(self: Any, body: Any, request: Any) -> Any:
+    async def route(body: Any, request: Any) -> Any:
         return answer
     return route
 
@@ -88,12 +92,16 @@ def test_every_model_an_operation_uses_must_be_allowed() -> None:
 
 
 def test_streams_are_charged_when_they_end() -> None:
+    class Chunk(BaseModel):
+        usage: UsageInfo | None = None
+
     async def chunks() -> AsyncIterator[Any]:
-        yield SimpleNamespace(usage=None)
-        yield SimpleNamespace(usage=UsageInfo.of(5, 6))
+        yield Chunk()
+        yield Chunk(usage=UsageInfo.of(5, 6))
 
     response, charged = run(["chat"], Answer(chunks(), {"x-a": "1"}), ["chat"])
-    assert charged == [11] and response.headers == {"x-a": "1"}
+    assert charged == [11] and response.headers["x-a"] == "1"
+    assert response.media_type == "text/event-stream"
 
 
 def pipelines() -> Any:

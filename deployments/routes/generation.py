@@ -1,0 +1,36 @@
+"""``/v1/chat/completions`` and ``/v1/completions``: whole answers or server-sent events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+
+from deployments.routes.common import ingress_of, new_router, streamed
+from maas.wire.admission import Answer, admitted
+from maas.wire.schemas import (
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionRequest,
+    CompletionResponse,
+)
+
+router = new_router()
+
+
+@router.post("/v1/chat/completions", response_model=None, responses=streamed(ChatCompletionResponse))
+@admitted
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
+    ingress = ingress_of(request)
+    if not body.stream:
+        return await ingress.chat(body)
+    return Answer(await ingress.open_chat_stream(body))
+
+
+@router.post("/v1/completions", response_model=None, responses=streamed(CompletionResponse))
+@admitted
+async def completions(body: CompletionRequest, request: Request) -> Any:
+    ingress = ingress_of(request)
+    if not body.stream:
+        return await ingress.completions(body)
+    return Answer(await ingress.open_completion_stream(body))
