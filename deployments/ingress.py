@@ -22,6 +22,8 @@ from maas.calls import open_stream, open_streams, result_of, results_of
 from maas.config import AppConfig, GeneratorModelConfig
 from maas.endpoints import chat as chat_rules
 from maas.endpoints import completions as completion_rules
+from maas.endpoints import responses as responses_rules
+from maas.endpoints import scoring
 from maas.endpoints.encoding import classify_response, embedding_response, embedding_texts
 from maas.endpoints.generation import check_json_schema
 from maas.engines.translation import Translation
@@ -47,6 +49,7 @@ from maas.wire.pipeline_schemas import (
     TranslateResponse,
     entities_response,
 )
+from maas.wire.responses_schemas import ResponseEvent, ResponseObject, ResponsesRequest
 from maas.wire.schemas import (
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -69,6 +72,7 @@ from maas.wire.schemas import (
     new_id,
     now,
 )
+from maas.wire.scoring_schemas import RerankRequest, RerankResponse, ScoreRequest, ScoreResponse
 from pipelines.tasks import PipelineBackend, PipelineRequest, Pipelines
 
 HEALTH_TIMEOUT_S = 10.0
@@ -160,6 +164,16 @@ class MaasIngress:
         async for chunk in await self.open_completion_stream(request):
             yield chunk
 
+    async def responses(self, request: ResponsesRequest) -> ResponseObject:
+        """A whole response of the Responses API (``stream`` is ignored), over the chat path."""
+        chat = responses_rules.chat_request(request).model_copy(update={"stream": False})
+        return responses_rules.response_from_chat(request, await self.chat(chat))
+
+    async def responses_stream(self, request: ResponsesRequest) -> AsyncIterator[ResponseEvent]:
+        """A response as the Responses API's events; call through ``handle.options(stream=True)``."""
+        async for event in await self.open_responses_stream(request):
+            yield event
+
     async def embeddings(self, request: EmbeddingRequest) -> EmbeddingResponse:
         """Unit-length sentence embeddings of one or more texts."""
         handle = self._encoder_handle(request.model)
@@ -171,6 +185,21 @@ class MaasIngress:
         model_id = self._classifier_model_id(request.model)
         results = await self._classifier_handle(model_id).classify.remote(model_id, request.texts())
         return classify_response(model_id, results)
+
+    async def score(self, request: ScoreRequest) -> ScoreResponse:
+        """Cosine similarity of text pairs from the encoder's embeddings (vLLM's ``/v1/score``)."""
+        handle = self._encoder_handle(request.model)
+        pairs = scoring.score_pairs(request)
+        texts = scoring.distinct([text for pair in pairs for text in pair])
+        vectors = await handle.embed.remote(request.model, texts)
+        return scoring.score_response(request, pairs, texts, vectors)
+
+    async def rerank(self, request: RerankRequest) -> RerankResponse:
+        """Documents ranked by the cosine of their embedding to the query's, best first."""
+        handle = self._encoder_handle(request.model)
+        texts = scoring.distinct([request.query, *request.texts()])
+        vectors = await handle.embed.remote(request.model, texts)
+        return scoring.rerank_response(request, texts, vectors)
 
     async def tokenize(self, request: TokenizeRequest) -> TokenizeResponse:
         """Token ids of a prompt or of chat messages (vLLM's ``/tokenize``)."""
@@ -241,6 +270,11 @@ class MaasIngress:
         """Validate a completion request and open its streams now (errors before any byte is sent)."""
         prompts, params = await self._prepare_completion(request)
         return await self._completion_chunks(request, prompts, params)
+
+    async def open_responses_stream(self, request: ResponsesRequest) -> AsyncIterator[ResponseEvent]:
+        """Validate a Responses request and open its stream now (errors before any byte is sent)."""
+        chunks = await self.open_chat_stream(responses_rules.chat_request(request))
+        return responses_rules.response_events(request, chunks)
 
     async def open_moderated_chat_stream(
         self, request: ModeratedChatRequest

@@ -177,12 +177,18 @@ async def sse_events(items: AsyncIterator[BaseModel]) -> AsyncIterator[str]:
     """
     try:
         async for item in items:
-            yield f"data: {item.model_dump_json(exclude_none=True)}\n\n"
+            yield f"{_event_line(item)}data: {item.model_dump_json(exclude_none=True)}\n\n"
     except Exception as exc:  # noqa: BLE001 - reported in-band, the status is already sent
         error = as_maas_error(exc)
         logger.warning("stream failed: %r", exc)
         yield f"data: {json.dumps(error_body(error))}\n\n"
     yield "data: [DONE]\n\n"
+
+
+def _event_line(item: BaseModel) -> str:
+    """``event: <type>`` for the Responses API's events (named by their ``type``), else nothing."""
+    kind = getattr(item, "type", None)
+    return f"event: {kind}\n" if isinstance(kind, str) and kind.startswith("response.") else ""
 
 
 ERROR_SCHEMA: dict[str, Any] = {
