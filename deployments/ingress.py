@@ -12,28 +12,37 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
+from deployments.batch_runner import ensure_runner
 from deployments.routes import build_app
 from maas.calls import open_stream, open_streams, result_of, results_of
 from maas.config import AppConfig, GeneratorModelConfig
+from maas.endpoints import batches as batch_rules
 from maas.endpoints import chat as chat_rules
 from maas.endpoints import completions as completion_rules
 from maas.endpoints import responses as responses_rules
 from maas.endpoints import scoring
+from maas.endpoints.batch_api import BatchApi
 from maas.endpoints.encoding import classify_response, embedding_response, embedding_texts
 from maas.endpoints.generation import check_json_schema
 from maas.engines.translation import Translation
+from maas.storage.batch_store import BatchStore, FileStore
 from maas.storage.registry import ModelRegistry
 from maas.storage.served_classifiers import ServedClassifiers
+from maas.wire.admission import admit_models
 from maas.wire.assemble import chat_chunks, chat_response, completion_chunks, completion_response
+from maas.wire.auth import KEY_SCOPE_KEY, KeyAuth
+from maas.wire.batch_schemas import BatchCreateRequest, BatchObject, FileObject
 from maas.wire.errors import (
     MaasError,
     ModelNotFoundError,
     ServiceUnavailableError,
+    error_body,
     log_client_errors_as_one_line,
 )
 from maas.wire.pipeline_schemas import (
@@ -116,16 +125,70 @@ class MaasIngress:
             translate_text=self._translate_text, translators=config.translator.pairs() if translator else {},
         ))
 
+        self.batch_api = BatchApi(FileStore(config.batch_dir), BatchStore(config.batch_dir),
+                                  self._start_batch_runner, config.ingress.max_file_bytes)
+        self.key_auth = KeyAuth()  # the app's, once built
+
     def __serve_build_asgi_app__(self) -> Any:
         """The replica's HTTP app (Serve calls this after ``__init__``)."""
         shared = self.config.ingress.deployment.can_run_several() and self.config.ingress.api_keys_file
-        return build_app(self, self.config.ingress, serve.get_replica_context().app_name if shared else None)
+        app = build_app(self, self.config.ingress, serve.get_replica_context().app_name if shared else None)
+        self.key_auth = app.state.key_auth
+        return app
 
-    def models_used(self, body: Any) -> list[str]:
+    def models_used(self, body: Any, key_id: str | None = None) -> list[str]:
         """The models an operation will use, defaults resolved: what its API key must allow."""
         if isinstance(body, PipelineRequest):
             return self.pipelines.models_of(body)
+        if isinstance(body, BatchCreateRequest):
+            return self.batch_api.models_of(body, key_id)
         return [body.model]
+
+    def _start_batch_runner(self, batch: BatchObject) -> None:
+        ensure_runner(serve.get_replica_context().app_name, self.config.batch_dir, batch,
+                      self.config.ingress.batch_concurrency)
+
+    # ------------------------------------------------------------------ the Batch API
+
+    def create_file(self, content: bytes, filename: str, purpose: str = "batch",
+                    owner: str | None = None) -> FileObject:
+        """Store a batch input file (JSONL, one request a line); ``owner``: an API key id."""
+        return self.batch_api.upload(content, filename, purpose, owner)
+
+    def file_content(self, file_id: str, owner: str | None = None) -> bytes:
+        """A file's bytes: a batch input, or a batch's output or error file."""
+        return self.batch_api.content(file_id, owner)
+
+    def create_batch(self, request: BatchCreateRequest, owner: str | None = None) -> BatchObject:
+        """Start a batch of the requests of an uploaded file (checked line by line first)."""
+        return self.batch_api.create(request, owner)
+
+    def retrieve_batch(self, batch_id: str, owner: str | None = None) -> BatchObject:
+        """A batch with its status and live request counts."""
+        return self.batch_api.batch(batch_id, owner)
+
+    def cancel_batch(self, batch_id: str, owner: str | None = None) -> BatchObject:
+        """Stop a batch: requests not started are not sent; the batch ends ``cancelled``."""
+        return self.batch_api.cancel(batch_id, owner)
+
+    async def batch_call(self, key_id: str | None, url: str,
+                         body: dict[str, Any]) -> tuple[int, dict[str, Any], float | None]:
+        """One request of a batch, admitted and charged to the batch's key as over HTTP:
+        ``(status, answer or OpenAI error body, seconds to wait before sending it again)``."""
+        try:
+            request = batch_rules.request_of(url, body)
+            key = self.key_auth.key_by_id(key_id)
+            scope = SimpleNamespace(scope={KEY_SCOPE_KEY: key} if key else {}, state=SimpleNamespace())
+            if key is not None:
+                await self.key_auth.check_request(key)
+            admit_models(scope, self.models_used(request))
+            operation = {"/v1/chat/completions": self.chat, "/v1/completions": self.completions,
+                         "/v1/embeddings": self.embeddings}[url]
+            result = await operation(request)
+            self.key_auth.charge(scope, result.usage.total_tokens)
+            return 200, result.model_dump(mode="json", exclude_none=True), None
+        except MaasError as error:
+            return int(error.status_code), error_body(error), getattr(error, "retry_after_s", None)
 
     # ------------------------------------------------------------------ handle methods
 

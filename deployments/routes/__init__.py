@@ -12,14 +12,14 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from deployments.routes import encoding, generation, pipelines, service
+from deployments.routes import batches, encoding, generation, pipelines, service
 from maas.config import IngressConfig
 from maas.wire.auth import KeyAuth, KeyStore, SharedRateLimiter, install_auth_middleware
 from maas.wire.guard import RequestLimits, install_request_guard
 from maas.wire.http import install_error_handlers, install_metrics_middleware, truthful_openapi
 from maas.wire.metrics import MetricsRecorder
 
-ROUTERS = (service.router, generation.router, encoding.router, pipelines.router)
+ROUTERS = (service.router, generation.router, encoding.router, pipelines.router, batches.router)
 
 
 def build_app(ingress: Any, config: IngressConfig, shared_limits_app: str | None = None) -> FastAPI:
@@ -41,7 +41,8 @@ def build_app(ingress: Any, config: IngressConfig, shared_limits_app: str | None
     install_error_handlers(app)
     truthful_openapi(app)  # the errors each route answers, in the OpenAPI schema
     install_auth_middleware(app, key_auth)
-    install_request_guard(app, RequestLimits(config.max_body_bytes, config.request_timeout_s))
+    install_request_guard(app, RequestLimits(config.max_body_bytes, config.request_timeout_s,
+                                             max_upload_bytes=config.max_file_bytes))
     install_metrics_middleware(app, recorder)  # outermost: counts 401s, 413s and 429s too
     for router in ROUTERS:
         app.include_router(router)

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from maas.wire.auth import KeyAuth, PermissionDeniedError, authorize_model
+from maas.wire.auth import KeyAuth, PermissionDeniedError, authorize_model, request_key
 from maas.wire.http import set_request_model, sse_events
 
 ADMITTED = "__maas_admitted__"
@@ -75,7 +75,8 @@ def admitted(route: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[An
     @functools.wraps(route)
     async def admitted_route(body: Any, request: Any) -> Any:
         state = request.app.state
-        admit_models(request, state.ingress.models_used(body))
+        key = request_key(request)
+        admit_models(request, state.ingress.models_used(body, key.id if key else None))
         result = await route(body, request)
         return _respond(request, state.key_auth, result)
 

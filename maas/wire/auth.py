@@ -476,10 +476,24 @@ class KeyAuth:
         if self.store is None:
             return None
         key = self.store.authenticate(bearer_token(authorization))
+        await self.check_request(key)
+        return key
+
+    async def check_request(self, key: ApiKey) -> None:
+        """Count one request against ``key``'s quota (:class:`RateLimitError` when over it)."""
         if self.shared is not None:
             await self.shared.check_request(key)
         else:
             self.limiter.check_request(key)
+
+    def key_by_id(self, key_id: str | None) -> ApiKey | None:
+        """The live key ``key_id``, for work done later on its behalf (a batch's requests); None
+        when keys are off or the work has no key. :class:`AuthenticationError` once it is revoked."""
+        if self.store is None or key_id is None:
+            return None
+        key = next((k for k in self.store.keys if k.id == key_id), None)
+        if key is None or key.revoked:
+            raise AuthenticationError(f"The API key '{key_id}' is revoked or no longer exists.")
         return key
 
     def charge(self, scope_or_request: Any, tokens: int) -> None:

@@ -232,7 +232,7 @@ def truthful_openapi(app: Any) -> None:
             schema.setdefault("components", {}).setdefault("schemas", {})["ErrorResponse"] = ERROR_SCHEMA
             for path, item in schema.get("paths", {}).items():
                 for method, operation in item.items():
-                    _document_errors(path, method, operation["responses"])
+                    _document_errors(path, method, operation)
             for unused in ("HTTPValidationError", "ValidationError"):
                 schema["components"]["schemas"].pop(unused, None)
             app.openapi_schema = schema
@@ -241,12 +241,13 @@ def truthful_openapi(app: Any) -> None:
     app.openapi = openapi
 
 
-def _document_errors(path: str, method: str, responses: dict[str, Any]) -> None:
+def _document_errors(path: str, method: str, operation: dict[str, Any]) -> None:
+    responses = operation["responses"]
     responses.pop("422", None)
     if path == "/health":
         statuses = [503]
-    elif method == "get":
-        statuses = [401, 429]
+    elif method in ("get", "delete"):  # a bad query parameter, an unknown id
+        statuses = [400] * bool(operation.get("parameters")) + [401] + [404] * ("{" in path) + [429]
     else:
         statuses = list(ROUTE_ERRORS)
     for status in statuses:

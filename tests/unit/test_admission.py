@@ -18,8 +18,14 @@ from maas.wire.admission import ADMITTED, Answer, admitted
 from maas.wire.auth import ApiKey, KeyAuth, PermissionDeniedError
 from maas.wire.schemas import UsageInfo
 
-OPEN_ROUTES = {("GET", "/health"), ("GET", "/metrics"), ("GET", "/"), ("GET", "/v1/models")}
-"""Routes that use no model: /v1/models lists only what the key allows (checked by its own test)."""
+OPEN_ROUTES = {("GET", "/health"), ("GET", "/metrics"), ("GET", "/"), ("GET", "/v1/models"),
+               ("POST", "/v1/files"), ("GET", "/v1/files"), ("GET", "/v1/files/{file_id}"),
+               ("GET", "/v1/files/{file_id}/content"), ("DELETE", "/v1/files/{file_id}"),
+               ("GET", "/v1/batches"), ("GET", "/v1/batches/{batch_id}"),
+               ("POST", "/v1/batches/{batch_id}/cancel")}
+"""Routes that use no model: /v1/models lists only what the key allows (checked by its own test);
+the Batch API's files and batches belong to a key (another key gets 404), a batch's models are
+admitted when it is created (that route is admitted) and each of its requests when it runs."""
 
 
 def test_every_route_of_the_app_is_admitted() -> None:
@@ -59,7 +65,7 @@ class Ingress:
     def __init__(self, models: list[str], answer: Any) -> None:
         self.models, self.answer = models, answer
 
-    def models_used(self, body: Any) -> list[str]:
+    def models_used(self, body: Any, key_id: str | None) -> list[str]:
         return self.models
 
 
