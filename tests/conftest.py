@@ -129,6 +129,7 @@ def test_app_config(smollm2_dir: Path, registry_dir: Path, minilm_dir: Path) -> 
             "deployment": {"num_cpus": 0.1, "max_ongoing_requests": 128},
         },
         "registry_dir": str(registry_dir),
+        "batch_dir": str(registry_dir.parent / "batches"),
     })
 
 

@@ -73,9 +73,14 @@ class BatchApi:
         content = self.content(request.input_file_id, owner)
         return rules.models_of(rules.read_batch_input(content, request.endpoint))
 
-    def create(self, request: BatchCreateRequest, owner: str | None) -> BatchObject:
+    def create(self, request: BatchCreateRequest, owner: str | None,
+               served: dict[str, set[str]] | None = None) -> BatchObject:
+        """A new batch of the file's requests, started; ``served``: the models of each endpoint
+        (a line naming another is a 404 that names it)."""
         content = self.content(request.input_file_id, owner)
         lines = rules.read_batch_input(content, request.endpoint)
+        if served is not None:
+            rules.check_models(lines, served)
         if request.metadata and len(request.metadata) > 16:
             raise InvalidRequestError("metadata has at most 16 pairs.", "metadata")
         batch = BatchObject(endpoint=request.endpoint, input_file_id=request.input_file_id,

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from maas.wire.batch_schemas import BATCH_ENDPOINTS, BatchOutputLine, BatchRequestLine, BatchResponseData
-from maas.wire.errors import InvalidRequestError, MaasError
+from maas.wire.errors import InvalidRequestError, MaasError, ModelNotFoundError
 from maas.wire.http import validation_error
 from maas.wire.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, new_id
 
@@ -38,8 +38,9 @@ def request_of(url: str, body: dict[str, Any]) -> Any:
 
 
 def read_batch_input(content: bytes, endpoint: str) -> list[BatchRequestLine]:
-    """The lines of a batch input file, each a valid request to ``endpoint`` with a unique
-    ``custom_id``; the first bad line is a 400 that names it."""
+    """The lines of a batch input file, each a valid request with a unique ``custom_id``; the
+    first bad line is a 400 that names it. A line may call any of :data:`BATCH_ENDPOINTS`, as in
+    vLLM's batch runner (``endpoint`` is recorded; OpenAI's service wants every line on it)."""
     lines: list[BatchRequestLine] = []
     seen: set[str] = set()
     for number, text in enumerate(content.decode("utf-8", errors="replace").splitlines(), start=1):
@@ -63,8 +64,6 @@ def _line(number: int, text: str, endpoint: str) -> BatchRequestLine:
     except (ValueError, ValidationError) as exc:
         reason = validation_error(exc.errors()).message if isinstance(exc, ValidationError) else "not JSON"
         raise _bad_line(number, f"{reason} (each line: custom_id, method POST, url, body).") from None
-    if line.url != endpoint:
-        raise _bad_line(number, f"url {line.url!r} is not the batch's endpoint {endpoint!r}.")
     try:
         request_of(line.url, line.body)
     except InvalidRequestError as error:
@@ -75,6 +74,17 @@ def _line(number: int, text: str, endpoint: str) -> BatchRequestLine:
 def _bad_line(number: int, reason: str) -> InvalidRequestError:
     return InvalidRequestError(f"Line {number} of the input file: {reason}", "input_file_id",
                                code="invalid_batch_line")
+
+
+def check_models(lines: Iterable[BatchRequestLine], served: dict[str, set[str]]) -> None:
+    """A 404 naming the first line whose model is not served for its endpoint."""
+    for number, line in enumerate(lines, start=1):
+        model = str(line.body.get("model"))
+        if model not in served.get(line.url, set()):
+            raise ModelNotFoundError(
+                f"Request {number} of the input file ({line.custom_id!r}): the model '{model}' is not "
+                f"served for {line.url} (served: {', '.join(sorted(served.get(line.url, ()))) or 'none'}).",
+                "input_file_id")
 
 
 def models_of(lines: Iterable[BatchRequestLine]) -> list[str]:

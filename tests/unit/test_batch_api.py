@@ -12,7 +12,7 @@ from maas.endpoints import batches as rules
 from maas.endpoints.batch_api import BatchApi
 from maas.storage.batch_store import BatchStore, FileStore
 from maas.wire.batch_schemas import BatchCreateRequest, BatchObject
-from maas.wire.errors import InvalidRequestError, NotFoundError, PayloadTooLargeError
+from maas.wire.errors import InvalidRequestError, ModelNotFoundError, NotFoundError, PayloadTooLargeError
 
 CHAT = "/v1/chat/completions"
 
@@ -28,15 +28,22 @@ def api(tmp_path: Path) -> tuple[BatchApi, list[str]]:
 
 
 def test_input_lines_are_read_with_their_models() -> None:
-    content = "\n".join([line("a"), "", line("b", model="other")]).encode()
-    lines = rules.read_batch_input(content, CHAT)
-    assert [x.custom_id for x in lines] == ["a", "b"] and rules.models_of(lines) == ["chat", "other"]
+    embed = json.dumps({"custom_id": "c", "method": "POST", "url": "/v1/embeddings",
+                        "body": {"model": "enc", "input": "c"}})
+    content = "\n".join([line("a"), "", line("b", model="other"), embed]).encode()
+    lines = rules.read_batch_input(content, CHAT)  # a line may call any batch endpoint
+    assert [x.custom_id for x in lines] == ["a", "b", "c"]
+    assert rules.models_of(lines) == ["chat", "other", "enc"]
+    served = {CHAT: {"chat", "other"}, "/v1/embeddings": {"enc"}}
+    rules.check_models(lines, served)
+    with pytest.raises(ModelNotFoundError, match="Request 3 .*'enc' is not served for /v1/embeddings"):
+        rules.check_models(lines, {CHAT: {"chat", "other"}})
 
 
 @pytest.mark.parametrize("content, reason", [
     ("not json", "Line 1 .*not JSON"),
     (line("a") + "\n" + line("a"), "Line 2 .*used twice"),
-    (line("a", url="/v1/embeddings"), "Line 1 .*not the batch's endpoint"),
+    (line("a", url="/v1/rerank"), "Line 1 .*url must be one of"),
     (line("a", stream=True), "Line 1 .*cannot stream"),
     (line("a", temperature=9), "Line 1 .*temperature"),
     (json.dumps({"custom_id": "a", "method": "GET", "url": CHAT, "body": {}}), "Line 1 "),
