@@ -279,18 +279,18 @@ def _report_if_finished(console: Any, training: Any) -> Any:
 
 def cmd_keys(args: argparse.Namespace) -> int:
     """``maas keys add|revoke|list --file F``: API keys, stored hashed; the service re-reads the file."""
-    from maas.wire import auth
+    from maas.wire import key_file
 
     try:
         if args.action == "add":
             models = [m for m in (args.models or "").split(",") if m]
-            auth.add_key(args.file, args.id, models, args.rpm, args.tpm)
+            key_file.add_key(args.file, args.id, models, args.rpm, args.tpm)
         elif args.action == "revoke":
-            auth.revoke_key(args.file, args.id)
+            key_file.revoke_key(args.file, args.id)
             print(f"[maas] key {args.id!r} revoked; the service refuses it within a second.")
         else:
-            print(auth.format_keys(auth.list_keys(args.file)))
-    except (auth.KeyFileError, ValueError) as exc:
+            print(key_file.format_keys(key_file.list_keys(args.file)))
+    except (key_file.KeyFileError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

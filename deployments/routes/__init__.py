@@ -14,9 +14,10 @@ from fastapi import FastAPI
 
 from deployments.routes import batches, encoding, generation, pipelines, service
 from maas.config import IngressConfig
-from maas.wire.auth import KeyAuth, KeyStore, SharedRateLimiter, install_auth_middleware
+from maas.wire.auth import KeyAuth, SharedRateLimiter, install_auth_middleware
 from maas.wire.guard import RequestLimits, install_request_guard
 from maas.wire.http import install_error_handlers, install_metrics_middleware, truthful_openapi
+from maas.wire.key_file import KeyStore
 from maas.wire.metrics import MetricsRecorder
 
 ROUTERS = (service.router, generation.router, encoding.router, pipelines.router, batches.router)

@@ -16,7 +16,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from maas.wire.auth import KeyAuth, PermissionDeniedError, authorize_model, request_key
+from maas.wire.auth import KeyAuth, authorize_model, request_key
+from maas.wire.errors import PermissionDeniedError
 from maas.wire.http import set_request_model, sse_events
 
 ADMITTED = "__maas_admitted__"

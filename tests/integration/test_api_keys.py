@@ -13,7 +13,7 @@ import httpx
 import pytest
 import ray
 
-from maas.wire import auth
+from maas.wire import key_file
 from maas.wire.auth import SharedRateLimiter
 from tests.conftest import wait_healthy
 
@@ -42,10 +42,10 @@ def tiny_classifier(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
 def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     path = tmp_path_factory.mktemp("keys") / "api-keys.yaml"
     secrets = {
-        "alice": auth.add_key(path, "alice", [MODEL], rpm=4),
-        "bob": auth.add_key(path, "bob", ["some-other-model"]),
-        "carol": auth.add_key(path, "carol", [MODEL], tpm=40),
-        "dave": auth.add_key(path, "dave", ["some-other-model"]),
+        "alice": key_file.add_key(path, "alice", [MODEL], rpm=4),
+        "bob": key_file.add_key(path, "bob", ["some-other-model"]),
+        "carol": key_file.add_key(path, "carol", [MODEL], tpm=40),
+        "dave": key_file.add_key(path, "dave", ["some-other-model"]),
     }
     return path, secrets
 
@@ -119,8 +119,8 @@ def test_rate_limit_and_revocation(secured: str, keys: tuple[Path, dict[str, str
     assert ray.get(shared_limiter().usage.remote("alice")) == (4, 0)
 
     # revoked, no restart: each ingress replica re-reads the changed key file within its interval
-    auth.revoke_key(path, "bob")
-    time.sleep(auth.RELOAD_INTERVAL_S + 0.5)
+    key_file.revoke_key(path, "bob")
+    time.sleep(key_file.RELOAD_INTERVAL_S + 0.5)
     assert [classify(secured, bearer(secrets["bob"])).status_code for _ in range(6)] == [401] * 6
 
 

@@ -15,7 +15,9 @@ from pydantic import BaseModel
 from deployments.routes import build_app
 from maas.config import IngressConfig
 from maas.wire.admission import ADMITTED, Answer, admitted
-from maas.wire.auth import ApiKey, KeyAuth, PermissionDeniedError
+from maas.wire.auth import KeyAuth
+from maas.wire.errors import PermissionDeniedError
+from maas.wire.key_file import ApiKey
 from maas.wire.schemas import UsageInfo
 
 OPEN_ROUTES = {("GET", "/health"), ("GET", "/metrics"), ("GET", "/"), ("GET", "/v1/models"),
