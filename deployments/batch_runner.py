@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import ray
@@ -56,20 +57,19 @@ class BatchRunner:
         done = self.batches.done_ids(self.batch_id)
         self.batches.update(self.batch_id, lambda b: _started(b, len(lines)))
         handle = serve.get_app_handle(self.app_name)
-        slots = asyncio.Semaphore(self.concurrency)
-        await asyncio.gather(*(self._one(handle, owner, line, slots)
-                               for line in lines if line.custom_id not in done))
+        todo = iter([line for line in lines if line.custom_id not in done])
+        await asyncio.gather(*(self._worker(handle, owner, todo) for _ in range(self.concurrency)))
         self._finish(lines, owner)
 
-    async def _one(self, handle: Any, owner: str | None, line: BatchRequestLine,
-                   slots: asyncio.Semaphore) -> None:
-        async with slots:
+    async def _worker(self, handle: Any, owner: str | None, todo: Iterator[BatchRequestLine]) -> None:
+        """Send the next request not yet taken, until none is left or the batch is cancelled."""
+        for line in todo:
             if self._cancelled():
                 return
             result = await self._answer(handle, owner, line)
-        self.batches.append_result(self.batch_id, result)
-        ok = result.response is not None and result.response.status_code == 200
-        self.batches.update(self.batch_id, lambda b: _count(b, ok))
+            self.batches.append_result(self.batch_id, result)
+            ok = result.response is not None and result.response.status_code == 200
+            self.batches.update(self.batch_id, lambda b, ok=ok: _count(b, ok))
 
     async def _answer(self, handle: Any, owner: str | None, line: BatchRequestLine) -> Any:
         """The request's answer, sending it again while the service says "not now" or a replica fails."""
