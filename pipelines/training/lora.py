@@ -282,9 +282,9 @@ def _register(registry: ModelRegistry, config: LoraTrainConfig, generator: Gener
 
 
 def _load_app(config: LoraTrainConfig) -> AppConfig:
-    from maas.cli import DEFAULT_CONFIG
+    from maas.defaults import default_file
 
-    return load_app_config(config.serve_config or DEFAULT_CONFIG)
+    return load_app_config(config.serve_config or default_file("maas-cpu.yaml"))
 
 
 def _tokenizer(base: Path) -> Any:
