@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         "task": config.task,
         "base_test_accuracy": result.metrics["base_test_accuracy"],
         "adapter_test_accuracy": result.metrics["test_accuracy"],
+        "base_test_lenient_accuracy": result.metrics["base_test_lenient_accuracy"],
+        "adapter_test_lenient_accuracy": result.metrics["test_lenient_accuracy"],
         "test_examples": int(result.metrics["test_examples"]),
         "training": {k: result.metrics[k] for k in ("global_step", "train_loss", "validation_loss", "train_time_s")
                      if k in result.metrics},
@@ -58,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         "config": report["config"],
     }
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
-    print(f"base {out['base_test_accuracy']:.3f} -> adapter {out['adapter_test_accuracy']:.3f} exact match on "
+    print(f"base {out['base_test_accuracy']:.3f} -> adapter {out['adapter_test_accuracy']:.3f} exact match "
+          f"(first label named: base {out['base_test_lenient_accuracy']:.3f}, adapter "
+          f"{out['adapter_test_lenient_accuracy']:.3f}) on "
           f"{out['test_examples']} test examples; written to {args.out}")
     return 0
 

@@ -92,6 +92,24 @@ def exact_match(answers: Sequence[str], labels: Sequence[str]) -> float:
     return sum(normalize_answer(a) == label.lower() for a, label in zip(answers, labels)) / len(labels)
 
 
+def mentioned_label(answer: str, labels: Sequence[str]) -> str | None:
+    """The label whose word comes first in a free-form answer ("This article is about sports."
+    -> ``sports``), or None: a lenient reading for a model that does not answer in one word."""
+    words = [w.strip(string.punctuation).lower() for w in answer.split()]
+    for word in words:
+        for label in labels:
+            if word == label.lower():
+                return label
+    return None
+
+
+def lenient_match(answers: Sequence[str], labels: Sequence[str], choices: Sequence[str]) -> float:
+    """Share of answers whose first mentioned label (:func:`mentioned_label`) is their label."""
+    if not labels:
+        return float("nan")
+    return sum(mentioned_label(a, choices) == label for a, label in zip(answers, labels, strict=True)) / len(labels)
+
+
 def answer_counts(answers: Sequence[str]) -> dict[str, int]:
     """How often each normalized answer was given (what a model tends to say)."""
     counts: dict[str, int] = {}

@@ -35,7 +35,7 @@ GENERATOR = "lora-smollm2"
 ADAPTER = "topic-lora"
 MAX_TOKENS = 6
 TINY = {"task": "lora-topic", "model_name": ADAPTER, "generator": GENERATOR, "max_train_examples": 20,
-        "max_validation_examples": 4, "max_test_examples": 5, "max_steps": 4, "batch_size": 2,
+        "max_validation_examples": 5, "max_test_examples": 5, "max_steps": 4, "batch_size": 2,
         "learning_rate": 5e-3, "checkpoint_every_steps": 2, "eval_batch_size": 5, "log_every_steps": 2}
 REQUESTS = 36
 CONCURRENCY = 4

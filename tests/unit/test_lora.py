@@ -21,6 +21,8 @@ from pipelines.training.lora_tasks import (
     exact_match,
     generator_task,
     label_list,
+    lenient_match,
+    mentioned_label,
     normalize_answer,
 )
 from pipelines.training.lora_worker import IGNORE, batch_tensors, step_batches
@@ -82,6 +84,13 @@ def test_exact_match_normalizes_case_space_and_punctuation() -> None:
     assert answer_counts(["Tech", "tech.", ""]) == {"tech": 2, "(empty)": 1}
     with pytest.raises(ValueError):
         exact_match(["a"], [])
+
+
+def test_lenient_reading_takes_the_first_label_named() -> None:
+    labels = ["business", "sports", "tech"]
+    assert mentioned_label("This article is about Sports, not business.", labels) == "sports"
+    assert mentioned_label("This news article about", labels) is None
+    assert lenient_match(["It is tech.", "Business!", "no idea"], ["tech", "sports", "sports"], labels) == pytest.approx(1 / 3)
 
 
 def test_batches_mask_the_prompt_and_shard_by_rank() -> None:
