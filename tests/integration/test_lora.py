@@ -134,6 +134,30 @@ def answer(client: Any, model: str, messages: list[dict[str, str]]) -> Any:
     return client.chat.completions.create(model=model, messages=messages, max_tokens=MAX_TOKENS, temperature=0)
 
 
+@pytest.mark.timeout(900)
+def test_killed_worker_resumes_lora_training_from_its_checkpoint(ray_cluster: str, smollm2_dir: Path,
+                                                                 tmp_path: Path) -> None:
+    import threading
+
+    from pipelines.training.lora import LoraResult, LoraTrainConfig, train_adapter
+    from tests.integration.test_training import kill_a_worker_after_first_checkpoint
+
+    storage = tmp_path / "ray_train"
+    config = LoraTrainConfig.model_validate({**TINY, "registry_dir": str(tmp_path / "registry"),
+                                             "storage_path": str(storage), "max_steps": 12,
+                                             "checkpoint_every_steps": 4, "max_failures": 2})
+    app = lora_app_config(smollm2_dir, tmp_path / "registry")
+    outcome: dict[str, LoraResult] = {}
+    run = threading.Thread(target=lambda: outcome.setdefault("result", train_adapter(config, app)))
+    run.start()
+    killed = kill_a_worker_after_first_checkpoint(storage, timeout_s=600)
+    run.join(timeout=800)
+    assert killed is not None, "no checkpoint appeared"
+    metrics = outcome["result"].metrics
+    assert metrics["global_step"] == 12  # every step done, none twice
+    assert metrics["resumed_from_step"] >= 4  # the restarted group began at a checkpoint
+
+
 def test_training_recorded_the_adapter(trained: dict[str, Any]) -> None:
     from maas.storage.registry import ModelRegistry
 
