@@ -172,6 +172,9 @@ def train_adapter(config: LoraTrainConfig, app: AppConfig | None = None) -> Lora
     app = app or _load_app(config)
     generator = served_generator(config, app)
     registry = ModelRegistry(config.registry_dir or app.registry_dir)
+    if config.registry_name() not in generator.lora.adapters or not generator.lora.enabled:
+        _log(f"note: the Serve config does not serve '{config.registry_name()}' yet: add it to the "
+             f"lora.adapters of '{generator.name}' (with lora.enabled: true) to serve it")
     base = resolve_model_path(generator.path)
     task = generator_task(config.task)
     tokenizer = _tokenizer(base)
