@@ -33,7 +33,9 @@ from maas.auth import (
     install_auth_middleware,
 )
 from maas.calls import open_stream, open_streams, result_of, results_of
+from maas.coalesce import COALESCE_IN_FLIGHT, Coalescer
 from maas.config import AppConfig, GeneratorModelConfig
+from maas.engines.tokenizer import TokenizerSpec
 from maas.engines.translation import Translation
 from maas.errors import (
     ContextLengthExceededError,
@@ -45,6 +47,7 @@ from maas.errors import (
 )
 from maas.guard import RequestLimits, install_request_guard
 from maas.http import install_error_handlers, install_metrics_middleware, sse_events, truthful_openapi
+from maas.local_tokenizer import InProcessTokenizer
 from maas.metrics import MetricsRecorder
 from maas.pipeline_schemas import (
     AnalyzeRequest,
@@ -223,7 +226,8 @@ class MaasIngress:
             check_json_schema('{"type": "object"}')
         limits.max_body_bytes = config.ingress.max_body_bytes
         limits.request_timeout_s = config.ingress.request_timeout_s
-        self.tokenizer = tokenizer
+        self.tokenizer = InProcessTokenizer(tokenizer, [  # chat/completion ids without a Ray hop
+            TokenizerSpec(g.name, g.path, g.max_model_len) for g in config.generators])
         self.generators = generators
         self.classifier = classifier
         self.encoder = encoder
@@ -231,6 +235,12 @@ class MaasIngress:
         self.classifiers = ServedClassifiers(config.classifier.models, ModelRegistry(config.registry_dir))
         self._classifier_handles: dict[str, DeploymentHandle] = {}
         self.encoder_models = {m.name for m in config.encoder.models}
+        self.classify_calls = Coalescer(  # concurrent requests for a model: one call downstream
+            lambda model_id, texts: result_of(self._classifier_handle(model_id).classify.remote(model_id, texts)),
+            max_batch=config.classifier.batching.max_inputs_per_request, max_in_flight=COALESCE_IN_FLIGHT)
+        self.embed_calls = Coalescer(lambda model, texts: result_of(self.encoder.embed.remote(model, texts)),
+                                     max_batch=config.encoder.batching.max_inputs_per_request,
+                                     max_in_flight=COALESCE_IN_FLIGHT)
         # --- NER and the pipelines (pipelines/tasks.py) ---
         self.ner = ner
         self.ner_models = tuple(m.name for m in config.ner.models)
@@ -284,7 +294,7 @@ class MaasIngress:
     async def embeddings(self, request: EmbeddingRequest) -> EmbeddingResponse:
         """Unit-length sentence embeddings of one or more texts."""
         texts = self._embedding_texts(request)
-        vectors = await self._encoder_handle(request.model).embed.remote(request.model, texts)
+        vectors = await self.embed_calls.submit(request.model, texts)
         if request.dimensions is not None and vectors and request.dimensions != len(vectors[0].vector):
             raise InvalidRequestError("dimensions cannot be changed for this model.", "dimensions")
         data = [EmbeddingData(index=i, embedding=encode_embedding(v.vector, request.encoding_format))
@@ -295,7 +305,7 @@ class MaasIngress:
     async def classify(self, request: ClassifyRequest) -> ClassifyResponse:
         """Every label's probability for one or more texts."""
         model_id = self._classifier_model_id(request.model)
-        results = await self._classifier_handle(model_id).classify.remote(model_id, request.texts())
+        results = await self.classify_calls.submit(model_id, request.texts())
         data = [ClassificationData(index=i, label=r.label, probs=r.probs, labels=r.labels,
                                    num_classes=len(r.probs)) for i, r in enumerate(results)]
         return ClassifyResponse(model=model_id, data=data,
