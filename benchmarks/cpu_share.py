@@ -15,7 +15,8 @@ import psutil
 
 GROUPS: tuple[tuple[str, str], ...] = (
     ("vLLM engine", r"VLLM::(EngineCore|Worker)"),
-    ("load generator", r"benchmarks\.loadgen|vllm\.benchmarks"),
+    ("load generator", r"benchmarks\.loadgen|vllm\.benchmarks|benchmarks\.overhead"),
+    ("Serve driver", r"benchmarks\.ray_apps"),
     ("maas generator replica", r"ServeReplica:[^ ]*:generator"),
     ("maas ingress replica", r"ServeReplica:[^ ]*:ingress"),
     ("maas tokenizer replica", r"ServeReplica:[^ ]*:tokenizer"),

@@ -33,7 +33,7 @@ from maas.auth import (
     install_auth_middleware,
 )
 from maas.calls import open_stream, open_streams, result_of, results_of
-from maas.coalesce import COALESCE_IN_FLIGHT, Coalescer
+from maas.coalesce import Coalescer, coalescing
 from maas.config import AppConfig, GeneratorModelConfig
 from maas.engines.tokenizer import TokenizerSpec
 from maas.engines.translation import Translation
@@ -237,10 +237,9 @@ class MaasIngress:
         self.encoder_models = {m.name for m in config.encoder.models}
         self.classify_calls = Coalescer(  # concurrent requests for a model: one call downstream
             lambda model_id, texts: result_of(self._classifier_handle(model_id).classify.remote(model_id, texts)),
-            max_batch=config.classifier.batching.max_inputs_per_request, max_in_flight=COALESCE_IN_FLIGHT)
+            **coalescing(config.classifier))
         self.embed_calls = Coalescer(lambda model, texts: result_of(self.encoder.embed.remote(model, texts)),
-                                     max_batch=config.encoder.batching.max_inputs_per_request,
-                                     max_in_flight=COALESCE_IN_FLIGHT)
+                                     **coalescing(config.encoder))
         # --- NER and the pipelines (pipelines/tasks.py) ---
         self.ner = ner
         self.ner_models = tuple(m.name for m in config.ner.models)

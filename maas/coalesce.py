@@ -10,6 +10,8 @@ call when a slot frees up; the results are split back to the callers.
 - At most ``max_in_flight`` downstream calls per key run at a time; at most ``max_batch``
   items go in one call (a caller's items are never split; a caller with more items than
   ``max_batch`` is sent alone).
+- ``max_pending``: callers of a key that may wait for a slot; one more is refused at once
+  with ``overloaded()`` (what the deployment's ``max_queued_requests`` did before).
 - A failed downstream call that carried several callers is retried once per caller
   (``isolate_errors``), so an error (a bad input, a limit) reaches only the caller it
   belongs to.
@@ -29,14 +31,15 @@ import asyncio
 import contextvars
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 In = TypeVar("In")
 Out = TypeVar("Out")
 
 COALESCE_IN_FLIGHT = 2
-"""Downstream calls per model the ingress keeps in flight: one running while the next gathers."""
+"""Downstream calls per model and replica the ingress keeps in flight: one running while the
+next gathers."""
 
 Downstream = Callable[[K, list[In]], Awaitable[Sequence[Out]]]
 
@@ -69,7 +72,8 @@ class Coalescer(Generic[K, In, Out]):
     """
 
     def __init__(self, call: Downstream[K, In, Out], max_batch: int = 32, max_in_flight: int = 2,
-                 isolate_errors: bool = True, fresh_context: bool = True) -> None:
+                 isolate_errors: bool = True, fresh_context: bool = True, max_pending: int | None = None,
+                 overloaded: Callable[[], Exception] | None = None) -> None:
         if max_batch < 1 or max_in_flight < 1:
             raise ValueError("max_batch and max_in_flight must be at least 1")
         self.call = call
@@ -77,6 +81,8 @@ class Coalescer(Generic[K, In, Out]):
         self.max_in_flight = max_in_flight
         self.isolate_errors = isolate_errors
         self.fresh_context = fresh_context
+        self.max_pending = max_pending
+        self.overloaded = overloaded or (lambda: RuntimeError("too many calls waiting"))
         self._keys: dict[K, _KeyState[In, Out]] = {}
         self.calls = 0
         """Downstream calls made (batches and isolated retries), for tests and metrics."""
@@ -87,6 +93,9 @@ class Coalescer(Generic[K, In, Out]):
         if not items:
             return []
         state = self._keys.setdefault(key, _KeyState())
+        if (self.max_pending is not None and len(state.pending) >= self.max_pending
+                and len(state.in_flight) >= self.max_in_flight):
+            raise self.overloaded()  # the bound of the downstream's own queue, kept here
         waiter: _Waiter[In, Out] = _Waiter(items, asyncio.get_running_loop().create_future())
         state.pending.append(waiter)
         self._dispatch(key, state)
@@ -174,3 +183,19 @@ class Coalescer(Generic[K, In, Out]):
             if not waiter.future.done():
                 waiter.future.set_result(outputs[start:end])
             start = end
+
+
+def coalescing(config: Any) -> dict[str, Any]:
+    """The :class:`Coalescer` settings of the ingress for a batched deployment's config
+    (``ClassifierConfig`` / ``EncoderConfig``): calls as big as one request may be, two in
+    flight per replica, and the deployment's ``max_queued_requests`` as the bound of waiting
+    callers (a 503 beyond it, as Serve's own queue bound gave)."""
+    from maas.errors import ServiceUnavailableError
+
+    deployment = config.deployment
+    replicas = deployment.autoscaling.max_replicas if deployment.autoscaling else deployment.num_replicas
+    queued = deployment.max_queued_requests
+    return {"max_batch": config.batching.max_inputs_per_request,
+            "max_in_flight": COALESCE_IN_FLIGHT * replicas,
+            "max_pending": None if queued < 0 else queued,
+            "overloaded": lambda: ServiceUnavailableError("The model is overloaded; retry shortly.")}

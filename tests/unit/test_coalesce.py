@@ -185,6 +185,19 @@ def test_downstream_calls_run_outside_the_callers_context() -> None:
     run(main())
 
 
+def test_callers_beyond_max_pending_are_refused_at_once() -> None:
+    class Overloaded(Exception):
+        pass
+
+    async def main() -> None:
+        c = Coalescer(Downstream(), max_batch=64, max_in_flight=1, max_pending=2, overloaded=Overloaded)
+        outcomes = await asyncio.gather(*(c.submit("m", [i]) for i in range(5)), return_exceptions=True)
+        assert outcomes[:3] == [["m:0"], ["m:1"], ["m:2"]]
+        assert all(isinstance(o, Overloaded) for o in outcomes[3:])
+        assert await c.submit("m", ["again"]) == ["m:again"]
+    run(main())
+
+
 def test_arguments_are_checked() -> None:
     with pytest.raises(ValueError):
         Coalescer(Downstream(), max_batch=0)
