@@ -38,9 +38,9 @@ class _Method:
 class InProcessTokenizer:
     """The tokenizer deployment's handle, with ``chat_ids`` / ``prompt_ids`` local for ``specs``."""
 
-    def __init__(self, handle: Any, specs: list[TokenizerSpec]) -> None:
+    def __init__(self, handle: Any, specs: list[TokenizerSpec], prompts: PromptTokenizer | None = None) -> None:
         self.handle = handle
-        self.prompts = PromptTokenizer(TokenizerEngine(specs))
+        self.prompts = prompts or PromptTokenizer(TokenizerEngine(specs))
         models = {spec.name for spec in specs}
         self.chat_ids = _Method(self.prompts.chat_ids, handle.chat_ids, models)
         self.prompt_ids = _Method(self.prompts.prompt_ids, handle.prompt_ids, models)
