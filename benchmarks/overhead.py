@@ -47,7 +47,8 @@ COLUMNS = ("Serve HTTP proxy", "maas ingress replica", "maas tokenizer replica",
            "Ray daemons", "Serve driver", "load generator", "other")
 
 
-def app_spec(model_dir: Path, classifier_dir: Path, extra_env: dict[str, str]) -> SystemSpec:
+def app_spec(model_dir: Path, classifier_dir: Path, extra_env: dict[str, str],
+             app_args: list[str]) -> SystemSpec:
     from benchmarks.systems import maas_serve_env
     from maas.engines.generator import resolve_dtype
 
@@ -55,10 +56,27 @@ def app_spec(model_dir: Path, classifier_dir: Path, extra_env: dict[str, str]) -
     ray_dir = _ray_temp_dir()
     argv = [PYTHON, "-m", "benchmarks.ray_apps", "maas-overhead", "--port", str(port),
             "--model-dir", str(model_dir), "--classifier-dir", str(classifier_dir),
-            "--ray-temp-dir", ray_dir, "--dtype", resolve_dtype("auto", on_gpu=False)]
+            "--ray-temp-dir", ray_dir, "--dtype", resolve_dtype("auto", on_gpu=False), *app_args]
     env = {**BASE_ENV, "VLLM_CPU_KVCACHE_SPACE": "1", **maas_serve_env("maas"), **extra_env}
     return SystemSpec("maas-overhead", argv, port, "/v1/classify",
                       {"model": CLASSIFIER_MODEL, "input": "Hello there"}, env, ray_dir)
+
+
+async def direct_ingress_url(spec: SystemSpec, timeout_s: float = 60) -> str:
+    """With ``RAY_SERVE_ENABLE_DIRECT_INGRESS=1`` the ingress replica serves HTTP on a port of
+    its own (from 30000): read it from the replica's log."""
+    import glob
+    import re
+
+    deadline = time.monotonic() + timeout_s
+    pattern = re.compile(r"started \S*HTTP\S* server on port (\d+)")
+    while time.monotonic() < deadline:
+        for path in glob.glob(f"{spec.ray_temp_dir}/session_*/logs/serve/replica_*ingress*.log"):
+            match = pattern.search(Path(path).read_text(errors="replace"))
+            if match:
+                return f"http://127.0.0.1:{match.group(1)}"
+        time.sleep(1)
+    raise RuntimeError("direct ingress: no HTTP port in the ingress replica's log")
 
 
 async def _classify(session: aiohttp.ClientSession, url: str, body: dict[str, Any]) -> dict[str, float]:
@@ -177,18 +195,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chat-requests", default="8,64", help="requests at c=1,c=32")
     parser.add_argument("--max-tokens", type=int, default=16, help="chat output tokens (ignore_eos)")
     parser.add_argument("--only", choices=("classify", "chat"), default=None)
+    parser.add_argument("--direct-ingress", action="store_true",
+                        help="RAY_SERVE_ENABLE_DIRECT_INGRESS=1 and the load straight to the ingress replica")
+    parser.add_argument("--batch-wait-s", type=float, default=None,
+                        help="the classifier's batch_wait_timeout_s (default: the benchmark workload's, 0.01)")
     parser.add_argument("--json", type=Path, default=None, help="write the rows here")
     args = parser.parse_args(argv)
     from benchmarks.run import classifier_dir, generator_dir
 
     extra = dict(item.split("=", 1) for item in args.env)
+    if args.direct_ingress:
+        extra["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1"
     work = Path(tempfile.mkdtemp(prefix="maas-overhead-"))
     cls_dir, _ = classifier_dir(work)
-    spec = app_spec(generator_dir(), cls_dir, extra)
+    app_args = [] if args.batch_wait_s is None else ["--batch-wait-s", str(args.batch_wait_s)]
+    spec = app_spec(generator_dir(), cls_dir, extra, app_args)
     print(f"[overhead] starting: {spec.command_line()}", flush=True)
     rows = []
     with RunningSystem(spec, work / "app.log", 600) as running:
         print(f"[overhead] ready after {running.startup_s:.0f}s (log {work / 'app.log'})", flush=True)
+        url = direct_ingress_url(spec) if args.direct_ingress else spec.base_url
+        print(f"[overhead] load to {url}", flush=True)
         plan = []
         if args.only in (None, "classify"):
             c1, c32 = (int(x) for x in args.classify_requests.split(","))
@@ -197,13 +224,13 @@ def main(argv: list[str] | None = None) -> int:
             c1, c32 = (int(x) for x in args.chat_requests.split(","))
             plan += [("chat", 1, c1), ("chat", 32, c32)]
         for kind, concurrency, count in plan:
-            row = measure(spec.base_url, kind, concurrency, count, args.max_tokens)
+            row = measure(url, kind, concurrency, count, args.max_tokens)
             print(f"[overhead] {json.dumps(row)}", flush=True)
             rows.append(row)
     print("\n" + table(rows) + "\n")
     print("CPU ms per request by kind of process; gen. TTFT: the generator replica's own mean "
           "time to first token (from /metrics); environment: "
-          + (" ".join(args.env) or "maas serve's defaults"))
+          + (" ".join(f"{k}={v}" for k, v in extra.items()) or "maas serve's defaults"))
     if args.json:
         args.json.write_text(json.dumps({"env": extra, "command": " ".join(sys.argv), "rows": rows}, indent=1))
     return 0
