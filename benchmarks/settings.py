@@ -27,9 +27,12 @@ token as its own chunk (vLLM's default ``stream_interval``)."""
 SERVE_STOCK_SUFFIX = "-stock"
 """Variants named ``...-stock`` run maas on Ray Serve's stock settings, without the Serve
 settings ``maas serve`` sets (``maas.cli.SERVE_THROUGHPUT_ENV``)."""
-EXTRA_SYSTEMS: tuple[str, ...] = (*MAAS_VARIANTS, "maas-stock")
+EXTRA_SYSTEMS: tuple[str, ...] = (*MAAS_VARIANTS, "maas-stock", "maas-no-tcmalloc", "vllm-tcmalloc")
+"""``maas-no-tcmalloc``: maas with ``MAAS_TCMALLOC=0`` (glibc malloc in the replicas);
+``vllm-tcmalloc``: bare vLLM with tcmalloc preloaded, as vLLM's CPU docs recommend."""
 CLASSIFY_VARIANTS: tuple[str, ...] = ("maas-batched", "maas-batched-int8", "maas-unbatched", "naive")
-EXTRA_CLASSIFY_VARIANTS: tuple[str, ...] = ("maas-batched-stock", "maas-unbatched-stock")
+EXTRA_CLASSIFY_VARIANTS: tuple[str, ...] = ("maas-batched-stock", "maas-unbatched-stock", "maas-batched-nowait")
+"""``maas-batched-nowait``: the classifier's ``batch_wait_timeout_s`` 0 (the ingress coalesces)."""
 """``maas-batched-int8``: the batched classifier with ``quantize: int8``."""
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SERVED_MODEL = "smollm2-135m-instruct"
