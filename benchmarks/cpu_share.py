@@ -25,6 +25,7 @@ GROUPS: tuple[tuple[str, str], ...] = (
     ("Ray Serve LLM replicas", r"ServeReplica:[^ ]*:(LLMServer|OpenAiIngress|LLMRouter)"),
     ("other Serve replicas", r"ServeReplica"),
     ("Serve HTTP proxy", r"ProxyActor"),
+    ("maas metrics actor", r"ray::MetricsRegistry"),
     ("Serve controller", r"ServeController"),
     ("Ray daemons", r"raylet|gcs_server|dashboard|monitor\.py|log_monitor|runtime_env|ray::IDLE|"
                     r"ray::(_StatsActor|MetricsStore)|default_worker"),

@@ -43,7 +43,7 @@ CHAT_PROMPTS = (
     "Say hello in Spanish.",
 )
 COLUMNS = ("Serve HTTP proxy", "maas ingress replica", "maas tokenizer replica",
-           "maas classifier replica", "maas generator replica", "vLLM engine", "Serve controller",
+           "maas classifier replica", "maas generator replica", "vLLM engine", "maas metrics actor", "Serve controller",
            "Ray daemons", "Serve driver", "load generator", "other")
 
 
