@@ -172,6 +172,40 @@ def measure(url: str, kind: str, concurrency: int, count: int, max_tokens: int) 
     return {"kind": kind, "concurrency": concurrency, **result}
 
 
+HOP_PROBES: tuple[tuple[str, str, str, dict[str, Any] | None], ...] = (
+    ("GET /v1/models (proxy + ingress, no downstream call)", "GET", "/v1/models", None),
+    ("POST /v1/tokenize (+ one hop to the tokenizer deployment)", "POST", "/v1/tokenize",
+     {"model": SERVED_MODEL, "prompt": CHAT_PROMPTS[1]}),
+    ("POST /v1/completions, 1 token, not streamed (+ the generator and the engine)", "POST",
+     "/v1/completions", {"model": SERVED_MODEL, "prompt": CHAT_PROMPTS[1], "max_tokens": 1, "temperature": 0}),
+    ("POST /v1/completions, 1 token, streamed", "POST", "/v1/completions",
+     {"model": SERVED_MODEL, "prompt": CHAT_PROMPTS[1], "max_tokens": 1, "temperature": 0, "stream": True}),
+    ("POST /v1/chat/completions, 1 token, streamed", "POST", "/v1/chat/completions",
+     {"model": SERVED_MODEL, "messages": [{"role": "user", "content": CHAT_PROMPTS[1]}], "max_tokens": 1,
+      "temperature": 0, "stream": True}),
+)
+
+
+def hops(url: str, repeats: int = 20) -> list[dict[str, Any]]:
+    """Sequential requests that stop at successive hops: the wall time each hop adds."""
+    import httpx
+
+    rows = []
+    with httpx.Client(base_url=url, timeout=120) as client:
+        for name, method, path, body in HOP_PROBES:
+            times = []
+            for i in range(repeats + 2):
+                start = time.perf_counter()
+                response = client.request(method, path, json=body)
+                response.read()
+                response.raise_for_status()
+                if i >= 2:  # two warm-ups
+                    times.append(1000 * (time.perf_counter() - start))
+            rows.append({"probe": name, "p50_ms": round(percentile(times, 50), 1),
+                         "min_ms": round(min(times), 1)})
+    return rows
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     groups = [c for c in COLUMNS if any(c in r["cpu_ms_per_request"] for r in rows)]
     groups += sorted({k for r in rows for k in r["cpu_ms_per_request"]} - set(groups))
@@ -227,12 +261,19 @@ def main(argv: list[str] | None = None) -> int:
             row = measure(url, kind, concurrency, count, args.max_tokens)
             print(f"[overhead] {json.dumps(row)}", flush=True)
             rows.append(row)
+        hop_rows = hops(url) if args.only is None else []
     print("\n" + table(rows) + "\n")
+    if hop_rows:
+        print("| probe (sequential, 20 requests) | p50 ms | min ms |\n|---|---|---|")
+        for hop in hop_rows:
+            print(f"| {hop['probe']} | {hop['p50_ms']:.1f} | {hop['min_ms']:.1f} |")
+        print()
     print("CPU ms per request by kind of process; gen. TTFT: the generator replica's own mean "
           "time to first token (from /metrics); environment: "
           + (" ".join(f"{k}={v}" for k, v in extra.items()) or "maas serve's defaults"))
     if args.json:
-        args.json.write_text(json.dumps({"env": extra, "command": " ".join(sys.argv), "rows": rows}, indent=1))
+        args.json.write_text(json.dumps({"env": extra, "command": " ".join(sys.argv), "rows": rows,
+                                         "hops": hop_rows}, indent=1))
     return 0
 
 
