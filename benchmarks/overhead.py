@@ -194,13 +194,17 @@ def hops(url: str, repeats: int = 20) -> list[dict[str, Any]]:
     with httpx.Client(base_url=url, timeout=120) as client:
         for name, method, path, body in HOP_PROBES:
             times = []
-            for i in range(repeats + 2):
-                start = time.perf_counter()
-                response = client.request(method, path, json=body)
-                response.read()
-                response.raise_for_status()
-                if i >= 2:  # two warm-ups
-                    times.append(1000 * (time.perf_counter() - start))
+            try:
+                for i in range(repeats + 2):
+                    start = time.perf_counter()
+                    response = client.request(method, path, json=body)
+                    response.read()
+                    response.raise_for_status()
+                    if i >= 2:  # two warm-ups
+                        times.append(1000 * (time.perf_counter() - start))
+            except httpx.HTTPError as exc:
+                print(f"[overhead] probe {path} failed: {exc!r}", flush=True)
+                continue
             rows.append({"probe": name, "p50_ms": round(percentile(times, 50), 1),
                          "min_ms": round(min(times), 1)})
     return rows
