@@ -122,6 +122,7 @@ def classify_spec(variant: str, model_dir: Path, max_batch_size: int) -> SystemS
             "--model-dir", str(model_dir), "--max-batch-size", str(batch), "--ray-temp-dir", ray_dir]
     argv += ["--quantize", "int8"] if variant.endswith("-int8") else []
     argv += ["--batch-wait-s", "0"] if variant.endswith("-nowait") else []
+    argv += ["--batch-wait-s", "0.01"] if variant.endswith("-wait10ms") else []
     env.update(maas_serve_env(variant))
     return SystemSpec(variant, argv, port, "/v1/classify", probe, env, ray_dir)
 
