@@ -201,3 +201,16 @@ def test_callers_beyond_max_pending_are_refused_at_once() -> None:
 def test_arguments_are_checked() -> None:
     with pytest.raises(ValueError):
         Coalescer(Downstream(), max_batch=0)
+
+
+def test_the_ingress_settings_follow_the_deployment() -> None:
+    from maas.coalesce import COALESCE_IN_FLIGHT, coalescing
+    from maas.config import ClassifierConfig
+    from maas.errors import ServiceUnavailableError
+
+    config = ClassifierConfig.model_validate({"deployment": {"num_replicas": 3, "max_queued_requests": 10},
+                                             "batching": {"max_inputs_per_request": 64}})
+    settings = coalescing(config)
+    assert settings["max_batch"] == 64 and settings["max_in_flight"] == 3 * COALESCE_IN_FLIGHT
+    assert settings["max_pending"] == 10 and isinstance(settings["overloaded"](), ServiceUnavailableError)
+    assert coalescing(ClassifierConfig())["max_pending"] is None  # -1: no bound, as Serve's own queue
