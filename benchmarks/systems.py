@@ -80,7 +80,11 @@ def generation_spec(system: str, model_dir: Path, engine: EngineSettings) -> Sys
     port = free_port()
     probe = {"model": SERVED_MODEL, "prompt": "Hello", "max_tokens": 2}
     env = {**BASE_ENV, **engine.env()}
-    if system == "vllm":
+    if system in ("vllm", "vllm-tcmalloc"):
+        if system == "vllm-tcmalloc":
+            from maas.allocator import tcmalloc_path
+
+            env["LD_PRELOAD"] = tcmalloc_path() or ""
         argv = [PYTHON, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
                 "--served-model-name", SERVED_MODEL, "--dtype", engine.dtype,
                 "--max-model-len", str(engine.max_model_len), "--max-num-seqs", str(engine.max_num_seqs),
@@ -98,6 +102,8 @@ def generation_spec(system: str, model_dir: Path, engine: EngineSettings) -> Sys
             "--model-dir", str(model_dir), "--ray-temp-dir", ray_dir]
     argv += MAAS_VARIANTS.get(system, [])
     env.update(maas_serve_env(system))
+    if system == "maas-no-tcmalloc":
+        env["MAAS_TCMALLOC"] = "0"
     return SystemSpec(system, argv, port, "/v1/completions", probe, env, ray_dir)
 
 
@@ -115,6 +121,8 @@ def classify_spec(variant: str, model_dir: Path, max_batch_size: int) -> SystemS
     argv = [PYTHON, "-m", "benchmarks.ray_apps", "maas-classify", "--port", str(port),
             "--model-dir", str(model_dir), "--max-batch-size", str(batch), "--ray-temp-dir", ray_dir]
     argv += ["--quantize", "int8"] if variant.endswith("-int8") else []
+    argv += ["--batch-wait-s", "0"] if variant.endswith("-nowait") else []
+    argv += ["--batch-wait-s", "0.01"] if variant.endswith("-wait10ms") else []
     env.update(maas_serve_env(variant))
     return SystemSpec(variant, argv, port, "/v1/classify", probe, env, ray_dir)
 

@@ -21,6 +21,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from deployments.batch_runner import ensure_runner
 from deployments.routes import build_app
 from maas.calls import open_stream, open_streams, result_of, results_of
+from maas.coalesce import Coalescer, coalescing
 from maas.config import AppConfig, GeneratorModelConfig
 from maas.endpoints import batches as batch_rules
 from maas.endpoints import chat as chat_rules
@@ -30,7 +31,9 @@ from maas.endpoints import scoring
 from maas.endpoints.batch_api import BatchApi
 from maas.endpoints.encoding import classify_response, embedding_response, embedding_texts
 from maas.endpoints.generation import check_json_schema
+from maas.engines.tokenizer import TokenizerSpec
 from maas.engines.translation import Translation
+from maas.local_tokenizer import InProcessTokenizer
 from maas.storage.batch_store import BatchStore, FileStore
 from maas.storage.registry import ModelRegistry
 from maas.storage.served_adapters import ServedAdapters, adapter_card_fields
@@ -107,7 +110,8 @@ class MaasIngress:
         log_client_errors_as_one_line()
         if config.generators:  # imports the schema checker now, not on a client's first schema
             check_json_schema('{"type": "object"}')
-        self.tokenizer = tokenizer
+        self.tokenizer = InProcessTokenizer(  # chat_ids/prompt_ids here: no Ray hop before the engine
+            tokenizer, [TokenizerSpec(g.name, g.path, g.max_model_len) for g in config.generators])
         self.generators = generators
         self.classifier = classifier
         self.encoder = encoder
@@ -117,6 +121,11 @@ class MaasIngress:
         self.classifiers = ServedClassifiers(config.classifier.models, ModelRegistry(config.registry_dir))
         self._classifier_handles: dict[str, DeploymentHandle] = {}
         self.encoder_models = {m.name for m in config.encoder.models}
+        # concurrent requests for one model become one call into its deployment (maas/coalesce.py)
+        self.classify_calls = Coalescer(lambda model_id, texts: result_of(
+            self._classifier_handle(model_id).classify.remote(model_id, texts)), **coalescing(config.classifier))
+        self.embed_calls = Coalescer(lambda model, texts: result_of(
+            self.encoder.embed.remote(model, texts)), **coalescing(config.encoder))
         # --- NER and the pipelines (pipelines/tasks.py) ---
         self.ner = ner
         self.ner_models = tuple(m.name for m in config.ner.models)
@@ -246,29 +255,29 @@ class MaasIngress:
 
     async def embeddings(self, request: EmbeddingRequest) -> EmbeddingResponse:
         """Unit-length sentence embeddings of one or more texts."""
-        handle = self._encoder_handle(request.model)
-        vectors = await handle.embed.remote(request.model, embedding_texts(request))
+        self._encoder_handle(request.model)  # 404 for a model the encoder does not serve
+        vectors = await self.embed_calls.submit(request.model, embedding_texts(request))
         return embedding_response(request, vectors)
 
     async def classify(self, request: ClassifyRequest) -> ClassifyResponse:
         """Every label's probability for one or more texts."""
         model_id = self._classifier_model_id(request.model)
-        results = await self._classifier_handle(model_id).classify.remote(model_id, request.texts())
+        results = await self.classify_calls.submit(model_id, request.texts())
         return classify_response(model_id, results)
 
     async def score(self, request: ScoreRequest) -> ScoreResponse:
         """Cosine similarity of text pairs from the encoder's embeddings (vLLM's ``/v1/score``)."""
-        handle = self._encoder_handle(request.model)
+        self._encoder_handle(request.model)  # 404 for a model the encoder does not serve
         pairs = scoring.score_pairs(request)
         texts = scoring.distinct([text for pair in pairs for text in pair])
-        vectors = await handle.embed.remote(request.model, texts)
+        vectors = await self.embed_calls.submit(request.model, texts)
         return scoring.score_response(request, pairs, texts, vectors)
 
     async def rerank(self, request: RerankRequest) -> RerankResponse:
         """Documents ranked by the cosine of their embedding to the query's, best first."""
-        handle = self._encoder_handle(request.model)
+        self._encoder_handle(request.model)  # 404 for a model the encoder does not serve
         texts = scoring.distinct([request.query, *request.texts()])
-        vectors = await handle.embed.remote(request.model, texts)
+        vectors = await self.embed_calls.submit(request.model, texts)
         return scoring.rerank_response(request, texts, vectors)
 
     async def tokenize(self, request: TokenizeRequest) -> TokenizeResponse:

@@ -5,13 +5,8 @@ from __future__ import annotations
 from ray import serve
 
 from deployments.health import EngineHealth, HealthCache
-from maas.engines.tokenizer import TokenizerEngine, TokenizerSpec
-from maas.wire.errors import (
-    ContextLengthExceededError,
-    InvalidRequestError,
-    ModelNotFoundError,
-    log_client_errors_as_one_line,
-)
+from maas.engines.tokenizer import PromptTokenizer, TokenizerEngine, TokenizerSpec
+from maas.wire.errors import log_client_errors_as_one_line
 from maas.wire.schemas import (
     ChatMessage,
     DetokenizeRequest,
@@ -27,12 +22,12 @@ class TokenizerDeployment(EngineHealth):
 
     def __init__(self, specs: list[TokenizerSpec]) -> None:
         self.engine = TokenizerEngine(specs)
+        self.prompts = PromptTokenizer(self.engine)
         self.health = HealthCache()
         log_client_errors_as_one_line()
 
     def _require(self, model: str) -> None:
-        if model not in self.engine.specs:
-            raise ModelNotFoundError.for_model(model, "tokenization", list(self.engine.specs))
+        self.prompts.require(model)
 
     def tokenize(self, request: TokenizeRequest) -> TokenizeResponse:
         """``/v1/tokenize``: a prompt or chat messages to token ids."""
@@ -61,28 +56,8 @@ class TokenizerDeployment(EngineHealth):
 
     def prompt_ids(self, model: str, prompt: str | list[int], param: str = "prompt") -> list[int]:
         """Token ids of a completion prompt, checked against the model's context."""
-        self._require(model)
-        if isinstance(prompt, str):
-            ids = self.engine.encode(model, prompt)
-        else:
-            self.engine.decode(model, prompt)  # validates every id
-            ids = list(prompt)
-        return self._checked(model, ids, param)
+        return self.prompts.prompt_ids(model, prompt, param)
 
     def chat_ids(self, model: str, messages: list[ChatMessage]) -> list[int]:
         """Token ids of chat messages (with the chat template), checked against the context."""
-        self._require(model)
-        ids = self.engine.encode_chat(model, [m.for_template() for m in messages])
-        return self._checked(model, ids, "messages")
-
-    def _checked(self, model: str, ids: list[int], param: str) -> list[int]:
-        limit = self.engine.max_model_len(model)
-        if len(ids) >= limit:
-            raise ContextLengthExceededError(
-                f"This model's maximum context length is {limit} tokens; the prompt has "
-                f"{len(ids)} tokens, leaving no room for the completion.",
-                param,
-            )
-        if not ids:
-            raise InvalidRequestError("The prompt is empty.", param)
-        return ids
+        return self.prompts.chat_ids(model, messages)

@@ -18,6 +18,7 @@ from deployments.ingress import MaasIngress
 from deployments.ner import NerDeployment
 from deployments.tokenizer import TokenizerDeployment
 from deployments.translator import TranslatorDeployment
+from maas.allocator import with_tcmalloc
 from maas.config import AppConfig, GeneratorModelConfig
 from maas.engines.tokenizer import TokenizerSpec
 
@@ -44,7 +45,7 @@ def tokenizer_specs(config: AppConfig) -> list[TokenizerSpec]:
 def generator_app(config: GeneratorModelConfig, registry_dir: str | None = None) -> Application:
     """One model's generator deployment, with the placement group its devices need; LoRA adapters
     are read from the registry in ``registry_dir``."""
-    options = config.serve_options()
+    options = with_tcmalloc(config.serve_options())  # vLLM's CPU backend asks for tcmalloc
     return GeneratorDeployment.options(name=generator_deployment_name(config.name), **options).bind(
         config, registry_dir)
 
@@ -58,11 +59,11 @@ def build_app(args: AppConfig | dict[str, Any]) -> Application:
     generators = {g.name: generator_app(g, config.registry_dir) for g in config.generators}
     classifier = None
     if config.classifier.models:
-        options = config.classifier.deployment.to_serve_options()
+        options = with_tcmalloc(config.classifier.deployment.to_serve_options())
         classifier = ClassifierDeployment.options(**options).bind(config.classifier, config.registry_dir)
     encoder = None
     if config.encoder.models:
-        encoder = EncoderDeployment.options(**config.encoder.deployment.to_serve_options()).bind(
+        encoder = EncoderDeployment.options(**with_tcmalloc(config.encoder.deployment.to_serve_options())).bind(
             config.encoder
         )
     ner = None

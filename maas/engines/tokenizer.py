@@ -7,7 +7,12 @@ from typing import Any
 
 from maas.storage.embedded import resolve_model_path
 from maas.storage.registry import REGISTRY_PREFIX, ModelRegistry
-from maas.wire.errors import InvalidRequestError, ModelNotReadyError
+from maas.wire.errors import (
+    ContextLengthExceededError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    ModelNotReadyError,
+)
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,50 @@ class TokenizerEngine:
         """A tiny real call of every tokenizer (the health check)."""
         for name in list(self.tokenizers):
             self.encode(name, "ping")
+
+
+class PromptTokenizer:
+    """Prompts and chat messages to checked token ids: what a generation request needs.
+
+    Used by the tokenizer deployment and, for the generators' models, in the ingress itself
+    (:mod:`maas.local_tokenizer`), so that a chat or completion request makes no Ray hop before
+    it reaches its generator.
+    """
+
+    def __init__(self, engine: TokenizerEngine) -> None:
+        self.engine = engine
+
+    def require(self, model: str) -> None:
+        if model not in self.engine.specs:
+            raise ModelNotFoundError.for_model(model, "tokenization", list(self.engine.specs))
+
+    def prompt_ids(self, model: str, prompt: str | list[int], param: str = "prompt") -> list[int]:
+        """Token ids of a completion prompt, checked against the model's context."""
+        self.require(model)
+        if isinstance(prompt, str):
+            ids = self.engine.encode(model, prompt)
+        else:
+            self.engine.decode(model, prompt)  # validates every id
+            ids = list(prompt)
+        return self.checked(model, ids, param)
+
+    def chat_ids(self, model: str, messages: list[Any]) -> list[int]:
+        """Token ids of chat messages (``ChatMessage``s, with the chat template), checked."""
+        self.require(model)
+        ids = self.engine.encode_chat(model, [m.for_template() for m in messages])
+        return self.checked(model, ids, "messages")
+
+    def checked(self, model: str, ids: list[int], param: str) -> list[int]:
+        limit = self.engine.max_model_len(model)
+        if len(ids) >= limit:
+            raise ContextLengthExceededError(
+                f"This model's maximum context length is {limit} tokens; the prompt has "
+                f"{len(ids)} tokens, leaving no room for the completion.",
+                param,
+            )
+        if not ids:
+            raise InvalidRequestError("The prompt is empty.", param)
+        return ids
 
 
 def _load_fast(spec: TokenizerSpec) -> Any:

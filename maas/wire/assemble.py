@@ -126,23 +126,35 @@ async def chat_chunks(
     results: AsyncIterator[GenerationResult],
     include_usage: bool,
 ) -> AsyncIterator[ChatCompletionChunk]:
-    """Streamed chat chunks; usage rides on the last chunk, or in its own chunk if asked for."""
+    """Streamed chat chunks; usage rides on the last chunk, or in its own chunk if asked for.
+
+    Each chunk goes out as soon as it arrives; only a chunk that finishes a choice waits for the
+    next one (it may be the last, which carries the usage): holding back every chunk by one
+    delayed the first token by a whole stream interval (benchmarks/results/OVERHEAD.md).
+    """
     started: set[int] = set()
-    last: ChatCompletionChunk | None = None
+    held: ChatCompletionChunk | None = None
     usage = UsageInfo()
     async for result in results:
         usage = UsageInfo.of(result.prompt_tokens, result.completion_tokens)
         for chunk in result.chunks:
             if not chunk.text and chunk.finish_reason is None and chunk.index in started:
                 continue
-            if last is not None:
-                yield last
-            last = chat_chunk(response_id, created, model, chunk, chunk.index not in started)
+            out = chat_chunk(response_id, created, model, chunk, chunk.index not in started)
             started.add(chunk.index)
-    if last is not None:
-        if not include_usage:
-            last.usage = usage
-        yield last
+            if held is not None:
+                yield held
+                held = None
+            if chunk.finish_reason is None:
+                yield out
+            else:
+                held = out
+    if not include_usage:
+        if held is None:
+            held = ChatCompletionChunk(id=response_id, created=created, model=model, choices=[])
+        held.usage = usage
+    if held is not None:
+        yield held
     if include_usage:
         yield ChatCompletionChunk(id=response_id, created=created, model=model, choices=[], usage=usage)
 
@@ -195,10 +207,13 @@ async def completion_chunks(
     n: int,
     include_usage: bool,
 ) -> AsyncIterator[CompletionResponse]:
-    """Streamed completion chunks of several prompts, interleaved as they arrive."""
+    """Streamed completion chunks of several prompts, interleaved as they arrive.
+
+    As in :func:`chat_chunks`, only a chunk that finishes a choice waits for the next one.
+    """
     counts: dict[int, tuple[int, int]] = {}
     offsets: dict[int, int] = {}
-    last: CompletionResponse | None = None
+    held: CompletionResponse | None = None
     async for prompt_index, result in merge_streams(streams):
         counts[prompt_index] = (result.prompt_tokens, result.completion_tokens)
         for chunk in result.chunks:
@@ -207,14 +222,21 @@ async def completion_chunks(
             index = prompt_index * n + chunk.index
             choice = completion_choice(chunk, index, offsets.get(index, 0))
             offsets[index] = offsets.get(index, 0) + len(chunk.text)
-            if last is not None:
-                yield last
-            last = CompletionResponse(id=response_id, created=created, model=model, choices=[choice])
+            out = CompletionResponse(id=response_id, created=created, model=model, choices=[choice])
+            if held is not None:
+                yield held
+                held = None
+            if chunk.finish_reason is None:
+                yield out
+            else:
+                held = out
     usage = UsageInfo.of(sum(p for p, _ in counts.values()), sum(c for _, c in counts.values()))
-    if last is not None:
-        if not include_usage:
-            last.usage = usage
-        yield last
+    if not include_usage:
+        if held is None:
+            held = CompletionResponse(id=response_id, created=created, model=model, choices=[])
+        held.usage = usage
+    if held is not None:
+        yield held
     if include_usage:
         yield CompletionResponse(id=response_id, created=created, model=model, choices=[], usage=usage)
 
