@@ -34,6 +34,9 @@ from maas.auth import (
 )
 from maas.calls import open_stream, open_streams, result_of, results_of
 from maas.config import AppConfig, GeneratorModelConfig
+from maas.endpoints.completions_echo import check_echo, with_echo, with_prompt_logprobs
+from maas.endpoints.models import model_card
+from maas.endpoints.tools import check_chat_request, template_tools, with_tools
 from maas.engines.translation import Translation
 from maas.errors import (
     ContextLengthExceededError,
@@ -172,13 +175,9 @@ def check_json_schema(schema: str) -> None:
 def reject_unsupported(request: SamplingFields) -> None:
     """Clear 400s for OpenAI features this service does not offer."""
     if isinstance(request, CompletionRequest):
-        if request.echo:
-            raise InvalidRequestError("echo is not supported.", "echo")
-        if request.suffix:
-            raise InvalidRequestError("suffix is not supported.", "suffix")
+        check_echo(request)
     if isinstance(request, ChatCompletionRequest):
-        if request.tools:
-            raise InvalidRequestError("tools are not supported.", "tools")
+        check_chat_request(request)
         if request.response_format and request.response_format.type != "text" and request.n > 1:
             raise InvalidRequestError("response_format with n > 1 is not supported.", "n")
 
@@ -273,7 +272,8 @@ class MaasIngress:
         prompts, params = await self._prepare_completion(request)
         handle = self.generators[request.model]
         results = await results_of([handle.generate.remote(ids, params) for ids in prompts])
-        return completion_response(request.model, results, params.n)
+        response = completion_response(request.model, results, params.n)
+        return with_echo(response, results, request, completion_prompts(request.prompt))
 
     async def completions_stream(self, request: CompletionRequest) -> AsyncIterator[CompletionResponse]:
         """A text completion as chunks; call through ``handle.options(stream=True)``."""
@@ -423,10 +423,11 @@ class MaasIngress:
     async def _prepare_chat(self, request: ChatCompletionRequest) -> tuple[list[int], GenerationParams]:
         config = self._generator_config(request.model)
         reject_unsupported(request)
-        ids = await self.tokenizer.chat_ids.remote(request.model, request.messages)
+        ids = await self.tokenizer.chat_ids.remote(request.model, request.messages, template_tools(request))
         param = "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
         max_tokens = resolve_max_tokens(request.requested_max_tokens(), len(ids), config, param)
         params = request.generation_params(max_tokens, request.requested_logprobs())
+        params = with_tools(params, request, config.tool_call_parser)
         return ids, with_response_format(params, request.response_format)
 
     async def _prepare_completion(self, request: CompletionRequest) -> tuple[list[list[int]], GenerationParams]:
@@ -437,7 +438,8 @@ class MaasIngress:
         ))
         longest = max(len(ids) for ids in prompts)
         max_tokens = resolve_max_tokens(request.max_tokens, longest, config, "max_tokens")
-        return list(prompts), request.generation_params(max_tokens, request.logprobs)
+        params = request.generation_params(max_tokens, request.logprobs)
+        return list(prompts), with_prompt_logprobs(params, request)
 
     def _stream(self, model: str, ids: list[int], params: GenerationParams) -> DeploymentResponseGenerator:
         return self.generators[model].options(stream=True).generate_stream.remote(ids, params)
@@ -462,6 +464,11 @@ class MaasIngress:
         cards = self.models().data
         allowed = set(allowed_models(request, [card.id for card in cards]))
         return ModelList(data=[card for card in cards if card.id in allowed])
+
+    @app.get("/v1/models/{model_id:path}", response_model=ModelCard)
+    async def http_model(self, model_id: str, request: Request) -> ModelCard:
+        cards = self.models().data
+        return model_card(cards, model_id, allowed_models(request, [card.id for card in cards]))
 
     @app.post("/v1/chat/completions", response_model=None, responses=streamed(ChatCompletionResponse))
     @model_route

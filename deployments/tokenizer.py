@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ray import serve
 
 from deployments.health import EngineHealth, HealthCache
@@ -69,10 +71,10 @@ class TokenizerDeployment(EngineHealth):
             ids = list(prompt)
         return self._checked(model, ids, param)
 
-    def chat_ids(self, model: str, messages: list[ChatMessage]) -> list[int]:
-        """Token ids of chat messages (with the chat template), checked against the context."""
+    def chat_ids(self, model: str, messages: list[ChatMessage], tools: list[dict[str, Any]] | None = None) -> list[int]:
+        """Token ids of chat messages (with the chat template and ``tools``), checked against the context."""
         self._require(model)
-        ids = self.engine.encode_chat(model, [m.for_template() for m in messages])
+        ids = self.engine.encode_chat(model, [m.for_template() for m in messages], tools=tools)
         return self._checked(model, ids, "messages")
 
     def _checked(self, model: str, ids: list[int], param: str) -> list[int]:

@@ -240,7 +240,7 @@ def _document_errors(path: str, method: str, responses: dict[str, Any]) -> None:
     if path == "/health":
         statuses = [503]
     elif method == "get":
-        statuses = [401, 429]
+        statuses = [401, 404, 429] if "{" in path else [401, 429]  # a path parameter can be unknown
     else:
         statuses = list(ROUTE_ERRORS)
     for status in statuses:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from maas.endpoints.tools import hermes_messages, template_knows_tools
 from maas.errors import InvalidRequestError, ModelNotReadyError
 from maas.models import resolve_model_path
 from maas.registry import REGISTRY_PREFIX, ModelRegistry
@@ -57,16 +58,22 @@ class TokenizerEngine:
     def encode_chat(
         self,
         model: str,
-        messages: list[dict[str, str]],
+        messages: list[dict[str, Any]],
         add_generation_prompt: bool = True,
         add_special_tokens: bool = False,
+        tools: list[dict[str, Any]] | None = None,
     ) -> list[int]:
-        """Token ids of chat messages rendered with the model's chat template."""
+        """Token ids of chat messages rendered with the model's chat template; ``tools`` and tool
+        messages go to a template that renders them, else they are written in the Hermes format."""
         tokenizer = self.tokenizer(model)
         if not tokenizer.chat_template:
             raise InvalidRequestError(f"The model '{model}' has no chat template.", "messages")
+        if template_knows_tools(tokenizer.chat_template):
+            options: dict[str, Any] = {"tools": tools} if tools else {}
+        else:
+            messages, options = hermes_messages(messages, tools), {}
         text = tokenizer.apply_chat_template(
-            messages, add_generation_prompt=add_generation_prompt, tokenize=False
+            messages, add_generation_prompt=add_generation_prompt, tokenize=False, **options
         )
         return self.encode(model, text, add_special_tokens=add_special_tokens)
 
