@@ -44,6 +44,7 @@ def resolve_dtype(dtype: str, on_gpu: bool) -> str:
 
 def build_engine_args(config: GeneratorModelConfig, on_gpu: bool) -> Any:
     """vLLM ``AsyncEngineArgs`` for a model config."""
+    from vllm.config import StructuredOutputsConfig
     from vllm.engine.arg_utils import AsyncEngineArgs
 
     if not on_gpu:
@@ -72,7 +73,7 @@ def build_engine_args(config: GeneratorModelConfig, on_gpu: bool) -> Any:
     # Compact JSON: vLLM's xgrammar backend reads "no free whitespace" from the engine's config,
     # not from a request's StructuredOutputsParams, and free whitespace let a sampled answer spend
     # max_tokens on runs of spaces.
-    kwargs["structured_outputs_config"] = {"backend": "xgrammar", "disable_any_whitespace": True}
+    kwargs["structured_outputs_config"] = StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True)
     kwargs.update(config.engine_kwargs)
     return AsyncEngineArgs(**kwargs)
 
