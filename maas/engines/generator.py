@@ -144,7 +144,7 @@ def token_logprobs(step_logprobs: list[dict[int, Any]] | None, token_ids: list[i
 
 def prompt_logprobs_of(candidates: Any) -> PromptLogprobs:
     """vLLM's prompt log probabilities (None at the first position) as wire data."""
-    return [None if position is None else {
+    return [None if not position else {
         str(token_id): PromptLogprob(logprob=_finite(lp.logprob), rank=lp.rank, decoded_token=lp.decoded_token)
         for token_id, lp in position.items()} for position in candidates]
 
