@@ -17,6 +17,7 @@ Plain Python (no Serve, no FastAPI; vLLM only inside :class:`AutoCalls`), used b
 from __future__ import annotations
 
 import json
+import logging
 import re
 import uuid
 from typing import Any, Literal
@@ -32,6 +33,8 @@ from maas.schemas import (
     MediaPart,
     ToolCallDelta,
 )
+
+logger = logging.getLogger(__name__)
 
 ToolMode = Literal["auto", "named", "required"]
 
@@ -313,8 +316,13 @@ class AutoCalls(ToolCalls):
         self.text, self.token_ids = previous_text + text, previous_ids + list(token_ids)
         if not text:
             return "", []
-        delta = self.parser.extract_tool_calls_streaming(
-            previous_text, self.text, text, previous_ids, self.token_ids, list(token_ids), self.request)
+        try:
+            delta = self.parser.extract_tool_calls_streaming(
+                previous_text, self.text, text, previous_ids, self.token_ids, list(token_ids), self.request)
+        except Exception:  # noqa: BLE001 - text the parser cannot read stays text
+            logger.warning("The %s tool parser failed on a delta; it is returned as content.",
+                           type(self.parser).__name__, exc_info=True)
+            return text, []
         if delta is None:
             return "", []
         calls = [ToolCallDelta(index=call.index, id=call.id, type="function" if call.id else None,
@@ -322,6 +330,14 @@ class AutoCalls(ToolCalls):
                                                           arguments=call.function.arguments if call.function else None))
                  for call in delta.tool_calls or []]
         return delta.content or "", calls
+
+
+def check_tool_parser(name: str | None) -> None:
+    """Fail at start, not on a request, when the configured parser is not one of vLLM's."""
+    if name is not None:
+        from vllm.tool_parsers.abstract_tool_parser import ToolParserManager
+
+        ToolParserManager.get_tool_parser(name)
 
 
 def tool_calls_for(params: GenerationParams, tokenizer: Any = None) -> ToolCalls | None:

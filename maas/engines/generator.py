@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from maas.config import GeneratorModelConfig
-from maas.endpoints.tools import ToolCalls, tool_calls_for
+from maas.endpoints.tools import ToolCalls, check_tool_parser, tool_calls_for
 from maas.errors import EngineError, InvalidRequestError, ServiceUnavailableError
 from maas.models import resolve_model_path
 from maas.schemas import (
@@ -181,6 +181,7 @@ class GeneratorEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         self.config = config
+        check_tool_parser(config.tool_call_parser)
         vllm_config = build_vllm_config(config, on_gpu, placement_group)
         self.engine = AsyncLLM.from_vllm_config(vllm_config, disable_log_stats=True)
         self.last_output_at = 0.0  # monotonic time of the last output of any request

@@ -193,3 +193,12 @@ def test_model_card_respects_the_allowed_models() -> None:
         with pytest.raises(ModelNotFoundError) as info:
             model_card(cards, model_id, allowed)
         assert info.value.status_code == 404 and info.value.param == "model"
+
+
+def test_the_configured_parser_must_be_one_of_vllms() -> None:
+    from maas.endpoints.tools import check_tool_parser
+
+    check_tool_parser("hermes")
+    check_tool_parser(None)
+    with pytest.raises(KeyError):
+        check_tool_parser("no-such-parser")
