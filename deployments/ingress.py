@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import re
 import struct
 from collections.abc import AsyncIterator
 from typing import Any
@@ -36,6 +35,7 @@ from maas.calls import open_stream, open_streams, result_of, results_of
 from maas.config import AppConfig, GeneratorModelConfig
 from maas.endpoints.completions_echo import check_echo, with_echo, with_prompt_logprobs
 from maas.endpoints.models import model_card
+from maas.endpoints.structured import json_schema_error
 from maas.endpoints.tools import check_chat_request, template_tools, with_tools
 from maas.engines.translation import Translation
 from maas.errors import (
@@ -160,16 +160,10 @@ def with_response_format(params: GenerationParams, response_format: ResponseForm
 
 def check_json_schema(schema: str) -> None:
     """Refuse a JSON schema that is invalid or that structured decoding cannot compile."""
-    import jsonschema
-    import xgrammar
-
-    try:
-        jsonschema.validators.validator_for(json.loads(schema)).check_schema(json.loads(schema))
-        xgrammar.Grammar.from_json_schema(schema)
-    except Exception as exc:  # noqa: BLE001 - every failure is the client's schema
-        message = re.sub(r"^(\[[^]]*\] )?\S+\.cc:\d+: ", "", str(exc).splitlines()[0])[:300]
+    message = json_schema_error(schema)
+    if message is not None:
         raise InvalidRequestError(f"response_format.json_schema.schema cannot be used: {message}",
-                                  "response_format", code="invalid_json_schema") from None
+                                  "response_format", code="invalid_json_schema")
 
 
 def reject_unsupported(request: SamplingFields) -> None:

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import uuid
 from typing import Any, Literal
 
+from maas.endpoints.structured import json_schema_error
 from maas.errors import InvalidRequestError
 from maas.schemas import (
     ChatCompletionRequest,
@@ -123,19 +123,6 @@ def check_parameters(tool: ChatTool, param: str) -> None:
     if message is not None:
         raise InvalidRequestError(f"{param} is not a usable JSON schema: {message}", param,
                                   code="invalid_json_schema")
-
-
-def json_schema_error(schema: str) -> str | None:
-    """Why a JSON schema is invalid or cannot be compiled by xgrammar, or None."""
-    import jsonschema
-    import xgrammar
-
-    try:
-        jsonschema.validators.validator_for(json.loads(schema)).check_schema(json.loads(schema))
-        xgrammar.Grammar.from_json_schema(schema)
-    except Exception as exc:  # noqa: BLE001 - every failure is the client's schema
-        return re.sub(r"^(\[[^]]*\] )?\S+\.cc:\d+: ", "", str(exc).splitlines()[0])[:300]
-    return None
 
 
 def tool_mode(request: ChatCompletionRequest) -> ToolMode | None:
@@ -310,8 +297,17 @@ class AutoCalls(ToolCalls):
         self.request = self.parser.adjust_request(self.request)
         self.text = ""
         self.token_ids: list[int] = []
+        self.content = ""  # the content sent so far
 
     def feed(self, text: str, token_ids: list[int], finished: bool) -> tuple[str, list[ToolCallDelta]]:
+        content, calls = self._parse(text, token_ids)
+        self.content += content
+        if finished and not self.called and not calls and self.text.startswith(self.content):
+            content += self.text[len(self.content):]  # what the parser held back (a partial tag)
+            self.content = self.text
+        return content, calls
+
+    def _parse(self, text: str, token_ids: list[int]) -> tuple[str, list[ToolCallDelta]]:
         previous_text, previous_ids = self.text, self.token_ids
         self.text, self.token_ids = previous_text + text, previous_ids + list(token_ids)
         if not text:

@@ -202,3 +202,34 @@ def test_the_configured_parser_must_be_one_of_vllms() -> None:
     check_tool_parser(None)
     with pytest.raises(KeyError):
         check_tool_parser("no-such-parser")
+
+
+def test_auto_calls_flush_text_the_parser_held_back(smollm2_tokenizer) -> None:
+    parser = AutoCalls("hermes", smollm2_tokenizer, [WEATHER])
+    first = parser.apply(GenerationChunk(index=0, text="a < b and <tool"))
+    last = parser.apply(GenerationChunk(index=0, text="", finish_reason="length"))
+    assert first.text + last.text == "a < b and <tool" and last.tool_calls is None
+
+
+TOOLS_TEMPLATE = (
+    "{% if tools %}TOOLS {{ tools | map(attribute='function.name') | join(',') }}\n{% endif %}"
+    "{% for m in messages %}[{{ m.role }}]{{ m.content }}"
+    "{% for c in m.tool_calls or [] %}CALL {{ c.function.name }} {{ c.function.arguments.city }}{% endfor %}"
+    "{% if m.tool_call_id %} ({{ m.tool_call_id }}){% endif %}{% endfor %}"
+)
+
+
+def test_a_template_with_tools_gets_them_and_the_tool_messages(smollm2_dir: Path) -> None:
+    from maas.engines.tokenizer import TokenizerEngine, TokenizerSpec
+
+    engine = TokenizerEngine([TokenizerSpec("m", str(smollm2_dir), 512)])
+    engine.tokenizer("m").chat_template = TOOLS_TEMPLATE
+    request = chat(tools=[WEATHER], messages=[
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "tool_calls": [
+            {"id": "c1", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "12 C"}])
+    ids = engine.encode_chat("m", [m.for_template() for m in request.messages], add_generation_prompt=False,
+                             tools=[t.model_dump(exclude_none=True) for t in request.tools])
+    assert engine.tokenizer("m").decode(ids) == (
+        "TOOLS get_weather\n[user]Weather in Paris?[assistant]CALL get_weather Paris[tool]12 C (c1)")
