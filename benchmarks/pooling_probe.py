@@ -21,7 +21,7 @@ from sklearn.metrics import f1_score
 from transformers import AutoModel, AutoTokenizer
 
 from maas.engines.windows import mean_of_tokens, per_text_mean
-from maas.models import minilm_path
+from maas.storage.embedded import minilm_path
 from pipelines.training.training_data import Example, load_task, split_dataset, task_labels
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from maas.config import EncoderModelConfig
 from maas.engines.encoders import ClassifierEngine, set_torch_threads
-from maas.registry import ModelVersion
+from maas.storage.registry import ModelVersion
 from pipelines.training.report import score
 from pipelines.training.train import TrainConfig, prepare_data
 

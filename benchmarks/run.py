@@ -62,7 +62,7 @@ def log(message: str) -> None:
 
 def generator_dir() -> Path:
     """SmolLM2-135M-Instruct as a local Hugging Face folder (prepared once by maas)."""
-    from maas.models import prepare_smollm2
+    from maas.storage.embedded import prepare_smollm2
 
     return prepare_smollm2()
 
@@ -72,8 +72,8 @@ def classifier_dir(work_dir: Path) -> tuple[Path, str]:
 
     The speed comparison needs the same weights in every variant, not a good model.
     """
-    from maas.models import minilm_path
-    from maas.registry import ModelRegistry
+    from maas.storage.embedded import minilm_path
+    from maas.storage.registry import ModelRegistry
 
     registry = ModelRegistry()
     live = registry.live_version(CLASSIFIER_MODEL)
@@ -214,7 +214,7 @@ def bench_classify(variant: str, model_dir: Path, settings: BenchSettings, work_
 def measure_quantization() -> dict[str, Any]:
     """int8 vs float32 of the live registry classifier: accuracy and offline speed."""
     from benchmarks import quantization
-    from maas.registry import ModelRegistry
+    from maas.storage.registry import ModelRegistry
 
     registry = ModelRegistry()
     live = registry.live_version(CLASSIFIER_MODEL)

@@ -58,7 +58,7 @@ def generator() -> Translate:
     from vllm import LLM, SamplingParams
 
     from maas.engines.generator import resolve_dtype
-    from maas.models import prepare_smollm2
+    from maas.storage.embedded import prepare_smollm2
     from pipelines.tasks import TRANSLATE_SYSTEM, TRANSLATE_USER
 
     llm = LLM(model=str(prepare_smollm2()), dtype=resolve_dtype("auto", on_gpu=False), max_model_len=2048,

@@ -11,8 +11,8 @@ from deployments.health import EngineHealth, HealthCache
 from maas.batching import run_grouped
 from maas.config import ClassifierConfig, EncoderConfig
 from maas.engines.encoders import LoadedEncoder, set_torch_threads
-from maas.errors import InvalidRequestError, log_client_errors_as_one_line
-from maas.metrics import MetricsRecorder
+from maas.wire.errors import InvalidRequestError, log_client_errors_as_one_line
+from maas.wire.metrics import MetricsRecorder
 
 
 class BatchedEncoderBase(EngineHealth):

@@ -17,8 +17,8 @@ from ray import serve
 from deployments.batched import BatchedEncoderBase
 from maas.config import ClassifierConfig
 from maas.engines.encoders import Classification, ClassifierEngine, LoadedEncoder, default_device
-from maas.registry import ModelRegistry
-from maas.served_classifiers import ServedClassifiers
+from maas.storage.registry import ModelRegistry
+from maas.storage.served_classifiers import ServedClassifiers
 
 MAX_LOADED_MODELS = 8
 """Models one replica keeps loaded (least recently used ones are dropped first)."""

@@ -7,7 +7,7 @@ from ray import serve
 from deployments.batched import BatchedEncoderBase
 from maas.config import EncoderConfig
 from maas.engines.encoders import Embedding, EmbeddingEngine, LoadedEncoder, default_device
-from maas.errors import ModelNotFoundError
+from maas.wire.errors import ModelNotFoundError
 
 
 @serve.deployment(name="encoder")

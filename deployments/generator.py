@@ -10,12 +10,12 @@ from typing import Any
 from ray import serve
 
 from deployments.health import HealthCache
-from maas.assemble import merge_results
 from maas.config import GeneratorModelConfig
 from maas.engines.generator import GeneratorEngine
-from maas.errors import ServiceUnavailableError, log_client_errors_as_one_line
-from maas.metrics import MetricsRecorder
-from maas.schemas import GenerationParams, GenerationResult
+from maas.wire.assemble import merge_results
+from maas.wire.errors import ServiceUnavailableError, log_client_errors_as_one_line
+from maas.wire.metrics import MetricsRecorder
+from maas.wire.schemas import GenerationParams, GenerationResult
 
 
 def _on_gpu(config: GeneratorModelConfig) -> bool:

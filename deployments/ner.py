@@ -6,7 +6,7 @@ from ray import serve
 
 from deployments.batched import BatchedEncoderBase
 from maas.engines.ner import NerConfig, NerEngine, NerResult
-from maas.errors import ModelNotFoundError
+from maas.wire.errors import ModelNotFoundError
 
 
 @serve.deployment(name="ner")

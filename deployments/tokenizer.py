@@ -8,13 +8,13 @@ from ray import serve
 
 from deployments.health import EngineHealth, HealthCache
 from maas.engines.tokenizer import TokenizerEngine, TokenizerSpec
-from maas.errors import (
+from maas.wire.errors import (
     ContextLengthExceededError,
     InvalidRequestError,
     ModelNotFoundError,
     log_client_errors_as_one_line,
 )
-from maas.schemas import (
+from maas.wire.schemas import (
     ChatMessage,
     DetokenizeRequest,
     DetokenizeResponse,

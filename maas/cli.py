@@ -53,7 +53,7 @@ def prepare_models(config: AppConfig) -> None:
     """Prepare every embedded model the config names (SmolLM2 is converted once) and check the
     NER pipelines. Registry classifiers are not trained here: ``maas serve`` trains those with no
     live version in the background (:mod:`pipelines.training.background_training`)."""
-    from maas import models
+    from maas.storage import embedded as models
 
     for model in [*config.generators, *config.classifier.models, *config.encoder.models]:
         if model.path.startswith(models.EMBEDDED_PREFIX):
@@ -241,7 +241,7 @@ def _wait_for_signal(console: Any, config: AppConfig, training_names: list[str],
                      training: Any) -> None:
     """Until SIGINT/SIGTERM: follow the background trainings on the console."""
     from maas.console import TrainingProgress
-    from maas.registry import ModelRegistry
+    from maas.storage.registry import ModelRegistry
 
     stop = {"now": False}
 
@@ -279,18 +279,18 @@ def _report_if_finished(console: Any, training: Any) -> Any:
 
 def cmd_keys(args: argparse.Namespace) -> int:
     """``maas keys add|revoke|list --file F``: API keys, stored hashed; the service re-reads the file."""
-    from maas import auth
+    from maas.wire import key_file
 
     try:
         if args.action == "add":
             models = [m for m in (args.models or "").split(",") if m]
-            auth.add_key(args.file, args.id, models, args.rpm, args.tpm)
+            key_file.add_key(args.file, args.id, models, args.rpm, args.tpm)
         elif args.action == "revoke":
-            auth.revoke_key(args.file, args.id)
+            key_file.revoke_key(args.file, args.id)
             print(f"[maas] key {args.id!r} revoked; the service refuses it within a second.")
         else:
-            print(auth.format_keys(auth.list_keys(args.file)))
-    except (auth.KeyFileError, ValueError) as exc:
+            print(key_file.format_keys(key_file.list_keys(args.file)))
+    except (key_file.KeyFileError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -329,7 +329,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _print_training(args: argparse.Namespace) -> None:
     """The training state of every registry model that has one (``training.json``)."""
-    from maas.registry import ModelRegistry
+    from maas.storage.registry import ModelRegistry
 
     registry = ModelRegistry(_registry_dir(args))
     rows = [(name, registry.live_version(name), registry.training_status(name)) for name in registry.names()]
@@ -357,7 +357,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     """``maas models list``: every registry version with its metrics; ``*`` marks the live one."""
-    from maas.registry import ModelRegistry
+    from maas.storage.registry import ModelRegistry
 
     registry = ModelRegistry(_registry_dir(args))
     print(f"{'':2}{'model':24} {'created':26} {'task':10} {'kind':9} {'val-F1':>7} {'test-F1':>7} "
@@ -389,7 +389,7 @@ def _num(value: float | None) -> str:
 
 def cmd_rollout(args: argparse.Namespace) -> int:
     """``maas rollout NAME VERSION``: make a registry version live; the service follows at once."""
-    from maas.registry import ModelRegistry, RegistryError
+    from maas.storage.registry import ModelRegistry, RegistryError
 
     registry = ModelRegistry(_registry_dir(args))
     previous = registry.live_version(args.name)

@@ -394,6 +394,14 @@ class IngressConfig(StrictModel):
         description="Deadline for a response to start (a stream starts with its first event); "
         "past it the request is cancelled, its engine work aborted, and the answer is 504.",
     )
+    max_file_bytes: int = Field(
+        100 * 1024 * 1024, ge=1024, description="Largest batch input file accepted by /v1/files."
+    )
+    batch_concurrency: int = Field(
+        4, ge=1, le=256,
+        description="Requests of one batch in flight at a time: a batch takes no more than this "
+        "share of the service from interactive traffic.",
+    )
     deployment: DeploymentOptions = Field(
         default_factory=lambda: DeploymentOptions(num_cpus=0.1, max_ongoing_requests=256),
         description="Serve options.",
@@ -416,6 +424,10 @@ class AppConfig(StrictModel):
     ingress: IngressConfig = Field(default_factory=IngressConfig, description="HTTP ingress.")
     registry_dir: str | None = Field(
         None, description="Model registry folder (shared storage on a cluster); None: cache_dir()/registry."
+    )
+    batch_dir: str | None = Field(
+        None, description="Batch API files and batch states (shared storage on a cluster); "
+        "None: cache_dir()/batches.",
     )
 
     @model_validator(mode="after")

@@ -10,7 +10,7 @@ import sys
 import time
 from typing import TextIO
 
-from maas.registry import ModelRegistry, TrainingStatus, format_seconds
+from maas.storage.registry import ModelRegistry, TrainingStatus, format_seconds
 
 PREFIX = "[maas]"
 

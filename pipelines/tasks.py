@@ -26,8 +26,8 @@ from typing import Any, TypeVar
 from maas.config import GeneratorModelConfig
 from maas.engines.text_units import language_code, pair_key
 from maas.engines.translation import Translation, unsupported_pair
-from maas.errors import InvalidRequestError, ModelNotFoundError
-from maas.pipeline_schemas import (
+from maas.wire.errors import InvalidRequestError, ModelNotFoundError
+from maas.wire.pipeline_schemas import (
     AnalyzeLatency,
     AnalyzeRequest,
     AnalyzeResponse,
@@ -44,7 +44,7 @@ from maas.pipeline_schemas import (
     TranslateRequest,
     TranslateResponse,
 )
-from maas.schemas import (
+from maas.wire.schemas import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -251,7 +251,7 @@ class Pipelines:
 
     def models_of(self, request: PipelineRequest) -> list[str]:
         """The models a pipeline request will use, defaults resolved: what the API key must
-        allow (:mod:`maas.admission`). A model that is not served is a 404 here."""
+        allow (:mod:`maas.wire.admission`). A model that is not served is a 404 here."""
         if isinstance(request, TranslateRequest):
             route = self.translation_route(request)
             return [route[0] if route else self.generator(request.model)]

@@ -62,14 +62,14 @@ def ray_cluster() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
-    from maas.models import prepare_smollm2
+    from maas.storage.embedded import prepare_smollm2
 
     return prepare_smollm2()
 
 
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
-    from maas.models import minilm_path
+    from maas.storage.embedded import minilm_path
 
     return minilm_path()
 
@@ -129,6 +129,7 @@ def test_app_config(smollm2_dir: Path, registry_dir: Path, minilm_dir: Path) -> 
             "deployment": {"num_cpus": 0.1, "max_ongoing_requests": 128},
         },
         "registry_dir": str(registry_dir),
+        "batch_dir": str(registry_dir.parent / "batches"),
     })
 
 

@@ -39,7 +39,7 @@ def prototype_classifier(folder: Path) -> Path:
 
     from maas.engines.classifiers import new_classifier
     from maas.engines.windows import mean_of_tokens
-    from maas.models import minilm_path
+    from maas.storage.embedded import minilm_path
 
     tokenizer = AutoTokenizer.from_pretrained(str(minilm_path()))
     model = new_classifier(minilm_path(), LABELS, "mean").eval()

@@ -9,8 +9,8 @@ token, the candidates by token id) is returned as vLLM's server returns it.
 
 from __future__ import annotations
 
-from maas.errors import InvalidRequestError
-from maas.schemas import (
+from maas.wire.errors import InvalidRequestError
+from maas.wire.schemas import (
     CompletionChoice,
     CompletionLogprobs,
     CompletionRequest,

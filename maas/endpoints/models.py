@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from maas.errors import ModelNotFoundError
-from maas.schemas import ModelCard
+from maas.wire.errors import ModelNotFoundError
+from maas.wire.schemas import ModelCard
 
 
 def model_card(cards: list[ModelCard], model_id: str, allowed: Iterable[str]) -> ModelCard:

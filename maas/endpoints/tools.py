@@ -21,9 +21,9 @@ import logging
 import uuid
 from typing import Any, Literal
 
-from maas.endpoints.structured import json_schema_error
-from maas.errors import InvalidRequestError
-from maas.schemas import (
+from maas.endpoints.generation import check_json_schema
+from maas.wire.errors import InvalidRequestError
+from maas.wire.schemas import (
     ChatCompletionRequest,
     ChatMessage,
     ChatTool,
@@ -119,10 +119,7 @@ def check_parameters(tool: ChatTool, param: str) -> None:
     if schema.get("type", "object") != "object":
         raise InvalidRequestError(f"{param} must be a JSON schema of type 'object'.", param,
                                   code="invalid_json_schema")
-    message = json_schema_error(json.dumps(schema))
-    if message is not None:
-        raise InvalidRequestError(f"{param} is not a usable JSON schema: {message}", param,
-                                  code="invalid_json_schema")
+    check_json_schema(json.dumps(schema), param)
 
 
 def tool_mode(request: ChatCompletionRequest) -> ToolMode | None:

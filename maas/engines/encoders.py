@@ -14,7 +14,7 @@ from typing import Any
 
 from maas.config import EncoderModelConfig
 from maas.engines.windows import mean_by_owner, mean_of_tokens, text_windows  # noqa: F401 - used and re-exported
-from maas.models import resolve_model_path
+from maas.storage.embedded import resolve_model_path
 
 
 @dataclass

@@ -15,9 +15,9 @@ from typing import Any
 
 from maas.config import GeneratorModelConfig
 from maas.endpoints.tools import ToolCalls, check_tool_parser, tool_calls_for
-from maas.errors import EngineError, InvalidRequestError, ServiceUnavailableError
-from maas.models import resolve_model_path
-from maas.schemas import (
+from maas.storage.embedded import resolve_model_path
+from maas.wire.errors import EngineError, InvalidRequestError, ServiceUnavailableError
+from maas.wire.schemas import (
     GenerationChunk,
     GenerationParams,
     GenerationResult,

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from maas.endpoints.tools import hermes_messages, template_knows_tools
-from maas.errors import InvalidRequestError, ModelNotReadyError
-from maas.models import resolve_model_path
-from maas.registry import REGISTRY_PREFIX, ModelRegistry
+from maas.storage.embedded import resolve_model_path
+from maas.storage.registry import REGISTRY_PREFIX, ModelRegistry
+from maas.wire.errors import InvalidRequestError, ModelNotReadyError
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ rounds:
    split; both versions stay in the registry with their metrics (``maas models list``).
 
 Every probe runs before any fine-tune, so every model answers as early as it can. Where a run
-stands is written to the registry (:class:`maas.registry.TrainingStatus`), which ``/v1/models``,
+stands is written to the registry (:class:`maas.storage.registry.TrainingStatus`), which ``/v1/models``,
 ``maas status`` and ``maas serve``'s progress line read. A failed run is recorded there and the
 rest of the service keeps serving.
 """
@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from maas.config import AppConfig, EncoderModelConfig
 from maas.defaults import default_file
-from maas.registry import REGISTRY_PREFIX, ModelRegistry, TrainingStatus
+from maas.storage.registry import REGISTRY_PREFIX, ModelRegistry, TrainingStatus
 
 
 class BackgroundJob(BaseModel):

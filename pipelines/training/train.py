@@ -11,7 +11,7 @@
 3. the driver scores the final model on the held-out test split beside a TF-IDF + logistic
    regression baseline trained on the same examples (:mod:`pipelines.training.report`), and stores the
    model with its training record and report as the next version ``<name>/vN`` of the model
-   registry (:mod:`maas.registry`). The first version of a model becomes live; later ones go
+   registry (:mod:`maas.storage.registry`). The first version of a model becomes live; later ones go
    live with ``maas rollout <name> <version>`` (or ``--rollout``).
 
 The defaults are sized for 2 cores: see :class:`TrainConfig` and ``cluster/train-*.yaml``.
@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any, Literal, get_origin
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from maas.config import Pooling
-from maas.models import cache_dir, minilm_path, staged_folder
-from maas.registry import (
+from maas.storage.embedded import cache_dir, minilm_path, staged_folder
+from maas.storage.registry import (
     TRAINING_FILE,
     ModelRegistry,
     RegistryError,
@@ -376,7 +376,7 @@ def _headline(report: TrainingReport) -> dict[str, float]:
 
 
 def default_output_dir(task: str) -> Path:
-    """Where ``maas.models`` keeps prepared models: ``cache_dir()/models/<task>``."""
+    """Where ``maas.storage.embedded`` keeps prepared models: ``cache_dir()/models/<task>``."""
     return cache_dir() / "models" / task
 
 

@@ -156,7 +156,7 @@ class _WorkerRun:
         path = self.cfg.get("progress_file")
         if self.rank != 0 or not path:
             return
-        from maas.registry import TrainingStatus, write_status
+        from maas.storage.registry import TrainingStatus, write_status
 
         total = self.steps_per_epoch * self.cfg["epochs"] if step is not None else None
         write_status(path, TrainingStatus(state="training", phase=phase, step=step, total=total, eta_s=eta_s))

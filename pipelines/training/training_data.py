@@ -30,7 +30,7 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from maas.models import package_dir
+from maas.storage.embedded import package_dir
 
 TaskName = Literal["sentiment", "topic"]
 Example = tuple[str, str]

@@ -19,7 +19,7 @@ def build_tiny_classifier(path: Path) -> Path:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from maas.models import minilm_path
+    from maas.storage.embedded import minilm_path
 
     torch.manual_seed(0)
     base = minilm_path()

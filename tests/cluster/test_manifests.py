@@ -18,7 +18,7 @@ import yaml
 
 from maas.config import AppConfig, load_app_config
 from maas.deploy import serve_config
-from maas.metrics import DEFINITIONS
+from maas.wire.metrics import DEFINITIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"

@@ -46,6 +46,6 @@ def classifier_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def encoder_dir() -> Path:
     """MiniLM: prepared in float16, or the installed package's folder."""
-    from maas.models import minilm_path
+    from maas.storage.embedded import minilm_path
 
     return _prepared("minilm") or minilm_path()

@@ -59,7 +59,7 @@ def save_half(out: Path) -> None:
     from transformers import AutoModel, AutoTokenizer
 
     from maas.engines.classifiers import load_classifier
-    from maas.models import minilm_path
+    from maas.storage.embedded import minilm_path
     from tests.parity import prototype_classifier
 
     torch.manual_seed(0)

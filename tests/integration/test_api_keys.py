@@ -13,13 +13,14 @@ import httpx
 import pytest
 import ray
 
-from maas import auth
-from maas.auth import SharedRateLimiter
+from maas.wire import key_file
+from maas.wire.auth import SharedRateLimiter
 from tests.conftest import wait_healthy
 
 pytestmark = pytest.mark.integration
 
 MODEL = "tiny-classifier"
+ENCODER = "secured-encoder"
 PREFIX = "/secured"
 
 
@@ -42,17 +43,20 @@ def tiny_classifier(minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
 def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     path = tmp_path_factory.mktemp("keys") / "api-keys.yaml"
     secrets = {
-        "alice": auth.add_key(path, "alice", [MODEL], rpm=4),
-        "bob": auth.add_key(path, "bob", ["some-other-model"]),
-        "carol": auth.add_key(path, "carol", [MODEL], tpm=40),
-        "dave": auth.add_key(path, "dave", ["some-other-model"]),
+        "alice": key_file.add_key(path, "alice", [MODEL], rpm=4),
+        "bob": key_file.add_key(path, "bob", ["some-other-model"]),
+        "carol": key_file.add_key(path, "carol", [MODEL], tpm=40),
+        "dave": key_file.add_key(path, "dave", ["some-other-model"]),
+        "erin": key_file.add_key(path, "erin", [ENCODER]),
     }
     return path, secrets
 
 
 @pytest.fixture(scope="module")
-def secured(service: str, tiny_classifier: Path, keys: tuple[Path, dict[str, str]]) -> Iterator[str]:
-    """A second maas application (classifier only) that requires API keys, on the same proxy."""
+def secured(service: str, tiny_classifier: Path, minilm_dir: Path,
+            keys: tuple[Path, dict[str, str]]) -> Iterator[str]:
+    """A second maas application (a classifier and an encoder) that requires API keys, on the
+    same proxy."""
     from ray import serve
 
     from maas.config import AppConfig
@@ -61,6 +65,8 @@ def secured(service: str, tiny_classifier: Path, keys: tuple[Path, dict[str, str
     config = AppConfig.model_validate({
         "classifier": {"models": [{"name": MODEL, "path": str(tiny_classifier), "max_seq_len": 32}],
                        "deployment": {"num_cpus": 0.1}},
+        "encoder": {"models": [{"name": ENCODER, "path": str(minilm_dir), "max_seq_len": 32}],
+                    "deployment": {"num_cpus": 0.05}},
         "tokenizer": {"deployment": {"num_cpus": 0.05}},
         # two ingress replicas: a key's limits are counted across both (one shared limiter actor)
         "ingress": {"api_keys_file": str(keys[0]), "deployment": {"num_cpus": 0.05, "num_replicas": 2}},
@@ -125,8 +131,8 @@ def test_rate_limit_and_revocation(secured: str, keys: tuple[Path, dict[str, str
     assert ray.get(shared_limiter().usage.remote("alice")) == (4, 0)
 
     # revoked, no restart: each ingress replica re-reads the changed key file within its interval
-    auth.revoke_key(path, "bob")
-    time.sleep(auth.RELOAD_INTERVAL_S + 0.5)
+    key_file.revoke_key(path, "bob")
+    time.sleep(key_file.RELOAD_INTERVAL_S + 0.5)
     assert [classify(secured, bearer(secrets["bob"])).status_code for _ in range(6)] == [401] * 6
 
 
@@ -151,3 +157,39 @@ def test_pipelines_are_admitted_and_charged_like_any_route(secured: str,
             break
     assert statuses[0] == 200 and statuses[-1] == 429, statuses
     assert ray.get(shared_limiter().usage.remote("carol"))[1] >= 40
+
+
+def test_batches_belong_to_their_key_and_are_admitted_and_charged(secured: str,
+                                                                    keys: tuple[Path, dict[str, str]]) -> None:
+    import json
+
+    _, secrets = keys
+    erin, dave = bearer(secrets["erin"]), bearer(secrets["dave"])
+    lines = "".join(json.dumps({"custom_id": f"e{i}", "method": "POST", "url": "/v1/embeddings",
+                                "body": {"model": ENCODER, "input": f"text {i}"}}) + "\n" for i in range(6))
+
+    def upload(headers: dict[str, str]) -> str:
+        response = httpx.post(f"{secured}/v1/files", files={"file": ("in.jsonl", lines.encode())},
+                              data={"purpose": "batch"}, headers=headers, timeout=60)
+        assert response.status_code == 200, response.text
+        return response.json()["id"]
+
+    def create(file_id: str, headers: dict[str, str]) -> httpx.Response:
+        return httpx.post(f"{secured}/v1/batches", json={"input_file_id": file_id, "endpoint": "/v1/embeddings",
+                                                          "completion_window": "24h"}, headers=headers, timeout=60)
+
+    erins_file = upload(erin)
+    assert httpx.get(f"{secured}/v1/files/{erins_file}", headers=dave, timeout=30).status_code == 404
+    assert create(erins_file, dave).status_code == 404  # not dave's file
+    refused = create(upload(dave), dave)  # dave's own file, a model dave may not use
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "model_not_allowed"
+    batch = create(erins_file, erin).json()
+    assert httpx.get(f"{secured}/v1/batches/{batch['id']}", headers=dave, timeout=30).status_code == 404
+    deadline = time.monotonic() + 300
+    while batch["status"] != "completed":
+        assert time.monotonic() < deadline and batch["status"] in ("validating", "in_progress"), batch
+        time.sleep(1)
+        batch = httpx.get(f"{secured}/v1/batches/{batch['id']}", headers=erin, timeout=30).json()
+    assert batch["request_counts"] == {"total": 6, "completed": 6, "failed": 0}
+    requests, tokens = ray.get(shared_limiter().usage.remote("erin"))
+    assert tokens > 0 and requests >= 6  # each request of the batch counted against erin's key

@@ -88,7 +88,7 @@ def card(http: httpx.Client) -> dict[str, Any]:
 
 def test_serves_first_trains_in_the_background_and_promotes_only_the_better(
         first_hour: tuple[str, Any, Path]) -> None:
-    from maas.registry import ModelRegistry
+    from maas.storage.registry import ModelRegistry
     from pipelines.training.background_training import plan_jobs, start_background_training
 
     base, config, registry_dir = first_hour

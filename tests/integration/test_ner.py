@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from maas.engines.ner import Entity, NerConfig, NerEngine, NerModelConfig, resolve_pipeline
-from maas.errors import InvalidRequestError, ModelNotFoundError
-from maas.pipeline_schemas import entities_response
+from maas.wire.errors import InvalidRequestError, ModelNotFoundError
+from maas.wire.pipeline_schemas import entities_response
 
 pytestmark = pytest.mark.integration
 

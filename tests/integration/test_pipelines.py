@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from maas.config import GeneratorModelConfig
-from maas.errors import InvalidRequestError, ModelNotFoundError, unwrap
-from maas.pipeline_schemas import (
+from maas.wire.errors import InvalidRequestError, ModelNotFoundError, unwrap
+from maas.wire.pipeline_schemas import (
     DEESCALATION_PROMPT,
     AnalyzeRequest,
     EntitiesData,
@@ -34,7 +34,7 @@ from maas.pipeline_schemas import (
     SummarizeRequest,
     TranslateRequest,
 )
-from maas.schemas import (
+from maas.wire.schemas import (
     ChatChoice,
     ChatCompletionChunk,
     ChatCompletionRequest,

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from maas.config import GeneratorModelConfig
-from maas.schemas import GenerationParams
+from maas.wire.schemas import GenerationParams
 from tests.conftest import TEST_MAX_MODEL_LEN
 
 pytestmark = pytest.mark.integration

@@ -78,7 +78,7 @@ def test_killed_worker_resumes_from_checkpoint_into_a_model_and_report(
 ) -> None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from maas.models import read_marker
+    from maas.storage.embedded import read_marker
     from pipelines.training.train import predict
 
     storage = tmp_path / "ray"
@@ -120,7 +120,7 @@ def test_killed_worker_resumes_from_checkpoint_into_a_model_and_report(
 
 def test_training_registers_versions_and_checks_labels(ray_runtime: None, tmp_path: Path) -> None:
     from maas.engines.classifiers import MeanPooledClassifier, load_classifier
-    from maas.registry import ModelRegistry
+    from maas.storage.registry import ModelRegistry
     from pipelines.training.training_data import DataError
 
     registry = tmp_path / "registry"

@@ -19,7 +19,7 @@ import pytest
 
 from maas.config import AppConfig, TranslatorConfig
 from maas.engines.translation import TranslatorEngine
-from maas.pipeline_schemas import TranslateRequest
+from maas.wire.pipeline_schemas import TranslateRequest
 from tests.conftest import free_port, wait_healthy
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""One admission path: every route that uses a model goes through :func:`maas.admission.admitted`,
+"""One admission path: every route that uses a model goes through :func:`maas.wire.admission.admitted`,
 which admits the models an operation uses (defaults resolved) and charges its usage."""
 
 from __future__ import annotations
@@ -10,17 +10,30 @@ from typing import Any
 
 import pytest
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
-from maas.admission import ADMITTED, Answer, admitted
-from maas.auth import ApiKey, KeyAuth, PermissionDeniedError
-from maas.schemas import UsageInfo
+from deployments.routes import build_app
+from maas.config import IngressConfig
+from maas.wire.admission import ADMITTED, Answer, admitted
+from maas.wire.auth import KeyAuth
+from maas.wire.errors import PermissionDeniedError
+from maas.wire.key_file import ApiKey
+from maas.wire.schemas import UsageInfo
 
-OPEN_ROUTES = {("GET", "/health"), ("GET", "/metrics"), ("GET", "/"), ("GET", "/v1/models")}
-"""Routes that use no model: /v1/models lists only what the key allows (checked by its own test)."""
+OPEN_ROUTES = {("GET", "/health"), ("GET", "/metrics"), ("GET", "/"), ("GET", "/v1/models"),
+               ("GET", "/v1/models/{model_id:path}"),
+               ("POST", "/v1/files"), ("GET", "/v1/files"), ("GET", "/v1/files/{file_id}"),
+               ("GET", "/v1/files/{file_id}/content"), ("DELETE", "/v1/files/{file_id}"),
+               ("GET", "/v1/batches"), ("GET", "/v1/batches/{batch_id}"),
+               ("POST", "/v1/batches/{batch_id}/cancel")}
+"""Routes that use no model: /v1/models lists only what the key allows, and /v1/models/{id} is a 404
+for a model the key may not use (checked by their own tests);
+the Batch API's files and batches belong to a key (another key gets 404), a batch's models are
+admitted when it is created (that route is admitted) and each of its requests when it runs."""
 
 
 def test_every_route_of_the_app_is_admitted() -> None:
-    from deployments.ingress import app
+    app = build_app(None, IngressConfig())
 
     routes = [r for r in app.routes if isinstance(r, APIRoute)]
     unadmitted = [(method, r.path) for r in routes for method in r.methods
@@ -30,11 +43,13 @@ def test_every_route_of_the_app_is_admitted() -> None:
 
 
 class Request:
-    """An ASGI request as the auth middleware leaves it: the admitted key in the scope."""
+    """An ASGI request as the auth middleware leaves it: the admitted key in the scope, and
+    the app's state (its ingress and key auth)."""
 
-    def __init__(self, key: ApiKey | None) -> None:
+    def __init__(self, key: ApiKey | None, ingress: Any, auth: KeyAuth) -> None:
         self.scope: dict[str, Any] = {"maas.key": key} if key else {}
         self.state = SimpleNamespace()
+        self.app = SimpleNamespace(state=SimpleNamespace(ingress=ingress, key_auth=auth))
 
 
 class Charges(KeyAuth):
@@ -54,22 +69,21 @@ class Ingress:
     def __init__(self, models: list[str], answer: Any) -> None:
         self.models, self.answer = models, answer
 
-    def models_used(self, body: Any) -> list[str]:
+    def models_used(self, body: Any, key_id: str | None) -> list[str]:
         return self.models
 
 
 def run(models: list[str], answer: Any, allowed: list[str]) -> tuple[Any, list[int]]:
     auth = Charges()
-    route = admitted(lambda: auth, lambda items: SimpleNamespace(items=items, headers={}))(
-        _returning(answer))
-    result = asyncio.run(route(Ingress(models, answer), None, Request(key(allowed))))
-    if hasattr(result, "items"):
-        asyncio.run(_drain(result.items))
+    route = admitted(_returning(answer))
+    result = asyncio.run(route(None, Request(key(allowed), Ingress(models, answer), auth)))
+    if hasattr(result, "body_iterator"):
+        asyncio.run(_drain(result.body_iterator))
     return result, auth.charged
 
 
 def _returning(answer: Any) -> Any:
-    async def route(self: Any, body: Any, request: Any) -> Any:
+    async def route(body: Any, request: Any) -> Any:
         return answer
     return route
 
@@ -88,12 +102,16 @@ def test_every_model_an_operation_uses_must_be_allowed() -> None:
 
 
 def test_streams_are_charged_when_they_end() -> None:
+    class Chunk(BaseModel):
+        usage: UsageInfo | None = None
+
     async def chunks() -> AsyncIterator[Any]:
-        yield SimpleNamespace(usage=None)
-        yield SimpleNamespace(usage=UsageInfo.of(5, 6))
+        yield Chunk()
+        yield Chunk(usage=UsageInfo.of(5, 6))
 
     response, charged = run(["chat"], Answer(chunks(), {"x-a": "1"}), ["chat"])
-    assert charged == [11] and response.headers == {"x-a": "1"}
+    assert charged == [11] and response.headers["x-a"] == "1"
+    assert response.media_type == "text/event-stream"
 
 
 def pipelines() -> Any:
@@ -111,8 +129,8 @@ def pipelines() -> Any:
 
 
 def test_pipelines_declare_their_models_with_defaults_resolved() -> None:
-    from maas.errors import ModelNotFoundError
-    from maas.pipeline_schemas import (
+    from maas.wire.errors import ModelNotFoundError
+    from maas.wire.pipeline_schemas import (
         AnalyzeRequest,
         EntitiesRequest,
         ModeratedChatRequest,

@@ -2,9 +2,9 @@
 
 import asyncio
 
-from maas.assemble import chat_chunks, chat_response, completion_response, merge_results, merge_streams
 from maas.batching import run_grouped
-from maas.schemas import GenerationChunk, GenerationResult
+from maas.wire.assemble import chat_chunks, chat_response, completion_response, merge_results, merge_streams
+from maas.wire.schemas import GenerationChunk, GenerationResult
 
 
 def _results() -> list[GenerationResult]:

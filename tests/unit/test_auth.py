@@ -14,30 +14,31 @@ from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
-from maas import auth
-from maas.auth import (
-    ApiKey,
-    AuthenticationError,
+from maas.wire import key_file
+from maas.wire.auth import (
     AuthMiddleware,
     KeyAuth,
+    RateLimiter,
+    allowed_models,
+    authorize_model,
+    request_key,
+)
+from maas.wire.errors import AuthenticationError, RateLimitError
+from maas.wire.http import install_error_handlers
+from maas.wire.key_file import (
+    ApiKey,
     KeyFile,
     KeyFileError,
     KeyStore,
-    RateLimiter,
-    RateLimitError,
     add_key,
-    allowed_models,
-    authorize_model,
     format_keys,
     hash_key,
     list_keys,
     new_key,
     parse_key_file,
-    request_key,
     revoke_key,
     write_key_file,
 )
-from maas.http import install_error_handlers
 
 GOOD, ONLY_A, SLOW, CAPPED, OLD = "maas-good", "maas-only-a", "maas-slow", "maas-capped", "maas-old"
 
@@ -122,7 +123,7 @@ def test_lookup_compares_every_digest(key_path: Path, monkeypatch: pytest.Monkey
         calls.append(b)
         return real(a, b)
 
-    monkeypatch.setattr(auth.hmac, "compare_digest", counting)
+    monkeypatch.setattr(key_file.hmac, "compare_digest", counting)
     assert store.lookup(GOOD).id == "good"  # the first key matches; every key is still compared
     assert len(calls) == 5
     assert store.lookup("maas-nope") is None
@@ -165,7 +166,7 @@ def test_broken_file_keeps_the_last_good_keys(key_path: Path, clock: FakeClock,
     store = KeyStore(key_path, clock=clock)
     key_path.write_text("keys:\n- id: broken\n  colour: red\n")
     clock.advance(1.0)
-    with caplog.at_level(logging.WARNING, logger="maas.auth"):
+    with caplog.at_level(logging.WARNING, logger="maas.wire.auth"):
         assert store.authenticate(GOOD).id == "good"
         clock.advance(1.0)
         store.refresh()

@@ -13,7 +13,7 @@ from transformers import AutoTokenizer, BertForSequenceClassification
 from maas.config import EncoderModelConfig
 from maas.engines.classifiers import MeanPooledClassifier, load_classifier, new_classifier
 from maas.engines.encoders import ClassifierEngine
-from maas.models import minilm_path
+from maas.storage.embedded import minilm_path
 from pipelines.training.train import TrainConfig
 
 LABELS = ["business", "sport", "tech"]

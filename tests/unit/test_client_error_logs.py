@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from maas.errors import EngineError, InvalidRequestError, log_client_errors_as_one_line
+from maas.wire.errors import EngineError, InvalidRequestError, log_client_errors_as_one_line
 
 
 @pytest.mark.parametrize("error, one_line", [(InvalidRequestError("temperature: too high", "temperature"), True),

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from maas.assemble import completion_response
 from maas.endpoints.completions_echo import check_echo, with_echo, with_prompt_logprobs
-from maas.errors import InvalidRequestError
-from maas.schemas import (
+from maas.wire.assemble import completion_response
+from maas.wire.errors import InvalidRequestError
+from maas.wire.schemas import (
     CompletionRequest,
     GenerationChunk,
     GenerationParams,

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from maas.config import BatchingOptions, EncoderModelConfig
 from maas.engines.encoders import ClassifierEngine, EmbeddingEngine, resolve_encoder_dtype
-from maas.models import minilm_path
+from maas.storage.embedded import minilm_path
 from tests.parity import (
     COSINE_TOLERANCE,
     PROB_TOLERANCE,

@@ -9,7 +9,7 @@ from transformers import AutoTokenizer
 
 from maas.config import EncoderConfig, EncoderModelConfig
 from maas.engines.windows import mean_by_owner, text_windows
-from maas.models import minilm_path
+from maas.storage.embedded import minilm_path
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import pickle
 
 import pytest
 
-from maas.errors import (
+from maas.wire.errors import (
     ContextLengthExceededError,
     EngineError,
     InvalidRequestError,
@@ -14,7 +14,7 @@ from maas.errors import (
     error_body,
     unwrap,
 )
-from maas.http import http_error, validation_error
+from maas.wire.http import http_error, validation_error
 
 
 @pytest.mark.parametrize(

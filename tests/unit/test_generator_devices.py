@@ -95,7 +95,7 @@ def restored_environ() -> Iterator[None]:
 
 
 def _smollm2_dir() -> Path:
-    from maas.models import model_dir
+    from maas.storage.embedded import model_dir
 
     folder = model_dir("smollm2-135m-instruct")
     if not (folder / "config.json").is_file():

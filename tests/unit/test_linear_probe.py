@@ -12,7 +12,7 @@ from transformers import AutoTokenizer
 
 from maas.engines.classifiers import new_classifier
 from maas.engines.windows import per_text_mean, predict
-from maas.models import minilm_path
+from maas.storage.embedded import minilm_path
 from pipelines.training.linear_probe import fit_probe, head_inputs, set_head
 from pipelines.training.train import TrainConfig
 

@@ -1,4 +1,4 @@
-"""Unit tests for maas.models: path resolution and markers (no model conversion here)."""
+"""Unit tests for maas.storage.embedded: path resolution and markers (no model conversion here)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from maas import models
-from maas.models import ModelNotPreparedError, resolve_model_path
+from maas.storage import embedded as models
+from maas.storage.embedded import ModelNotPreparedError, resolve_model_path
 
 
 @pytest.fixture(autouse=True)
@@ -60,7 +60,7 @@ def test_resolve_folder_without_config_raises(tmp_path: Path) -> None:
 
 
 def test_registry_spec_resolves_to_the_live_version(tmp_path: Path) -> None:
-    from maas.registry import ModelRegistry, RegistryError
+    from maas.storage.registry import ModelRegistry, RegistryError
 
     registry = ModelRegistry(tmp_path)
     with pytest.raises(RegistryError, match="no live version"):
@@ -154,7 +154,7 @@ def test_stale_marker_is_not_current(maas_home: Path) -> None:
 
 
 def test_import_is_light() -> None:
-    code = "import sys, maas.models; print('torch' in sys.modules, 'transformers' in sys.modules)"
+    code = "import sys, maas.storage.embedded; print('torch' in sys.modules, 'transformers' in sys.modules)"
     root = Path(models.__file__).resolve().parents[1]
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root

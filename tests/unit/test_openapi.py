@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from maas.http import ROUTE_ERRORS
-from maas.schemas import MAX_SEED
+from deployments.routes import build_app
+from maas.config import IngressConfig
+from maas.wire.http import ROUTE_ERRORS
+from maas.wire.schemas import MAX_SEED
 
 
 def test_every_route_documents_its_errors_and_no_422() -> None:
-    from deployments.ingress import app
+    app = build_app(None, IngressConfig())
 
     schema = app.openapi()
     for path, item in schema["paths"].items():
@@ -22,7 +24,7 @@ def test_every_route_documents_its_errors_and_no_422() -> None:
 
 
 def test_streaming_routes_declare_their_answer_and_the_seed_bound_is_exact() -> None:
-    from deployments.ingress import app
+    app = build_app(None, IngressConfig())
 
     schema = app.openapi()
     for path, model in (("/v1/chat/completions", "ChatCompletionResponse"),

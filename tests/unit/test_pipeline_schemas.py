@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from maas.engines.ner import NerConfig
-from maas.pipeline_schemas import EntitiesRequest
+from maas.wire.pipeline_schemas import EntitiesRequest
 
 
 def test_entities_request_shapes() -> None:

@@ -10,7 +10,6 @@ import jsonschema
 import pytest
 import xgrammar
 
-from maas.assemble import chat_response, merge_results
 from maas.endpoints.models import model_card
 from maas.endpoints.tools import (
     AutoCalls,
@@ -22,8 +21,15 @@ from maas.endpoints.tools import (
     tool_schema,
     with_tools,
 )
-from maas.errors import InvalidRequestError, ModelNotFoundError
-from maas.schemas import ChatCompletionRequest, GenerationChunk, GenerationParams, GenerationResult, ModelCard
+from maas.wire.assemble import chat_response, merge_results
+from maas.wire.errors import InvalidRequestError, ModelNotFoundError
+from maas.wire.schemas import (
+    ChatCompletionRequest,
+    GenerationChunk,
+    GenerationParams,
+    GenerationResult,
+    ModelCard,
+)
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather of a city.",

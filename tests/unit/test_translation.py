@@ -14,9 +14,15 @@ from pydantic import ValidationError
 from maas.config import AppConfig, GeneratorModelConfig, TranslatorConfig, load_app_config
 from maas.engines.text_units import join_pieces, language_code, split_sentences
 from maas.engines.translation import TranslatorEngine, to_brazilian
-from maas.errors import InvalidRequestError, ModelNotFoundError
-from maas.pipeline_schemas import TranslateRequest
-from maas.schemas import ChatChoice, ChatCompletionRequest, ChatCompletionResponse, ResponseMessage, UsageInfo
+from maas.wire.errors import InvalidRequestError, ModelNotFoundError
+from maas.wire.pipeline_schemas import TranslateRequest
+from maas.wire.schemas import (
+    ChatChoice,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ResponseMessage,
+    UsageInfo,
+)
 from pipelines.tasks import PipelineBackend, Pipelines
 
 ROOT = Path(__file__).resolve().parents[2]

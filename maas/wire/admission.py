@@ -2,7 +2,7 @@
 and the tokens of its answer charged to the key.
 
 The key itself (401) and its request rate (429) are checked before any route runs, by
-:class:`maas.auth.AuthMiddleware`. What a route adds is which models an operation uses, defaults
+:class:`maas.wire.auth.AuthMiddleware`. What a route adds is which models an operation uses, defaults
 resolved (a pipeline's default generator, both models of a moderated chat, each branch of
 analyze), and what the answer cost. Routes get both from one decorator, :func:`admitted`, so
 no route calls the checks by hand and none can forget one: ``tests/unit`` walks every route of
@@ -16,8 +16,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from maas.auth import KeyAuth, PermissionDeniedError, authorize_model
-from maas.http import set_request_model
+from maas.wire.auth import KeyAuth, authorize_model, request_key
+from maas.wire.errors import PermissionDeniedError
+from maas.wire.http import set_request_model, sse_events
 
 ADMITTED = "__maas_admitted__"
 """Set on every route function wrapped by :func:`admitted`."""
@@ -63,36 +64,42 @@ async def charged(request: Any, auth: KeyAuth, items: AsyncIterator[Any]) -> Asy
         auth.charge(request, tokens)
 
 
-def admitted(auth: Callable[[], KeyAuth], stream_response: Callable[[AsyncIterator[Any]], Any],
-             ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
-    """The decorator of every model route ``route(self, body, request)``.
+def admitted(route: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """The decorator of every model route ``route(body, request)`` of the app.
 
-    Before the route: ``self.models_used(body)`` are admitted (:func:`admit_models`). After it:
-    a wire model's ``usage`` is charged to the key; an :class:`Answer` whose content is an async
-    iterator becomes ``stream_response(...)`` whose usage is charged when the stream ends.
+    The app (``request.app.state``) holds the ``ingress`` and the ``key_auth``. Before the route:
+    ``ingress.models_used(body)`` are admitted (:func:`admit_models`). After it: a wire model's
+    ``usage`` is charged to the key; an :class:`Answer` whose content is an async iterator
+    becomes server-sent events whose usage is charged when the stream ends.
     """
 
-    def decorate(route: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        @functools.wraps(route)
-        async def admitted_route(self: Any, body: Any, request: Any) -> Any:
-            admit_models(request, self.models_used(body))
-            result = await route(self, body, request)
-            return _respond(request, auth(), result, stream_response)
+    @functools.wraps(route)
+    async def admitted_route(body: Any, request: Any) -> Any:
+        state = request.app.state
+        key = request_key(request)
+        admit_models(request, state.ingress.models_used(body, key.id if key else None))
+        result = await route(body, request)
+        return _respond(request, state.key_auth, result)
 
-        setattr(admitted_route, ADMITTED, True)
-        return admitted_route
-
-    return decorate
+    setattr(admitted_route, ADMITTED, True)
+    return admitted_route
 
 
-def _respond(request: Any, auth: KeyAuth, result: Any, stream_response: Callable[[AsyncIterator[Any]], Any]) -> Any:
+def event_stream(items: AsyncIterator[Any]) -> Any:
+    """A server-sent-events response of a stream of wire models."""
+    from fastapi.responses import StreamingResponse
+
+    return StreamingResponse(sse_events(items), media_type="text/event-stream")
+
+
+def _respond(request: Any, auth: KeyAuth, result: Any) -> Any:
     if not isinstance(result, Answer):
         tokens = usage_tokens(result)
         if tokens is not None:
             auth.charge(request, tokens)
         return result
     if isinstance(result.content, AsyncIterator):
-        response = stream_response(charged(request, auth, result.content))
+        response = event_stream(charged(request, auth, result.content))
     else:
         from fastapi.responses import JSONResponse
 

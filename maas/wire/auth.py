@@ -2,7 +2,7 @@
 
 Keys live in a YAML file that the service re-reads when it changes, so keys are added and
 revoked without a restart. The file holds only SHA-256 digests of the secrets; a secret is
-shown once, when :func:`add_key` creates it. The format (a bare list of keys is read too)::
+shown once, when :func:`maas.wire.key_file.add_key` creates it. The format (a bare list of keys is read too)::
 
     keys:
       - id: team-a                         # public name, shown in logs and errors
@@ -19,277 +19,28 @@ route but the open ones and puts the key in ``scope["maas.key"]``; routes then c
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
-import math
-import secrets
-import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
-
-from maas.config import StrictModel
-from maas.errors import MaasError
-from maas.http import error_response
-from maas.storage import write_atomic
+from maas.wire.errors import AuthenticationError, MaasError, PermissionDeniedError, RateLimitError
+from maas.wire.http import error_response
+from maas.wire.key_file import ApiKey, KeyStore
 
 logger = logging.getLogger(__name__)
 
-KEY_PREFIX = "maas-"
 KEY_SCOPE_KEY = "maas.key"
 OPEN_PATHS = frozenset({"/", "/health"})
 OPEN_PREFIXES = ("/static/",)
-RELOAD_INTERVAL_S = 1.0
 WINDOW_S = 60.0
 
 Clock = Callable[[], float]
 
-
-# ---------------------------------------------------------------------------------- errors
-
-
-class AuthenticationError(MaasError):
-    """No API key, an unknown one or a revoked one (401)."""
-
-    status_code = HTTPStatus.UNAUTHORIZED
-    error_type = "invalid_request_error"
-    code = "invalid_api_key"
-
-
-class PermissionDeniedError(MaasError):
-    """The API key may not use the requested model (403)."""
-
-    status_code = HTTPStatus.FORBIDDEN
-    error_type = "invalid_request_error"
-    code = "model_not_allowed"
-
-
-class RateLimitError(MaasError):
-    """The API key is over its requests or tokens per minute (429).
-
-    ``error_type`` is OpenAI's name of the limit hit, ``"requests"`` or ``"tokens"``;
-    ``retry_after_s`` is the exact wait until the request would be admitted.
-    """
-
-    status_code = HTTPStatus.TOO_MANY_REQUESTS
-    error_type = "requests"
-    code = "rate_limit_exceeded"
-
-    def __init__(self, message: str, param: str | None = None, code: str | None = None,
-                 retry_after_s: float = 1.0, error_type: str = "requests") -> None:
-        super().__init__(message, param, code)
-        self.retry_after_s = retry_after_s
-        self.error_type = error_type
-
-    @property
-    def retry_after_header(self) -> str:
-        """The ``Retry-After`` value: whole seconds, rounded up, at least 1."""
-        return str(max(1, math.ceil(self.retry_after_s)))
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.message, self.param, self.code, self.retry_after_s, self.error_type))
-
-
-class KeyFileError(ValueError):
-    """The API key file is missing, unreadable or invalid (an operator error, not a client one)."""
-
-
-# ---------------------------------------------------------------------------------- key file
-
-
-class ApiKey(StrictModel):
-    """One API key: its public id, the digest of its secret, what it may use, its quotas."""
-
-    id: str = Field(..., min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
-                    description="Public name of the key (letters, digits, '.', '_', '-').")
-    sha256: str = Field(..., pattern=r"^[0-9a-f]{64}$",
-                        description="Hex SHA-256 digest of the secret key (see hash_key).")
-    models: list[str] = Field(default_factory=list, description="Models it may use; empty: all.")
-    requests_per_minute: int | None = Field(None, ge=1, description="Requests in any 60 s; absent: no cap.")
-    tokens_per_minute: int | None = Field(None, ge=1, description="Tokens in any 60 s; absent: no cap.")
-    revoked: bool = Field(False, description="A revoked key is refused (401).")
-
-    @field_validator("sha256", mode="before")
-    @classmethod
-    def _lower_hex(cls, value: Any) -> Any:
-        return value.strip().lower() if isinstance(value, str) else value
-
-    @field_validator("models", mode="before")
-    @classmethod
-    def _none_is_all(cls, value: Any) -> Any:
-        return [] if value is None else value
-
-    @property
-    def is_limited(self) -> bool:
-        """Whether the key has a requests or tokens per minute limit."""
-        return self.requests_per_minute is not None or self.tokens_per_minute is not None
-
-    def allows(self, model: str) -> bool:
-        """Whether this key may use ``model``."""
-        return not self.models or model in self.models
-
-
-class KeyFile(StrictModel):
-    """The whole key file: every key, ids and digests unique."""
-
-    keys: list[ApiKey] = Field(default_factory=list, description="The API keys.")
-
-    @field_validator("keys", mode="before")
-    @classmethod
-    def _none_is_empty(cls, value: Any) -> Any:
-        return [] if value is None else value
-
-    @model_validator(mode="after")
-    def _unique(self) -> KeyFile:
-        for what, values in (("ids", [k.id for k in self.keys]), ("digests", [k.sha256 for k in self.keys])):
-            repeated = sorted({v for v in values if values.count(v) > 1})
-            if repeated:
-                raise ValueError(f"key {what} must be unique: {repeated}")
-        return self
-
-
-def hash_key(secret: str) -> str:
-    """The hex SHA-256 digest of a secret key, as the key file stores it."""
-    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
-
-
-def new_key() -> tuple[str, str]:
-    """A fresh random secret key (``maas-`` + 43 URL-safe characters) and its digest."""
-    secret = KEY_PREFIX + secrets.token_urlsafe(32)
-    return secret, hash_key(secret)
-
-
-def parse_key_file(text: str, source: str = "<api keys>") -> KeyFile:
-    """Validate the text of a key file; :class:`KeyFileError` says what is wrong and where."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise KeyFileError(f"{source}: not valid YAML: {exc}") from None
-    if isinstance(data, list):
-        data = {"keys": data}
-    try:
-        return KeyFile.model_validate(data or {})
-    except ValidationError as exc:
-        raise KeyFileError(f"{source}: {_describe(exc)}") from None
-
-
-def _describe(exc: ValidationError) -> str:
-    problems = []
-    for error in exc.errors():
-        loc = error["loc"]
-        message = error["msg"]
-        if error["type"] == "extra_forbidden":
-            allowed = ApiKey.model_fields if len(loc) > 1 else KeyFile.model_fields
-            message = f"unknown field (allowed: {', '.join(allowed)})"
-        where = ".".join(str(part) for part in loc)
-        problems.append(f"{where}: {message}" if where else message)
-    return "; ".join(problems)
-
-
-def read_key_file(path: str | Path) -> KeyFile:
-    """Read and validate a key file."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise KeyFileError(f"{path}: cannot read the API key file: {exc.strerror or exc}") from None
-    return parse_key_file(text, str(path))
-
-
-def write_key_file(path: str | Path, keys: KeyFile) -> None:
-    """Replace a key file atomically (temporary file + ``os.replace``), mode 0600."""
-    path = Path(path)
-    text = "# maas API keys: SHA-256 digests of the secrets, never the secrets.\n" + yaml.safe_dump(
-        keys.model_dump(exclude_none=True), sort_keys=False)
-    write_atomic(path, text, mode=0o600)
-
-
-# ---------------------------------------------------------------------------------- key store
-
-
-def _file_stamp(path: Path) -> tuple[int, int, int] | None:
-    """What changes when the file does (mtime, size, inode); None when it is missing."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-
-class KeyStore:
-    """The API keys of a key file, re-read when the file changes.
-
-    The file is checked at most every ``reload_interval_s`` seconds. A file that breaks later
-    (invalid, missing) keeps the last good keys and logs one warning per change.
-    """
-
-    def __init__(self, path: str | Path, reload_interval_s: float = RELOAD_INTERVAL_S,
-                 clock: Clock = time.monotonic) -> None:
-        self.path = Path(path)
-        self.reload_interval_s = reload_interval_s
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._stamp = _file_stamp(self.path)
-        self._keys = read_key_file(self.path).keys
-        self._checked_at = clock()
-
-    @property
-    def keys(self) -> list[ApiKey]:
-        """The current keys (re-read first if the file changed)."""
-        self.refresh()
-        return list(self._keys)
-
-    def refresh(self, force: bool = False) -> None:
-        """Re-read the file if it changed since the last look (if due, or ``force``)."""
-        now = self._clock()
-        with self._lock:
-            if not force and now - self._checked_at < self.reload_interval_s:
-                return
-            self._checked_at = now
-            stamp = _file_stamp(self.path)
-            if stamp == self._stamp:
-                return
-            self._stamp = stamp
-            try:
-                keys = read_key_file(self.path).keys
-            except KeyFileError as exc:
-                logger.warning("%s; keeping the last good API keys (%d)", exc, len(self._keys))
-                return
-            self._keys = keys
-            logger.info("reloaded %d API keys from %s", len(keys), self.path)
-
-    def lookup(self, secret: str) -> ApiKey | None:
-        """The key whose digest matches ``secret`` (revoked or not), or None.
-
-        Compares with every stored digest in constant time, with no early exit on a match.
-        """
-        digest = hash_key(secret).encode()
-        found = None
-        for key in self.keys:
-            if hmac.compare_digest(digest, key.sha256.encode()):
-                found = key
-        return found
-
-    def authenticate(self, secret: str | None) -> ApiKey:
-        """The live key of ``secret``; :class:`AuthenticationError` if missing, unknown or revoked."""
-        if not secret:
-            raise AuthenticationError(
-                "You didn't provide an API key. Send it in an Authorization header using Bearer "
-                "auth (Authorization: Bearer YOUR_KEY).")
-        key = self.lookup(secret)
-        if key is None:
-            raise AuthenticationError("Incorrect API key provided.")
-        if key.revoked:
-            raise AuthenticationError("This API key has been revoked.")
-        return key
 
 
 # ---------------------------------------------------------------------------------- rate limits
@@ -476,10 +227,24 @@ class KeyAuth:
         if self.store is None:
             return None
         key = self.store.authenticate(bearer_token(authorization))
+        await self.check_request(key)
+        return key
+
+    async def check_request(self, key: ApiKey) -> None:
+        """Count one request against ``key``'s quota (:class:`RateLimitError` when over it)."""
         if self.shared is not None:
             await self.shared.check_request(key)
         else:
             self.limiter.check_request(key)
+
+    def key_by_id(self, key_id: str | None) -> ApiKey | None:
+        """The live key ``key_id``, for work done later on its behalf (a batch's requests); None
+        when keys are off or the work has no key. :class:`AuthenticationError` once it is revoked."""
+        if self.store is None or key_id is None:
+            return None
+        key = next((k for k in self.store.keys if k.id == key_id), None)
+        if key is None or key.revoked:
+            raise AuthenticationError(f"The API key '{key_id}' is revoked or no longer exists.")
         return key
 
     def charge(self, scope_or_request: Any, tokens: int) -> None:
@@ -517,7 +282,7 @@ def allowed_models(scope_or_request: Any, models: Iterable[str]) -> list[str]:
 
 
 def refusal_response(error: MaasError) -> Any:
-    """:func:`maas.http.error_response`, plus ``Retry-After`` on 429 and ``WWW-Authenticate`` on 401."""
+    """:func:`maas.wire.http.error_response`, plus ``Retry-After`` on 429 and ``WWW-Authenticate`` on 401."""
     response = error_response(error)
     if isinstance(error, RateLimitError):
         response.headers["Retry-After"] = error.retry_after_header
@@ -581,57 +346,3 @@ def _route_path(scope: dict[str, Any]) -> str:
     if root and path.startswith(root):
         path = path[len(root):]
     return path or "/"
-
-
-# ---------------------------------------------------------------------------------- CLI helpers
-
-
-def add_key(path: str | Path, key_id: str, models: Iterable[str] | None = None,
-            rpm: int | None = None, tpm: int | None = None) -> str:
-    """Add a new key to the key file (created if missing); print its secret once and return it.
-
-    The secret goes to stdout alone (so it can be captured); the note about it to stderr.
-    """
-    keys = read_key_file(path) if Path(path).exists() else KeyFile()
-    if any(k.id == key_id for k in keys.keys):
-        raise KeyFileError(f"{path}: a key with id {key_id!r} already exists")
-    secret, digest = new_key()
-    key = _validated_key({"id": key_id, "sha256": digest, "models": list(models or []),
-                          "requests_per_minute": rpm, "tokens_per_minute": tpm})
-    write_key_file(path, KeyFile(keys=[*keys.keys, key]))
-    print(secret)
-    print(f"[maas] API key {key_id!r} added to {path}. Store the secret above now: "
-          "it is shown only this once.", file=sys.stderr)
-    return secret
-
-
-def revoke_key(path: str | Path, key_id: str) -> ApiKey:
-    """Mark the key ``key_id`` revoked in the key file; returns the revoked key."""
-    keys = read_key_file(path)
-    known = [k.id for k in keys.keys]
-    if key_id not in known:
-        raise KeyFileError(f"{path}: no key with id {key_id!r} (known: {', '.join(known) or 'none'})")
-    updated = [k.model_copy(update={"revoked": True}) if k.id == key_id else k for k in keys.keys]
-    write_key_file(path, KeyFile(keys=updated))
-    return updated[known.index(key_id)]
-
-
-def list_keys(path: str | Path) -> list[ApiKey]:
-    """Every key of the key file, revoked ones included."""
-    return read_key_file(path).keys
-
-
-def format_keys(keys: Iterable[ApiKey]) -> str:
-    """A plain-text table of keys for the command line (digests shortened)."""
-    rows = [("ID", "STATUS", "RPM", "TPM", "SHA256", "MODELS")]
-    rows += [(k.id, "revoked" if k.revoked else "active", str(k.requests_per_minute or "-"),
-              str(k.tokens_per_minute or "-"), k.sha256[:12], ",".join(k.models) or "*") for k in keys]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
-
-
-def _validated_key(data: dict[str, Any]) -> ApiKey:
-    try:
-        return ApiKey.model_validate(data)
-    except ValidationError as exc:
-        raise KeyFileError(f"invalid key: {_describe(exc)}") from None

@@ -10,7 +10,7 @@ configuration:
 * ``all-minilm-l6-v2``: the embedding model, used straight from its package.
 
 The default classifiers (``sentiment``, ``topic``) are trained by ``pipelines.training.train`` into the
-model registry (:mod:`maas.registry`) and configured as ``registry:<name>``.
+model registry (:mod:`maas.storage.registry`) and configured as ``registry:<name>``.
 
 A prepared folder is complete only when it holds the marker file
 :data:`MARKER_FILE`. Folders are built in a temporary sibling and renamed into
@@ -18,7 +18,7 @@ place with the marker already inside (:func:`staged_folder`), so an interrupted
 run never leaves a half folder that looks done.
 
 Heavy libraries (torch, transformers) are imported inside functions only.
-Run ``python -m maas.models`` to prepare SmolLM2 and print its folder.
+Run ``python -m maas.storage.embedded`` to prepare SmolLM2 and print its folder.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from maas.storage import (  # noqa: F401 - re-exported: the model cache's public helpers
+from maas.storage.files import (  # noqa: F401 - re-exported: the model cache's public helpers
     MARKER_FILE,
     cache_dir,
     is_prepared,
@@ -275,7 +275,7 @@ def resolve_model_path(spec: str, prepare: bool = True, registry_dir: str | None
     if spec.startswith(EMBEDDED_PREFIX):
         return _resolve_embedded(spec.removeprefix(EMBEDDED_PREFIX), prepare)
     if spec.startswith("registry:"):
-        from maas.registry import ModelRegistry
+        from maas.storage.registry import ModelRegistry
 
         return Path(ModelRegistry(registry_dir).resolve(spec.removeprefix("registry:")).path)
     return _resolve_local(spec)

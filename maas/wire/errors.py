@@ -7,6 +7,7 @@ Errors cross Ray process boundaries, so each one pickles (``__reduce__``).
 
 from __future__ import annotations
 
+import math
 from http import HTTPStatus
 from typing import Any
 
@@ -121,6 +122,48 @@ class ModelNotReadyError(ServiceUnavailableError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.message, self.param, self.code, self.retry_after_s))
+
+
+class AuthenticationError(MaasError):
+    """No API key, an unknown one or a revoked one (401)."""
+
+    status_code = HTTPStatus.UNAUTHORIZED
+    error_type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class PermissionDeniedError(MaasError):
+    """The API key may not use the requested model (403)."""
+
+    status_code = HTTPStatus.FORBIDDEN
+    error_type = "invalid_request_error"
+    code = "model_not_allowed"
+
+
+class RateLimitError(MaasError):
+    """The API key is over its requests or tokens per minute (429).
+
+    ``error_type`` is OpenAI's name of the limit hit, ``"requests"`` or ``"tokens"``;
+    ``retry_after_s`` is the exact wait until the request would be admitted.
+    """
+
+    status_code = HTTPStatus.TOO_MANY_REQUESTS
+    error_type = "requests"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, param: str | None = None, code: str | None = None,
+                 retry_after_s: float = 1.0, error_type: str = "requests") -> None:
+        super().__init__(message, param, code)
+        self.retry_after_s = retry_after_s
+        self.error_type = error_type
+
+    @property
+    def retry_after_header(self) -> str:
+        """The ``Retry-After`` value: whole seconds, rounded up, at least 1."""
+        return str(max(1, math.ceil(self.retry_after_s)))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.message, self.param, self.code, self.retry_after_s, self.error_type))
 
 
 class EngineError(MaasError):

@@ -3,7 +3,7 @@
 The pipelines (``pipelines/tasks.py``) are ``summarize``, ``translate``, ``entities``,
 ``analyze`` and ``moderated_chat``.
 
-Same conventions as :mod:`maas.schemas`: requests ignore unknown fields, responses are
+Same conventions as :mod:`maas.wire.schemas`: requests ignore unknown fields, responses are
 OpenAI-style lists with ``id``, ``created``, ``model`` and ``usage``, and the same models are
 the arguments and results of the application's handle methods.
 """
@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from maas.errors import InvalidRequestError
-from maas.schemas import (
+from maas.wire.errors import InvalidRequestError
+from maas.wire.schemas import (
     MAX_SEED,
     ChatCompletionChunk,
     ChatCompletionRequest,

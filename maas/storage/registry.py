@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from maas.storage import cache_dir, locked, read_json, read_marker, staged_folder, write_atomic
+from maas.storage.files import cache_dir, locked, read_json, read_marker, staged_folder, write_atomic
 
 REGISTRY_PREFIX = "registry:"
 LIVE_FILE = "live.json"

@@ -2,9 +2,10 @@
 
 A pure ASGI middleware (streams and client disconnects pass through untouched):
 
-* ``POST`` bodies must be declared JSON (``Content-Type: application/json``), else 415;
-* a body over ``max_body_bytes`` is refused with 413: at once when ``Content-Length`` says so,
-  else as soon as the bytes read pass the limit (chunked uploads);
+* ``POST`` bodies must be declared JSON (``Content-Type: application/json``), else 415; the
+  upload routes (``/v1/files``) take ``multipart/form-data`` instead;
+* a body over ``max_body_bytes`` (``max_upload_bytes`` on an upload route) is refused with 413:
+  at once when ``Content-Length`` says so, else as soon as the bytes read pass the limit;
 * a request whose response has not started within ``request_timeout_s`` is cancelled (which
   cancels its calls into the deployments and aborts their engine work) and answered with 504.
   A stream counts as started once its first bytes are sent; from then on it is bounded by its
@@ -21,10 +22,11 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
-from maas.errors import PayloadTooLargeError, RequestTimeoutError, UnsupportedMediaTypeError
-from maas.http import error_response
+from maas.wire.errors import PayloadTooLargeError, RequestTimeoutError, UnsupportedMediaTypeError
+from maas.wire.http import error_response
 
 JSON_MEDIA_TYPE = "application/json"
+MULTIPART_MEDIA_TYPE = "multipart/form-data"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -34,6 +36,8 @@ class RequestLimits:
 
     max_body_bytes: int = 4 * 1024 * 1024
     request_timeout_s: float | None = 600.0
+    max_upload_bytes: int = 100 * 1024 * 1024
+    upload_paths: frozenset[str] = frozenset({"/v1/files"})
 
 
 class RequestGuardMiddleware:
@@ -58,35 +62,43 @@ class RequestGuardMiddleware:
                 started.set()
             await send(message)
 
-        await self._run_with_deadline(scope, self._bounded(receive), send_and_mark, started)
+        await self._run_with_deadline(scope, self._bounded(receive, scope), send_and_mark, started)
 
     def _refusal(self, scope: dict[str, Any]) -> Exception | None:
         if scope.get("method") not in BODY_METHODS:
             return None
         content_type = (header(scope, b"content-type") or "").split(";")[0].strip().lower()
-        if content_type != JSON_MEDIA_TYPE:
+        expected = MULTIPART_MEDIA_TYPE if self._is_upload(scope) else JSON_MEDIA_TYPE
+        if content_type != expected:
             shown = content_type or "none"
             return UnsupportedMediaTypeError(
-                f"The request body must be JSON with Content-Type: {JSON_MEDIA_TYPE} (got {shown})."
+                f"The request body must have Content-Type: {expected} (got {shown})."
             )
         length = header(scope, b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limits.max_body_bytes:
-            return self._too_large()
+        if length is not None and length.isdigit() and int(length) > self._limit(scope):
+            return self._too_large(scope)
         return None
 
-    def _bounded(self, receive: Any) -> Any:
+    def _is_upload(self, scope: dict[str, Any]) -> bool:
+        path, root = scope.get("path", ""), scope.get("root_path", "")
+        return path.removeprefix(root) in self.limits.upload_paths
+
+    def _limit(self, scope: dict[str, Any]) -> int:
+        return self.limits.max_upload_bytes if self._is_upload(scope) else self.limits.max_body_bytes
+
+    def _bounded(self, receive: Any, scope: dict[str, Any]) -> Any:
         """``receive`` that raises 413 once the body read passes the limit."""
-        seen = 0
+        seen, limit = 0, self._limit(scope)
 
         async def receive_bounded() -> dict[str, Any]:
             nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limits.max_body_bytes:
+                if seen > limit:
                     # HTTPException: FastAPI re-raises it as is from its body parsing (any other
                     # error there becomes a 400); the one error mapping turns it into a 413.
-                    raise HTTPException(413, self._too_large().message)
+                    raise HTTPException(413, self._too_large(scope).message)
             return message
 
         return receive_bounded
@@ -114,9 +126,9 @@ class RequestGuardMiddleware:
             if not call.done():  # the client went away or the server is stopping
                 call.cancel()
 
-    def _too_large(self) -> PayloadTooLargeError:
+    def _too_large(self, scope: dict[str, Any]) -> PayloadTooLargeError:
         return PayloadTooLargeError(
-            f"The request body is larger than the limit of {self.limits.max_body_bytes} bytes."
+            f"The request body is larger than the limit of {self._limit(scope)} bytes."
         )
 
 

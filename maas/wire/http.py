@@ -13,7 +13,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
-from maas.errors import (
+from maas.wire.errors import (
     InvalidRequestError,
     MaasError,
     MethodNotAllowedError,
@@ -22,7 +22,7 @@ from maas.errors import (
     as_maas_error,
     error_body,
 )
-from maas.metrics import MetricsRecorder
+from maas.wire.metrics import MetricsRecorder
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def error_response(exc: BaseException) -> Any:
     headers = {"x-maas-error-code": error.code or ""}
     if error.status_code == 503:
         headers["Retry-After"] = "1"
-    retry_after_s = getattr(error, "retry_after_s", None)  # e.g. maas.auth.RateLimitError (429)
+    retry_after_s = getattr(error, "retry_after_s", None)  # e.g. maas.wire.auth.RateLimitError (429)
     if retry_after_s is not None:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after_s)))
     return JSONResponse(error_body(error), status_code=int(error.status_code), headers=headers)
@@ -177,12 +177,18 @@ async def sse_events(items: AsyncIterator[BaseModel]) -> AsyncIterator[str]:
     """
     try:
         async for item in items:
-            yield f"data: {item.model_dump_json(exclude_none=True)}\n\n"
+            yield f"{_event_line(item)}data: {item.model_dump_json(exclude_none=True)}\n\n"
     except Exception as exc:  # noqa: BLE001 - reported in-band, the status is already sent
         error = as_maas_error(exc)
         logger.warning("stream failed: %r", exc)
         yield f"data: {json.dumps(error_body(error))}\n\n"
     yield "data: [DONE]\n\n"
+
+
+def _event_line(item: BaseModel) -> str:
+    """``event: <type>`` for the Responses API's events (named by their ``type``), else nothing."""
+    kind = getattr(item, "type", None)
+    return f"event: {kind}\n" if isinstance(kind, str) and kind.startswith("response.") else ""
 
 
 ERROR_SCHEMA: dict[str, Any] = {
@@ -226,7 +232,7 @@ def truthful_openapi(app: Any) -> None:
             schema.setdefault("components", {}).setdefault("schemas", {})["ErrorResponse"] = ERROR_SCHEMA
             for path, item in schema.get("paths", {}).items():
                 for method, operation in item.items():
-                    _document_errors(path, method, operation["responses"])
+                    _document_errors(path, method, operation)
             for unused in ("HTTPValidationError", "ValidationError"):
                 schema["components"]["schemas"].pop(unused, None)
             app.openapi_schema = schema
@@ -235,12 +241,13 @@ def truthful_openapi(app: Any) -> None:
     app.openapi = openapi
 
 
-def _document_errors(path: str, method: str, responses: dict[str, Any]) -> None:
+def _document_errors(path: str, method: str, operation: dict[str, Any]) -> None:
+    responses = operation["responses"]
     responses.pop("422", None)
     if path == "/health":
         statuses = [503]
-    elif method == "get":
-        statuses = [401, 404, 429] if "{" in path else [401, 429]  # a path parameter can be unknown
+    elif method in ("get", "delete"):  # a bad query parameter, an unknown id
+        statuses = [400] * bool(operation.get("parameters")) + [401] + [404] * ("{" in path) + [429]
     else:
         statuses = list(ROUTE_ERRORS)
     for status in statuses:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from maas.endpoints.tools import merge_tool_calls, new_call_id
-from maas.schemas import (
+from maas.wire.schemas import (
     ChatChoice,
     ChatChunkChoice,
     ChatCompletionChunk,

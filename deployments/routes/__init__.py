@@ -1,0 +1,50 @@
+"""The HTTP layer of the ingress: one FastAPI router per endpoint family, and the app factory.
+
+Each route is a few lines over a handle method of the ingress deployment
+(:class:`deployments.ingress.MaasIngress`), which it finds in ``request.app.state.ingress``; every
+route that uses a model goes through :func:`maas.wire.admission.admitted`. :func:`build_app`
+builds the app of one ingress replica from its config: nothing is set after import.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from deployments.routes import batches, encoding, generation, pipelines, service
+from maas.config import IngressConfig
+from maas.wire.auth import KeyAuth, SharedRateLimiter, install_auth_middleware
+from maas.wire.guard import RequestLimits, install_request_guard
+from maas.wire.http import install_error_handlers, install_metrics_middleware, truthful_openapi
+from maas.wire.key_file import KeyStore
+from maas.wire.metrics import MetricsRecorder
+
+ROUTERS = (service.router, generation.router, encoding.router, pipelines.router, batches.router)
+
+
+def build_app(ingress: Any, config: IngressConfig, shared_limits_app: str | None = None) -> FastAPI:
+    """The ASGI app of an ingress replica serving ``ingress``'s handle methods.
+
+    ``shared_limits_app``: the Serve application whose ingress replicas count each API key's
+    limits together (one limiter actor); None counts them in this replica.
+    """
+    app = FastAPI(
+        title="maas",
+        description="NLP models as a service: generation, classification, embeddings, tokenization.",
+        version="0.1.0",
+    )
+    key_auth = KeyAuth(KeyStore(config.api_keys_file) if config.api_keys_file else None)
+    if key_auth.store is not None and shared_limits_app is not None:
+        key_auth.shared = SharedRateLimiter(shared_limits_app)
+    recorder = MetricsRecorder()
+    app.state.ingress, app.state.key_auth, app.state.recorder = ingress, key_auth, recorder
+    install_error_handlers(app)
+    truthful_openapi(app)  # the errors each route answers, in the OpenAPI schema
+    install_auth_middleware(app, key_auth)
+    install_request_guard(app, RequestLimits(config.max_body_bytes, config.request_timeout_s,
+                                             max_upload_bytes=config.max_file_bytes))
+    install_metrics_middleware(app, recorder)  # outermost: counts 401s, 413s and 429s too
+    for router in ROUTERS:
+        app.include_router(router)
+    return app

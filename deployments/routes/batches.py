@@ -1,0 +1,105 @@
+"""The Batch API: ``/v1/files`` (batch inputs and outputs) and ``/v1/batches``, as the openai
+client's ``client.files`` and ``client.batches`` use them.
+
+Files and batches belong to the API key that made them. A batch's requests run in the
+background (``deployments/batch_runner.py``), each admitted and charged to that key like a
+request over HTTP; creating one admits every model its file names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import File, Form, Query, Request, UploadFile
+from fastapi.responses import Response
+
+from deployments.routes.common import ingress_of, new_router
+from maas.wire.admission import admitted
+from maas.wire.auth import request_key
+from maas.wire.batch_schemas import (
+    BatchCreateRequest,
+    BatchList,
+    BatchObject,
+    FileDeleted,
+    FileList,
+    FileObject,
+)
+
+router = new_router()
+
+JSONL_CONTENT: dict[int | str, dict[str, Any]] = {200: {
+    "description": "The file's bytes (JSON lines).",
+    "content": {"application/jsonl": {"schema": {"type": "string"}}}}}
+
+
+def owner_of(request: Request) -> str | None:
+    """The id of the request's API key (None when the service has no keys)."""
+    key = request_key(request)
+    return key.id if key else None
+
+
+@router.post("/v1/files", response_model=FileObject)
+async def upload_file(request: Request, file: UploadFile = File(..., description="JSON lines."),
+                      purpose: str = Form(..., description="`batch`.")) -> FileObject:
+    """Upload a batch input: one request a line, `{"custom_id", "method": "POST", "url", "body"}`.
+
+    `multipart/form-data` (as `client.files.create(file=..., purpose="batch")` sends it), up to
+    `ingress.max_file_bytes`. The lines are checked when a batch is created from the file.
+    """
+    content = await file.read()
+    return ingress_of(request).create_file(content, file.filename or "input.jsonl", purpose, owner_of(request))
+
+
+@router.get("/v1/files", response_model=FileList)
+async def list_files(request: Request, purpose: str | None = Query(None)) -> FileList:
+    """The files of this API key, newest first."""
+    return ingress_of(request).batch_api.list_files(owner_of(request), purpose)
+
+
+@router.get("/v1/files/{file_id}", response_model=FileObject)
+async def retrieve_file(file_id: str, request: Request) -> FileObject:
+    return ingress_of(request).batch_api.file(file_id, owner_of(request))
+
+
+@router.get("/v1/files/{file_id}/content", response_class=Response, responses=JSONL_CONTENT)
+async def file_content(file_id: str, request: Request) -> Response:
+    """A file's content: a batch's output (`response` per line) or errors (`error` per line)."""
+    content = ingress_of(request).file_content(file_id, owner_of(request))
+    return Response(content, media_type="application/jsonl")
+
+
+@router.delete("/v1/files/{file_id}", response_model=FileDeleted)
+async def delete_file(file_id: str, request: Request) -> FileDeleted:
+    return ingress_of(request).batch_api.delete(file_id, owner_of(request))
+
+
+@router.post("/v1/batches", response_model=BatchObject)
+@admitted
+async def create_batch(body: BatchCreateRequest, request: Request) -> BatchObject:
+    """Run the requests of an uploaded file (all to `endpoint`) in the background.
+
+    Every line is checked first (a bad line is a 400 naming it) and every model it names must
+    be allowed for the key. The batch sends a bounded number of requests at a time
+    (`ingress.batch_concurrency`), each charged to the key; results are in `output_file_id`
+    (and `error_file_id`) once it is `completed`, in the order of the input.
+    """
+    return ingress_of(request).create_batch(body, owner_of(request))
+
+
+@router.get("/v1/batches", response_model=BatchList)
+async def list_batches(request: Request, limit: int = Query(20, ge=1, le=100),
+                       after: str | None = Query(None)) -> BatchList:
+    """The batches of this API key, newest first."""
+    return ingress_of(request).batch_api.list_batches(owner_of(request), limit, after)
+
+
+@router.get("/v1/batches/{batch_id}", response_model=BatchObject)
+async def retrieve_batch(batch_id: str, request: Request) -> BatchObject:
+    """A batch with its status and live `request_counts`."""
+    return ingress_of(request).retrieve_batch(batch_id, owner_of(request))
+
+
+@router.post("/v1/batches/{batch_id}/cancel", response_model=BatchObject)
+async def cancel_batch(batch_id: str, request: Request) -> BatchObject:
+    """Stop a batch: requests not yet sent are not; it ends `cancelled` with what was done."""
+    return ingress_of(request).cancel_batch(batch_id, owner_of(request))

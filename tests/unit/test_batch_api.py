@@ -1,0 +1,103 @@
+"""The Batch API without Ray: input files checked line by line, files and batches per key,
+cancellation, and the output and error files in input order."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from maas.endpoints import batches as rules
+from maas.endpoints.batch_api import BatchApi
+from maas.storage.batch_store import BatchStore, FileStore
+from maas.wire.batch_schemas import BatchCreateRequest, BatchObject
+from maas.wire.errors import InvalidRequestError, ModelNotFoundError, NotFoundError, PayloadTooLargeError
+
+CHAT = "/v1/chat/completions"
+
+
+def line(custom_id: str, model: str = "chat", url: str = CHAT, **body: object) -> str:
+    body = {"model": model, "messages": [{"role": "user", "content": custom_id}], **body}
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": url, "body": body})
+
+
+def api(tmp_path: Path) -> tuple[BatchApi, list[str]]:
+    started: list[str] = []
+    return BatchApi(FileStore(tmp_path), BatchStore(tmp_path), lambda b: started.append(b.id), 10_000), started
+
+
+def test_input_lines_are_read_with_their_models() -> None:
+    embed = json.dumps({"custom_id": "c", "method": "POST", "url": "/v1/embeddings",
+                        "body": {"model": "enc", "input": "c"}})
+    content = "\n".join([line("a"), "", line("b", model="other"), embed]).encode()
+    lines = rules.read_batch_input(content, CHAT)  # a line may call any batch endpoint
+    assert [x.custom_id for x in lines] == ["a", "b", "c"]
+    assert rules.models_of(lines) == ["chat", "other", "enc"]
+    served = {CHAT: {"chat", "other"}, "/v1/embeddings": {"enc"}}
+    rules.check_models(lines, served)
+    with pytest.raises(ModelNotFoundError, match="Request 3 .*'enc' is not served for /v1/embeddings"):
+        rules.check_models(lines, {CHAT: {"chat", "other"}})
+
+
+@pytest.mark.parametrize("content, reason", [
+    ("not json", "Line 1 .*not JSON"),
+    (line("a") + "\n" + line("a"), "Line 2 .*used twice"),
+    (line("a", url="/v1/rerank"), "Line 1 .*url must be one of"),
+    (line("a", stream=True), "Line 1 .*cannot stream"),
+    (line("a", temperature=9), "Line 1 .*temperature"),
+    (json.dumps({"custom_id": "a", "method": "GET", "url": CHAT, "body": {}}), "Line 1 "),
+    ("\n\n", "no requests"),
+])
+def test_a_bad_line_is_a_400_that_names_it(content: str, reason: str) -> None:
+    with pytest.raises(InvalidRequestError, match=reason) as error:
+        rules.read_batch_input(content.encode(), CHAT)
+    assert error.value.param == "input_file_id"
+
+
+def test_files_and_batches_belong_to_their_key(tmp_path: Path) -> None:
+    batches, started = api(tmp_path)
+    file = batches.upload((line("a") + "\n").encode(), "in.jsonl", "batch", owner="team-a")
+    assert batches.content(file.id, "team-a").startswith(b'{"custom_id"')
+    with pytest.raises(NotFoundError):
+        batches.file(file.id, "team-b")
+    assert batches.list_files("team-b").data == [] and batches.list_files("team-a").data[0].id == file.id
+    request = BatchCreateRequest(input_file_id=file.id, endpoint=CHAT)
+    assert batches.models_of(request, "team-a") == ["chat"]
+    with pytest.raises(NotFoundError):
+        batches.create(request, "team-b")
+    batch = batches.create(request, "team-a")
+    assert started == [batch.id] and batch.request_counts.total == 1 and batch.status == "validating"
+    with pytest.raises(NotFoundError):
+        batches.batch(batch.id, "team-b")
+    assert batches.list_batches("team-a").data[0].id == batch.id
+    assert batches.cancel(batch.id, "team-a").status == "cancelling"
+    assert batches.delete(file.id, "team-a").deleted
+    with pytest.raises(NotFoundError):
+        batches.file(file.id, "team-a")
+    with pytest.raises(NotFoundError):
+        batches.file("../etc/passwd", "team-a")
+
+
+def test_uploads_are_batch_inputs_within_the_size_limit(tmp_path: Path) -> None:
+    batches, _ = api(tmp_path)
+    with pytest.raises(InvalidRequestError) as error:
+        batches.upload(b"x", "in.jsonl", "fine-tune", None)
+    assert error.value.param == "purpose"
+    with pytest.raises(PayloadTooLargeError):
+        batches.upload(b"x" * 10_001, "in.jsonl", "batch", None)
+
+
+def test_results_are_appended_once_and_split_into_output_and_errors_in_input_order(tmp_path: Path) -> None:
+    store = BatchStore(tmp_path)
+    batch = store.create(BatchObject(endpoint=CHAT, input_file_id="file-x"), owner=None)
+    lines = rules.read_batch_input("\n".join(line(c) for c in "abc").encode(), CHAT)
+    store.append_result(batch.id, rules.answered("c", 200, {"id": "3"}))
+    store.append_result(batch.id, rules.answered("a", 400, {"error": {"message": "bad"}}))
+    with open(tmp_path / "jobs" / batch.id / "results.jsonl", "a") as torn:
+        torn.write('{"custom_id": "b", "resp')  # a crash mid-write: skipped; b ran again
+    store.append_result(batch.id, rules.answered("b", 200, {"id": "2"}))
+    assert store.done_ids(batch.id) == {"c": False, "a": False, "b": False}
+    output, errors = rules.output_files(lines, store.results(batch.id))
+    assert [json.loads(x)["custom_id"] for x in output.splitlines()] == ["b", "c"]
+    assert [json.loads(x)["custom_id"] for x in errors.splitlines()] == ["a"]
