@@ -12,10 +12,17 @@ from ray import serve
 from deployments.health import HealthCache
 from maas.config import GeneratorModelConfig
 from maas.engines.generator import GeneratorEngine
+from maas.engines.lora import LoraIds, check_adapter, lora_request, read_adapter
+from maas.storage.registry import ModelRegistry
+from maas.storage.served_adapters import ServedAdapters
 from maas.wire.assemble import merge_results
 from maas.wire.errors import ServiceUnavailableError, log_client_errors_as_one_line
 from maas.wire.metrics import MetricsRecorder
 from maas.wire.schemas import GenerationParams, GenerationResult
+
+MAX_LOADED_ADAPTERS = 16
+"""Adapter versions one replica routes for at once (Serve's multiplexing LRU); vLLM itself keeps
+``lora.max_loaded_adapters`` of them in memory and drops the least recently used."""
 
 
 def _on_gpu(config: GeneratorModelConfig) -> bool:
@@ -36,8 +43,10 @@ def _placement_group() -> Any:
 class GeneratorDeployment:
     """vLLM's ``AsyncLLM`` for one model; receives token ids, streams deltas."""
 
-    def __init__(self, config: GeneratorModelConfig) -> None:
+    def __init__(self, config: GeneratorModelConfig, registry_dir: str | None = None) -> None:
         self.config = config
+        self.adapters = ServedAdapters([config], ModelRegistry(registry_dir))
+        self.lora_ids = LoraIds()
         self.engine = GeneratorEngine(config, on_gpu=_on_gpu(config), placement_group=_placement_group())
         self.metrics = MetricsRecorder()
         self.health = HealthCache()
@@ -50,8 +59,9 @@ class GeneratorDeployment:
         start = time.perf_counter()
         first = True
         last: GenerationResult | None = None
+        lora = await self._request_adapter()
         try:
-            async for result in self.engine.generate(prompt_token_ids, params):
+            async for result in self.engine.generate(prompt_token_ids, params, lora_request=lora):
                 if first and result.completion_tokens:
                     self._record_ttft(time.perf_counter() - start)
                     first = False
@@ -66,6 +76,21 @@ class GeneratorDeployment:
         async with contextlib.aclosing(self.generate_stream(prompt_token_ids, params)) as stream:
             results = [r async for r in stream]
         return merge_results(results)
+
+    async def _request_adapter(self) -> Any:
+        """The ``LoRARequest`` of the adapter this request was routed with (Serve's multiplexed
+        model id, ``name/vN``), loaded on demand; None for the base model."""
+        adapter_id = serve.get_multiplexed_model_id()
+        return await self._adapter(adapter_id) if adapter_id else None
+
+    @serve.multiplexed(max_num_models_per_replica=MAX_LOADED_ADAPTERS)
+    async def _adapter(self, adapter_id: str) -> Any:
+        """Check an adapter version against this generator and load it into vLLM (LRU per replica)."""
+        path = self.adapters.location(adapter_id)
+        check_adapter(self.config, read_adapter(path))
+        request = lora_request(adapter_id, self.lora_ids(adapter_id), path, self.config.name)
+        await self.engine.engine.add_lora(request)
+        return request
 
     def running_requests(self) -> int:
         """Requests the engine is working on now (vLLM's unfinished count)."""

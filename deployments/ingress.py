@@ -35,6 +35,7 @@ from maas.endpoints.tools import template_tools
 from maas.engines.translation import Translation
 from maas.storage.batch_store import BatchStore, FileStore
 from maas.storage.registry import ModelRegistry
+from maas.storage.served_adapters import ServedAdapters, adapter_card_fields
 from maas.storage.served_classifiers import ServedClassifiers
 from maas.wire.admission import admit_models
 from maas.wire.assemble import chat_chunks, chat_response, completion_chunks, completion_response
@@ -113,6 +114,8 @@ class MaasIngress:
         self.classifier = classifier
         self.encoder = encoder
         self.generator_configs = {g.name: g for g in config.generators}
+        self.adapters = ServedAdapters(config.generators, ModelRegistry(config.registry_dir))
+        self._adapter_handles: dict[str, DeploymentHandle] = {}
         self.classifiers = ServedClassifiers(config.classifier.models, ModelRegistry(config.registry_dir))
         self._classifier_handles: dict[str, DeploymentHandle] = {}
         self.encoder_models = {m.name for m in config.encoder.models}
@@ -200,6 +203,7 @@ class MaasIngress:
         """Every served model with its capability."""
         cards = [ModelCard(id=g.name, capability="generate", max_model_len=g.max_model_len)
                  for g in self.config.generators]
+        cards += [ModelCard(**adapter_card_fields(self.adapters, name)) for name in self.adapters.names()]
         cards += [self._classifier_card(m.name, m.max_seq_len) for m in self.config.classifier.models]
         cards += [ModelCard(id=m.name, capability="embed", max_model_len=m.max_seq_len)
                   for m in self.config.encoder.models]
@@ -211,8 +215,9 @@ class MaasIngress:
     async def chat(self, request: ChatCompletionRequest) -> ChatCompletionResponse:
         """A whole chat completion (``stream`` is ignored; see :meth:`chat_stream`)."""
         ids, params = await self._prepare_chat(request)
-        result: GenerationResult = await result_of(self.generators[request.model].generate.remote(ids, params))
-        return chat_response(request.model, result)
+        handle, served = self._generator_route(request.model)
+        result: GenerationResult = await result_of(handle.generate.remote(ids, params))
+        return chat_response(served, result)
 
     async def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
         """A chat completion as chunks; call through ``handle.options(stream=True)``."""
@@ -222,9 +227,9 @@ class MaasIngress:
     async def completions(self, request: CompletionRequest) -> CompletionResponse:
         """A whole text completion for one or more prompts."""
         prompts, params = await self._prepare_completion(request)
-        handle = self.generators[request.model]
+        handle, served = self._generator_route(request.model)
         results = await results_of([handle.generate.remote(ids, params) for ids in prompts])
-        response = completion_response(request.model, results, params.n)
+        response = completion_response(served, results, params.n)
         return with_echo(response, results, request, completion_rules.completion_prompts(request.prompt))
 
     async def completions_stream(self, request: CompletionRequest) -> AsyncIterator[CompletionResponse]:
@@ -353,9 +358,26 @@ class MaasIngress:
     # ------------------------------------------------------------------ internals
 
     def _generator_config(self, model: str) -> GeneratorModelConfig:
+        if model not in self.generator_configs and self.adapters.is_adapter_name(model):
+            return self.adapters.generator(model)  # a LoRA adapter runs on its base model's generator
         if model not in self.generator_configs:
-            raise ModelNotFoundError.for_model(model, "generation", list(self.generator_configs))
+            raise ModelNotFoundError.for_model(model, "generation",
+                                               [*self.generator_configs, *self.adapters.names()])
         return self.generator_configs[model]
+
+    def _generator_route(self, model: str) -> tuple[DeploymentHandle, str]:
+        """The generator handle serving ``model`` and the model name its answer carries: a LoRA
+        adapter goes to its base model's generator with the adapter version as Serve's multiplexed
+        model id (resolved per request: a rollout takes effect at the next request), and the
+        answer names that version (``topic-lora/v2``), as classifiers' answers do."""
+        if model in self.generators:
+            return self.generators[model], model
+        generator, adapter_id = self.adapters.resolve(model)
+        handle = self._adapter_handles.get(adapter_id)
+        if handle is None:
+            handle = self.generators[generator].options(multiplexed_model_id=adapter_id)
+            self._adapter_handles[adapter_id] = handle
+        return handle, adapter_id
 
     def _classifier_model_id(self, model: str) -> str:
         """The model id serving ``model`` now: its live registry version, or a pinned ``name/vN``."""
@@ -399,19 +421,19 @@ class MaasIngress:
     async def _prepare_chat(self, request: ChatCompletionRequest) -> tuple[list[int], GenerationParams]:
         config = self._generator_config(request.model)
         chat_rules.reject_unsupported(request)
-        ids = await self.tokenizer.chat_ids.remote(request.model, request.messages, template_tools(request))
+        ids = await self.tokenizer.chat_ids.remote(config.name, request.messages, template_tools(request))
         return ids, chat_rules.chat_params(request, len(ids), config)
 
     async def _prepare_completion(self, request: CompletionRequest) -> tuple[list[list[int]], GenerationParams]:
         config = self._generator_config(request.model)
         completion_rules.reject_unsupported(request)
-        prompts = await asyncio.gather(*(self.tokenizer.prompt_ids.remote(request.model, p)
+        prompts = await asyncio.gather(*(self.tokenizer.prompt_ids.remote(config.name, p)
                                          for p in completion_rules.completion_prompts(request.prompt)))
         longest = max(len(ids) for ids in prompts)
         return list(prompts), completion_rules.completion_params(request, longest, config)
 
     def _stream(self, model: str, ids: list[int], params: GenerationParams) -> DeploymentResponseGenerator:
-        return self.generators[model].options(stream=True).generate_stream.remote(ids, params)
+        return self._generator_route(model)[0].options(stream=True).generate_stream.remote(ids, params)
 
     async def _chat_chunks(self, request: ChatCompletionRequest, ids: list[int],
                            params: GenerationParams) -> AsyncIterator[ChatCompletionChunk]:

@@ -345,8 +345,14 @@ def _name(state: Any) -> str:
 def cmd_train(args: argparse.Namespace) -> int:
     """Train into the registry; ``cluster/train-<task>.yaml`` gives the defaults if present."""
     from pipelines.training.background_training import train_config_file
+    from pipelines.training.lora_tasks import GENERATOR_TASKS
     from pipelines.training.train import main as train_main
 
+    if args.task in GENERATOR_TASKS:  # a LoRA adapter of a served generator
+        from pipelines.training.lora import main as lora_main
+
+        _start_ray(args.address)
+        return int(lora_main([args.task, *args.train_args]) or 0)
     train_args = [args.task, *args.train_args]
     config_file = train_config_file(args.task)
     if config_file and "--config" not in args.train_args:
@@ -365,6 +371,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     for name in registry.names():
         for v in registry.versions(name):
             m = v.metrics
+            if _kind(v.config) == "lora":  # an adapter: exact-match accuracy, and the base model's
+                m = {"test_macro_f1": m.get("test_accuracy"), "baseline_test_macro_f1": m.get("base_test_accuracy")}
             print(f"{'*' if v.live else ' ':2}{v.ref:24} {v.created_at:26} {v.task or '-':10} "
                   f"{_kind(v.config):9} {_num(m.get('validation_macro_f1')):>7} "
                   f"{_num(m.get('test_macro_f1')):>7} {_num(m.get('baseline_test_macro_f1')):>8}  "
@@ -379,7 +387,9 @@ def _registry_dir(args: argparse.Namespace) -> str | None:
 
 
 def _kind(config: dict[str, Any]) -> str:
-    """``probe`` (frozen encoder, fitted head) or ``fine-tune``."""
+    """``probe`` (frozen encoder, fitted head), ``fine-tune``, or ``lora`` (a generator's adapter)."""
+    if config.get("kind") == "lora-adapter":
+        return "lora"
     return "probe" if config.get("fine_tune") is False else "fine-tune"
 
 
@@ -390,15 +400,20 @@ def _num(value: float | None) -> str:
 def cmd_rollout(args: argparse.Namespace) -> int:
     """``maas rollout NAME VERSION``: make a registry version live; the service follows at once."""
     from maas.storage.registry import ModelRegistry, RegistryError
+    from maas.storage.served_adapters import check_servable, is_adapter
 
     registry = ModelRegistry(_registry_dir(args))
     previous = registry.live_version(args.name)
     try:
+        target = registry.get(args.name, args.version)
+        if is_adapter(target):  # an adapter goes live only where its base model serves it
+            check_servable(target, load_app_config(args.config), args.config)
         version = registry.set_live(args.name, args.version, allow_label_change=args.allow_label_change)
     except RegistryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"[maas] {version.ref} is live (was {previous or 'none'}); classify requests for "
+    kind = "generation" if is_adapter(version) else "classify"
+    print(f"[maas] {version.ref} is live (was {previous or 'none'}); {kind} requests for "
           f"'{args.name}' use it from the next request on.")
     return 0
 
@@ -410,7 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("serve", cmd_serve, "start a local Ray and serve the application"),
         ("prepare", cmd_prepare, "prepare the embedded default models"),
         ("status", cmd_status, "show applications, deployments and replicas"),
-        ("train", cmd_train, "fine-tune a classifier with Ray Train into the model registry"),
+        ("train", cmd_train, "fine-tune a classifier (or a generator's LoRA adapter: lora-topic, "
+                              "lora-sentiment) with Ray Train into the model registry"),
         ("deploy", cmd_deploy, "deploy a Serve config to a running cluster (like `serve deploy`)"),
         ("models", cmd_models, "list the model registry's versions (`maas models list`)"),
         ("keys", cmd_keys, "add, revoke or list API keys (`maas keys add --file F --id ID`)"),
@@ -442,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--allow-public-without-keys", action="store_true",
                                  help="listen on a non-loopback host with no API keys (unsafe)")
         if name == "train":
-            command.add_argument("task", help="task to train, e.g. sentiment or topic")
+            command.add_argument("task", help="task to train, e.g. sentiment, topic or lora-topic")
             command.add_argument("train_args", nargs=argparse.REMAINDER, help="training options")
     return parser
 

@@ -87,6 +87,44 @@ class DeploymentOptions(StrictModel):
         return options
 
 
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+"""The LoRA ranks vLLM accepts as ``max_lora_rank``."""
+
+
+class LoraOptions(StrictModel):
+    """LoRA adapters of one generator: vLLM's multi-LoRA serving (``enable_lora``) and which registry
+    adapters it serves (``maas train lora-topic`` trains them; ``maas rollout`` switches versions)."""
+
+    enabled: bool = Field(False, description="Start vLLM with LoRA support (`enable_lora`).")
+    max_rank: int = Field(
+        16, description="Highest adapter rank served (vLLM's `max_lora_rank`: 1, 8, 16, 32, 64, ...); "
+        "`maas train` refuses to train a higher rank for this generator.",
+    )
+    max_loras: int = Field(2, ge=1, le=64, description="Adapters in one batch (vLLM's `max_loras`).")
+    max_loaded_adapters: int = Field(
+        4, ge=1, le=256,
+        description="Adapters a replica keeps loaded (vLLM's `max_cpu_loras`, least recently used "
+        "dropped first); at least `max_loras`.",
+    )
+    adapters: list[ModelName] = Field(
+        default_factory=list,
+        description="Registry names of the adapters served on this generator; clients name one in "
+        "`model` (its live version) or pin `name/vN`. Needs `enabled`.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> LoraOptions:
+        if self.max_rank not in VLLM_LORA_RANKS:
+            raise ValueError(f"max_rank {self.max_rank} is not one vLLM accepts: {list(VLLM_LORA_RANKS)}")
+        if self.max_loaded_adapters < self.max_loras:
+            raise ValueError("max_loaded_adapters must be at least max_loras")
+        if self.adapters and not self.enabled:
+            raise ValueError(f"adapters {self.adapters} need lora.enabled: true")
+        if len(set(self.adapters)) != len(self.adapters):
+            raise ValueError("adapter names must be unique")
+        return self
+
+
 class GeneratorModelConfig(StrictModel):
     """One vLLM-served generative model; it gets a generator deployment of its own."""
 
@@ -146,6 +184,9 @@ class GeneratorModelConfig(StrictModel):
         description="Ray placement strategy of a multi-device replica's bundles: STRICT_PACK keeps "
         "every device on one node (tensor parallelism needs the fast links); PACK lets pipeline "
         "stages spill over to other nodes.",
+    )
+    lora: LoraOptions = Field(
+        default_factory=LoraOptions, description="LoRA adapters served on this model (vLLM's LoRA support)."
     )
     deployment: DeploymentOptions = Field(
         default_factory=lambda: DeploymentOptions(num_cpus=0.5, max_ongoing_requests=64),
@@ -436,6 +477,15 @@ class AppConfig(StrictModel):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"model names must be unique across deployments: {duplicates}")
+        return self
+
+    @model_validator(mode="after")
+    def _unique_adapter_names(self) -> AppConfig:
+        models = {m.name for m in self.all_models()}
+        adapters = [a for g in self.generators for a in g.lora.adapters]
+        clashes = sorted({a for a in adapters if a in models or adapters.count(a) > 1})
+        if clashes:
+            raise ValueError(f"adapter names must differ from model names and from each other: {clashes}")
         return self
 
     def all_models(

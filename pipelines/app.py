@@ -41,10 +41,12 @@ def tokenizer_specs(config: AppConfig) -> list[TokenizerSpec]:
     return specs
 
 
-def generator_app(config: GeneratorModelConfig) -> Application:
-    """One model's generator deployment, with the placement group its devices need."""
+def generator_app(config: GeneratorModelConfig, registry_dir: str | None = None) -> Application:
+    """One model's generator deployment, with the placement group its devices need; LoRA adapters
+    are read from the registry in ``registry_dir``."""
     options = config.serve_options()
-    return GeneratorDeployment.options(name=generator_deployment_name(config.name), **options).bind(config)
+    return GeneratorDeployment.options(name=generator_deployment_name(config.name), **options).bind(
+        config, registry_dir)
 
 
 def build_app(args: AppConfig | dict[str, Any]) -> Application:
@@ -53,7 +55,7 @@ def build_app(args: AppConfig | dict[str, Any]) -> Application:
     tokenizer = TokenizerDeployment.options(**config.tokenizer.deployment.to_serve_options()).bind(
         tokenizer_specs(config)
     )
-    generators = {g.name: generator_app(g) for g in config.generators}
+    generators = {g.name: generator_app(g, config.registry_dir) for g in config.generators}
     classifier = None
     if config.classifier.models:
         options = config.classifier.deployment.to_serve_options()

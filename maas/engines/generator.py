@@ -15,6 +15,7 @@ from typing import Any
 
 from maas.config import GeneratorModelConfig
 from maas.endpoints.tools import ToolCalls, check_tool_parser, tool_calls_for
+from maas.engines.lora import lora_engine_kwargs
 from maas.storage.embedded import resolve_model_path
 from maas.wire.errors import EngineError, InvalidRequestError, ServiceUnavailableError
 from maas.wire.schemas import (
@@ -74,6 +75,7 @@ def build_engine_args(config: GeneratorModelConfig, on_gpu: bool) -> Any:
     # not from a request's StructuredOutputsParams, and free whitespace let a sampled answer spend
     # max_tokens on runs of spaces.
     kwargs["structured_outputs_config"] = StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True)
+    kwargs.update(lora_engine_kwargs(config))
     kwargs.update(config.engine_kwargs)
     return AsyncEngineArgs(**kwargs)
 
@@ -187,9 +189,11 @@ class GeneratorEngine:
         self.last_output_at = 0.0  # monotonic time of the last output of any request
 
     async def generate(
-        self, prompt_token_ids: list[int], params: GenerationParams, request_id: str | None = None
+        self, prompt_token_ids: list[int], params: GenerationParams, request_id: str | None = None,
+        lora_request: Any = None,
     ) -> AsyncIterator[GenerationResult]:
-        """Stream the outputs of one prompt; closing the iterator aborts the engine request."""
+        """Stream the outputs of one prompt; closing the iterator aborts the engine request.
+        ``lora_request``: vLLM's ``LoRARequest`` of the adapter to generate with (None: the base)."""
         from vllm.inputs import TokensPrompt
 
         request_id = request_id or uuid.uuid4().hex
@@ -198,7 +202,7 @@ class GeneratorEngine:
         except Exception as exc:  # noqa: BLE001 - vLLM's own parameter checks
             raise self._map_error(exc) from None
         stream = self.engine.generate(
-            TokensPrompt(prompt_token_ids=prompt_token_ids), sampling, request_id
+            TokensPrompt(prompt_token_ids=prompt_token_ids), sampling, request_id, lora_request=lora_request
         )
         completion_tokens = 0
         tool_calls: dict[int, ToolCalls | None] = {}

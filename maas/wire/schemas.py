@@ -615,6 +615,7 @@ class ModelCard(WireModel):
         None, description="A training run of this model in progress or ended (registry classifiers)."
     )
     pairs: list[str] | None = Field(None, description="Language pairs, e.g. `en-pt` (translation models).")
+    parent: str | None = Field(None, description="The base model a LoRA adapter runs on (as vLLM lists adapters).")
 
 
 class ModelList(WireModel):

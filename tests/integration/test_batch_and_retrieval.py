@@ -20,12 +20,23 @@ import numpy as np
 import pytest
 
 from tests.conftest import ENCODER, GENERATOR, wait_healthy
-from tests.integration.test_resilience import kill_replica, the_replica
 
 pytestmark = pytest.mark.integration
 
 PASSAGES = ["The cat sat on the mat.", "Stock markets fell sharply today.", "A kitten is sleeping on a rug.",
             "The central bank raised interest rates.", "Dogs and cats are popular pets."]
+
+
+def kill_ingress_replica() -> None:
+    """Kill the session app's ingress replica at once (no graceful shutdown), as a crash would."""
+    import ray
+    from ray.serve.context import _get_global_client
+
+    details = _get_global_client().get_serve_details()
+    replicas = details["applications"]["maas"]["deployments"]["ingress"]["replicas"]
+    running = [r for r in replicas if r["state"] == "RUNNING"]
+    assert len(running) == 1, replicas
+    ray.kill(ray.get_actor(running[0]["actor_name"], namespace="serve"), no_restart=True)
 
 
 def chat_line(i: int, max_tokens: int = 8) -> dict[str, Any]:
@@ -130,7 +141,7 @@ def test_a_batch_survives_the_loss_of_the_ingress_replica(openai_client: Any, se
     while openai_client.batches.retrieve(batch.id).request_counts.completed < 5:
         assert time.monotonic() < deadline
         time.sleep(0.5)
-    kill_replica(the_replica("ingress"))
+    kill_ingress_replica()
     time.sleep(2)
     wait_healthy(service, 300)
     finished = wait_for(openai_client, batch.id, {"completed", "failed", "cancelled"})

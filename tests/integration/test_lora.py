@@ -1,0 +1,253 @@
+"""LoRA adapters end to end: trained by ``maas train``'s pipeline (Ray Train), stored in the registry,
+served by vLLM's LoRA support through the real app (real Ray, HTTP, the openai client), equal to
+vLLM offline with the same adapter, 404 for an unknown adapter, and rolled out from v1 to v2
+under load with no failed request.
+
+A dedicated application (route prefix ``/lora``) with one generator and a registry of its own;
+the adapters are tiny (20 examples, 4 steps): the test is about the plumbing, not the accuracy
+(``benchmarks/results/lora_topic.json`` has the full run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from maas.cli import main as maas_main
+from maas.config import AppConfig
+from tests.conftest import STARTUP_TIMEOUT_S, TEST_MAX_MODEL_LEN, free_port, wait_healthy
+
+pytestmark = pytest.mark.integration
+
+APP = "lora"
+PREFIX = "/lora"
+GENERATOR = "lora-smollm2"
+ADAPTER = "topic-lora"
+MAX_TOKENS = 6
+TINY = {"task": "lora-topic", "model_name": ADAPTER, "generator": GENERATOR, "max_train_examples": 20,
+        "max_validation_examples": 5, "max_test_examples": 5, "max_steps": 4, "batch_size": 2,
+        "learning_rate": 5e-3, "checkpoint_every_steps": 2, "eval_batch_size": 5, "log_every_steps": 2}
+REQUESTS = 36
+CONCURRENCY = 4
+SWITCH_AFTER = 12
+
+
+def lora_app_config(smollm2_dir: Path, registry: Path) -> AppConfig:
+    return AppConfig.model_validate({
+        "generators": [{"name": GENERATOR, "path": str(smollm2_dir), "max_model_len": TEST_MAX_MODEL_LEN,
+                        "kv_cache_gib": 1, "deployment": {"num_cpus": 0.2, "max_ongoing_requests": 32},
+                        "lora": {"enabled": True, "max_rank": 8, "max_loras": 2, "adapters": [ADAPTER]}}],
+        "tokenizer": {"deployment": {"num_cpus": 0.05}},
+        "ingress": {"deployment": {"num_cpus": 0.05}},
+        "registry_dir": str(registry),
+    })
+
+
+@pytest.fixture(scope="module")
+def trained(ray_cluster: str, smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """``topic-lora/v1`` (live) and ``v2`` (stored), trained by the production pipeline, and a Serve
+    config file serving them (what ``maas rollout --config`` checks)."""
+    from pipelines.training.lora import LoraTrainConfig, train_adapter
+
+    home = tmp_path_factory.mktemp("lora")
+    registry = home / "registry"
+    config = lora_app_config(smollm2_dir, registry)
+    serve_file = home / "serve.yaml"
+    serve_file.write_text(yaml.safe_dump({"applications": [{"name": "maas", "args": config.model_dump(mode="json")}]}))
+    common = {**TINY, "registry_dir": str(registry), "storage_path": str(home / "ray_train")}
+    v1 = train_adapter(LoraTrainConfig.model_validate({**common, "seed": 0}), config)
+    v2 = train_adapter(LoraTrainConfig.model_validate({**common, "seed": 1, "max_steps": 6}), config)
+    assert (v1.model_ref, v1.live, v2.model_ref, v2.live) == (f"{ADAPTER}/v1", True, f"{ADAPTER}/v2", False)
+    return {"config": config, "registry": registry, "serve_file": serve_file, "home": home,
+            "paths": {v1.model_ref: v1.path, v2.model_ref: v2.path}, "metrics": v1.metrics}
+
+
+def chats(count: int = 3) -> list[list[dict[str, str]]]:
+    """Topic questions about the first test-split articles, as the adapter was trained to answer."""
+    from transformers import AutoTokenizer
+
+    from maas.storage.embedded import prepare_smollm2
+    from pipelines.training.lora_tasks import build_messages, generator_task, truncate_text
+    from pipelines.training.training_data import load_examples, split_dataset
+
+    tokenizer = AutoTokenizer.from_pretrained(prepare_smollm2())
+    articles = split_dataset(load_examples("topic")).test[:count]
+    return [build_messages(generator_task("lora-topic"), truncate_text(tokenizer, text, 128))
+            for text, _ in articles]
+
+
+@pytest.fixture(scope="module")
+def offline(trained: dict[str, Any], smollm2_dir: Path) -> dict[str, list[str]]:
+    """Greedy answers of vLLM's offline ``LLM.chat``: base, v1 and v2 (before the app starts: one engine
+    at a time on 2 cores)."""
+    work: Path = trained["home"]
+    job = {"model_dir": str(smollm2_dir), "max_model_len": TEST_MAX_MODEL_LEN, "max_tokens": MAX_TOKENS,
+           "max_lora_rank": 8, "messages": chats(), "adapters": trained["paths"]}
+    (work / "job.json").write_text(json.dumps(job))
+    script = Path(__file__).with_name("offline_lora_reference.py")
+    subprocess.run([sys.executable, str(script), str(work / "job.json"), str(work / "out.json")],
+                   check=True, timeout=600)
+    return json.loads((work / "out.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def lora_url(trained: dict[str, Any], offline: dict[str, list[str]]) -> Iterator[str]:
+    """The application on Serve's proxy (started here, on a free port, if Serve is not running)."""
+    from ray import serve
+
+    from pipelines.app import build_app
+    from tests.integration.test_ner import serve_is_running
+    from tests.integration.test_translator import serve_port
+
+    started_here = not serve_is_running()
+    if started_here:
+        serve.start(http_options={"host": "127.0.0.1", "port": free_port()}, proxy_location="HeadOnly")
+    serve.run(build_app(trained["config"]), name=APP, route_prefix=PREFIX, blocking=False)
+    url = f"http://127.0.0.1:{serve_port()}{PREFIX}"
+    try:
+        wait_healthy(url, STARTUP_TIMEOUT_S)
+        yield url
+    finally:
+        serve.delete(APP)
+        if started_here:
+            serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def openai_lora(lora_url: str):  # noqa: ANN201 - openai.OpenAI
+    import openai
+
+    return openai.OpenAI(base_url=f"{lora_url}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def answer(client: Any, model: str, messages: list[dict[str, str]]) -> Any:
+    return client.chat.completions.create(model=model, messages=messages, max_tokens=MAX_TOKENS, temperature=0)
+
+
+@pytest.mark.timeout(900)
+def test_killed_worker_resumes_lora_training_from_its_checkpoint(ray_cluster: str, smollm2_dir: Path,
+                                                                 tmp_path: Path) -> None:
+    import threading
+
+    from pipelines.training.lora import LoraResult, LoraTrainConfig, train_adapter
+    from tests.integration.test_training import kill_a_worker_after_first_checkpoint
+
+    storage = tmp_path / "ray_train"
+    config = LoraTrainConfig.model_validate({**TINY, "registry_dir": str(tmp_path / "registry"),
+                                             "storage_path": str(storage), "max_steps": 12,
+                                             "checkpoint_every_steps": 4, "max_failures": 2})
+    app = lora_app_config(smollm2_dir, tmp_path / "registry")
+    outcome: dict[str, LoraResult] = {}
+    run = threading.Thread(target=lambda: outcome.setdefault("result", train_adapter(config, app)))
+    run.start()
+    killed = kill_a_worker_after_first_checkpoint(storage, timeout_s=600)
+    run.join(timeout=800)
+    assert killed is not None, "no checkpoint appeared"
+    metrics = outcome["result"].metrics
+    assert metrics["global_step"] == 12  # every step done, none twice
+    assert metrics["resumed_from_step"] >= 4  # the restarted group began at a checkpoint
+
+
+def test_training_recorded_the_adapter(trained: dict[str, Any]) -> None:
+    from maas.storage.registry import ModelRegistry
+
+    version = ModelRegistry(trained["registry"]).get(ADAPTER, "v1")
+    assert version.config["kind"] == "lora-adapter" and version.config["generator"] == GENERATOR
+    assert version.config["rank"] == 8 and version.config["target_modules"] == ["k_proj", "o_proj", "q_proj", "v_proj"]
+    assert version.data_hash and {"test_accuracy", "base_test_accuracy", "global_step"} <= set(version.metrics)
+    assert version.metrics["global_step"] == TINY["max_steps"]
+
+
+def test_models_list_the_adapter_with_its_base(lora_url: str) -> None:
+    cards = {c["id"]: c for c in httpx.get(f"{lora_url}/v1/models").json()["data"]}
+    assert cards[ADAPTER]["parent"] == GENERATOR and cards[ADAPTER]["version"] == "v1"
+    assert cards[ADAPTER]["capability"] == "generate" and cards[GENERATOR].get("parent") is None
+
+
+def test_http_greedy_equals_offline_with_the_same_adapter(openai_lora: Any, offline: dict[str, list[str]]) -> None:
+    # The tiny adapters do change the model's answers (else this test would prove nothing).
+    assert offline[f"{ADAPTER}/v1"] != offline["base"] or offline[f"{ADAPTER}/v2"] != offline["base"]
+    for i, messages in enumerate(chats()):
+        live = answer(openai_lora, ADAPTER, messages)
+        assert live.model == f"{ADAPTER}/v1" and live.choices[0].message.content == offline[f"{ADAPTER}/v1"][i]
+        pinned = answer(openai_lora, f"{ADAPTER}/v2", messages)
+        assert pinned.model == f"{ADAPTER}/v2" and pinned.choices[0].message.content == offline[f"{ADAPTER}/v2"][i]
+        base = answer(openai_lora, GENERATOR, messages)
+        assert base.choices[0].message.content == offline["base"][i]
+
+
+def test_unknown_adapter_is_404(openai_lora: Any) -> None:
+    import openai
+
+    for model in ("no-such-adapter", f"{ADAPTER}/v9"):
+        with pytest.raises(openai.NotFoundError) as error:
+            answer(openai_lora, model, [{"role": "user", "content": "Hi"}])
+        assert error.value.body["code"] == "model_not_found"
+
+
+def test_rollout_refuses_an_adapter_whose_base_is_not_served(trained: dict[str, Any], tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    other = trained["config"].model_dump(mode="json")
+    other["generators"][0]["name"] = "another-generator"
+    other["generators"][0]["lora"]["adapters"] = []
+    serve_file = tmp_path / "serve.yaml"
+    serve_file.write_text(yaml.safe_dump({"applications": [{"name": "maas", "args": other}]}))
+    args = ["rollout", ADAPTER, "v2", "--registry-dir", str(trained["registry"]), "--config", str(serve_file)]
+    assert maas_main(args) == 2
+    err = capsys.readouterr().err
+    assert f"adapts the generator '{GENERATOR}'" in err and "does not serve" in err
+
+
+async def chat_load(url: str, trained: dict[str, Any], log: list[dict]) -> float:
+    """``REQUESTS`` greedy chats from ``CONCURRENCY`` clients; ``maas rollout`` to v2 after
+    ``SWITCH_AFTER`` answers. Returns the time the rollout command returned."""
+    prompts = chats()
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(REQUESTS):
+        queue.put_nowait(i)
+    switch = {"t": float("inf")}
+
+    async def one_client(http: httpx.AsyncClient) -> None:
+        while not queue.empty():
+            i = queue.get_nowait() % len(prompts)
+            start = time.monotonic()
+            response = await http.post("/v1/chat/completions", json={
+                "model": ADAPTER, "messages": prompts[i], "max_tokens": MAX_TOKENS, "temperature": 0})
+            log.append({"start": start, "end": time.monotonic(), "status": response.status_code, "prompt": i,
+                        "body": response.json()})
+            if len(log) == SWITCH_AFTER and switch["t"] == float("inf"):
+                switch["t"] = 0.0
+                args = ["rollout", ADAPTER, "v2", "--registry-dir", str(trained["registry"]),
+                        "--config", str(trained["serve_file"])]
+                assert await asyncio.to_thread(maas_main, args) == 0
+                switch["t"] = time.monotonic()
+
+    async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+        await asyncio.gather(*(one_client(http) for _ in range(CONCURRENCY)))
+    return switch["t"]
+
+
+@pytest.mark.timeout(900)
+def test_rollout_v1_to_v2_under_load(lora_url: str, trained: dict[str, Any], offline: dict[str, list[str]]) -> None:
+    log: list[dict] = []
+    switch_time = asyncio.run(chat_load(lora_url, trained, log))
+    assert len(log) == REQUESTS and all(e["status"] == 200 for e in log), [e for e in log if e["status"] != 200]
+    for entry in log:  # each answer is the one of the version it names
+        model = entry["body"]["model"]
+        assert entry["body"]["choices"][0]["message"]["content"] == offline[model][entry["prompt"]]
+    before = [e for e in log if e["end"] < switch_time]
+    after = [e for e in log if e["start"] > switch_time]
+    assert before and all(e["body"]["model"] == f"{ADAPTER}/v1" for e in before)
+    assert after and all(e["body"]["model"] == f"{ADAPTER}/v2" for e in after)
+    cards = {c["id"]: c for c in httpx.get(f"{lora_url}/v1/models").json()["data"]}
+    assert cards[ADAPTER]["version"] == "v2"
