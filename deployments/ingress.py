@@ -29,8 +29,10 @@ from maas.endpoints import completions as completion_rules
 from maas.endpoints import responses as responses_rules
 from maas.endpoints import scoring
 from maas.endpoints.batch_api import BatchApi
+from maas.endpoints.completions_echo import with_echo
 from maas.endpoints.encoding import classify_response, embedding_response, embedding_texts
 from maas.endpoints.generation import check_json_schema
+from maas.endpoints.tools import template_tools
 from maas.engines.tokenizer import TokenizerSpec
 from maas.engines.translation import Translation
 from maas.local_tokenizer import InProcessTokenizer
@@ -236,7 +238,8 @@ class MaasIngress:
         prompts, params = await self._prepare_completion(request)
         handle, served = self._generator_route(request.model)
         results = await results_of([handle.generate.remote(ids, params) for ids in prompts])
-        return completion_response(served, results, params.n)
+        response = completion_response(served, results, params.n)
+        return with_echo(response, results, request, completion_rules.completion_prompts(request.prompt))
 
     async def completions_stream(self, request: CompletionRequest) -> AsyncIterator[CompletionResponse]:
         """A text completion as chunks; call through ``handle.options(stream=True)``."""
@@ -427,7 +430,7 @@ class MaasIngress:
     async def _prepare_chat(self, request: ChatCompletionRequest) -> tuple[list[int], GenerationParams]:
         config = self._generator_config(request.model)
         chat_rules.reject_unsupported(request)
-        ids = await self.tokenizer.chat_ids.remote(config.name, request.messages)
+        ids = await self.tokenizer.chat_ids.remote(config.name, request.messages, template_tools(request))
         return ids, chat_rules.chat_params(request, len(ids), config)
 
     async def _prepare_completion(self, request: CompletionRequest) -> tuple[list[list[int]], GenerationParams]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ray import serve
 
 from deployments.health import EngineHealth, HealthCache
@@ -58,6 +60,7 @@ class TokenizerDeployment(EngineHealth):
         """Token ids of a completion prompt, checked against the model's context."""
         return self.prompts.prompt_ids(model, prompt, param)
 
-    def chat_ids(self, model: str, messages: list[ChatMessage]) -> list[int]:
-        """Token ids of chat messages (with the chat template), checked against the context."""
-        return self.prompts.chat_ids(model, messages)
+    def chat_ids(self, model: str, messages: list[ChatMessage],
+                 tools: list[dict[str, Any]] | None = None) -> list[int]:
+        """Token ids of chat messages (with the chat template and ``tools``), checked against the context."""
+        return self.prompts.chat_ids(model, messages, tools)

@@ -151,6 +151,13 @@ class GeneratorModelConfig(StrictModel):
         default_factory=dict, description="Further vLLM AsyncEngineArgs, passed through."
     )
     max_tokens_limit: int = Field(1024, ge=1, description="Upper bound of `max_tokens`.")
+    tool_call_parser: str | None = Field(
+        "hermes", min_length=1,
+        description="vLLM's tool parser (`vllm/tool_parsers/`, e.g. `hermes`, `llama3_json`, "
+        "`mistral`) that turns the model's text into tool calls for `tool_choice: auto`; null: "
+        "`auto` answers text only. Named and `required` tool choices need no parser (structured "
+        "decoding). A chat template without tools gets the hermes format (see docs/api.md).",
+    )
     tensor_parallel_size: int = Field(
         1, ge=1, le=64,
         description="Devices each layer is split across (vLLM tensor parallelism). Above 1 a replica "

@@ -8,9 +8,10 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from deployments.routes.common import ingress_of, new_router
+from maas.endpoints.models import model_card
 from maas.playground import playground_html
 from maas.wire.auth import allowed_models
-from maas.wire.schemas import ModelList
+from maas.wire.schemas import ModelCard, ModelList
 
 router = new_router()
 
@@ -21,6 +22,13 @@ async def list_models(request: Request) -> ModelList:
     cards = ingress_of(request).models().data
     allowed = set(allowed_models(request, [card.id for card in cards]))
     return ModelList(data=[card for card in cards if card.id in allowed])
+
+
+@router.get("/v1/models/{model_id:path}", response_model=ModelCard)
+async def retrieve_model(model_id: str, request: Request) -> ModelCard:
+    """One served model's card; unknown, or not allowed to the API key, is a 404."""
+    cards = ingress_of(request).models().data
+    return model_card(cards, model_id, allowed_models(request, [card.id for card in cards]))
 
 
 @router.get("/health")

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 from maas.config import GeneratorModelConfig
+from maas.endpoints.completions_echo import check_echo, with_prompt_logprobs
 from maas.endpoints.generation import resolve_max_tokens
-from maas.wire.errors import InvalidRequestError
 from maas.wire.schemas import CompletionRequest, GenerationParams
 
 Prompt = str | list[int]
 
 
 def reject_unsupported(request: CompletionRequest) -> None:
-    """Clear 400s for completion features this service does not offer."""
-    if request.echo:
-        raise InvalidRequestError("echo is not supported.", "echo")
-    if request.suffix:
-        raise InvalidRequestError("suffix is not supported.", "suffix")
+    """Clear 400s for completion features this service does not offer (``suffix``; ``echo`` and
+    ``prompt_logprobs`` when streamed)."""
+    check_echo(request)
 
 
 def completion_prompts(prompt: str | list[str] | list[int] | list[list[int]]) -> list[Prompt]:
@@ -31,4 +29,4 @@ def completion_params(request: CompletionRequest, longest_prompt_tokens: int,
                       config: GeneratorModelConfig) -> GenerationParams:
     """The engine parameters of a completion whose longest prompt has that many tokens."""
     max_tokens = resolve_max_tokens(request.max_tokens, longest_prompt_tokens, config, "max_tokens")
-    return request.generation_params(max_tokens, request.logprobs)
+    return with_prompt_logprobs(request.generation_params(max_tokens, request.logprobs), request)

@@ -14,10 +14,19 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from maas.config import GeneratorModelConfig
+from maas.endpoints.tools import ToolCalls, check_tool_parser, tool_calls_for
 from maas.engines.lora import lora_engine_kwargs
 from maas.storage.embedded import resolve_model_path
 from maas.wire.errors import EngineError, InvalidRequestError, ServiceUnavailableError
-from maas.wire.schemas import GenerationChunk, GenerationParams, GenerationResult, TokenLogprob, TopLogprob
+from maas.wire.schemas import (
+    GenerationChunk,
+    GenerationParams,
+    GenerationResult,
+    PromptLogprob,
+    PromptLogprobs,
+    TokenLogprob,
+    TopLogprob,
+)
 
 PROGRESS_PROOF_S = 20.0
 """A busy engine that produced output this recently is healthy without a probe request."""
@@ -36,6 +45,7 @@ def resolve_dtype(dtype: str, on_gpu: bool) -> str:
 
 def build_engine_args(config: GeneratorModelConfig, on_gpu: bool) -> Any:
     """vLLM ``AsyncEngineArgs`` for a model config."""
+    from vllm.config import StructuredOutputsConfig
     from vllm.engine.arg_utils import AsyncEngineArgs
 
     if not on_gpu:
@@ -61,6 +71,10 @@ def build_engine_args(config: GeneratorModelConfig, on_gpu: bool) -> Any:
         kwargs["distributed_executor_backend"] = executor_backend(on_gpu)
     if on_gpu:
         kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization
+    # Compact JSON: vLLM's xgrammar backend reads "no free whitespace" from the engine's config,
+    # not from a request's StructuredOutputsParams, and free whitespace let a sampled answer spend
+    # max_tokens on runs of spaces.
+    kwargs["structured_outputs_config"] = StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True)
     kwargs.update(lora_engine_kwargs(config))
     kwargs.update(config.engine_kwargs)
     return AsyncEngineArgs(**kwargs)
@@ -106,6 +120,7 @@ def to_sampling_params(params: GenerationParams) -> Any:
         min_tokens=params.min_tokens,
         ignore_eos=params.ignore_eos,
         logprobs=params.logprobs,
+        prompt_logprobs=params.prompt_logprobs,
         structured_outputs=structured,
         output_kind=RequestOutputKind.DELTA,
     )
@@ -129,6 +144,24 @@ def token_logprobs(step_logprobs: list[dict[int, Any]] | None, token_ids: list[i
     return entries
 
 
+def prompt_logprobs_of(candidates: Any) -> PromptLogprobs:
+    """vLLM's prompt log probabilities (None at the first position) as wire data."""
+    return [None if not position else {
+        str(token_id): PromptLogprob(logprob=_finite(lp.logprob), rank=lp.rank, decoded_token=lp.decoded_token)
+        for token_id, lp in position.items()} for position in candidates]
+
+
+def prompt_token_strs(prompt_token_ids: list[int], logprobs: PromptLogprobs, tokenizer: Any) -> list[str]:
+    """Each prompt token's text: vLLM's decoded token, the first one decoded here (vLLM has none)."""
+    texts = []
+    for index, token_id in enumerate(prompt_token_ids):
+        position = logprobs[index] if index < len(logprobs) else None
+        entry = position.get(str(token_id)) if position else None
+        texts.append(entry.decoded_token if entry and entry.decoded_token is not None
+                     else tokenizer.decode([token_id]))
+    return texts
+
+
 def _top_logprob(token_id: int, logprob: Any) -> TopLogprob:
     text = _token_text(token_id, logprob)
     return TopLogprob(token=text, logprob=_finite(logprob.logprob), bytes=list(text.encode()))
@@ -150,6 +183,7 @@ class GeneratorEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         self.config = config
+        check_tool_parser(config.tool_call_parser)
         vllm_config = build_vllm_config(config, on_gpu, placement_group)
         self.engine = AsyncLLM.from_vllm_config(vllm_config, disable_log_stats=True)
         self.last_output_at = 0.0  # monotonic time of the last output of any request
@@ -171,20 +205,48 @@ class GeneratorEngine:
             TokensPrompt(prompt_token_ids=prompt_token_ids), sampling, request_id, lora_request=lora_request
         )
         completion_tokens = 0
+        tool_calls: dict[int, ToolCalls | None] = {}
+        first = True
         try:
             async for output in stream:
                 self.last_output_at = time.monotonic()
-                chunks = [self._chunk(c, params) for c in output.outputs]
+                chunks = [self._with_tool_calls(self._chunk(c, params), params, tool_calls)
+                          for c in output.outputs]
                 completion_tokens += sum(len(c.token_ids) for c in chunks)
-                yield GenerationResult(
+                result = GenerationResult(
                     chunks=chunks,
                     prompt_tokens=len(prompt_token_ids),
                     completion_tokens=completion_tokens,
                 )
+                if first:
+                    self._add_prompt(result, output, prompt_token_ids, params)
+                    first = False
+                yield result
         except Exception as exc:  # noqa: BLE001 - mapped to the service's errors
             raise self._map_error(exc) from None
         finally:
             await stream.aclose()
+
+    def _with_tool_calls(self, chunk: GenerationChunk, params: GenerationParams,
+                         parsers: dict[int, ToolCalls | None]) -> GenerationChunk:
+        """The chunk's text as content and tool calls, when the request has tools."""
+        if params.tool_mode is None:
+            return chunk
+        if chunk.index not in parsers:
+            parsers[chunk.index] = tool_calls_for(params, self.engine.tokenizer)
+        parser = parsers[chunk.index]
+        return parser.apply(chunk) if parser is not None else chunk
+
+    def _add_prompt(self, result: GenerationResult, output: Any, prompt_token_ids: list[int],
+                    params: GenerationParams) -> None:
+        """The prompt's log probabilities and text on the first result, when asked for (echo)."""
+        if params.prompt_logprobs is not None and output.prompt_logprobs is not None:
+            result.prompt_logprobs = prompt_logprobs_of(output.prompt_logprobs)
+            result.prompt_token_ids = list(prompt_token_ids)
+        if params.echo:
+            tokenizer = self.engine.tokenizer
+            result.prompt_text = tokenizer.decode(prompt_token_ids)
+            result.prompt_token_strs = prompt_token_strs(prompt_token_ids, result.prompt_logprobs or [], tokenizer)
 
     @staticmethod
     def _chunk(completion: Any, params: GenerationParams) -> GenerationChunk:

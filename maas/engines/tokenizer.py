@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from maas.endpoints.tools import hermes_messages, template_knows_tools
 from maas.storage.embedded import resolve_model_path
 from maas.storage.registry import REGISTRY_PREFIX, ModelRegistry
 from maas.wire.errors import (
@@ -62,16 +63,22 @@ class TokenizerEngine:
     def encode_chat(
         self,
         model: str,
-        messages: list[dict[str, str]],
+        messages: list[dict[str, Any]],
         add_generation_prompt: bool = True,
         add_special_tokens: bool = False,
+        tools: list[dict[str, Any]] | None = None,
     ) -> list[int]:
-        """Token ids of chat messages rendered with the model's chat template."""
+        """Token ids of chat messages rendered with the model's chat template; ``tools`` and tool
+        messages go to a template that renders them, else they are written in the Hermes format."""
         tokenizer = self.tokenizer(model)
         if not tokenizer.chat_template:
             raise InvalidRequestError(f"The model '{model}' has no chat template.", "messages")
+        if template_knows_tools(tokenizer.chat_template):
+            options: dict[str, Any] = {"tools": tools} if tools else {}
+        else:
+            messages, options = hermes_messages(messages, tools), {}
         text = tokenizer.apply_chat_template(
-            messages, add_generation_prompt=add_generation_prompt, tokenize=False
+            messages, add_generation_prompt=add_generation_prompt, tokenize=False, **options
         )
         return self.encode(model, text, add_special_tokens=add_special_tokens)
 
@@ -121,10 +128,10 @@ class PromptTokenizer:
             ids = list(prompt)
         return self.checked(model, ids, param)
 
-    def chat_ids(self, model: str, messages: list[Any]) -> list[int]:
-        """Token ids of chat messages (``ChatMessage``s, with the chat template), checked."""
+    def chat_ids(self, model: str, messages: list[Any], tools: list[dict[str, Any]] | None = None) -> list[int]:
+        """Token ids of chat messages (``ChatMessage``s, with the chat template and ``tools``), checked."""
         self.require(model)
-        ids = self.engine.encode_chat(model, [m.for_template() for m in messages])
+        ids = self.engine.encode_chat(model, [m.for_template() for m in messages], tools=tools)
         return self.checked(model, ids, "messages")
 
     def checked(self, model: str, ids: list[int], param: str) -> list[int]:

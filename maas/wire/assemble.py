@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from maas.endpoints.tools import merge_tool_calls, new_call_id
 from maas.wire.schemas import (
     ChatChoice,
     ChatChunkChoice,
@@ -22,10 +23,13 @@ from maas.wire.schemas import (
     CompletionLogprobs,
     CompletionResponse,
     FinishReason,
+    FunctionCall,
     GenerationChunk,
     GenerationResult,
     ResponseMessage,
     TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
     UsageInfo,
 )
 
@@ -40,10 +44,13 @@ class ChoiceState:
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[TokenLogprob] | None = None
     finish_reason: FinishReason = None
+    tool_calls: list[ToolCallDelta] | None = None
 
     def add(self, chunk: GenerationChunk) -> None:
         self.text += chunk.text
         self.token_ids.extend(chunk.token_ids)
+        if chunk.tool_calls:
+            self.tool_calls = merge_tool_calls(self.tool_calls or [], chunk.tool_calls)
         if chunk.logprobs is not None:
             self.logprobs = (self.logprobs or []) + chunk.logprobs
         if chunk.finish_reason is not None:
@@ -78,15 +85,22 @@ def merge_results(results: list[GenerationResult]) -> GenerationResult:
             token_ids=state.token_ids,
             logprobs=state.logprobs,
             finish_reason=state.finish_reason,
+            tool_calls=state.tool_calls,
         )
         for index, state in sorted(collected.choices.items())
     ]
     last = results[-1] if results else None
+    prompt = results[0].model_dump(include=PROMPT_FIELDS) if results else {}
     return GenerationResult(
         chunks=chunks,
         prompt_tokens=last.prompt_tokens if last else 0,
         completion_tokens=last.completion_tokens if last else 0,
+        **prompt,
     )
+
+
+PROMPT_FIELDS = {"prompt_token_ids", "prompt_logprobs", "prompt_text", "prompt_token_strs"}
+"""What only a generation's first result carries (echo)."""
 
 
 # ----------------------------------------------------------------------------- chat
@@ -97,7 +111,7 @@ def chat_response(model: str, result: GenerationResult) -> ChatCompletionRespons
     choices = [
         ChatChoice(
             index=chunk.index,
-            message=ResponseMessage(content=chunk.text),
+            message=response_message(chunk),
             logprobs=ChatLogprobs(content=chunk.logprobs) if chunk.logprobs is not None else None,
             finish_reason=chunk.finish_reason,
         )
@@ -107,11 +121,21 @@ def chat_response(model: str, result: GenerationResult) -> ChatCompletionRespons
     return ChatCompletionResponse(model=model, choices=choices, usage=usage)
 
 
+def response_message(chunk: GenerationChunk) -> ResponseMessage:
+    """A whole answer's message: its text, or its tool calls (and any text before them)."""
+    if not chunk.tool_calls:
+        return ResponseMessage(content=chunk.text)
+    calls = [ToolCall(id=call.id or new_call_id(), function=FunctionCall(
+        name=call.function.name or "", arguments=call.function.arguments or "")) for call in chunk.tool_calls]
+    return ResponseMessage(content=chunk.text or None, tool_calls=calls)
+
+
 def chat_chunk(
     response_id: str, created: int, model: str, chunk: GenerationChunk, first: bool
 ) -> ChatCompletionChunk:
     """One streamed chat chunk for one choice's delta."""
-    delta = ChatDelta(role="assistant" if first else None, content=chunk.text)
+    content = None if chunk.tool_calls and not chunk.text else chunk.text
+    delta = ChatDelta(role="assistant" if first else None, content=content, tool_calls=chunk.tool_calls)
     logprobs = ChatLogprobs(content=chunk.logprobs) if chunk.logprobs is not None else None
     choice = ChatChunkChoice(
         index=chunk.index, delta=delta, logprobs=logprobs, finish_reason=chunk.finish_reason
@@ -138,7 +162,7 @@ async def chat_chunks(
     async for result in results:
         usage = UsageInfo.of(result.prompt_tokens, result.completion_tokens)
         for chunk in result.chunks:
-            if not chunk.text and chunk.finish_reason is None and chunk.index in started:
+            if not chunk.text and not chunk.tool_calls and chunk.finish_reason is None and chunk.index in started:
                 continue
             out = chat_chunk(response_id, created, model, chunk, chunk.index not in started)
             started.add(chunk.index)

@@ -143,12 +143,42 @@ class TextPart(RequestModel):
     text: str
 
 
+class MediaPart(RequestModel):
+    """A non-text part (image, audio, file): accepted by the schema so that the answer is a clear
+    400 (the served models take text only), not a validation error about strings."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["image_url", "input_audio", "file", "audio_url", "video_url"]
+
+
+class FunctionCallFields(RequestModel):
+    """A called function: its name and its arguments as a JSON text."""
+
+    name: str = Field(..., min_length=1, max_length=64)
+    arguments: str = Field("{}", description="The arguments, a JSON object as text.")
+
+
+class MessageToolCall(RequestModel):
+    """A tool call of an earlier assistant message."""
+
+    id: str = Field(..., min_length=1, max_length=256)
+    type: Literal["function"] = "function"
+    function: FunctionCallFields
+
+
 class ChatMessage(RequestModel):
     """One message of a conversation."""
 
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart] | None = Field(None, description="Text, or text parts.")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart | MediaPart] | None = Field(None, description="Text, or text parts.")
     name: str | None = Field(None, max_length=64)
+    tool_calls: list[MessageToolCall] | None = Field(
+        None, max_length=128, description="Assistant messages: the tools it called."
+    )
+    tool_call_id: str | None = Field(
+        None, max_length=256, description="Tool messages: the call this message answers."
+    )
 
     def text(self) -> str:
         """The message's text content."""
@@ -156,12 +186,61 @@ class ChatMessage(RequestModel):
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(part.text for part in self.content)
+        return "".join(part.text for part in self.content if isinstance(part, TextPart))
 
-    def for_template(self) -> dict[str, str]:
-        """The message as a chat template expects it."""
+    def for_template(self) -> dict[str, Any]:
+        """The message as a chat template expects it (tool calls with their arguments parsed)."""
         role = "system" if self.role == "developer" else self.role
-        return {"role": role, "content": self.text()}
+        message: dict[str, Any] = {"role": role, "content": self.text()}
+        if self.tool_calls:
+            message["tool_calls"] = [call_for_template(call) for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        if self.name is not None and role == "tool":
+            message["name"] = self.name
+        return message
+
+
+def call_for_template(call: MessageToolCall) -> dict[str, Any]:
+    """A tool call as Hugging Face chat templates take it: ``arguments`` a dict when it parses."""
+    import json
+
+    try:
+        arguments: Any = json.loads(call.function.arguments)
+    except ValueError:
+        arguments = call.function.arguments
+    return {"id": call.id, "type": "function",
+            "function": {"name": call.function.name, "arguments": arguments}}
+
+
+class FunctionDefinition(RequestModel):
+    """A function the model may call: its name, description and JSON schema of its arguments."""
+
+    name: str = Field(..., min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    description: str | None = Field(None, max_length=8192)
+    parameters: dict[str, Any] | None = Field(None, description="JSON schema of the arguments.")
+    strict: bool | None = None
+
+
+class ChatTool(RequestModel):
+    """OpenAI ``tools[i]``: a function tool."""
+
+    type: Literal["function"] = "function"
+    function: FunctionDefinition
+
+
+class NamedFunction(RequestModel):
+    name: str = Field(..., min_length=1, max_length=64)
+
+
+class NamedToolChoice(RequestModel):
+    """OpenAI ``tool_choice`` naming one function: the model must call it."""
+
+    type: Literal["function"] = "function"
+    function: NamedFunction
+
+
+ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
 
 
 class JsonSchemaFormat(RequestModel):
@@ -195,7 +274,11 @@ class ChatCompletionRequest(SamplingFields):
     logprobs: bool = Field(False, description="Return log probabilities of output tokens.")
     top_logprobs: int | None = Field(None, ge=0, le=20, description="Alternatives per token.")
     response_format: ResponseFormat | None = None
-    tools: list[dict[str, Any]] | None = None
+    tools: list[ChatTool] | None = Field(None, max_length=128, description="Functions the model may call.")
+    tool_choice: ToolChoice | None = Field(
+        None, description="`none`, `auto` (default with tools), `required`, or a named function."
+    )
+    parallel_tool_calls: bool | None = Field(None, description="`false`: at most one call (`required`).")
 
     @model_validator(mode="after")
     def _check_logprobs(self) -> ChatCompletionRequest:
@@ -212,14 +295,42 @@ class ChatCompletionRequest(SamplingFields):
         return (self.top_logprobs or 0) if self.logprobs else None
 
 
+class FunctionCall(WireModel):
+    name: str
+    arguments: str = Field(description="The arguments, a JSON object as text.")
+
+
+class ToolCall(WireModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class FunctionCallDelta(WireModel):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(WireModel):
+    """A streamed part of a tool call: the first has ``id`` and the name; ``arguments`` fragments
+    of the same ``index`` concatenate to the JSON arguments."""
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionCallDelta
+
+
 class ChatDelta(WireModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ResponseMessage(WireModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[ToolCall] | None = None
 
 
 class TopLogprob(WireModel):
@@ -255,7 +366,7 @@ class UsageInfo(WireModel):
         )
 
 
-FinishReason = Literal["stop", "length", "abort"] | None
+FinishReason = Literal["stop", "length", "abort", "tool_calls"] | None
 
 
 class ChatChoice(WireModel):
@@ -301,7 +412,12 @@ class CompletionRequest(SamplingFields):
         ..., description="Text, texts, token ids, or lists of token ids."
     )
     logprobs: int | None = Field(None, ge=0, le=20, description="Top log probabilities per token.")
-    echo: bool = Field(False, description="Not supported; must be false.")
+    echo: bool = Field(False, description="Put the prompt before the answer; with `logprobs`, the "
+                       "prompt's tokens and log probabilities too (the first token's is null).")
+    prompt_logprobs: int | None = Field(
+        None, ge=0, le=20, description="vLLM: log probabilities of the prompt's tokens, with this many "
+        "alternatives, in each choice's `prompt_logprobs`."
+    )
     suffix: str | None = Field(None, description="Not supported; must be empty.")
 
     @field_validator("prompt")
@@ -321,11 +437,24 @@ class CompletionLogprobs(WireModel):
     text_offset: list[int] = Field(default_factory=list)
 
 
+class PromptLogprob(WireModel):
+    """vLLM's shape of one candidate of a prompt position."""
+
+    logprob: float
+    rank: int | None = None
+    decoded_token: str | None = None
+
+
+PromptLogprobs = list[dict[str, PromptLogprob] | None]
+"""Per prompt token: its candidates by token id (the first position is null), as vLLM gives them."""
+
+
 class CompletionChoice(WireModel):
     index: int
     text: str
     logprobs: CompletionLogprobs | None = None
     finish_reason: FinishReason = None
+    prompt_logprobs: PromptLogprobs | None = None
 
 
 class CompletionResponse(WireModel):
@@ -515,6 +644,14 @@ class GenerationParams(WireModel):
     logprobs: int | None = Field(None, description="Top-k alternatives; None: no logprobs.")
     json_schema: str | None = Field(None, description="Constrain the output to JSON of this schema.")
     json_object: bool = Field(False, description="Constrain the output to a JSON object.")
+    prompt_logprobs: int | None = Field(None, description="Alternatives per prompt token; None: none.")
+    echo: bool = Field(False, description="Return the decoded prompt and its tokens' texts.")
+    tool_mode: Literal["auto", "named", "required"] | None = Field(
+        None, description="How the output becomes tool calls (see maas/endpoints/tools.py)."
+    )
+    tool_name: str | None = Field(None, description="The function of a named tool choice.")
+    tools: list[dict[str, Any]] | None = Field(None, description="The tools, for the `auto` parser.")
+    tool_parser: str | None = Field(None, description="vLLM's tool parser of `auto`, e.g. `hermes`.")
 
 
 class GenerationChunk(WireModel):
@@ -525,6 +662,7 @@ class GenerationChunk(WireModel):
     token_ids: list[int] = Field(default_factory=list)
     logprobs: list[TokenLogprob] | None = None
     finish_reason: FinishReason = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class GenerationResult(WireModel):
@@ -533,6 +671,10 @@ class GenerationResult(WireModel):
     chunks: list[GenerationChunk]
     prompt_tokens: int
     completion_tokens: int
+    prompt_token_ids: list[int] | None = Field(None, description="With prompt_logprobs only.")
+    prompt_logprobs: PromptLogprobs | None = None
+    prompt_text: str | None = Field(None, description="The decoded prompt (echo).")
+    prompt_token_strs: list[str] | None = Field(None, description="Each prompt token's text (echo).")
 
 
 SamplingFields.model_rebuild()

@@ -47,7 +47,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]
         "bob": key_file.add_key(path, "bob", ["some-other-model"]),
         "carol": key_file.add_key(path, "carol", [MODEL], tpm=40),
         "dave": key_file.add_key(path, "dave", ["some-other-model"]),
-        "erin": key_file.add_key(path, "erin", [ENCODER]),
+        "erin": key_file.add_key(path, "erin", [ENCODER], rpm=1000, tpm=1_000_000),
     }
     return path, secrets
 
@@ -109,6 +109,12 @@ def test_keys_guard_every_route_but_health(secured: str, keys: tuple[Path, dict[
     assert refused.status_code == 403 and refused.json()["error"]["param"] == "model"
     models = httpx.get(f"{secured}/v1/models", headers=bearer(secrets["bob"]), timeout=30).json()
     assert [card["id"] for card in models["data"]] == []
+    # and so does GET /v1/models/{id} (the openai client's models.retrieve): 404, as for an unknown id
+    hidden = httpx.get(f"{secured}/v1/models/{MODEL}", headers=bearer(secrets["bob"]), timeout=30)
+    assert hidden.status_code == 404 and hidden.json()["error"]["code"] == "model_not_found", hidden.text
+    card = httpx.get(f"{secured}/v1/models/{MODEL}", headers=bearer(secrets["carol"]), timeout=30)
+    assert card.status_code == 200 and card.json()["id"] == MODEL, card.text
+    assert httpx.get(f"{secured}/v1/models/{MODEL}", timeout=30).status_code == 401
 
 
 def test_rate_limit_and_revocation(secured: str, keys: tuple[Path, dict[str, str]]) -> None:

@@ -21,11 +21,13 @@ from maas.wire.key_file import ApiKey
 from maas.wire.schemas import UsageInfo
 
 OPEN_ROUTES = {("GET", "/health"), ("GET", "/metrics"), ("GET", "/"), ("GET", "/v1/models"),
+               ("GET", "/v1/models/{model_id:path}"),
                ("POST", "/v1/files"), ("GET", "/v1/files"), ("GET", "/v1/files/{file_id}"),
                ("GET", "/v1/files/{file_id}/content"), ("DELETE", "/v1/files/{file_id}"),
                ("GET", "/v1/batches"), ("GET", "/v1/batches/{batch_id}"),
                ("POST", "/v1/batches/{batch_id}/cancel")}
-"""Routes that use no model: /v1/models lists only what the key allows (checked by its own test);
+"""Routes that use no model: /v1/models lists only what the key allows, and /v1/models/{id} is a 404
+for a model the key may not use (checked by their own tests);
 the Batch API's files and batches belong to a key (another key gets 404), a batch's models are
 admitted when it is created (that route is admitted) and each of its requests when it runs."""
 

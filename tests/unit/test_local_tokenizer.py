@@ -23,7 +23,7 @@ class Engine:
     def encode(self, model: str, text: str, add_special_tokens: bool = True) -> list[int]:
         return [len(word) for word in text.split()]
 
-    def encode_chat(self, model: str, messages: list[dict[str, str]]) -> list[int]:
+    def encode_chat(self, model: str, messages: list[dict[str, str]], tools: Any = None) -> list[int]:
         return self.encode(model, " ".join(f"<{m['role']}> {m['content']}" for m in messages))
 
     def decode(self, model: str, ids: list[int]) -> str:
