@@ -2,8 +2,8 @@
 
 ::
 
-    flock /tmp/maas-ray.lock .venv/bin/python -m benchmarks.overhead
-    flock /tmp/maas-ray.lock .venv/bin/python -m benchmarks.overhead --env RAY_SERVE_PROXY_USE_GRPC=1
+    .venv/bin/python -m benchmarks.overhead
+    .venv/bin/python -m benchmarks.overhead --env RAY_SERVE_PROXY_USE_GRPC=1
 
 Starts the maas application once (a classifier, the SmolLM2 generator, the tokenizer and the
 ingress, on a private Ray, with ``maas serve``'s Serve settings), then for ``/v1/classify``
