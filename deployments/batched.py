@@ -52,6 +52,7 @@ class BatchedEncoderBase(EngineHealth):
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
     async def run_batch(self, items: list[tuple[str, tuple[LoadedEncoder, str]]]) -> list[Any]:
+        self.metrics.bind_loop()  # the batch's metrics, recorded in the executor, buffer here
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, self._run_grouped, items)
 

@@ -98,15 +98,25 @@ class MetricsRecorder:
 
     On an event loop (the ingress's per-request events, the generator's), events are buffered
     and sent to the actor in one call at most every :data:`FLUSH_INTERVAL_S`: one Ray call per
-    request was a measurable share of a request's CPU (benchmarks/overhead.py). Outside an
-    event loop (a batch running in an executor thread) they are sent at once, as before.
-    ``render`` sends this replica's buffer first, so the ingress's own counts are never behind.
+    request was a measurable share of a request's CPU (benchmarks/overhead.py). From another
+    thread (a batch running in an executor thread) they join the buffer of the event loop the
+    recorder last ran on (one Ray call per batch was the metrics actor's main cost at low
+    load); with no loop seen yet they are sent at once. ``render`` sends this replica's buffer
+    first, so the ingress's own counts are never behind.
     """
 
     def __init__(self) -> None:
         self._actor: Any = None
         self._buffer: list[tuple[str, dict[str, str], float]] = []
         self._flush_scheduled = False
+        self._loop: Any = None
+
+    def bind_loop(self) -> None:
+        """Remember the running event loop: events recorded later from other threads are
+        buffered there (call from a coroutine of the replica)."""
+        import asyncio
+
+        self._loop = asyncio.get_running_loop()
 
     def record(self, name: str, labels: dict[str, str], value: float = 1.0) -> None:
         self.record_many([(name, labels, value)])
@@ -117,8 +127,12 @@ class MetricsRecorder:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            self._send(events)
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(self.record_many, events)
+            else:
+                self._send(events)
             return
+        self._loop = loop
         self._buffer.extend(events)
         if not self._flush_scheduled:
             self._flush_scheduled = True

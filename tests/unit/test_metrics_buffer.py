@@ -55,6 +55,22 @@ def test_events_on_an_event_loop_go_in_one_call_per_interval(monkeypatch: Any) -
     asyncio.run(main())
 
 
+def test_events_from_an_executor_thread_join_the_loops_buffer(monkeypatch: Any) -> None:
+    monkeypatch.setattr(metrics, "FLUSH_INTERVAL_S", 0.05)
+    rec, actor = recorder()
+    event = ("maas_model_calls", {"deployment": "c", "model": "m"}, 1)
+
+    async def main() -> None:
+        rec.bind_loop()
+        loop = asyncio.get_running_loop()
+        for _ in range(3):  # three batches run in the executor
+            await loop.run_in_executor(None, rec.record_many, [event])
+        assert actor.calls == []
+        await asyncio.sleep(0.1)
+        assert len(actor.calls) == 1 and len(actor.calls[0][1][0]) == 3
+    asyncio.run(main())
+
+
 def test_events_outside_an_event_loop_are_sent_at_once() -> None:
     rec, actor = recorder()
     thread = threading.Thread(target=rec.record_many, args=([("maas_model_calls", {"deployment": "c", "model": "m"}, 1)],))
