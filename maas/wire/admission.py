@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
 from maas.wire.auth import KeyAuth, authorize_model, request_key
 from maas.wire.errors import PermissionDeniedError
 from maas.wire.http import set_request_model, sse_events
@@ -92,12 +94,20 @@ def event_stream(items: AsyncIterator[Any]) -> Any:
     return StreamingResponse(sse_events(items), media_type="text/event-stream")
 
 
+def json_answer(model: BaseModel) -> Any:
+    """A wire model as a JSON response, serialized once by pydantic: FastAPI would validate the
+    model against the route's ``response_model`` again and dump it through a Python dict."""
+    from fastapi.responses import Response
+
+    return Response(model.model_dump_json(by_alias=True), media_type="application/json")
+
+
 def _respond(request: Any, auth: KeyAuth, result: Any) -> Any:
     if not isinstance(result, Answer):
         tokens = usage_tokens(result)
         if tokens is not None:
             auth.charge(request, tokens)
-        return result
+        return json_answer(result) if isinstance(result, BaseModel) else result
     if isinstance(result.content, AsyncIterator):
         response = event_stream(charged(request, auth, result.content))
     else:
