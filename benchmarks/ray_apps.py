@@ -14,11 +14,13 @@ down so that nothing outlives it.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import signal
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from benchmarks.settings import (
@@ -52,20 +54,33 @@ def maas_generate_config(model_dir: str, engine: EngineSettings,
     }
 
 
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "cluster" / "maas-cpu.yaml"
+
+
+def default_app_args() -> dict[str, Any]:
+    """The ``args`` of the maas application in the default config (cluster/maas-cpu.yaml)."""
+    import yaml
+
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    return next(app for app in config["applications"] if app["name"] == "maas")["args"]
+
+
 def maas_classify_config(model_dir: str, max_batch_size: int, workload: ClassifyWorkload,
-                         quantize: str = "none") -> dict[str, Any]:
-    """maas ``AppConfig`` args: only the classifier (as in cluster/maas-cpu.yaml) + tokenizer/ingress."""
-    return {
-        "classifier": {
-            "models": [{"name": CLASSIFIER_MODEL, "path": model_dir, "max_seq_len": workload.max_seq_len,
-                        "quantize": quantize}],
-            "batching": {"max_batch_size": max_batch_size,
-                         "batch_wait_timeout_s": workload.batch_wait_timeout_s, "torch_threads": 1},
-            "deployment": {"num_cpus": 0.2, "max_ongoing_requests": 128},
-        },
-        "tokenizer": {"deployment": {"num_cpus": 0.1, "max_ongoing_requests": 256}},
-        "ingress": {"deployment": {"num_cpus": 0.1, "max_ongoing_requests": 256}},
-    }
+                         quantize: str = "none", torch_threads: int | None = None,
+                         replicas: int | None = None) -> dict[str, Any]:
+    """maas ``AppConfig`` args: the classifier, tokenizer and ingress sections of the default
+    config (cluster/maas-cpu.yaml) serving the benchmark's model, with a variant's overrides."""
+    defaults = copy.deepcopy(default_app_args())
+    classifier = defaults["classifier"]
+    classifier["models"] = [{"name": CLASSIFIER_MODEL, "path": model_dir, "max_seq_len": workload.max_seq_len,
+                             "quantize": quantize}]
+    classifier["batching"].update(max_batch_size=max_batch_size,
+                                  batch_wait_timeout_s=workload.batch_wait_timeout_s)
+    if torch_threads is not None:
+        classifier["batching"]["torch_threads"] = torch_threads
+    if replicas is not None:
+        classifier["deployment"]["num_replicas"] = replicas
+    return {"classifier": classifier, "tokenizer": defaults["tokenizer"], "ingress": defaults["ingress"]}
 
 
 def maas_overhead_config(model_dir: str, classifier_dir: str, engine: EngineSettings,
@@ -153,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--classifier-dir", default=None, help="maas-overhead: the classifier")
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--quantize", default="none", choices=("none", "int8"), help="classifier")
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="classifier torch threads (default: cluster/maas-cpu.yaml's)")
+    parser.add_argument("--replicas", type=int, default=None,
+                        help="classifier replicas (default: cluster/maas-cpu.yaml's)")
     parser.add_argument("--dtype", default=None, help="generator dtype (default: the shared setting)")
     parser.add_argument("--stream-interval", type=int, default=MAAS_STREAM_INTERVAL,
                         help="maas generator: tokens per streamed chunk")
@@ -169,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         "maas-generate": lambda: maas_app(
             maas_generate_config(args.model_dir, engine, args.stream_interval)),
         "maas-classify": lambda: maas_app(
-            maas_classify_config(args.model_dir, args.max_batch_size, workload, args.quantize)),
+            maas_classify_config(args.model_dir, args.max_batch_size, workload, args.quantize,
+                                 args.torch_threads, args.replicas)),
         "maas-overhead": lambda: maas_app(
             maas_overhead_config(args.model_dir, args.classifier_dir, engine, workload)),
         "rayllm": lambda: rayllm_app(args.model_dir, engine),

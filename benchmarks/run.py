@@ -48,6 +48,7 @@ from benchmarks.systems import (  # noqa: E402
     RunningSystem,
     classify_spec,
     generation_spec,
+    variant_overrides,
 )
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -319,7 +320,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
     settings.classify_variants = (tuple(v for v in args.classify_variants.split(",") if v)
                                   if not args.skip_classify else ())
     unknown = (set(settings.systems) - set(GENERATION_SYSTEMS) - set(EXTRA_SYSTEMS)) | (
-        set(settings.classify_variants) - set(CLASSIFY_VARIANTS) - set(EXTRA_CLASSIFY_VARIANTS))
+        {v for v in settings.classify_variants if not known_classify_variant(v)})
     if unknown:
         raise SystemExit(f"unknown systems/variants: {sorted(unknown)}")
     if args.gen_levels:
@@ -331,6 +332,13 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
     elif args.quick:
         settings.results_dir = Path(tempfile.gettempdir()) / "maas-bench-quick"
     return settings
+
+
+def known_classify_variant(variant: str) -> bool:
+    """A listed variant, or a maas one with ``-t<N>``/``-r<N>``/``-grpc`` overrides (``maas-batched-t2``)."""
+    base = "-".join(p for p in variant.split("-") if p != "grpc" and not variant_overrides(f"x-y-{p}"))
+    return variant in CLASSIFY_VARIANTS or variant in EXTRA_CLASSIFY_VARIANTS or (
+        variant.startswith("maas-") and (base in CLASSIFY_VARIANTS or base in EXTRA_CLASSIFY_VARIANTS))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -123,8 +123,19 @@ def classify_spec(variant: str, model_dir: Path, max_batch_size: int) -> SystemS
     argv += ["--quantize", "int8"] if variant.endswith("-int8") else []
     argv += ["--batch-wait-s", "0"] if variant.endswith("-nowait") else []
     argv += ["--batch-wait-s", "0.01"] if variant.endswith("-wait10ms") else []
+    argv += variant_overrides(variant)
     env.update(maas_serve_env(variant))
     return SystemSpec(variant, argv, port, "/v1/classify", probe, env, ray_dir)
+
+
+def variant_overrides(variant: str) -> list[str]:
+    """Flags of a classify variant's ``-t<N>`` (torch threads) and ``-r<N>`` (replicas) parts,
+    e.g. ``maas-batched-t2-r2``; without them the classifier is as in cluster/maas-cpu.yaml."""
+    flags: list[str] = []
+    for part in variant.split("-")[2:]:
+        if part[:1] in ("t", "r") and part[1:].isdigit():
+            flags += ["--torch-threads" if part[0] == "t" else "--replicas", part[1:]]
+    return flags
 
 
 def maas_serve_env(name: str) -> dict[str, str]:
@@ -133,7 +144,10 @@ def maas_serve_env(name: str) -> dict[str, str]:
 
     if name == "rayllm" or name.endswith(SERVE_STOCK_SUFFIX):
         return {}
-    return dict(SERVE_THROUGHPUT_ENV)
+    env = dict(SERVE_THROUGHPUT_ENV)
+    if "-grpc" in name:  # Serve's gRPC transport between the proxy and replicas, and handles
+        env["RAY_SERVE_USE_GRPC_BY_DEFAULT"] = "1"
+    return env
 
 
 class SystemFailedError(RuntimeError):
