@@ -185,6 +185,14 @@ class Tracked:
         except psutil.Error:
             self.ended = True
 
+    def tcmalloc(self) -> bool:
+        """Whether the process runs with tcmalloc (maas/allocator.py preloads it into the model
+        replicas when the machine has it)."""
+        try:
+            return "libtcmalloc" in Path(f"/proc/{self.pid}/maps").read_text()
+        except OSError:
+            return False
+
     def growth_mib(self) -> float:
         return self.rss_mib[-1] - self.rss_mib[0]
 
@@ -201,9 +209,28 @@ def process_title(process: Any) -> str:
         return ""
 
 
+SERVE_PROCESSES = {"ray::ProxyActor": "Serve HTTP proxy", "ray::ServeController": "Serve controller",
+                   "ray::MetricsRegistry": "metrics actor"}
+"""Processes of this machine's Ray that every request also crosses or feeds, by process title."""
+
+
+def serve_processes() -> list[Tracked]:
+    """Serve's HTTP proxy and controller and the metrics actor (found by process title)."""
+    import psutil
+
+    tracked = []
+    for process in psutil.process_iter():
+        title = process_title(process)
+        label = next((name for prefix, name in SERVE_PROCESSES.items() if title.startswith(prefix)), None)
+        if label is not None:
+            tracked.append(Tracked(label, process.pid))
+    return tracked
+
+
 def replica_processes() -> list[Tracked]:
     """Every RUNNING replica of the app (pids as the Serve controller reports them, the same
-    details as the dashboard's ``GET /api/serve/applications/``), and the vLLM processes under it."""
+    details as the dashboard's ``GET /api/serve/applications/``), the vLLM processes under it,
+    and :func:`serve_processes`."""
     import psutil
     from ray.serve.context import _get_global_client
 
@@ -217,7 +244,7 @@ def replica_processes() -> list[Tracked]:
             for child in psutil.Process(replica["pid"]).children(recursive=True):
                 if "VLLM" in process_title(child):
                     tracked.append(Tracked(f"{label} > {process_title(child)}", child.pid))
-    return tracked
+    return tracked + serve_processes()
 
 
 def sample_all(tracked: list[Tracked]) -> None:
@@ -227,13 +254,13 @@ def sample_all(tracked: list[Tracked]) -> None:
 
 def memory_table(tracked: list[Tracked]) -> str:
     lines = [f"{'process':<52} {'pid':>7} {'start MiB':>10} {'end MiB':>10} {'growth MiB':>11} "
-             f"{'growth %':>9} {'peak MiB':>9}"]
+             f"{'growth %':>9} {'peak MiB':>9} tcmalloc"]
     for p in tracked:
         if not p.rss_mib:
             continue
         start, end = p.rss_mib[0], p.rss_mib[-1]
         lines.append(f"{p.label:<52} {p.pid:>7} {start:>10.1f} {end:>10.1f} {end - start:>+11.1f} "
-                     f"{100 * (end - start) / start:>+8.1f}% {max(p.rss_mib):>9.1f}")
+                     f"{100 * (end - start) / start:>+8.1f}% {max(p.rss_mib):>9.1f} {'yes' if p.tcmalloc() else 'no'}")
     return "\n".join(lines)
 
 
@@ -263,6 +290,7 @@ def memory_report(tracked: list[Tracked]) -> list[dict[str, Any]]:
              "end_mib": round(p.rss_mib[-1], 1), "growth_mib": round(p.growth_mib(), 1),
              "growth_pct": round(100 * p.growth_mib() / p.rss_mib[0], 2),
              "peak_mib": round(max(p.rss_mib), 1), "bound_mib": round(p.bound_mib(), 1),
+             "tcmalloc": p.tcmalloc(),
              "rss_mib": [round(v, 1) for v in p.rss_mib], "ended": p.ended}
             for p in tracked if p.rss_mib]
 
