@@ -151,6 +151,28 @@ def wait_healthy(base_url: str, timeout_s: float) -> None:
     raise TimeoutError(f"service not healthy after {timeout_s}s: {last}")
 
 
+def settled_metrics(base_url: str, unchanged_for_s: float = 1.0, timeout_s: float = 30) -> str:
+    """``/metrics`` once earlier requests' metrics have all arrived.
+
+    Replicas buffer metrics and send them every ``FLUSH_INTERVAL_S``: a read right after a request
+    can miss it, and a later read would count it as new. Two reads ``unchanged_for_s`` apart with
+    the same ``maas_batch_size_sum`` lines (every engine's inputs) mean nothing is in flight.
+    """
+    def read() -> tuple[str, list[str]]:
+        text = httpx.get(f"{base_url}/metrics", timeout=30).text
+        return text, [line for line in text.splitlines() if line.startswith("maas_batch_size_sum")]
+
+    deadline = time.monotonic() + timeout_s
+    text, lines = read()
+    while time.monotonic() < deadline:
+        time.sleep(unchanged_for_s)
+        previous = lines
+        text, lines = read()
+        if lines == previous:
+            break
+    return text
+
+
 @pytest.fixture(scope="session")
 def app_config(smollm2_dir: Path, registry_dir: Path, minilm_dir: Path) -> AppConfig:
     return test_app_config(smollm2_dir, registry_dir, minilm_dir)

@@ -160,6 +160,7 @@ def start_cluster(num_cpus: float, *, autoscaling: dict[str, Any] | None = None,
         args.append(f"--autoscaling-config={config}")
         extra.update({"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"})
     env = cluster_env(marker, extra)
+    ensure_auth_token(env)
     cluster = LocalCluster(marker, temp_dir, gcs_address, f"http://127.0.0.1:{dashboard_port}", env)
     try:
         done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=START_TIMEOUT_S)
@@ -171,6 +172,19 @@ def start_cluster(num_cpus: float, *, autoscaling: dict[str, Any] | None = None,
         cluster.stop()
         raise RuntimeError(f"ray start failed ({done.returncode}):\n{cluster.start_output[-3000:]}")
     return cluster
+
+
+def ensure_auth_token(env: dict[str, str]) -> None:
+    """Generate ``~/.ray/auth_token`` where no token is set, as ``cluster/ray-cluster.yaml`` tells users.
+
+    ``ray.init`` makes a token for a new local cluster; ``ray start`` with token auth never does
+    and fails on a fresh machine.
+    """
+    default = Path.home() / ".ray" / "auth_token"
+    if env.get("RAY_AUTH_TOKEN") or Path(env.get("RAY_AUTH_TOKEN_PATH", default)).expanduser().is_file():
+        return
+    subprocess.run([RAY_CLI, "get-auth-token", "--generate"], env=env, capture_output=True,
+                   check=True, timeout=START_TIMEOUT_S)
 
 
 def marked_pids(marker: str) -> list[int]:

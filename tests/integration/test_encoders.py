@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import CLASSIFIER, CLASSIFIER_V1, ENCODER
+from tests.conftest import CLASSIFIER, CLASSIFIER_V1, ENCODER, settled_metrics
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +53,7 @@ def test_classify_alone_equals_transformers(client: httpx.Client, sentiment_dir:
 def test_64_concurrent_requests_are_batched(client: httpx.Client, sentiment_dir: Path) -> None:
     texts = TEXTS[:64]
     expected = transformers_probs(sentiment_dir, texts, 64)
-    before = client.get("/metrics").text
+    before = settled_metrics(str(client.base_url).rstrip("/"))
     with ThreadPoolExecutor(max_workers=64) as pool:
         bodies = list(pool.map(
             lambda t: client.post("/v1/classify", json={"model": CLASSIFIER, "input": t}).json(), texts))

@@ -20,7 +20,7 @@ import pytest
 from maas.config import AppConfig, TranslatorConfig
 from maas.engines.translation import TranslatorEngine
 from maas.wire.pipeline_schemas import TranslateRequest
-from tests.conftest import free_port, wait_healthy
+from tests.conftest import free_port, settled_metrics, wait_healthy
 
 pytestmark = pytest.mark.integration
 
@@ -117,6 +117,7 @@ def test_handle_uses_the_translator(base_url: str) -> None:
 
 
 def test_concurrent_requests_share_engine_calls(base_url: str, engine: TranslatorEngine) -> None:
+    settled_metrics(base_url)  # the earlier tests' translations are counted before `before`
     before = batch_metrics(base_url)
 
     async def all_at_once() -> list[httpx.Response]:
