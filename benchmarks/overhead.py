@@ -62,19 +62,17 @@ def app_spec(model_dir: Path, classifier_dir: Path, extra_env: dict[str, str],
                       {"model": CLASSIFIER_MODEL, "input": "Hello there"}, env, ray_dir)
 
 
-async def direct_ingress_url(spec: SystemSpec, timeout_s: float = 60) -> str:
+def direct_ingress_url(app_log: Path, timeout_s: float = 60) -> str:
     """With ``RAY_SERVE_ENABLE_DIRECT_INGRESS=1`` the ingress replica serves HTTP on a port of
-    its own (from 30000): read it from the replica's log."""
-    import glob
+    its own (from 30000): read it from the replica's line in the application's log."""
     import re
 
     deadline = time.monotonic() + timeout_s
-    pattern = re.compile(r"started \S*HTTP\S* server on port (\d+)")
+    pattern = re.compile(r"Started HTTP server on port (\d+)")  # ray/serve/_private/replica.py
     while time.monotonic() < deadline:
-        for path in glob.glob(f"{spec.ray_temp_dir}/session_*/logs/serve/replica_*ingress*.log"):
-            match = pattern.search(Path(path).read_text(errors="replace"))
-            if match:
-                return f"http://127.0.0.1:{match.group(1)}"
+        match = pattern.search(app_log.read_text(errors="replace"))
+        if match:
+            return f"http://127.0.0.1:{match.group(1)}"
         time.sleep(1)
     raise RuntimeError("direct ingress: no HTTP port in the ingress replica's log")
 
@@ -252,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with RunningSystem(spec, work / "app.log", 600) as running:
         print(f"[overhead] ready after {running.startup_s:.0f}s (log {work / 'app.log'})", flush=True)
-        url = direct_ingress_url(spec) if args.direct_ingress else spec.base_url
+        url = direct_ingress_url(work / "app.log") if args.direct_ingress else spec.base_url
         print(f"[overhead] load to {url}", flush=True)
         plan = []
         if args.only in (None, "classify"):
