@@ -6,6 +6,7 @@ writes, per prompt, the token ids and each one's log probability (null first) to
 """
 
 import json
+import os
 import sys
 
 
@@ -28,3 +29,8 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    # The result is written: skip the interpreter's teardown, where vLLM's CPU engine has
+    # aborted the process ("terminate called without an active exception", SIGABRT).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
