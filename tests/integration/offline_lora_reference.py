@@ -27,12 +27,14 @@ def main() -> None:
         result[adapter_id] = [o.outputs[0].text for o in llm.chat(job["messages"], params, lora_request=lora)]
     with open(sys.argv[2], "w") as out:
         json.dump(result, out)
+    llm.llm_engine.engine_core.shutdown()  # stops vLLM's engine processes (see __main__)
 
 
 if __name__ == "__main__":
     main()
-    # The result is written: skip the interpreter's teardown, where vLLM's CPU engine has
-    # aborted the process ("terminate called without an active exception", SIGABRT).
+    # The result is written and the engine stopped: skip the interpreter's teardown, where
+    # vLLM's CPU build has aborted the process ("terminate called without an active
+    # exception", SIGABRT).
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
