@@ -68,6 +68,16 @@ def smollm2_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def offline_reference(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """vLLM's offline greedy answers and prompt log probabilities on the served model, computed
+    once per session by one engine start (``tests/integration/offline.py``)."""
+    from tests.integration.offline import reference_job, run_offline_vllm
+
+    job = {"model_dir": str(smollm2_dir), "max_model_len": TEST_MAX_MODEL_LEN, **reference_job()}
+    return run_offline_vllm(job, tmp_path_factory.mktemp("offline"))
+
+
+@pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     from maas.storage.embedded import minilm_path
 

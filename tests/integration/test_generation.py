@@ -1,33 +1,14 @@
 """Generation through HTTP with the official openai client, against vLLM's offline LLM."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import CLASSIFIER, GENERATOR, TEST_MAX_MODEL_LEN, TOPIC
+from tests.conftest import CLASSIFIER, GENERATOR, TOPIC
+from tests.integration.offline import COMPLETION_PROMPTS as PROMPTS
+from tests.integration.offline import MAX_TOKENS, QUESTIONS, completion
 
 pytestmark = pytest.mark.integration
-
-PROMPTS = ["The capital of France is", "def fibonacci(n):", "Ünïcödé 世界 🎉 says"]
-QUESTIONS = ["What is the capital of France?", "Name three colours.", "¿Qué hora es? 日本語で答えて。"]
-MAX_TOKENS = 24
-
-
-@pytest.fixture(scope="module")
-def offline(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Greedy outputs of vLLM's offline ``LLM.generate`` / ``LLM.chat`` on the same model."""
-    work = tmp_path_factory.mktemp("offline")
-    job = {"model_dir": str(smollm2_dir), "max_model_len": TEST_MAX_MODEL_LEN, "max_tokens": MAX_TOKENS,
-           "prompts": PROMPTS, "chat_messages": [{"role": "user", "content": q} for q in QUESTIONS]}
-    (work / "job.json").write_text(json.dumps(job))
-    script = Path(__file__).with_name("offline_reference.py")
-    subprocess.run([sys.executable, str(script), str(work / "job.json"), str(work / "out.json")],
-                   check=True, timeout=600)
-    return json.loads((work / "out.json").read_text())
-
 
 def test_models_list(openai_client) -> None:
     models = {m.id for m in openai_client.models.list().data}
@@ -35,11 +16,11 @@ def test_models_list(openai_client) -> None:
 
 
 @pytest.mark.parametrize("index", range(len(PROMPTS)))
-def test_greedy_completion_matches_offline_vllm(openai_client, offline, index: int) -> None:
+def test_greedy_completion_matches_offline_vllm(openai_client, offline_reference: dict, index: int) -> None:
     response = openai_client.completions.create(
         model=GENERATOR, prompt=PROMPTS[index], max_tokens=MAX_TOKENS, temperature=0, logprobs=0
     )
-    expected = offline["completions"][index]
+    expected = completion(offline_reference, PROMPTS[index])
     choice = response.choices[0]
     assert choice.text == expected["text"]
     assert len(choice.logprobs.tokens) == len(expected["token_ids"]) == response.usage.completion_tokens
@@ -47,12 +28,12 @@ def test_greedy_completion_matches_offline_vllm(openai_client, offline, index: i
 
 
 @pytest.mark.parametrize("index", range(len(QUESTIONS)))
-def test_greedy_chat_matches_offline_vllm(openai_client, offline, index: int) -> None:
+def test_greedy_chat_matches_offline_vllm(openai_client, offline_reference: dict, index: int) -> None:
     response = openai_client.chat.completions.create(
         model=GENERATOR, messages=[{"role": "user", "content": QUESTIONS[index]}],
         max_tokens=MAX_TOKENS, temperature=0, logprobs=True,
     )
-    expected = offline["chats"][index]
+    expected = offline_reference["chat"][index]
     assert response.choices[0].message.content == expected["text"]
     assert len(response.choices[0].logprobs.content) == len(expected["token_ids"])
     assert response.usage.prompt_tokens == expected["prompt_tokens"]

@@ -11,9 +11,6 @@ the adapters are tiny (20 examples, 4 steps): the test is about the plumbing, no
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +23,7 @@ import yaml
 from maas.cli import main as maas_main
 from maas.config import AppConfig
 from tests.conftest import STARTUP_TIMEOUT_S, TEST_MAX_MODEL_LEN, free_port, wait_healthy
+from tests.integration.offline import run_offline_vllm
 
 pytestmark = pytest.mark.integration
 
@@ -90,14 +88,10 @@ def chats(count: int = 3) -> list[list[dict[str, str]]]:
 def offline(trained: dict[str, Any], smollm2_dir: Path) -> dict[str, list[str]]:
     """Greedy answers of vLLM's offline ``LLM.chat``: base, v1 and v2 (before the app starts: one engine
     at a time on 2 cores)."""
-    work: Path = trained["home"]
-    job = {"model_dir": str(smollm2_dir), "max_model_len": TEST_MAX_MODEL_LEN, "max_tokens": MAX_TOKENS,
-           "max_lora_rank": 8, "messages": chats(), "adapters": trained["paths"]}
-    (work / "job.json").write_text(json.dumps(job))
-    script = Path(__file__).with_name("offline_lora_reference.py")
-    subprocess.run([sys.executable, str(script), str(work / "job.json"), str(work / "out.json")],
-                   check=True, timeout=600)
-    return json.loads((work / "out.json").read_text())
+    job = {"model_dir": str(smollm2_dir), "max_model_len": TEST_MAX_MODEL_LEN,
+           "chat": {"messages": chats(), "max_tokens": MAX_TOKENS},
+           "lora": {"max_lora_rank": 8, "adapters": trained["paths"]}}
+    return run_offline_vllm(job, trained["home"] / "offline")["chat"]
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,6 @@ worker. Three workers on two cores are slow; the test checks equality, not speed
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,12 +19,12 @@ import pytest
 from maas.config import GeneratorModelConfig
 from maas.wire.schemas import GenerationParams
 from tests.conftest import TEST_MAX_MODEL_LEN
+from tests.integration.offline import MAX_TOKENS, completion
+from tests.integration.offline import TENSOR_PARALLEL_PROMPTS as PROMPTS
 
 pytestmark = pytest.mark.integration
 
 DEVICES = 3
-PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time"]
-MAX_TOKENS = 24
 APP = "generator-tp"
 
 
@@ -35,19 +32,6 @@ def _serve_is_running() -> bool:
     import ray
 
     return any(a["name"] == "SERVE_CONTROLLER_ACTOR" for a in ray.util.list_named_actors(True))
-
-
-@pytest.fixture(scope="module")
-def single_device(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Greedy outputs of vLLM's offline ``LLM`` on one device (the existing reference script)."""
-    work = tmp_path_factory.mktemp("tp-reference")
-    job = {"model_dir": str(smollm2_dir), "max_model_len": TEST_MAX_MODEL_LEN, "max_tokens": MAX_TOKENS,
-           "prompts": PROMPTS}
-    (work / "job.json").write_text(json.dumps(job))
-    script = Path(__file__).with_name("offline_reference.py")
-    subprocess.run([sys.executable, str(script), str(work / "job.json"), str(work / "out.json")],
-                   check=True, timeout=600)
-    return json.loads((work / "out.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -86,13 +70,14 @@ def test_the_replica_holds_one_bundle_per_device(generator: Any, config: Generat
     assert groups[0]["strategy"] == "STRICT_PACK"
 
 
-def test_greedy_output_on_three_devices_equals_one_device(generator: Any, single_device: dict,
+def test_greedy_output_on_three_devices_equals_one_device(generator: Any, offline_reference: dict,
                                                           smollm2_dir: Path) -> None:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(smollm2_dir))
     params = GenerationParams(temperature=0.0, max_tokens=MAX_TOKENS)
-    for prompt, expected in zip(PROMPTS, single_device["completions"], strict=True):
+    for prompt in PROMPTS:
+        expected = completion(offline_reference, prompt)  # vLLM offline on one device
         prompt_ids = tokenizer(prompt)["input_ids"]
         assert len(prompt_ids) == expected["prompt_tokens"]
         result = generator.generate.remote(prompt_ids, params).result(timeout_s=300)

@@ -5,10 +5,6 @@ vLLM's offline ``prompt_logprobs``, ``models.retrieve``, compact structured outp
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +12,8 @@ import jsonschema
 import openai
 import pytest
 
-from tests.conftest import ENCODER, GENERATOR, TEST_MAX_MODEL_LEN
+from tests.conftest import ENCODER, GENERATOR
+from tests.integration.offline import ECHO_PROMPTS
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +28,6 @@ TIME = {"type": "function", "function": {"name": "get_time", "parameters": TIME_
 SCHEMAS = {"get_weather": WEATHER_PARAMETERS, "get_time": TIME_PARAMETERS}
 QUESTION = [{"role": "user", "content": "What is the weather in Paris?"}]
 NAMED = {"type": "function", "function": {"name": "get_weather"}}
-ECHO_PROMPTS = ["The capital of France is Paris.", "def add(a, b): return a + b"]
 
 
 def assert_valid_calls(calls: Any) -> None:
@@ -174,19 +170,9 @@ def test_litellm_completion_and_embedding(service: str, monkeypatch: pytest.Monk
 # ----------------------------------------------------------------------------- echo and prompt logprobs
 
 
-@pytest.fixture(scope="module")
-def offline_prompt_logprobs(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
-    work = tmp_path_factory.mktemp("offline_prompt_logprobs")
-    job = {"model_dir": str(smollm2_dir), "max_model_len": TEST_MAX_MODEL_LEN, "prompts": ECHO_PROMPTS}
-    (work / "job.json").write_text(json.dumps(job))
-    script = Path(__file__).with_name("offline_prompt_logprobs.py")
-    subprocess.run([sys.executable, str(script), str(work / "job.json"), str(work / "out.json")],
-                   check=True, timeout=600, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
-    return json.loads((work / "out.json").read_text())
-
-
 def test_echo_logprobs_equal_offline_prompt_logprobs(openai_client, client: httpx.Client,
-                                                     offline_prompt_logprobs: list[dict]) -> None:
+                                                     offline_reference: dict) -> None:
+    offline_prompt_logprobs = offline_reference["prompt_logprobs"]
     response = openai_client.completions.create(model=GENERATOR, prompt=ECHO_PROMPTS, echo=True, logprobs=1,
                                                 max_tokens=1, temperature=0)
     for choice, prompt, expected in zip(response.choices, ECHO_PROMPTS, offline_prompt_logprobs):
