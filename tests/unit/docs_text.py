@@ -112,3 +112,22 @@ def route_pattern(path: str) -> re.Pattern[str]:
 def normalize(path: str) -> str:
     """``{model_id:path}`` written as ``{model_id}``."""
     return re.sub(r"\{(\w+):\w+\}", r"{\1}", path)
+
+
+def anchors(path: Path) -> set[str]:
+    """The heading anchors of a Markdown file, as GitHub makes them."""
+    headings = re.findall(r"^#+ (.+)$", FENCE.sub("", read(path)), re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def broken_links(path: Path) -> list[str]:
+    """Relative links of ``path`` whose file or heading anchor does not exist."""
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", read(path)):
+        if target.startswith(("http://", "https://")):
+            continue
+        file, _, anchor = target.partition("#")
+        linked = (path.parent / file).resolve() if file else path
+        if not linked.exists() or (anchor and linked.suffix == ".md" and anchor not in anchors(linked)):
+            broken.append(target)
+    return broken
