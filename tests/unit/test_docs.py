@@ -214,6 +214,13 @@ def test_every_config_excerpt_of_the_docs_validates(where: str, text: str) -> No
         pytest.fail(f"{where}: {exc}")
 
 
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "cluster").glob("maas-*.yaml")))
+def test_every_serve_config_the_docs_name_validates(name: str) -> None:
+    from maas.config import load_app_config
+
+    check_embedded(load_app_config(ROOT / "cluster" / name))
+
+
 def test_an_excerpt_must_match_its_file() -> None:
     assert is_part({"args": {"ingress": {"deployment": {"num_cpus": 0.1}}}},
                    {"args": {"ingress": {"deployment": {"num_cpus": 0.1, "x": 1}}}})
