@@ -348,17 +348,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pipelines.training.lora_tasks import GENERATOR_TASKS
     from pipelines.training.train import main as train_main
 
+    options, address = split_address(args.train_args, args.address)
     if args.task in GENERATOR_TASKS:  # a LoRA adapter of a served generator
         from pipelines.training.lora import main as lora_main
 
-        _start_ray(args.address)
-        return int(lora_main([args.task, *args.train_args]) or 0)
-    train_args = [args.task, *args.train_args]
+        _start_ray(address)
+        return int(lora_main([args.task, *options]) or 0)
+    train_args = [args.task, *options]
     config_file = train_config_file(args.task)
-    if config_file and "--config" not in args.train_args:
+    if config_file and "--config" not in options:
         train_args += ["--config", str(config_file)]
-    _start_ray(args.address)
+    _start_ray(address)
     return int(train_main(train_args) or 0)
+
+
+def split_address(train_args: list[str], address: str | None) -> tuple[list[str], str | None]:
+    """``maas train TASK ... --address A``: the Ray address may also follow the task (everything
+    after the task goes to the trainer, which has no ``--address``); the last one given wins."""
+    options: list[str] = []
+    rest = iter(train_args)
+    for arg in rest:
+        if arg == "--address":
+            address = next(rest, None) or address
+        elif arg.startswith("--address="):
+            address = arg.split("=", 1)[1]
+        else:
+            options.append(arg)
+    return options, address
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -487,7 +503,10 @@ def _registry_options(command: argparse.ArgumentParser, name: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _ray_env(local_ray=is_loopback_ray(getattr(args, "address", None)))
+    address = getattr(args, "address", None)
+    if args.command == "train":
+        address = split_address(args.train_args, address)[1]
+    _ray_env(local_ray=is_loopback_ray(address))
     return int(args.func(args))
 
 

