@@ -284,7 +284,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
     try:
         if args.action == "add":
             models = [m for m in (args.models or "").split(",") if m]
-            key_file.add_key(args.file, args.id, models, args.rpm, args.tpm)
+            key_file.add_key(args.file, args.id, models, args.rpm, args.tpm, admin=args.admin)
         elif args.action == "revoke":
             key_file.revoke_key(args.file, args.id)
             print(f"[maas] key {args.id!r} revoked; the service refuses it within a second.")
@@ -470,6 +470,8 @@ def _key_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--models", help="comma-separated models the key may use (default: all)")
     command.add_argument("--rpm", type=int, default=None, help="requests per minute (default: no limit)")
     command.add_argument("--tpm", type=int, default=None, help="tokens per minute (default: no limit)")
+    command.add_argument("--admin", action="store_true",
+                         help="an operator key: may also read /metrics (add)")
 
 
 def _registry_options(command: argparse.ArgumentParser, name: str) -> None:

@@ -11,6 +11,7 @@ shown once, when :func:`maas.wire.key_file.add_key` creates it. The format (a ba
         requests_per_minute: 60            # absent: unlimited
         tokens_per_minute: 20000           # absent: unlimited
         revoked: false
+        admin: false                       # true: may also read /metrics (`maas keys add --admin`)
 
 :class:`AuthMiddleware` checks ``Authorization: Bearer <key>`` and the key's quota on every
 route but the open ones and puts the key in ``scope["maas.key"]``; routes then call

@@ -190,7 +190,7 @@ def test_cli_helpers_write_atomically_with_mode_0600(tmp_path: Path,
     assert out == secret + "\n" and "only this once" in err
     assert secret not in path.read_text()
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert os.listdir(tmp_path) == ["keys.yaml"]  # no temporary file left behind
+    assert sorted(os.listdir(tmp_path)) == [".keys.yaml.lock", "keys.yaml"]  # no temporary file left
 
     with pytest.raises(KeyFileError, match="already exists"):
         add_key(path, "team-a")
