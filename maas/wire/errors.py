@@ -218,16 +218,25 @@ def error_body(error: MaasError) -> dict[str, Any]:
 class ClientErrorLogFilter:
     """A ``logging`` filter for Ray Serve's replica logger: a request that failed with a
     client's mistake (a :class:`MaasError` below 500, e.g. a 400 or a 404) is logged as one
-    line, not with Serve's full traceback ("Request failed." + stack); other failures keep it."""
+    line, not with Serve's full traceback ("Request failed." + stack); other failures keep it.
+
+    The line holds the status, code and parameter, never the message: a message may quote
+    what the client sent (a model name, a line of a batch file), and no client text is logged."""
 
     def filter(self, record: Any) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         error = unwrap(exc) if exc is not None else None
         if isinstance(error, MaasError) and error.status_code < 500:
-            record.msg, record.args = "Request refused: %s %s: %s", (int(error.status_code), error.code,
-                                                                       error.message)
+            record.msg, record.args = "Request refused: %s %s (param %s)", (
+                int(error.status_code), error.code, loggable_param(error.param))
             record.exc_info, record.exc_text = None, None
         return True
+
+
+def loggable_param(param: str | None) -> str | None:
+    """A parameter's name for a log line: a validation error's path may hold a client's dict
+    key (``metadata.<key>``), so only its first part, a field name of the schema, is kept."""
+    return None if param is None else param.split(".")[0].split("[")[0][:64]
 
 
 def log_client_errors_as_one_line(logger_name: str = "ray.serve") -> None:
