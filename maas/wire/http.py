@@ -7,7 +7,6 @@ import logging
 import math
 import re
 import time
-import traceback
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
@@ -23,6 +22,7 @@ from maas.wire.errors import (
     PayloadTooLargeError,
     as_maas_error,
     error_body,
+    failure_text,
 )
 from maas.wire.metrics import MetricsRecorder
 
@@ -54,10 +54,9 @@ def error_response(exc: BaseException) -> Any:
 
 
 def log_failure(what: str, exc: BaseException) -> None:
-    """Log a server-side failure with its type and stack, not its message: an exception's text
+    """Log a server-side failure with its stack and type, not its message: an exception's text
     may quote the request (a pydantic error quotes the input), and no client text is logged."""
-    stack = "".join(traceback.format_tb(exc.__traceback__)).rstrip()
-    logger.error("%s: %s.%s\n%s", what, type(exc).__module__, type(exc).__qualname__, stack)
+    logger.error("%s:\n%s", what, failure_text(exc))
 
 
 def validation_error(errors: list[dict[str, Any]]) -> InvalidRequestError:
