@@ -141,10 +141,15 @@ def read_key_file(path: str | Path) -> KeyFile:
 
 
 def write_key_file(path: str | Path, keys: KeyFile) -> None:
-    """Replace a key file atomically (temporary file + ``os.replace``), mode 0600."""
+    """Replace a key file atomically (temporary file + ``os.replace``), mode 0600; ``admin`` is
+    written only for admin keys."""
     path = Path(path)
+    data = keys.model_dump(exclude_none=True)
+    for key in data["keys"]:  # a file without admin keys stays readable by services that predate them
+        if not key["admin"]:
+            del key["admin"]
     text = "# maas API keys: SHA-256 digests of the secrets, never the secrets.\n" + yaml.safe_dump(
-        keys.model_dump(exclude_none=True), sort_keys=False)
+        data, sort_keys=False)
     write_atomic(path, text, mode=0o600)
 
 

@@ -205,6 +205,22 @@ def test_cli_helpers_write_atomically_with_mode_0600(tmp_path: Path,
     assert "team-a" in format_keys([listed]) and "revoked" in format_keys([listed])
 
 
+def test_maas_keys_add_admin_stores_an_operator_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from maas.cli import build_parser
+
+    path = tmp_path / "keys.yaml"
+    for argv in (["keys", "add", "--file", str(path), "--id", "ops", "--admin"],
+                 ["keys", "add", "--file", str(path), "--id", "team-a"]):
+        args = build_parser().parse_args(argv)
+        assert args.func(args) == 0
+    assert [(k.id, k.admin) for k in list_keys(path)] == [("ops", True), ("team-a", False)]
+    assert path.read_text().count("admin") == 1  # left out of the other keys
+    args = build_parser().parse_args(["keys", "list", "--file", str(path)])
+    capsys.readouterr()
+    args.func(args)
+    assert "active,admin" in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------------------------- rate limits
 
 
