@@ -142,6 +142,9 @@ class MaasIngress:
         self.batch_api = BatchApi(FileStore(config.batch_dir), BatchStore(config.batch_dir),
                                   self._start_batch_runner, config.ingress.max_file_bytes)
         self.key_auth = KeyAuth()  # the app's, once built
+        self._served = frozenset([*self.generator_configs, *self.adapters.names(), *self.encoder_models,
+                                  *(m.name for m in config.classifier.models), *self.ner_models,
+                                  *self.pipelines.backend.translators])
 
     def __serve_build_asgi_app__(self) -> Any:
         """The replica's HTTP app (Serve calls this after ``__init__``)."""
@@ -149,6 +152,10 @@ class MaasIngress:
         app = build_app(self, self.config.ingress, serve.get_replica_context().app_name if shared else None)
         self.key_auth = app.state.key_auth
         return app
+
+    def served_models(self) -> frozenset[str]:
+        """The names of every served model: the only ``model`` labels of the metrics."""
+        return self._served
 
     def models_used(self, body: Any, key_id: str | None = None) -> list[str]:
         """The models an operation will use, defaults resolved: what its API key must allow."""
@@ -197,7 +204,7 @@ class MaasIngress:
             scope = SimpleNamespace(scope={KEY_SCOPE_KEY: key} if key else {}, state=SimpleNamespace())
             if key is not None:
                 await self.key_auth.check_request(key)
-            admit_models(scope, self.models_used(request))
+            admit_models(scope, self.models_used(request), self._served)
             operation = {"/v1/chat/completions": self.chat, "/v1/completions": self.completions,
                          "/v1/embeddings": self.embeddings}[url]
             result = await operation(request)

@@ -12,6 +12,7 @@ from typing import Any
 
 from maas.config import AppConfig, load_app_config, load_serve_file
 from maas.defaults import default_file
+from maas.exposure import check_deploy_exposure, check_exposure
 
 DEFAULT_CONFIG = default_file("maas-cpu.yaml")  # cluster/maas-cpu.yaml in a checkout
 APP_NAME = "maas"
@@ -220,23 +221,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_exposure(host: str, config: AppConfig, forced: bool) -> None:
-    """Refuse to listen beyond loopback without API keys, unless explicitly forced."""
-    import ipaddress
-
-    loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    if config.ingress.api_keys_file:
-        return
-    if loopback:
-        print(f"[maas] no API keys configured (ingress.api_keys_file): listening on {host} only.",
-              file=sys.stderr)
-        return
-    if not forced:
-        raise SystemExit(f"[maas] refusing to listen on {host} without API keys: set "
-                         "ingress.api_keys_file (see `maas keys add`), or pass "
-                         "--allow-public-without-keys.")
-
-
 def _wait_for_signal(console: Any, config: AppConfig, training_names: list[str],
                      training: Any) -> None:
     """Until SIGINT/SIGTERM: follow the background trainings on the console."""
@@ -284,7 +268,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
     try:
         if args.action == "add":
             models = [m for m in (args.models or "").split(",") if m]
-            key_file.add_key(args.file, args.id, models, args.rpm, args.tpm)
+            key_file.add_key(args.file, args.id, models, args.rpm, args.tpm, admin=args.admin)
         elif args.action == "revoke":
             key_file.revoke_key(args.file, args.id)
             print(f"[maas] key {args.id!r} revoked; the service refuses it within a second.")
@@ -300,6 +284,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     """``maas deploy CONFIG --address DASHBOARD``: what ``serve deploy`` does, then wait and show."""
     from maas.deploy import deploy, format_status, wait_until_running
 
+    check_deploy_exposure(args.file, args.allow_public_without_keys)
     deploy(args.file, args.address)
     print(f"[maas] {args.file} accepted by {args.address or 'the local dashboard'}", flush=True)
     if args.wait:
@@ -471,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "serve":
             command.add_argument("--host", default=None, help="HTTP host (default: from config)")
             command.add_argument("--port", type=int, default=None, help="HTTP port (default: 8000)")
+        if name in ("serve", "deploy"):
             command.add_argument("--allow-public-without-keys", action="store_true",
                                  help="listen on a non-loopback host with no API keys (unsafe)")
         if name == "train":
@@ -486,6 +472,8 @@ def _key_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--models", help="comma-separated models the key may use (default: all)")
     command.add_argument("--rpm", type=int, default=None, help="requests per minute (default: no limit)")
     command.add_argument("--tpm", type=int, default=None, help="tokens per minute (default: no limit)")
+    command.add_argument("--admin", action="store_true",
+                         help="an operator key: may also read /metrics (add)")
 
 
 def _registry_options(command: argparse.ArgumentParser, name: str) -> None:

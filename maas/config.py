@@ -278,6 +278,11 @@ class EncoderModelConfig(StrictModel):
         return self
 
 
+MAX_INPUTS_PER_REQUEST = 256
+"""The most texts one request may send to an encoder, classifier, NER or translator deployment:
+``batching.max_inputs_per_request``'s default, and what the request schemas announce."""
+
+
 class BatchingOptions(StrictModel):
     """Dynamic batching of a transformers deployment (``@serve.batch``)."""
 
@@ -287,7 +292,10 @@ class BatchingOptions(StrictModel):
         f"({CPU_BATCH_SIZE} on a CPU, {GPU_BATCH_SIZE} on a GPU).",
     )
     batch_wait_timeout_s: float = Field(0.01, ge=0, le=5, description="Wait to fill a batch.")
-    max_inputs_per_request: int = Field(256, ge=1, description="Most inputs in one request.")
+    max_inputs_per_request: int = Field(
+        MAX_INPUTS_PER_REQUEST, ge=1,
+        description=f"Most inputs in one request (the request schemas announce {MAX_INPUTS_PER_REQUEST}; "
+        "a lower value refuses more with a 400).")
     torch_threads: int = Field(1, ge=1, description="Torch intra-op threads per replica.")
 
     def batch_size(self, device: str) -> int:

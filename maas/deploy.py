@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from maas.config import AppConfig
+from maas.exposure import MAAS_IMPORT_PATH
 
 DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
-MAAS_IMPORT_PATH = "pipelines.app:build_app"
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,16 @@ request over HTTP; creating one admits every model its file names.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import File, Form, Query, Request, UploadFile
+from fastapi import File, Form, Path, Query, Request, UploadFile
 from fastapi.responses import Response
 
 from deployments.routes.common import ingress_of, new_router
 from maas.wire.admission import admitted
 from maas.wire.auth import request_key
 from maas.wire.batch_schemas import (
+    MAX_ID_LENGTH,
     BatchCreateRequest,
     BatchList,
     BatchObject,
@@ -26,6 +27,9 @@ from maas.wire.batch_schemas import (
 )
 
 router = new_router()
+
+ObjectId = Annotated[str, Path(max_length=MAX_ID_LENGTH)]
+"""A file or batch id in a path: a longer one is a 400."""
 
 JSONL_CONTENT: dict[int | str, dict[str, Any]] = {200: {
     "description": "The file's bytes (JSON lines).",
@@ -57,19 +61,19 @@ async def list_files(request: Request, purpose: str | None = Query(None)) -> Fil
 
 
 @router.get("/v1/files/{file_id}", response_model=FileObject)
-async def retrieve_file(file_id: str, request: Request) -> FileObject:
+async def retrieve_file(file_id: ObjectId, request: Request) -> FileObject:
     return ingress_of(request).batch_api.file(file_id, owner_of(request))
 
 
 @router.get("/v1/files/{file_id}/content", response_class=Response, responses=JSONL_CONTENT)
-async def file_content(file_id: str, request: Request) -> Response:
+async def file_content(file_id: ObjectId, request: Request) -> Response:
     """A file's content: a batch's output (`response` per line) or errors (`error` per line)."""
     content = ingress_of(request).file_content(file_id, owner_of(request))
     return Response(content, media_type="application/jsonl")
 
 
 @router.delete("/v1/files/{file_id}", response_model=FileDeleted)
-async def delete_file(file_id: str, request: Request) -> FileDeleted:
+async def delete_file(file_id: ObjectId, request: Request) -> FileDeleted:
     return ingress_of(request).batch_api.delete(file_id, owner_of(request))
 
 
@@ -88,18 +92,18 @@ async def create_batch(body: BatchCreateRequest, request: Request) -> BatchObjec
 
 @router.get("/v1/batches", response_model=BatchList)
 async def list_batches(request: Request, limit: int = Query(20, ge=1, le=100),
-                       after: str | None = Query(None)) -> BatchList:
+                       after: str | None = Query(None, max_length=MAX_ID_LENGTH)) -> BatchList:
     """The batches of this API key, newest first."""
     return ingress_of(request).batch_api.list_batches(owner_of(request), limit, after)
 
 
 @router.get("/v1/batches/{batch_id}", response_model=BatchObject)
-async def retrieve_batch(batch_id: str, request: Request) -> BatchObject:
+async def retrieve_batch(batch_id: ObjectId, request: Request) -> BatchObject:
     """A batch with its status and live `request_counts`."""
     return ingress_of(request).retrieve_batch(batch_id, owner_of(request))
 
 
 @router.post("/v1/batches/{batch_id}/cancel", response_model=BatchObject)
-async def cancel_batch(batch_id: str, request: Request) -> BatchObject:
+async def cancel_batch(batch_id: ObjectId, request: Request) -> BatchObject:
     """Stop a batch: requests not yet sent are not; it ends `cancelled` with what was done."""
     return ingress_of(request).cancel_batch(batch_id, owner_of(request))

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from maas.storage.files import jsonl_lines
 from maas.wire.batch_schemas import BATCH_ENDPOINTS, BatchOutputLine, BatchRequestLine, BatchResponseData
 from maas.wire.errors import InvalidRequestError, MaasError, ModelNotFoundError
 from maas.wire.http import validation_error
@@ -43,7 +44,7 @@ def read_batch_input(content: bytes, endpoint: str) -> list[BatchRequestLine]:
     vLLM's batch runner (``endpoint`` is recorded; OpenAI's service wants every line on it)."""
     lines: list[BatchRequestLine] = []
     seen: set[str] = set()
-    for number, text in enumerate(content.decode("utf-8", errors="replace").splitlines(), start=1):
+    for number, text in enumerate(jsonl_lines(content.decode("utf-8", errors="replace")), start=1):
         if not text.strip():
             continue
         line = _line(number, text, endpoint)

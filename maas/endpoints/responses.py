@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from pydantic import ValidationError
+
 from maas.wire.errors import InvalidRequestError
+from maas.wire.http import validation_error
 from maas.wire.responses_schemas import (
     IncompleteDetails,
     InputMessage,
@@ -22,7 +25,13 @@ from maas.wire.responses_schemas import (
     ResponsesRequest,
     ResponseUsage,
 )
-from maas.wire.schemas import ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, UsageInfo
+from maas.wire.schemas import (
+    MAX_MESSAGES,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    UsageInfo,
+)
 
 TEXT_PARTS = frozenset({"input_text", "output_text", "text"})
 
@@ -34,16 +43,22 @@ def chat_request(request: ResponsesRequest) -> ChatCompletionRequest:
             raise InvalidRequestError(f"{field} is not supported: responses are not stored, and "
                                       "tools are served by /v1/chat/completions.", field)
     messages = [{"role": "system", "content": request.instructions}] if request.instructions else []
+    if isinstance(request.input, list) and len(messages) + len(request.input) > MAX_MESSAGES:
+        raise InvalidRequestError(f"input: at most {MAX_MESSAGES - len(messages)} messages with "
+                                  f"instructions (a conversation has at most {MAX_MESSAGES}).", "input")
     if isinstance(request.input, str):
         messages.append({"role": "user", "content": request.input})
     else:
         messages += [{"role": m.role, "content": _text_of(m, i)} for i, m in enumerate(request.input)]
     text_format = request.text.format if request.text else None
-    return ChatCompletionRequest(
-        model=request.model, messages=messages, max_completion_tokens=request.max_output_tokens,
-        temperature=request.temperature, top_p=request.top_p, stream=request.stream,
-        stream_options={"include_usage": True} if request.stream else None, user=request.user,
-        response_format=text_format.response_format() if text_format else None)
+    try:
+        return ChatCompletionRequest(
+            model=request.model, messages=messages, max_completion_tokens=request.max_output_tokens,
+            temperature=request.temperature, top_p=request.top_p, stream=request.stream,
+            stream_options={"include_usage": True} if request.stream else None, user=request.user,
+            response_format=text_format.response_format() if text_format else None)
+    except ValidationError as exc:  # a rule of chat that the Responses schema does not state
+        raise validation_error(exc.errors()) from None
 
 
 def _text_of(message: InputMessage, index: int) -> str:

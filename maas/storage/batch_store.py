@@ -112,14 +112,15 @@ class BatchStore:
             out.write((b"\n" if torn else b"") + line.model_dump_json().encode() + b"\n")
 
     def results(self, batch_id: str) -> Iterator[BatchOutputLine]:
-        """The finished requests so far (a torn last line, from a crash mid-write, is skipped)."""
+        """The finished requests so far. A torn line (a crash mid-write, even inside a multi-byte
+        character) is skipped: lines are split on ``\n`` bytes and each is decoded on its own."""
         path = self._folder(batch_id) / "results.jsonl"
         if not path.exists():
             return
-        for text in path.read_text(encoding="utf-8").splitlines():
+        for raw in path.read_bytes().split(b"\n"):
             try:
-                yield BatchOutputLine.model_validate_json(text)
-            except ValueError:
+                yield BatchOutputLine.model_validate_json(raw)
+            except ValueError:  # pydantic's ValidationError (bad JSON, bad UTF-8) is a ValueError
                 continue
 
     def done_ids(self, batch_id: str) -> dict[str, Any]:

@@ -106,6 +106,12 @@ def read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def jsonl_lines(text: str) -> list[str]:
+    """The lines of JSON-lines text, split on ``\n`` only: ``str.splitlines`` also splits at
+    U+2028 and other separators that a JSON string may hold unescaped. A ``\r`` before it goes."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
 def write_atomic(path: Path, text: str, mode: int | None = None) -> None:
     """Replace ``path`` with ``text`` atomically (temporary file, fsync, ``os.replace``):
     readers see the old file or the new one, never half of one. ``mode``: e.g. 0o600."""

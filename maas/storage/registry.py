@@ -163,7 +163,14 @@ class ModelRegistry:
         return version if isinstance(version, str) else None
 
     def set_live(self, name: str, version: str, allow_label_change: bool = False) -> ModelVersion:
-        """Make ``version`` the live one; refuse a label set unlike the live version's."""
+        """Make ``version`` the live one; refuse a label set unlike the live version's.
+
+        Reads the live version and writes the new one under the model's lock (the one
+        :meth:`new_version` holds), so two rollouts at once never lose one's ``previous``."""
+        with locked(self.root / check_name(name) / ".lock"):
+            return self._set_live(name, version, allow_label_change)
+
+    def _set_live(self, name: str, version: str, allow_label_change: bool) -> ModelVersion:
         target = self.get(name, version)
         current = self.live_version(name)
         if current and current != version and not allow_label_change:

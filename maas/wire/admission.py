@@ -12,7 +12,7 @@ the app and fails on one without it.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,11 +35,26 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def admit_models(request: Any, models: list[str]) -> None:
+UNKNOWN_MODEL = "unknown"
+"""The ``model`` label of a request that names no served model."""
+
+
+def metric_model(model: str, served: Collection[str]) -> str:
+    """The ``model`` label of a request's metrics: a served model's name (a pinned version,
+    ``sentiment/v2``, counts as ``sentiment``), anything else :data:`UNKNOWN_MODEL`. Labels never
+    hold a client's string: the metrics actor keeps every label set it sees, forever."""
+    if model in served:
+        return model
+    base = model.rpartition("/")[0]
+    return base if base in served else UNKNOWN_MODEL
+
+
+def admit_models(request: Any, models: list[str], served: Collection[str] = ()) -> None:
     """403 unless the request's key may use every one of ``models``; labels the request's
-    metrics with the first. A pinned version (``sentiment/v1``) is allowed when its model is."""
+    metrics with the first (:func:`metric_model` of the ``served`` names). A pinned version
+    (``sentiment/v1``) is allowed when its model is."""
     if models:
-        set_request_model(request, models[0])
+        set_request_model(request, metric_model(models[0], served))
     for model in models:
         try:
             authorize_model(request, model)
@@ -70,7 +85,8 @@ def admitted(route: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[An
     """The decorator of every model route ``route(body, request)`` of the app.
 
     The app (``request.app.state``) holds the ``ingress`` and the ``key_auth``. Before the route:
-    ``ingress.models_used(body)`` are admitted (:func:`admit_models`). After it: a wire model's
+    ``ingress.models_used(body)`` are admitted (:func:`admit_models`, labelled among
+    ``ingress.served_models()``). After it: a wire model's
     ``usage`` is charged to the key; an :class:`Answer` whose content is an async iterator
     becomes server-sent events whose usage is charged when the stream ends.
     """
@@ -79,7 +95,8 @@ def admitted(route: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[An
     async def admitted_route(body: Any, request: Any) -> Any:
         state = request.app.state
         key = request_key(request)
-        admit_models(request, state.ingress.models_used(body, key.id if key else None))
+        models = state.ingress.models_used(body, key.id if key else None)
+        admit_models(request, models, state.ingress.served_models())
         result = await route(body, request)
         return _respond(request, state.key_auth, result)
 

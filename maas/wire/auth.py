@@ -11,6 +11,7 @@ shown once, when :func:`maas.wire.key_file.add_key` creates it. The format (a ba
         requests_per_minute: 60            # absent: unlimited
         tokens_per_minute: 20000           # absent: unlimited
         revoked: false
+        admin: false                       # true: may also read /metrics (`maas keys add --admin`)
 
 :class:`AuthMiddleware` checks ``Authorization: Bearer <key>`` and the key's quota on every
 route but the open ones and puts the key in ``scope["maas.key"]``; routes then call
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from maas.wire.errors import AuthenticationError, MaasError, PermissionDeniedError, RateLimitError
-from maas.wire.http import error_response
+from maas.wire.http import ADMIN_PATHS, error_response
 from maas.wire.key_file import ApiKey, KeyStore
 
 logger = logging.getLogger(__name__)
@@ -281,6 +282,14 @@ def allowed_models(scope_or_request: Any, models: Iterable[str]) -> list[str]:
     return [m for m in models if key is None or key.allows(m)]
 
 
+def require_admin(key: ApiKey | None) -> None:
+    """403 unless ``key`` is an admin key (None: the service has no keys, and all may pass)."""
+    if key is not None and not key.admin:
+        raise PermissionDeniedError(f"The API key '{key.id}' may not read the operator routes: "
+                                    "they need an admin key (`maas keys add --admin`).",
+                                    code="admin_key_required")
+
+
 def refusal_response(error: MaasError) -> Any:
     """:func:`maas.wire.http.error_response`, plus ``Retry-After`` on 429 and ``WWW-Authenticate`` on 401."""
     response = error_response(error)
@@ -292,7 +301,8 @@ def refusal_response(error: MaasError) -> Any:
 
 
 class AuthMiddleware:
-    """Pure ASGI middleware: every route but the open ones needs a valid ``Authorization: Bearer`` key.
+    """Pure ASGI middleware: every route but the open ones needs a valid ``Authorization: Bearer`` key,
+    and the operator routes (:data:`maas.wire.http.ADMIN_PATHS`, ``/metrics``) an admin one.
 
     The admitted key goes into ``scope["maas.key"]`` (read it with :func:`request_key`). A refusal
     is the OpenAI error body of the service's one error mapping. With no key store, all pass.
@@ -310,7 +320,9 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            scope[KEY_SCOPE_KEY] = await self.auth.admit(_header(scope, b"authorization"))
+            scope[KEY_SCOPE_KEY] = key = await self.auth.admit(_header(scope, b"authorization"))
+            if _route_path(scope) in ADMIN_PATHS:
+                require_admin(key)
         except MaasError as error:
             await self._refuse(error, scope, receive, send)
             return

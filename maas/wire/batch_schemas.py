@@ -6,7 +6,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from maas.wire.schemas import RequestModel, WireModel, new_id, now
+from maas.wire.schemas import Metadata, RequestModel, WireModel, new_id, now
+
+MAX_ID_LENGTH = 128
+"""The longest file or batch id a request may name (ours are much shorter)."""
 
 BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 """The endpoints a batch line may call (OpenAI's, as served here)."""
@@ -40,10 +43,11 @@ class FileDeleted(WireModel):
 class BatchCreateRequest(RequestModel):
     """``POST /v1/batches``."""
 
-    input_file_id: str = Field(..., min_length=1, max_length=128)
+    input_file_id: str = Field(..., min_length=1, max_length=MAX_ID_LENGTH)
     endpoint: Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
     completion_window: Literal["24h"] = "24h"
-    metadata: dict[str, str] | None = Field(None, description="Up to 16 pairs, kept with the batch.")
+    metadata: Metadata | None = Field(None, description="Up to 16 pairs (keys up to 64 characters, "
+                                      "values up to 512), kept with the batch.")
 
 
 class BatchRequestCounts(WireModel):

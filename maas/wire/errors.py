@@ -8,6 +8,7 @@ Errors cross Ray process boundaries, so each one pickles (``__reduce__``).
 from __future__ import annotations
 
 import math
+import traceback
 from http import HTTPStatus
 from typing import Any
 
@@ -218,16 +219,37 @@ def error_body(error: MaasError) -> dict[str, Any]:
 class ClientErrorLogFilter:
     """A ``logging`` filter for Ray Serve's replica logger: a request that failed with a
     client's mistake (a :class:`MaasError` below 500, e.g. a 400 or a 404) is logged as one
-    line, not with Serve's full traceback ("Request failed." + stack); other failures keep it."""
+    line, not with Serve's full traceback ("Request failed." + stack); other failures keep
+    their stack (:func:`failure_text`).
+
+    No client text is logged: the one line holds the status, code and parameter, never the
+    message, which may quote what the client sent (a model name, a line of a batch file); a
+    failure's exception is logged by its type, not its message (a pydantic error quotes its input)."""
 
     def filter(self, record: Any) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         error = unwrap(exc) if exc is not None else None
         if isinstance(error, MaasError) and error.status_code < 500:
-            record.msg, record.args = "Request refused: %s %s: %s", (int(error.status_code), error.code,
-                                                                       error.message)
+            record.msg, record.args = "Request refused: %s %s (param %s)", (
+                int(error.status_code), error.code, loggable_param(error.param))
             record.exc_info, record.exc_text = None, None
+        elif exc is not None:
+            record.exc_info, record.exc_text = None, failure_text(exc)
         return True
+
+
+def failure_text(exc: BaseException) -> str:
+    """An exception for a log line: its stack and its type (the original one inside Ray's
+    wrappers), not its message, which may quote the request."""
+    error = unwrap(exc)
+    stack = "".join(traceback.format_tb(exc.__traceback__))
+    return f"Traceback (most recent call last):\n{stack}{type(error).__module__}.{type(error).__qualname__}"
+
+
+def loggable_param(param: str | None) -> str | None:
+    """A parameter's name for a log line: a validation error's path may hold a client's dict
+    key (``metadata.<key>``), so only its first part, a field name of the schema, is kept."""
+    return None if param is None else param.split(".")[0].split("[")[0][:64]
 
 
 def log_client_errors_as_one_line(logger_name: str = "ray.serve") -> None:

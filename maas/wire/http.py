@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
@@ -21,12 +22,17 @@ from maas.wire.errors import (
     PayloadTooLargeError,
     as_maas_error,
     error_body,
+    failure_text,
 )
 from maas.wire.metrics import MetricsRecorder
 
 logger = logging.getLogger(__name__)
 
 MODEL_SCOPE_KEY = "maas.model"
+ADMIN_PATHS = frozenset({"/metrics"})
+"""Operator routes: when the service has API keys, only an admin key (``maas keys add --admin``)
+reads them; other keys get a 403 (:class:`maas.wire.auth.AuthMiddleware`)."""
+ADMIN_ERROR = "The API key is not an admin key (`maas keys add --admin`); only when the service has keys."
 
 
 def error_response(exc: BaseException) -> Any:
@@ -35,9 +41,9 @@ def error_response(exc: BaseException) -> Any:
 
     error = as_maas_error(exc)
     if error.status_code in (503, 504):  # overload, restart, deadline: expected, no traceback
-        logger.warning("request refused: %s", error.message)
+        logger.warning("request refused: %s %s", int(error.status_code), error.code)
     elif error.status_code >= 500:
-        logger.error("request failed: %r", exc, exc_info=exc)
+        log_failure("request failed", exc)
     headers = {"x-maas-error-code": error.code or ""}
     if error.status_code == 503:
         headers["Retry-After"] = "1"
@@ -47,18 +53,41 @@ def error_response(exc: BaseException) -> Any:
     return JSONResponse(error_body(error), status_code=int(error.status_code), headers=headers)
 
 
+def log_failure(what: str, exc: BaseException) -> None:
+    """Log a server-side failure with its stack and type, not its message: an exception's text
+    may quote the request (a pydantic error quotes the input), and no client text is logged."""
+    logger.error("%s:\n%s", what, failure_text(exc))
+
+
 def validation_error(errors: list[dict[str, Any]]) -> InvalidRequestError:
-    """A 400 naming the first bad parameter of a FastAPI/pydantic validation failure."""
+    """A 400 naming the first bad parameter of a FastAPI/pydantic validation failure.
+
+    Of a union (``str | list[str]``) it reports the branch of the value's type (``input: List
+    should have at most 256 items``), not that the value is no string."""
     if not errors:
         return InvalidRequestError("The request is invalid.")
     first = errors[0]
     if first.get("type") == "json_invalid":
         return InvalidRequestError("The request body is not valid JSON.", code="invalid_json")
-    path = [str(part) for part in first.get("loc", ()) if part != "body"]
+    path = _error_path(first)
+    if path:
+        same_field = [e for e in errors if _error_path(e)[:1] == path[:1]]
+        first = next((e for e in same_field if not str(e.get("type", "")).endswith("_type")), first)
+        path = _error_path(first)
     param = path[0] if path else None
     where = ".".join(path)
     message = str(first.get("msg", "invalid value"))
     return InvalidRequestError(f"{where}: {message}" if where else message, param)
+
+
+_UNION_BRANCH = re.compile(r"^(str|int|float|bool|dict|list|none|[a-z-]+\[.*\])$")
+"""A union branch in a pydantic error's location (``str``, ``list[str]``, ``function-after[...]``)."""
+
+
+def _error_path(error: dict[str, Any]) -> list[str]:
+    """The parameter path of a validation error: ``body`` and union branch tags left out."""
+    return [str(part)[:64] for part in error.get("loc", ())  # a dict key is the client's: cut
+            if part != "body" and not (isinstance(part, str) and _UNION_BRANCH.match(part))]
 
 
 def http_error(status_code: int, detail: str) -> MaasError:
@@ -180,7 +209,10 @@ async def sse_events(items: AsyncIterator[BaseModel]) -> AsyncIterator[str]:
             yield f"{_event_line(item)}data: {item.model_dump_json(exclude_none=True)}\n\n"
     except Exception as exc:  # noqa: BLE001 - reported in-band, the status is already sent
         error = as_maas_error(exc)
-        logger.warning("stream failed: %r", exc)
+        if error.status_code >= 500 and error.status_code not in (503, 504):
+            log_failure("stream failed", exc)
+        else:
+            logger.warning("stream ended early: %s %s", int(error.status_code), error.code)
         yield f"data: {json.dumps(error_body(error))}\n\n"
     yield "data: [DONE]\n\n"
 
@@ -247,9 +279,11 @@ def _document_errors(path: str, method: str, operation: dict[str, Any]) -> None:
     if path == "/health":
         statuses = [503]
     elif method in ("get", "delete"):  # a bad query parameter, an unknown id
-        statuses = [400] * bool(operation.get("parameters")) + [401] + [404] * ("{" in path) + [429]
+        statuses = ([400] * bool(operation.get("parameters")) + [401] + [403] * (path in ADMIN_PATHS)
+                    + [404] * ("{" in path) + [429])
     else:
         statuses = list(ROUTE_ERRORS)
     for status in statuses:
-        responses[str(status)] = {"description": ROUTE_ERRORS[status], "content": {
+        description = ADMIN_ERROR if status == 403 and path in ADMIN_PATHS else ROUTE_ERRORS[status]
+        responses[str(status)] = {"description": description, "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}

@@ -22,7 +22,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from maas.config import StrictModel
-from maas.storage.files import write_atomic
+from maas.storage.files import locked, write_atomic
 from maas.wire.errors import AuthenticationError
 
 logger = logging.getLogger(__name__)
@@ -51,6 +51,8 @@ class ApiKey(StrictModel):
     requests_per_minute: int | None = Field(None, ge=1, description="Requests in any 60 s; absent: no cap.")
     tokens_per_minute: int | None = Field(None, ge=1, description="Tokens in any 60 s; absent: no cap.")
     revoked: bool = Field(False, description="A revoked key is refused (401).")
+    admin: bool = Field(False, description="May also read the operator routes (/metrics); "
+                        "other keys get 403 there.")
 
     @field_validator("sha256", mode="before")
     @classmethod
@@ -139,10 +141,15 @@ def read_key_file(path: str | Path) -> KeyFile:
 
 
 def write_key_file(path: str | Path, keys: KeyFile) -> None:
-    """Replace a key file atomically (temporary file + ``os.replace``), mode 0600."""
+    """Replace a key file atomically (temporary file + ``os.replace``), mode 0600; ``admin`` is
+    written only for admin keys."""
     path = Path(path)
+    data = keys.model_dump(exclude_none=True)
+    for key in data["keys"]:  # a file without admin keys stays readable by services that predate them
+        if not key["admin"]:
+            del key["admin"]
     text = "# maas API keys: SHA-256 digests of the secrets, never the secrets.\n" + yaml.safe_dump(
-        keys.model_dump(exclude_none=True), sort_keys=False)
+        data, sort_keys=False)
     write_atomic(path, text, mode=0o600)
 
 
@@ -230,18 +237,22 @@ class KeyStore:
 
 
 def add_key(path: str | Path, key_id: str, models: Iterable[str] | None = None,
-            rpm: int | None = None, tpm: int | None = None) -> str:
+            rpm: int | None = None, tpm: int | None = None, admin: bool = False) -> str:
     """Add a new key to the key file (created if missing); print its secret once and return it.
+
+    ``admin``: the key may also read the operator routes (``/metrics``). The file is read and
+    replaced under its lock (:func:`key_file_lock`): concurrent adds and revokes all land.
 
     The secret goes to stdout alone (so it can be captured); the note about it to stderr.
     """
-    keys = read_key_file(path) if Path(path).exists() else KeyFile()
-    if any(k.id == key_id for k in keys.keys):
-        raise KeyFileError(f"{path}: a key with id {key_id!r} already exists")
     secret, digest = new_key()
     key = _validated_key({"id": key_id, "sha256": digest, "models": list(models or []),
-                          "requests_per_minute": rpm, "tokens_per_minute": tpm})
-    write_key_file(path, KeyFile(keys=[*keys.keys, key]))
+                          "requests_per_minute": rpm, "tokens_per_minute": tpm, "admin": admin})
+    with locked(key_file_lock(path)):
+        keys = read_key_file(path) if Path(path).exists() else KeyFile()
+        if any(k.id == key_id for k in keys.keys):
+            raise KeyFileError(f"{path}: a key with id {key_id!r} already exists")
+        write_key_file(path, KeyFile(keys=[*keys.keys, key]))
     print(secret)
     print(f"[maas] API key {key_id!r} added to {path}. Store the secret above now: "
           "it is shown only this once.", file=sys.stderr)
@@ -249,14 +260,21 @@ def add_key(path: str | Path, key_id: str, models: Iterable[str] | None = None,
 
 
 def revoke_key(path: str | Path, key_id: str) -> ApiKey:
-    """Mark the key ``key_id`` revoked in the key file; returns the revoked key."""
-    keys = read_key_file(path)
-    known = [k.id for k in keys.keys]
-    if key_id not in known:
-        raise KeyFileError(f"{path}: no key with id {key_id!r} (known: {', '.join(known) or 'none'})")
-    updated = [k.model_copy(update={"revoked": True}) if k.id == key_id else k for k in keys.keys]
-    write_key_file(path, KeyFile(keys=updated))
+    """Mark the key ``key_id`` revoked in the key file (under its lock); returns the revoked key."""
+    with locked(key_file_lock(path)):
+        keys = read_key_file(path)
+        known = [k.id for k in keys.keys]
+        if key_id not in known:
+            raise KeyFileError(f"{path}: no key with id {key_id!r} (known: {', '.join(known) or 'none'})")
+        updated = [k.model_copy(update={"revoked": True}) if k.id == key_id else k for k in keys.keys]
+        write_key_file(path, KeyFile(keys=updated))
     return updated[known.index(key_id)]
+
+
+def key_file_lock(path: str | Path) -> Path:
+    """The lock file of a key file (beside it, hidden): held while the file is read and replaced."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.lock")
 
 
 def list_keys(path: str | Path) -> list[ApiKey]:
@@ -267,7 +285,7 @@ def list_keys(path: str | Path) -> list[ApiKey]:
 def format_keys(keys: Iterable[ApiKey]) -> str:
     """A plain-text table of keys for the command line (digests shortened)."""
     rows = [("ID", "STATUS", "RPM", "TPM", "SHA256", "MODELS")]
-    rows += [(k.id, "revoked" if k.revoked else "active", str(k.requests_per_minute or "-"),
+    rows += [(k.id, ("revoked" if k.revoked else "active") + (",admin" if k.admin else ""), str(k.requests_per_minute or "-"),
               str(k.tokens_per_minute or "-"), k.sha256[:12], ",".join(k.models) or "*") for k in keys]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)

@@ -17,13 +17,16 @@ from pydantic import Field, field_validator, model_validator
 
 from maas.wire.errors import InvalidRequestError
 from maas.wire.schemas import (
+    MAX_NAME_LENGTH,
     MAX_SEED,
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
     ChatMessage,
     FinishReason,
+    ModelName,
     RequestModel,
+    Texts,
     UsageInfo,
     WireModel,
     new_id,
@@ -40,8 +43,8 @@ if TYPE_CHECKING:
 class EntitiesRequest(RequestModel):
     """``POST /v1/pipelines/entities``: named entities of one text or a list of texts."""
 
-    model: str | None = Field(None, min_length=1, description="NER model; default: the first served.")
-    input: str | list[str] = Field(..., description="One text or a list of texts.")
+    model: ModelName | None = Field(None, description="NER model; default: the first served.")
+    input: str | Texts = Field(..., description="One text or a list of texts (at most 256).")
 
     @field_validator("input")
     @classmethod
@@ -97,7 +100,7 @@ LanguageName = str
 class TextTaskFields(RequestModel):
     """Fields shared by the prompt-template pipelines (summarize, translate) over a generator."""
 
-    model: str | None = Field(None, min_length=1, description="Generator; default: the first served.")
+    model: ModelName | None = Field(None, description="Generator; default: the first served.")
     input: str = Field(..., min_length=1, max_length=100_000, description="The text to work on.")
     max_tokens: int | None = Field(
         None, ge=1, description="Most tokens to generate; default: derived from the task's size."
@@ -168,10 +171,10 @@ class AnalyzeRequest(RequestModel):
     """
 
     input: str = Field(..., min_length=1, max_length=100_000, description="The text to analyze.")
-    sentiment_model: str | None = Field("sentiment", min_length=1, description="Classifier for sentiment.")
-    topic_model: str | None = Field("topic", min_length=1, description="Classifier for the topic.")
-    ner_model: str | None = Field(None, min_length=1, description="NER pipeline; default: the first served.")
-    summary_model: str | None = Field(None, min_length=1, description="Generator; default: the first served.")
+    sentiment_model: ModelName | None = Field("sentiment", description="Classifier for sentiment.")
+    topic_model: ModelName | None = Field("topic", description="Classifier for the topic.")
+    ner_model: ModelName | None = Field(None, description="NER pipeline; default: the first served.")
+    summary_model: ModelName | None = Field(None, description="Generator; default: the first served.")
     summary_max_words: int = Field(25, ge=1, le=100, description="Longest summary, in words.")
 
     def chosen(self, field: str, default: str | None) -> str | None:
@@ -236,11 +239,12 @@ class ModeratedChatRequest(ChatCompletionRequest):
     defaults to the first served generator.
     """
 
-    model: str | None = Field(  # type: ignore[assignment] - optional here, unlike plain chat
-        None, min_length=1, description="Generator; default: the first served."
+    model: ModelName | None = Field(  # type: ignore[assignment] - optional here, unlike plain chat
+        None, description="Generator; default: the first served."
     )
-    moderation_model: str = Field("sentiment", min_length=1, description="Classifier of the user's message.")
-    negative_label: str = Field("negative", min_length=1, description="The label that means negative.")
+    moderation_model: ModelName = Field("sentiment", description="Classifier of the user's message.")
+    negative_label: str = Field("negative", min_length=1, max_length=MAX_NAME_LENGTH,
+                                description="The label that means negative.")
     negative_threshold: float = Field(
         0.5, ge=0, le=1, description="De-escalate when P(negative_label) is above this."
     )

@@ -6,11 +6,21 @@ Responses are not stored: ``store`` is answered ``false``, and ``previous_respon
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
-from maas.wire.schemas import RequestModel, ResponseFormat, WireModel, new_id, now
+from maas.wire.schemas import (
+    MAX_MESSAGES,
+    Metadata,
+    ModelName,
+    RequestModel,
+    ResponseFormat,
+    UserId,
+    WireModel,
+    new_id,
+    now,
+)
 
 Role = Literal["system", "developer", "user", "assistant"]
 
@@ -55,8 +65,9 @@ class TextConfig(RequestModel):
 class ResponsesRequest(RequestModel):
     """``POST /v1/responses``."""
 
-    model: str = Field(..., min_length=1)
-    input: str | list[InputMessage] = Field(..., description="A text, or messages.")
+    model: ModelName
+    input: str | Annotated[list[InputMessage], Field(max_length=MAX_MESSAGES)] = Field(
+        ..., description=f"A text, or up to {MAX_MESSAGES} messages ({MAX_MESSAGES - 1} with `instructions`).")
     instructions: str | None = Field(None, description="A system message put first.")
     max_output_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
@@ -64,8 +75,8 @@ class ResponsesRequest(RequestModel):
     stream: bool = False
     text: TextConfig | None = None
     store: bool | None = Field(None, description="Accepted; responses are never stored.")
-    metadata: dict[str, str] | None = None
-    user: str | None = Field(None, max_length=256)
+    metadata: Metadata | None = None
+    user: UserId | None = None
     previous_response_id: str | None = Field(None, description="Not supported (no stored responses).")
     background: bool | None = Field(None, description="Not supported.")
     tools: list[dict[str, Any]] | None = Field(None, description="Not supported here: use chat.")

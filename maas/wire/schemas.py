@@ -13,11 +13,30 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from maas.config import MAX_INPUTS_PER_REQUEST
+
 MAX_STOP_SEQUENCES = 4
 MAX_STOP_LENGTH = 256
 MAX_SEED = 2**63 - 1024
 """The largest int64 a JSON schema states exactly (as a double): clients that read the schema's
 maximum as a number never send a seed the service refuses."""
+MAX_MESSAGES = 1000
+"""The most messages of one chat (or Responses) request."""
+MAX_NAME_LENGTH = 256
+"""The longest model name, ``user`` or other client identifier a request may send: client strings
+are bounded before anything looks them up, counts them or keeps them."""
+
+ModelName = Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH)]
+"""A model's id, as ``/v1/models`` lists it (or a pinned version, ``sentiment/v2``)."""
+UserId = Annotated[str, Field(max_length=MAX_NAME_LENGTH)]
+"""OpenAI's ``user``: an end-user id, accepted and never stored or logged."""
+Metadata = Annotated[
+    dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]],
+    Field(max_length=16, description="Up to 16 pairs: keys up to 64 characters, values up to 512."),
+]
+"""OpenAI's ``metadata`` limits."""
+Texts = Annotated[list[str], Field(max_length=MAX_INPUTS_PER_REQUEST)]
+"""A list of texts for an encoder, classifier or NER model: at most what one request may send."""
 
 
 def new_id(prefix: str) -> str:
@@ -93,7 +112,7 @@ class SamplingFields(RequestModel):
     ignore_eos: bool = Field(False, description="vLLM: keep generating past EOS (benchmarks).")
     stream: bool = Field(False, description="Stream the answer as server-sent events.")
     stream_options: StreamOptions | None = Field(None, description="Streaming options.")
-    user: str | None = Field(None, max_length=256, description="End-user id (logged only).")
+    user: UserId | None = Field(None, description="End-user id (accepted, not used).")
 
     @field_validator("stop")
     @classmethod
@@ -268,8 +287,8 @@ class ResponseFormat(RequestModel):
 class ChatCompletionRequest(SamplingFields):
     """``POST /v1/chat/completions``."""
 
-    model: str = Field(..., min_length=1)
-    messages: list[ChatMessage] = Field(..., min_length=1, max_length=1000)
+    model: ModelName
+    messages: list[ChatMessage] = Field(..., min_length=1, max_length=MAX_MESSAGES)
     max_completion_tokens: int | None = Field(None, ge=1, description="Alias of max_tokens.")
     logprobs: bool = Field(False, description="Return log probabilities of output tokens.")
     top_logprobs: int | None = Field(None, ge=0, le=20, description="Alternatives per token.")
@@ -407,7 +426,7 @@ class ChatCompletionChunk(WireModel):
 class CompletionRequest(SamplingFields):
     """``POST /v1/completions``."""
 
-    model: str = Field(..., min_length=1)
+    model: ModelName
     prompt: str | list[str] | list[int] | list[list[int]] = Field(
         ..., description="Text, texts, token ids, or lists of token ids."
     )
@@ -472,11 +491,12 @@ class CompletionResponse(WireModel):
 class EmbeddingRequest(RequestModel):
     """``POST /v1/embeddings``."""
 
-    model: str = Field(..., min_length=1)
-    input: str | list[str] | list[int] | list[list[int]] = Field(..., description="Texts or ids.")
+    model: ModelName
+    input: str | Texts | list[int] | Annotated[list[list[int]], Field(max_length=MAX_INPUTS_PER_REQUEST)] = Field(
+        ..., description=f"A text, texts, token ids or lists of them (at most {MAX_INPUTS_PER_REQUEST} inputs).")
     encoding_format: Literal["float", "base64"] = Field("float")
     dimensions: int | None = Field(None, description="Not supported; must be empty.")
-    user: str | None = Field(None, max_length=256)
+    user: UserId | None = None
 
     @field_validator("input")
     @classmethod
@@ -505,8 +525,8 @@ class EmbeddingResponse(WireModel):
 class ClassifyRequest(RequestModel):
     """``POST /v1/classify`` (vLLM's shape)."""
 
-    model: str = Field(..., min_length=1)
-    input: str | list[str] = Field(..., description="One text or a list of texts.")
+    model: ModelName
+    input: str | Texts = Field(..., description=f"One text or a list of up to {MAX_INPUTS_PER_REQUEST}.")
 
     @field_validator("input")
     @classmethod
@@ -543,9 +563,9 @@ class ClassifyResponse(WireModel):
 class TokenizeRequest(RequestModel):
     """``POST /v1/tokenize`` (vLLM's shape): a prompt, or chat messages."""
 
-    model: str = Field(..., min_length=1)
+    model: ModelName
     prompt: str | None = None
-    messages: list[ChatMessage] | None = Field(None, min_length=1, max_length=1000)
+    messages: list[ChatMessage] | None = Field(None, min_length=1, max_length=MAX_MESSAGES)
     add_special_tokens: bool | None = Field(
         None, description="Default: true for a prompt, false for messages."
     )
@@ -574,7 +594,7 @@ class TokenizeResponse(WireModel):
 class DetokenizeRequest(RequestModel):
     """``POST /v1/detokenize`` (vLLM's shape)."""
 
-    model: str = Field(..., min_length=1)
+    model: ModelName
     tokens: list[Annotated[int, Field(ge=0)]] = Field(..., max_length=1_000_000)
 
 

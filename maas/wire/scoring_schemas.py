@@ -9,10 +9,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from maas.wire.schemas import RequestModel, UsageInfo, WireModel, new_id, now
+from maas.config import MAX_INPUTS_PER_REQUEST
+from maas.wire.schemas import ModelName, RequestModel, UsageInfo, WireModel, new_id, now
 
-MAX_SCORED_TEXTS = 1000
-"""The most texts on either side of one score or rerank request."""
+MAX_SCORED_TEXTS = MAX_INPUTS_PER_REQUEST // 2
+"""The most texts on either side of one score request: two lists of it pairwise are as many texts
+as one request may send to the encoder (:data:`maas.config.MAX_INPUTS_PER_REQUEST`)."""
+MAX_RERANKED_DOCUMENTS = MAX_INPUTS_PER_REQUEST - 1
+"""The most documents of one rerank request: with the query, as many texts as the encoder takes."""
 
 Text = Annotated[str, Field(max_length=100_000)]
 Texts = Text | Annotated[list[Text], Field(min_length=1, max_length=MAX_SCORED_TEXTS)]
@@ -24,7 +28,7 @@ class ScoreRequest(RequestModel):
     The sides are named ``text_1``/``text_2`` (vLLM's first names) or ``queries``/``documents``.
     """
 
-    model: str = Field(..., min_length=1)
+    model: ModelName
     text_1: Texts | None = Field(None, description="One text, or a list paired with `text_2`.")
     text_2: Texts | None = Field(None, description="One text or a list.")
     queries: Texts | None = Field(None, description="Another name for `text_1`.")
@@ -63,9 +67,9 @@ class ScoreResponse(WireModel):
 class RerankRequest(RequestModel):
     """``POST /v1/rerank`` (vLLM), ``/v2/rerank`` (Cohere, Jina): documents ranked by a query."""
 
-    model: str = Field(..., min_length=1)
+    model: ModelName
     query: Text
-    documents: list[Text | dict[str, Any]] = Field(..., min_length=1, max_length=MAX_SCORED_TEXTS,
+    documents: list[Text | dict[str, Any]] = Field(..., min_length=1, max_length=MAX_RERANKED_DOCUMENTS,
                                                    description="Texts, or objects with `text`.")
     top_n: int | None = Field(None, ge=0, description="Keep the best n (0 or absent: all).")
     return_documents: bool = Field(True, description="Include each document's text (Cohere).")

@@ -31,6 +31,7 @@ from typing import Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 from maas.storage.embedded import package_dir
+from maas.storage.files import jsonl_lines
 
 TaskName = Literal["sentiment", "topic"]
 Example = tuple[str, str]
@@ -132,7 +133,7 @@ def _read_rows(path: Path) -> list[dict[str, object]]:
                          unit=" rows", leave=False))
     if path.suffix.lower() in (".jsonl", ".ndjson"):
         rows = []
-        for number, line in enumerate(tqdm(text.splitlines(), desc=f"reading {path.name}",
+        for number, line in enumerate(tqdm(jsonl_lines(text), desc=f"reading {path.name}",
                                            unit=" rows", leave=False), start=1):
             if line.strip():
                 row = _json_row(line, path, number)

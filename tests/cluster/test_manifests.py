@@ -2,6 +2,8 @@
 
 * both Serve profiles validate as maas configs and as Ray Serve configs, and serve the same models;
 * the KubeRay manifest carries exactly cluster/maas-gpu.yaml as ``serveConfigV2``;
+* a profile that listens beyond loopback reads API keys, from a file that every node has (the
+  KubeRay pods mount the Secret there; the launcher syncs it);
 * the cluster launcher config validates against the schema shipped with Ray;
 * every metric the Grafana dashboard queries exists (maas's own, or one that Ray emits).
 """
@@ -18,6 +20,7 @@ import yaml
 
 from maas.config import AppConfig, load_app_config
 from maas.deploy import serve_config
+from maas.exposure import check_deploy_exposure
 from maas.wire.metrics import DEFINITIONS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -168,3 +171,24 @@ def test_the_commented_multi_gpu_generator_is_a_valid_config_in_both_files() -> 
     config = GeneratorModelConfig.model_validate(yaml.safe_load(text)[0])
     bundles = config.serve_options()["placement_group_bundles"]
     assert config.num_devices == len(bundles) == 2 and all(b["GPU"] == 1 for b in bundles)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_profiles_pass_the_exposure_check_of_maas_deploy(profile: str) -> None:
+    check_deploy_exposure(CLUSTER / profile, forced=False)  # 0.0.0.0 only with API keys
+
+
+def test_every_node_has_the_api_key_file_of_the_gpu_profile() -> None:
+    keys = Path(_gpu().ingress.api_keys_file or "")
+    assert keys.is_absolute(), "the GPU profile listens on 0.0.0.0: it needs ingress.api_keys_file"
+    cluster = _yaml("kuberay-rayservice.yaml")["spec"]["rayClusterConfig"]
+    for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
+        pod = group["template"]["spec"]
+        secrets = {v["name"]: v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
+        for container in pod["containers"]:
+            mounts = {m["mountPath"]: m for m in container.get("volumeMounts", [])}
+            mount = mounts.get(str(keys.parent))
+            assert mount and mount.get("readOnly") and secrets.get(mount["name"]) == "maas-api-keys"
+    launcher = _yaml("ray-cluster.yaml")["file_mounts"]
+    home = Path("/home/ray")  # the image's user, in both the launcher's and KubeRay's containers
+    assert "~/" + str(keys.parent.relative_to(home)) in launcher

@@ -1,5 +1,6 @@
-"""API keys over real HTTP: 401 without a good key, 403 for another model, 429 with Retry-After
-over the rate limit, revocation without a restart; /health and the playground stay open."""
+"""API keys over real HTTP: 401 without a good key, 403 for another model (and for /metrics without
+an admin key), 429 with Retry-After over the rate limit, revocation without a restart; /health and
+the playground stay open."""
 
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]
         "carol": key_file.add_key(path, "carol", [MODEL], tpm=40),
         "dave": key_file.add_key(path, "dave", ["some-other-model"]),
         "erin": key_file.add_key(path, "erin", [ENCODER], rpm=1000, tpm=1_000_000),
+        "ops": key_file.add_key(path, "ops", admin=True),
     }
     return path, secrets
 
@@ -115,6 +117,14 @@ def test_keys_guard_every_route_but_health(secured: str, keys: tuple[Path, dict[
     card = httpx.get(f"{secured}/v1/models/{MODEL}", headers=bearer(secrets["carol"]), timeout=30)
     assert card.status_code == 200 and card.json()["id"] == MODEL, card.text
     assert httpx.get(f"{secured}/v1/models/{MODEL}", timeout=30).status_code == 401
+
+
+def test_metrics_need_an_admin_key(secured: str, keys: tuple[Path, dict[str, str]]) -> None:
+    _, secrets = keys
+    refused = httpx.get(f"{secured}/metrics", headers=bearer(secrets["erin"]), timeout=30)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "admin_key_required", refused.text
+    metrics = httpx.get(f"{secured}/metrics", headers=bearer(secrets["ops"]), timeout=30)
+    assert metrics.status_code == 200 and "maas_requests" in metrics.text
 
 
 def test_rate_limit_and_revocation(secured: str, keys: tuple[Path, dict[str, str]]) -> None:

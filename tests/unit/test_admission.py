@@ -14,9 +14,10 @@ from pydantic import BaseModel
 
 from deployments.routes import build_app
 from maas.config import IngressConfig
-from maas.wire.admission import ADMITTED, Answer, admitted
+from maas.wire.admission import ADMITTED, UNKNOWN_MODEL, Answer, admitted, metric_model
 from maas.wire.auth import KeyAuth
 from maas.wire.errors import PermissionDeniedError
+from maas.wire.http import MODEL_SCOPE_KEY
 from maas.wire.key_file import ApiKey
 from maas.wire.schemas import UsageInfo
 
@@ -72,11 +73,15 @@ class Ingress:
     def models_used(self, body: Any, key_id: str | None) -> list[str]:
         return self.models
 
+    def served_models(self) -> frozenset[str]:
+        return frozenset({"chat", "sentiment"})
 
-def run(models: list[str], answer: Any, allowed: list[str]) -> tuple[Any, list[int]]:
+
+def run(models: list[str], answer: Any, allowed: list[str] | None) -> tuple[Any, list[int]]:
     auth = Charges()
     route = admitted(_returning(answer))
-    result = asyncio.run(route(None, Request(key(allowed), Ingress(models, answer), auth)))
+    result = asyncio.run(route(None, Request(key(allowed) if allowed is not None else None,
+                                             Ingress(models, answer), auth)))
     if hasattr(result, "body_iterator"):
         asyncio.run(_drain(result.body_iterator))
     return result, auth.charged
@@ -99,6 +104,17 @@ def test_every_model_an_operation_uses_must_be_allowed() -> None:
     with pytest.raises(PermissionDeniedError, match="sentiment"):  # a default model too
         run(["chat", "sentiment"], answer, ["chat"])
     assert run(["sentiment/v1"], answer, ["sentiment"])[1] == [7]  # a pinned version
+
+
+@pytest.mark.parametrize("named, label", [
+    ("chat", "chat"), ("sentiment/v3", "sentiment"), ("sentiment/v99999", "sentiment"),
+    ("nope", UNKNOWN_MODEL), ("x" * 256, UNKNOWN_MODEL), ("nope/chat", UNKNOWN_MODEL)])
+def test_metrics_label_a_request_with_a_served_model_or_unknown(named: str, label: str) -> None:
+    """The metrics actor keeps every label set forever: a client's string is never a label."""
+    request = Request(None, Ingress([named], None), Charges())
+    asyncio.run(admitted(_returning(None))(None, request))
+    assert request.scope[MODEL_SCOPE_KEY] == label
+    assert metric_model(named, ["chat", "sentiment"]) == label
 
 
 def test_streams_are_charged_when_they_end() -> None:

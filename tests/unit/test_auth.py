@@ -190,7 +190,7 @@ def test_cli_helpers_write_atomically_with_mode_0600(tmp_path: Path,
     assert out == secret + "\n" and "only this once" in err
     assert secret not in path.read_text()
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert os.listdir(tmp_path) == ["keys.yaml"]  # no temporary file left behind
+    assert sorted(os.listdir(tmp_path)) == [".keys.yaml.lock", "keys.yaml"]  # no temporary file left
 
     with pytest.raises(KeyFileError, match="already exists"):
         add_key(path, "team-a")
@@ -203,6 +203,22 @@ def test_cli_helpers_write_atomically_with_mode_0600(tmp_path: Path,
     assert (listed.id, listed.models, listed.requests_per_minute, listed.tokens_per_minute,
             listed.revoked) == ("team-a", ["m1"], 5, 1000, True)
     assert "team-a" in format_keys([listed]) and "revoked" in format_keys([listed])
+
+
+def test_maas_keys_add_admin_stores_an_operator_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from maas.cli import build_parser
+
+    path = tmp_path / "keys.yaml"
+    for argv in (["keys", "add", "--file", str(path), "--id", "ops", "--admin"],
+                 ["keys", "add", "--file", str(path), "--id", "team-a"]):
+        args = build_parser().parse_args(argv)
+        assert args.func(args) == 0
+    assert [(k.id, k.admin) for k in list_keys(path)] == [("ops", True), ("team-a", False)]
+    assert path.read_text().count("admin") == 1  # left out of the other keys
+    args = build_parser().parse_args(["keys", "list", "--file", str(path)])
+    capsys.readouterr()
+    args.func(args)
+    assert "active,admin" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------------------- rate limits

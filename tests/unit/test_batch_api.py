@@ -101,3 +101,21 @@ def test_results_are_appended_once_and_split_into_output_and_errors_in_input_ord
     output, errors = rules.output_files(lines, store.results(batch.id))
     assert [json.loads(x)["custom_id"] for x in output.splitlines()] == ["b", "c"]
     assert [json.loads(x)["custom_id"] for x in errors.splitlines()] == ["a"]
+
+
+def test_a_line_holding_a_unicode_line_separator_is_one_request() -> None:
+    content = line("a\u2028b\u0085c\x1cd") + "\r\n" + line("e")  # unescaped U+2028, NEL, FS
+    lines = rules.read_batch_input(content.encode(), CHAT)
+    assert [x.custom_id for x in lines] == ["a\u2028b\u0085c\x1cd", "e"]
+
+
+@pytest.mark.parametrize("torn", ["é".encode()[:1], "日本".encode()[:4], b'{"custom_id": "b", "respo\xe6\x97'])
+def test_a_last_line_torn_inside_a_character_is_skipped_and_repaired(tmp_path: Path, torn: bytes) -> None:
+    store = BatchStore(tmp_path)
+    batch = store.create(BatchObject(endpoint=CHAT, input_file_id="file-x"), owner=None)
+    store.append_result(batch.id, rules.answered("ação", 200, {"id": "1", "text": "日本語"}))
+    with open(tmp_path / "jobs" / batch.id / "results.jsonl", "ab") as out:
+        out.write(torn)  # a crash in the middle of a multi-byte UTF-8 character
+    assert store.done_ids(batch.id) == {"ação": False}
+    store.append_result(batch.id, rules.answered("b", 200, {"id": "2"}))  # the run resumes
+    assert store.done_ids(batch.id) == {"ação": False, "b": False}
