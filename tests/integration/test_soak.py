@@ -1,7 +1,8 @@
 """Mixed load and a memory soak on the main application (nothing is killed here).
 
 16 concurrent clients send a mix of chat (at most 16 tokens), classify, embeddings and tokenize
-requests in a bounded loop for ``MAAS_SOAK_S`` seconds (default 300, the issue's 5-minute soak).
+requests in a bounded loop for ``MAAS_SOAK_S`` seconds: 120 by default (what ``make test`` runs:
+the first 60 s window and four memory samples), ``make soak`` runs the 25-minute soak.
 What is shown:
 
 * no request is lost (every request sent gets a response, none times out) and none gets a 5xx;
@@ -34,7 +35,7 @@ from tests.conftest import CLASSIFIER, ENCODER, GENERATOR
 pytestmark = pytest.mark.integration
 
 APP = "maas"  # the session's main application (tests/conftest.py)
-SOAK_S = float(os.environ.get("MAAS_SOAK_S", "300"))
+SOAK_S = float(os.environ.get("MAAS_SOAK_S", "120"))
 FIRST_WINDOW_S = 60.0
 WARMUP_S = min(20.0, SOAK_S / 4)
 """Load before the first memory sample: lazily built caches and allocator pools fill up first."""
