@@ -36,6 +36,7 @@ from maas.endpoints.tools import template_tools
 from maas.engines.tokenizer import TokenizerSpec
 from maas.engines.translation import Translation
 from maas.local_tokenizer import InProcessTokenizer
+from maas.preparation import PreparationPool
 from maas.storage.batch_store import BatchStore, FileStore
 from maas.storage.registry import ModelRegistry
 from maas.storage.served_adapters import ServedAdapters, adapter_card_fields
@@ -114,6 +115,7 @@ class MaasIngress:
             check_json_schema('{"type": "object"}')
         self.tokenizer = InProcessTokenizer(  # chat_ids/prompt_ids here: no Ray hop before the engine
             tokenizer, [TokenizerSpec(g.name, g.path, g.max_model_len) for g in config.generators])
+        self.preparation = PreparationPool()  # templating, tokenizing, schemas: off the event loop
         self.generators = generators
         self.classifier = classifier
         self.encoder = encoder
@@ -150,12 +152,13 @@ class MaasIngress:
         self.key_auth = app.state.key_auth
         return app
 
-    def models_used(self, body: Any, key_id: str | None = None) -> list[str]:
-        """The models an operation will use, defaults resolved: what its API key must allow."""
+    async def models_used(self, body: Any, key_id: str | None = None) -> list[str]:
+        """The models an operation will use, defaults resolved: what its API key must allow.
+        A batch's are those of its input file, read (once, off the event loop) here."""
         if isinstance(body, PipelineRequest):
             return self.pipelines.models_of(body)
         if isinstance(body, BatchCreateRequest):
-            return self.batch_api.models_of(body, key_id)
+            return await self.preparation.run(self.batch_api.models_of, body, key_id)
         return [body.model]
 
     def _start_batch_runner(self, batch: BatchObject) -> None:
@@ -173,8 +176,9 @@ class MaasIngress:
         """A file's bytes: a batch input, or a batch's output or error file."""
         return self.batch_api.content(file_id, owner)
 
-    def create_batch(self, request: BatchCreateRequest, owner: str | None = None) -> BatchObject:
+    async def create_batch(self, request: BatchCreateRequest, owner: str | None = None) -> BatchObject:
         """Start a batch of the requests of an uploaded file (checked line by line first)."""
+        await self.preparation.run(self.batch_api.input_lines, request, owner)  # read once, off the loop
         served = {"/v1/chat/completions": set(self.generator_configs),
                   "/v1/completions": set(self.generator_configs), "/v1/embeddings": set(self.encoder_models)}
         return self.batch_api.create(request, owner, served)
@@ -197,7 +201,7 @@ class MaasIngress:
             scope = SimpleNamespace(scope={KEY_SCOPE_KEY: key} if key else {}, state=SimpleNamespace())
             if key is not None:
                 await self.key_auth.check_request(key)
-            admit_models(scope, self.models_used(request))
+            admit_models(scope, await self.models_used(request))
             operation = {"/v1/chat/completions": self.chat, "/v1/completions": self.completions,
                          "/v1/embeddings": self.embeddings}[url]
             result = await operation(request)
@@ -428,18 +432,30 @@ class MaasIngress:
         return self.encoder
 
     async def _prepare_chat(self, request: ChatCompletionRequest) -> tuple[list[int], GenerationParams]:
+        """The prompt's ids and the engine parameters: the model checked here (a 404 needs no
+        thread), the rules, template, tokens and schemas in the preparation pool."""
         config = self._generator_config(request.model)
-        chat_rules.reject_unsupported(request)
-        ids = await self.tokenizer.chat_ids.remote(config.name, request.messages, template_tools(request))
-        return ids, chat_rules.chat_params(request, len(ids), config)
+        return await self.preparation.run(self._chat_inputs, request, config)
 
     async def _prepare_completion(self, request: CompletionRequest) -> tuple[list[list[int]], GenerationParams]:
         config = self._generator_config(request.model)
+        return await self.preparation.run(self._completion_inputs, request, config)
+
+    def _chat_inputs(self, request: ChatCompletionRequest,
+                     config: GeneratorModelConfig) -> tuple[list[int], GenerationParams]:
+        """Runs in the preparation pool (CPU-heavy: tool schemas, chat template, tokenizer)."""
+        chat_rules.reject_unsupported(request)
+        ids = self.tokenizer.prompts.chat_ids(config.name, request.messages, template_tools(request))
+        return ids, chat_rules.chat_params(request, len(ids), config)
+
+    def _completion_inputs(self, request: CompletionRequest,
+                           config: GeneratorModelConfig) -> tuple[list[list[int]], GenerationParams]:
+        """Runs in the preparation pool (CPU-heavy: tokenizer, ``response_format`` schema)."""
         completion_rules.reject_unsupported(request)
-        prompts = await asyncio.gather(*(self.tokenizer.prompt_ids.remote(config.name, p)
-                                         for p in completion_rules.completion_prompts(request.prompt)))
+        prompts = [self.tokenizer.prompts.prompt_ids(config.name, p)
+                   for p in completion_rules.completion_prompts(request.prompt)]
         longest = max(len(ids) for ids in prompts)
-        return list(prompts), completion_rules.completion_params(request, longest, config)
+        return prompts, completion_rules.completion_params(request, longest, config)
 
     def _stream(self, model: str, ids: list[int], params: GenerationParams) -> DeploymentResponseGenerator:
         return self._generator_route(model)[0].options(stream=True).generate_stream.remote(ids, params)

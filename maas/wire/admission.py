@@ -70,7 +70,7 @@ def admitted(route: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[An
     """The decorator of every model route ``route(body, request)`` of the app.
 
     The app (``request.app.state``) holds the ``ingress`` and the ``key_auth``. Before the route:
-    ``ingress.models_used(body)`` are admitted (:func:`admit_models`). After it: a wire model's
+    ``await ingress.models_used(body, key_id)`` are admitted (:func:`admit_models`). After it: a wire model's
     ``usage`` is charged to the key; an :class:`Answer` whose content is an async iterator
     becomes server-sent events whose usage is charged when the stream ends.
     """
@@ -79,7 +79,7 @@ def admitted(route: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[An
     async def admitted_route(body: Any, request: Any) -> Any:
         state = request.app.state
         key = request_key(request)
-        admit_models(request, state.ingress.models_used(body, key.id if key else None))
+        admit_models(request, await state.ingress.models_used(body, key.id if key else None))
         result = await route(body, request)
         return _respond(request, state.key_auth, result)
 

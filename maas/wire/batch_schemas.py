@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from maas.wire.schemas import RequestModel, WireModel, new_id, now
 
@@ -44,6 +44,8 @@ class BatchCreateRequest(RequestModel):
     endpoint: Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
     completion_window: Literal["24h"] = "24h"
     metadata: dict[str, str] | None = Field(None, description="Up to 16 pairs, kept with the batch.")
+    _input_lines: list[BatchRequestLine] | None = PrivateAttr(None)
+    """The input file's lines once the Batch API has read them (not part of the wire body)."""
 
 
 class BatchRequestCounts(WireModel):
