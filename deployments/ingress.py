@@ -52,6 +52,7 @@ from maas.wire.errors import (
     error_body,
     log_client_errors_as_one_line,
 )
+from maas.wire.metering import current_meter, cut_off_charged, metered
 from maas.wire.pipeline_schemas import (
     AnalyzeRequest,
     AnalyzeResponse,
@@ -229,7 +230,8 @@ class MaasIngress:
         """A whole chat completion (``stream`` is ignored; see :meth:`chat_stream`)."""
         ids, params = await self._prepare_chat(request)
         handle, served = self._generator_route(request.model)
-        result: GenerationResult = await result_of(handle.generate.remote(ids, params))
+        result: GenerationResult = await cut_off_charged(
+            result_of(handle.generate.remote(ids, params)), len(ids) + params.n * params.max_tokens)
         return chat_response(served, result)
 
     async def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
@@ -241,7 +243,8 @@ class MaasIngress:
         """A whole text completion for one or more prompts."""
         prompts, params = await self._prepare_completion(request)
         handle, served = self._generator_route(request.model)
-        results = await results_of([handle.generate.remote(ids, params) for ids in prompts])
+        most = sum(len(ids) + params.n * params.max_tokens for ids in prompts)
+        results = await cut_off_charged(results_of([handle.generate.remote(ids, params) for ids in prompts]), most)
         response = completion_response(served, results, params.n)
         return with_echo(response, results, request, completion_rules.completion_prompts(request.prompt))
 
@@ -463,13 +466,15 @@ class MaasIngress:
     async def _chat_chunks(self, request: ChatCompletionRequest, ids: list[int],
                            params: GenerationParams) -> AsyncIterator[ChatCompletionChunk]:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
-        return chat_chunks(new_id("chatcmpl"), now(), request.model,
-                           await open_stream(self._stream(request.model, ids, params)), include_usage)
+        results = metered(await open_stream(self._stream(request.model, ids, params)), current_meter())
+        return chat_chunks(new_id("chatcmpl"), now(), request.model, results, include_usage)
 
     async def _completion_chunks(self, request: CompletionRequest, prompts: list[list[int]],
                                  params: GenerationParams) -> AsyncIterator[CompletionResponse]:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
-        streams = await open_streams([self._stream(request.model, ids, params) for ids in prompts])
+        meter = current_meter()
+        opened = await open_streams([self._stream(request.model, ids, params) for ids in prompts])
+        streams = [metered(stream, meter) for stream in opened]
         return completion_chunks(new_id("cmpl"), now(), request.model, streams, params.n,
                                  include_usage)
 
