@@ -435,13 +435,16 @@ class MaasIngress:
         return self.encoder
 
     async def _prepare_chat(self, request: ChatCompletionRequest) -> tuple[list[int], GenerationParams]:
-        """The prompt's ids and the engine parameters: the model checked here (a 404 needs no
-        thread), the rules, template, tokens and schemas in the preparation pool."""
+        """The prompt's ids and the engine parameters: the model and the prompt's length checked
+        here (cheap), the rules, template, tokens and schemas in the preparation pool."""
         config = self._generator_config(request.model)
+        self.tokenizer.prompts.check_size(config.name, [m.text() for m in request.messages], "messages")
         return await self.preparation.run(self._chat_inputs, request, config)
 
     async def _prepare_completion(self, request: CompletionRequest) -> tuple[list[list[int]], GenerationParams]:
         config = self._generator_config(request.model)
+        texts = [p for p in completion_rules.completion_prompts(request.prompt) if isinstance(p, str)]
+        self.tokenizer.prompts.check_size(config.name, texts, "prompt")
         return await self.preparation.run(self._completion_inputs, request, config)
 
     def _chat_inputs(self, request: ChatCompletionRequest,

@@ -15,9 +15,11 @@ from deployments.routes import build_app
 from maas.config import GeneratorModelConfig, IngressConfig
 from maas.preparation import PreparationPool
 from maas.wire import key_file
+from maas.wire.errors import ContextLengthExceededError
 from maas.wire.schemas import GenerationChunk, GenerationParams, GenerationResult
 
 PROMPT_TOKENS = 5
+MAX_CHARS = 1000
 
 
 class Prompts:
@@ -28,6 +30,10 @@ class Prompts:
         self.gate = threading.Event()
         self.released: list[bool] = []
         self.threads: list[str] = []
+
+    def check_size(self, model: str, texts: list[str], param: str) -> None:
+        if sum(map(len, texts)) > MAX_CHARS:
+            raise ContextLengthExceededError("far too long", param)
 
     def chat_ids(self, model: str, messages: list[Any], tools: Any = None) -> list[int]:
         return self._ids(model)

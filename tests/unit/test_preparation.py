@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from maas.wire.errors import ModelNotFoundError
+from maas.wire.errors import ContextLengthExceededError, ModelNotFoundError
 from maas.wire.schemas import ChatCompletionRequest
-from tests.unit.ingress_fakes import Generator, Prompts, app, chat, ingress
+from tests.unit.ingress_fakes import MAX_CHARS, Generator, Prompts, app, chat, ingress
 
 
 def test_a_slow_preparation_does_not_delay_another_answer(tmp_path: Path) -> None:
@@ -35,14 +35,18 @@ def test_a_slow_preparation_does_not_delay_another_answer(tmp_path: Path) -> Non
     assert all(name.startswith("maas-prepare") for name in prompts.threads)
 
 
-def test_an_unknown_model_is_refused_before_a_thread_is_used() -> None:
+def test_an_unknown_model_or_a_far_too_long_prompt_is_refused_before_a_thread_is_used() -> None:
     prompts = Prompts()
     served = ingress({"gen": Generator()}, prompts)
-    request = ChatCompletionRequest.model_validate(chat("nope", stream=False))
+    unknown = ChatCompletionRequest.model_validate(chat("nope", stream=False))
+    long = ChatCompletionRequest.model_validate(
+        {**chat("gen", stream=False), "messages": [{"role": "user", "content": "x" * (MAX_CHARS + 1)}]})
 
     async def main() -> None:
         with pytest.raises(ModelNotFoundError):
-            await served.open_chat_stream(request)
+            await served.open_chat_stream(unknown)
+        with pytest.raises(ContextLengthExceededError):
+            await served.chat(long)
 
     asyncio.run(main())
     assert prompts.threads == [] and served.preparation.executor._threads == set()
