@@ -38,6 +38,3 @@ class PreparationPool:
     async def run(self, work: Callable[..., T], *args: Any) -> T:
         """``work(*args)`` in the pool; its exception (e.g. a 400) is raised here."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(work, *args))
-
-    def shutdown(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
