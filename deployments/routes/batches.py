@@ -87,7 +87,7 @@ async def create_batch(body: BatchCreateRequest, request: Request) -> BatchObjec
     (`ingress.batch_concurrency`), each charged to the key; results are in `output_file_id`
     (and `error_file_id`) once it is `completed`, in the order of the input.
     """
-    return ingress_of(request).create_batch(body, owner_of(request))
+    return await ingress_of(request).create_batch(body, owner_of(request))
 
 
 @router.get("/v1/batches", response_model=BatchList)

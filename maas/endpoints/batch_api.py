@@ -15,6 +15,7 @@ from maas.wire.batch_schemas import (
     BatchCreateRequest,
     BatchList,
     BatchObject,
+    BatchRequestLine,
     FileDeleted,
     FileList,
     FileObject,
@@ -68,17 +69,24 @@ class BatchApi:
 
     # ---------------------------------------------------------------- batches
 
+    def input_lines(self, request: BatchCreateRequest, owner: str | None) -> list[BatchRequestLine]:
+        """The batch's input file read and checked line by line, once per request: admission
+        (:meth:`models_of`) and :meth:`create` share the lines (CPU-heavy for a large file)."""
+        self.file(request.input_file_id, owner)  # another key's file is a 404, read or not
+        if request._input_lines is None:
+            content = self.files.content(request.input_file_id)
+            request._input_lines = rules.read_batch_input(content, request.endpoint)
+        return request._input_lines
+
     def models_of(self, request: BatchCreateRequest, owner: str | None) -> list[str]:
         """The models the batch's requests use (what its key must allow), its input checked."""
-        content = self.content(request.input_file_id, owner)
-        return rules.models_of(rules.read_batch_input(content, request.endpoint))
+        return rules.models_of(self.input_lines(request, owner))
 
     def create(self, request: BatchCreateRequest, owner: str | None,
                served: dict[str, set[str]] | None = None) -> BatchObject:
         """A new batch of the file's requests, started; ``served``: the models of each endpoint
         (a line naming another is a 404 that names it)."""
-        content = self.content(request.input_file_id, owner)
-        lines = rules.read_batch_input(content, request.endpoint)
+        lines = self.input_lines(request, owner)
         if served is not None:
             rules.check_models(lines, served)
         if request.metadata and len(request.metadata) > 16:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from maas.wire.schemas import Metadata, RequestModel, WireModel, new_id, now
 
@@ -48,6 +48,8 @@ class BatchCreateRequest(RequestModel):
     completion_window: Literal["24h"] = "24h"
     metadata: Metadata | None = Field(None, description="Up to 16 pairs (keys up to 64 characters, "
                                       "values up to 512), kept with the batch.")
+    _input_lines: list[BatchRequestLine] | None = PrivateAttr(None)
+    """The input file's lines once the Batch API has read them (not part of the wire body)."""
 
 
 class BatchRequestCounts(WireModel):

@@ -79,6 +79,20 @@ def test_files_and_batches_belong_to_their_key(tmp_path: Path) -> None:
         batches.file("../etc/passwd", "team-a")
 
 
+def test_a_batch_input_is_read_once_for_admission_and_creation(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    batches, _ = api(tmp_path)
+    file = batches.upload((line("a") + "\n" + line("b", model="other") + "\n").encode(), "in.jsonl", "batch", None)
+    reads: list[str] = []
+    read = rules.read_batch_input
+    monkeypatch.setattr(rules, "read_batch_input", lambda content, endpoint: reads.append(endpoint) or read(content, endpoint))
+    request = BatchCreateRequest(input_file_id=file.id, endpoint=CHAT)
+    assert batches.models_of(request, None) == ["chat", "other"]
+    assert batches.create(request, None, {CHAT: {"chat", "other"}}).request_counts.total == 2
+    assert reads == [CHAT]
+    assert "_input_lines" not in request.model_dump_json()
+
+
 def test_uploads_are_batch_inputs_within_the_size_limit(tmp_path: Path) -> None:
     batches, _ = api(tmp_path)
     with pytest.raises(InvalidRequestError) as error:
