@@ -24,10 +24,10 @@ from maas.calls import open_stream, open_streams, result_of, results_of
 from maas.coalesce import Coalescer, coalescing
 from maas.config import AppConfig, GeneratorModelConfig
 from maas.endpoints import batches as batch_rules
+from maas.endpoints import budget, scoring
 from maas.endpoints import chat as chat_rules
 from maas.endpoints import completions as completion_rules
 from maas.endpoints import responses as responses_rules
-from maas.endpoints import scoring
 from maas.endpoints.batch_api import BatchApi
 from maas.endpoints.completions_echo import with_echo
 from maas.endpoints.encoding import classify_response, embedding_response, embedding_texts
@@ -292,6 +292,7 @@ class MaasIngress:
 
     async def tokenize(self, request: TokenizeRequest) -> TokenizeResponse:
         """Token ids of a prompt or of chat messages (vLLM's ``/tokenize``)."""
+        budget.check_tokenize(request, self.config.ingress.limits)
         return await self.tokenizer.tokenize.remote(request)
 
     async def detokenize(self, request: DetokenizeRequest) -> DetokenizeResponse:
@@ -435,18 +436,23 @@ class MaasIngress:
         return self.encoder
 
     async def _prepare_chat(self, request: ChatCompletionRequest) -> tuple[list[int], GenerationParams]:
-        config = self._generator_config(request.model)
+        config, limits = self._generator_config(request.model), self.config.ingress.limits
+        budget.check_chat(request, limits)
         chat_rules.reject_unsupported(request)
         ids = await self.tokenizer.chat_ids.remote(config.name, request.messages, template_tools(request))
-        return ids, chat_rules.chat_params(request, len(ids), config)
+        params = chat_rules.chat_params(request, len(ids), config)
+        budget.check_chat_tokens(request, len(ids), params, limits)
+        return ids, params
 
     async def _prepare_completion(self, request: CompletionRequest) -> tuple[list[list[int]], GenerationParams]:
-        config = self._generator_config(request.model)
+        config, limits = self._generator_config(request.model), self.config.ingress.limits
+        budget.check_completion(request, limits)
         completion_rules.reject_unsupported(request)
         prompts = await asyncio.gather(*(self.tokenizer.prompt_ids.remote(config.name, p)
                                          for p in completion_rules.completion_prompts(request.prompt)))
-        longest = max(len(ids) for ids in prompts)
-        return list(prompts), completion_rules.completion_params(request, longest, config)
+        params = completion_rules.completion_params(request, max(len(ids) for ids in prompts), config)
+        budget.check_completion_tokens(request, [len(ids) for ids in prompts], params, limits)
+        return list(prompts), params
 
     def _stream(self, model: str, ids: list[int], params: GenerationParams) -> DeploymentResponseGenerator:
         return self._generator_route(model)[0].options(stream=True).generate_stream.remote(ids, params)

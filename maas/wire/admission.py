@@ -11,6 +11,7 @@ the app and fails on one without it.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from maas.wire.auth import KeyAuth, authorize_model, request_key
-from maas.wire.errors import PermissionDeniedError
+from maas.wire.errors import PermissionDeniedError, StreamTimeoutError
 from maas.wire.http import set_request_model, sse_events
 
 ADMITTED = "__maas_admitted__"
@@ -81,6 +82,36 @@ async def charged(request: Any, auth: KeyAuth, items: AsyncIterator[Any]) -> Asy
         auth.charge(request, tokens)
 
 
+async def within(items: AsyncIterator[Any], seconds: float | None) -> AsyncIterator[Any]:
+    """Pass a stream through for at most ``seconds`` (None: no limit). Past them the stream is
+    closed, which cancels its calls into the deployments and so aborts its engine work
+    (:mod:`maas.calls`), and :class:`StreamTimeoutError` is raised: the stream's last event."""
+    if seconds is None:
+        async for item in items:
+            yield item
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    try:
+        while True:
+            try:
+                if loop.time() >= deadline:
+                    raise TimeoutError
+                async with asyncio.timeout_at(deadline):
+                    item = await anext(items)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise StreamTimeoutError(
+                    f"The stream ran past the service's limit of {seconds:g} s and was ended; ask for "
+                    f"fewer tokens, or do not stream.") from None
+            yield item
+    finally:
+        close = getattr(items, "aclose", None)
+        if close is not None:
+            await close()
+
+
 def admitted(route: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     """The decorator of every model route ``route(body, request)`` of the app.
 
@@ -88,7 +119,8 @@ def admitted(route: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[An
     ``ingress.models_used(body)`` are admitted (:func:`admit_models`, labelled among
     ``ingress.served_models()``). After it: a wire model's
     ``usage`` is charged to the key; an :class:`Answer` whose content is an async iterator
-    becomes server-sent events whose usage is charged when the stream ends.
+    becomes server-sent events whose usage is charged when the stream ends, ended after the app's
+    ``max_stream_s`` (``request.app.state``) if it runs longer (:func:`within`).
     """
 
     @functools.wraps(route)
@@ -126,7 +158,8 @@ def _respond(request: Any, auth: KeyAuth, result: Any) -> Any:
             auth.charge(request, tokens)
         return json_answer(result) if isinstance(result, BaseModel) else result
     if isinstance(result.content, AsyncIterator):
-        response = event_stream(charged(request, auth, result.content))
+        seconds = getattr(request.app.state, "max_stream_s", None)
+        response = event_stream(charged(request, auth, within(result.content, seconds)))
     else:
         from fastapi.responses import JSONResponse
 
