@@ -85,7 +85,11 @@ async def charged(request: Any, auth: KeyAuth, items: AsyncIterator[Any]) -> Asy
 async def within(items: AsyncIterator[Any], seconds: float | None) -> AsyncIterator[Any]:
     """Pass a stream through for at most ``seconds`` (None: no limit). Past them the stream is
     closed, which cancels its calls into the deployments and so aborts its engine work
-    (:mod:`maas.calls`), and :class:`StreamTimeoutError` is raised: the stream's last event."""
+    (:mod:`maas.calls`), and :class:`StreamTimeoutError` is raised: the stream's last event.
+
+    Past the limit while waiting for the next item, that wait is cancelled through the whole chain
+    of streams at once; past it while the client reads, the chain is closed at its ``yield`` and
+    its inner streams are closed by asyncio's async-generator finalizer a few loop turns later."""
     if seconds is None:
         async for item in items:
             yield item
@@ -94,22 +98,27 @@ async def within(items: AsyncIterator[Any], seconds: float | None) -> AsyncItera
     deadline = loop.time() + seconds
     try:
         while True:
+            if loop.time() >= deadline:
+                raise stream_timeout(seconds)
             try:
-                if loop.time() >= deadline:
-                    raise TimeoutError
-                async with asyncio.timeout_at(deadline):
+                async with asyncio.timeout_at(deadline) as timer:
                     item = await anext(items)
             except StopAsyncIteration:
                 return
             except TimeoutError:
-                raise StreamTimeoutError(
-                    f"The stream ran past the service's limit of {seconds:g} s and was ended; ask for "
-                    f"fewer tokens, or do not stream.") from None
+                if not timer.expired():  # the stream's own error, not the limit
+                    raise
+                raise stream_timeout(seconds) from None
             yield item
     finally:
         close = getattr(items, "aclose", None)
         if close is not None:
             await close()
+
+
+def stream_timeout(seconds: float) -> StreamTimeoutError:
+    return StreamTimeoutError(f"The stream ran past the service's limit of {seconds:g} s and was ended; "
+                              "ask for fewer tokens, or do not stream.")
 
 
 def admitted(route: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:

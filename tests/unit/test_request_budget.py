@@ -243,3 +243,31 @@ def test_without_a_limit_a_stream_is_passed_through() -> None:
         return [i async for i in within(items(), None)] + [i async for i in within(items(), 5.0)]
 
     assert asyncio.run(run()) == [0, 1, 2, 0, 1, 2]
+
+
+def test_a_slow_reader_past_the_limit_gets_the_error_and_the_call_is_cancelled() -> None:
+    """The limit passes while the client reads (not while the stream waits for the engine): the
+    next item is the error, and the closed chain of streams cancels its call (closed at a
+    ``yield``, the inner streams are closed by asyncio's finalizer, a few loop turns later)."""
+    from maas.wire.admission import within
+    from maas.wire.errors import StreamTimeoutError
+
+    class ReadyStream(SlowStream):
+        async def __anext__(self) -> CompletionResponse:
+            return CompletionResponse(model=MODEL, choices=[])
+
+    async def chunks(items: AsyncIterator[Any]) -> AsyncIterator[Any]:  # as maas.wire.assemble's
+        async for item in items:
+            yield item
+
+    async def run() -> tuple[int, list[str]]:
+        closed: list[str] = []
+        read = 0
+        with pytest.raises(StreamTimeoutError):
+            async for _ in within(chunks(await open_stream(ReadyStream(closed))), 0.3):  # type: ignore[arg-type]
+                read += 1
+                await asyncio.sleep(0.2)
+        await asyncio.sleep(0.1)
+        return read, closed
+
+    assert asyncio.run(run()) == (2, ["cancelled"])
