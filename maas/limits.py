@@ -46,7 +46,7 @@ class RequestBudget(BaseModel):
         description="Log probabilities one answer may hold: for each choice, each position shown "
         "(generated tokens with `logprobs`; prompt tokens with `echo` and `logprobs`, and again with "
         "`prompt_logprobs`) x (1 + the alternatives asked for). About 10 MB of JSON; a 64-prompt "
-        "scoring batch of 2,048-token prompts with `logprobs: 1` needs 262,144.",
+        "scoring batch of 2,000-token prompts with `logprobs: 1` needs about 256,000.",
     )
     max_tools: int = Field(
         MAX_TOOLS, ge=0, le=MAX_TOOLS,

@@ -122,6 +122,11 @@ def test_log_probabilities_are_bounded_per_choice(fields: dict[str, Any], param:
     prepare(completion(prompt=["p"] * 16, **{**fields, "n": 1, "max_tokens": 1}), 500)  # 8x less: fine
 
 
+def test_a_scoring_batch_passes() -> None:
+    """An evaluation harness's loglikelihood batch: 64 prompts of 2,000 tokens, echo, logprobs 1."""
+    prepare(completion(prompt=["p"] * 64, echo=True, logprobs=1, max_tokens=1), 2000)
+
+
 def test_chat_log_probabilities_tools_and_schemas() -> None:
     assert refused(chat(n=8, max_tokens=1024, logprobs=True, top_logprobs=20),
                    limits=RequestBudget(max_logprob_entries=100_000)).param == "top_logprobs"
