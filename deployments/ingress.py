@@ -24,10 +24,10 @@ from maas.calls import open_stream, open_streams, result_of, results_of
 from maas.coalesce import Coalescer, coalescing
 from maas.config import AppConfig, GeneratorModelConfig
 from maas.endpoints import batches as batch_rules
+from maas.endpoints import budget, scoring
 from maas.endpoints import chat as chat_rules
 from maas.endpoints import completions as completion_rules
 from maas.endpoints import responses as responses_rules
-from maas.endpoints import scoring
 from maas.endpoints.batch_api import BatchApi
 from maas.endpoints.completions_echo import with_echo
 from maas.endpoints.encoding import classify_response, embedding_response, embedding_texts
@@ -299,6 +299,7 @@ class MaasIngress:
 
     async def tokenize(self, request: TokenizeRequest) -> TokenizeResponse:
         """Token ids of a prompt or of chat messages (vLLM's ``/tokenize``)."""
+        budget.check_tokenize(request, self.config.ingress.limits)
         return await self.tokenizer.tokenize.remote(request)
 
     async def detokenize(self, request: DetokenizeRequest) -> DetokenizeResponse:
@@ -442,14 +443,17 @@ class MaasIngress:
         return self.encoder
 
     async def _prepare_chat(self, request: ChatCompletionRequest) -> tuple[list[int], GenerationParams]:
-        """The prompt's ids and the engine parameters: the model and the prompt's length checked
-        here (cheap), the rules, template, tokens and schemas in the preparation pool."""
+        """The prompt's ids and the engine parameters: the model, the request's budget by its fields
+        (sequences, tools, schema size) and the prompt's length checked here (cheap); the rules,
+        template, tokens, schemas and the budget by token counts in the preparation pool."""
         config = self._generator_config(request.model)
+        budget.check_chat(request, self.config.ingress.limits)
         self.tokenizer.prompts.check_size(config.name, [m.text() for m in request.messages], "messages")
         return await self.preparation.run(self._chat_inputs, request, config)
 
     async def _prepare_completion(self, request: CompletionRequest) -> tuple[list[list[int]], GenerationParams]:
         config = self._generator_config(request.model)
+        budget.check_completion(request, self.config.ingress.limits)
         texts = [p for p in completion_rules.completion_prompts(request.prompt) if isinstance(p, str)]
         self.tokenizer.prompts.check_size(config.name, texts, "prompt")
         return await self.preparation.run(self._completion_inputs, request, config)
@@ -459,7 +463,9 @@ class MaasIngress:
         """Runs in the preparation pool (CPU-heavy: tool schemas, chat template, tokenizer)."""
         chat_rules.reject_unsupported(request)
         ids = self.tokenizer.prompts.chat_ids(config.name, request.messages, template_tools(request))
-        return ids, chat_rules.chat_params(request, len(ids), config)
+        params = chat_rules.chat_params(request, len(ids), config)
+        budget.check_chat_tokens(request, len(ids), params, self.config.ingress.limits)
+        return ids, params
 
     def _completion_inputs(self, request: CompletionRequest,
                            config: GeneratorModelConfig) -> tuple[list[list[int]], GenerationParams]:
@@ -467,8 +473,9 @@ class MaasIngress:
         completion_rules.reject_unsupported(request)
         prompts = [self.tokenizer.prompts.prompt_ids(config.name, p)
                    for p in completion_rules.completion_prompts(request.prompt)]
-        longest = max(len(ids) for ids in prompts)
-        return prompts, completion_rules.completion_params(request, longest, config)
+        params = completion_rules.completion_params(request, max(len(ids) for ids in prompts), config)
+        budget.check_completion_tokens(request, [len(ids) for ids in prompts], params, self.config.ingress.limits)
+        return prompts, params
 
     def _stream(self, model: str, ids: list[int], params: GenerationParams) -> DeploymentResponseGenerator:
         return self._generator_route(model)[0].options(stream=True).generate_stream.remote(ids, params)

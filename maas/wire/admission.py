@@ -11,6 +11,7 @@ the app and fails on one without it.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from maas.wire.auth import KeyAuth, authorize_model, request_key
-from maas.wire.errors import PermissionDeniedError
+from maas.wire.errors import PermissionDeniedError, StreamTimeoutError
 from maas.wire.http import set_request_model, sse_events
 from maas.wire.metering import TokenMeter, metering
 
@@ -90,6 +91,45 @@ async def charged(meter: TokenMeter, items: AsyncIterator[Any]) -> AsyncIterator
         meter.flush()
 
 
+async def within(items: AsyncIterator[Any], seconds: float | None) -> AsyncIterator[Any]:
+    """Pass a stream through for at most ``seconds`` (None: no limit). Past them the stream is
+    closed, which cancels its calls into the deployments and so aborts its engine work
+    (:mod:`maas.calls`), and :class:`StreamTimeoutError` is raised: the stream's last event.
+
+    Past the limit while waiting for the next item, that wait is cancelled through the whole chain
+    of streams at once; past it while the client reads, the chain is closed at its ``yield`` and
+    its inner streams are closed by asyncio's async-generator finalizer a few loop turns later."""
+    if seconds is None:
+        async for item in items:
+            yield item
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    try:
+        while True:
+            if loop.time() >= deadline:
+                raise stream_timeout(seconds)
+            try:
+                async with asyncio.timeout_at(deadline) as timer:
+                    item = await anext(items)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                if not timer.expired():  # the stream's own error, not the limit
+                    raise
+                raise stream_timeout(seconds) from None
+            yield item
+    finally:
+        close = getattr(items, "aclose", None)
+        if close is not None:
+            await close()
+
+
+def stream_timeout(seconds: float) -> StreamTimeoutError:
+    return StreamTimeoutError(f"The stream ran past the service's limit of {seconds:g} s and was ended; "
+                              "ask for fewer tokens, or do not stream.")
+
+
 def admitted(route: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     """The decorator of every model route ``route(body, request)`` of the app.
 
@@ -97,9 +137,10 @@ def admitted(route: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[An
     ``await ingress.models_used(body, key_id)`` are admitted (:func:`admit_models`, labelled
     among ``ingress.served_models()``). After it: a wire model's
     ``usage`` is charged to the key; an :class:`Answer` whose content is an async iterator
-    becomes server-sent events whose usage is charged when the stream ends. While the route runs,
-    the request's :class:`~maas.wire.metering.TokenMeter` is current: tokens generated for it
-    are charged even if the client goes away first (:mod:`maas.wire.metering`).
+    becomes server-sent events whose usage is charged when the stream ends, ended after the app's
+    ``max_stream_s`` (``request.app.state``) if it runs longer (:func:`within`). While the route
+    runs, the request's :class:`~maas.wire.metering.TokenMeter` is current: tokens generated for
+    it are charged even if the client goes away first (:mod:`maas.wire.metering`).
     """
 
     @functools.wraps(route)
@@ -111,7 +152,7 @@ def admitted(route: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[An
         meter = request_meter(request, state.key_auth)
         with metering(meter):
             result = await route(body, request)
-        return _respond(meter, result)
+        return _respond(request, meter, result)
 
     setattr(admitted_route, ADMITTED, True)
     return admitted_route
@@ -132,12 +173,13 @@ def json_answer(model: BaseModel) -> Any:
     return Response(model.model_dump_json(by_alias=True), media_type="application/json")
 
 
-def _respond(meter: TokenMeter, result: Any) -> Any:
+def _respond(request: Any, meter: TokenMeter, result: Any) -> Any:
     if not isinstance(result, Answer):
         meter.settle(usage_tokens(result))
         return json_answer(result) if isinstance(result, BaseModel) else result
     if isinstance(result.content, AsyncIterator):
-        response = event_stream(charged(meter, result.content))
+        seconds = getattr(request.app.state, "max_stream_s", None)
+        response = event_stream(charged(meter, within(result.content, seconds)))
     else:
         from fastapi.responses import JSONResponse
 

@@ -45,6 +45,13 @@ class ContextLengthExceededError(InvalidRequestError):
     code = "context_length_exceeded"
 
 
+class RequestTooLargeError(InvalidRequestError):
+    """The request asks for more work than one request may (``ingress.limits``): too many
+    sequences, tokens, log probabilities, tools or schema (400)."""
+
+    code = "request_too_large"
+
+
 class ModelNotFoundError(MaasError):
     """The request names a model that no deployment serves (404)."""
 
@@ -100,6 +107,12 @@ class RequestTimeoutError(MaasError):
     status_code = HTTPStatus.GATEWAY_TIMEOUT
     error_type = "timeout"
     code = "request_timeout"
+
+
+class StreamTimeoutError(RequestTimeoutError):
+    """A stream ran past ``ingress.max_stream_s``: it ends with this error as its last event."""
+
+    code = "stream_timeout"
 
 
 class ServiceUnavailableError(MaasError):

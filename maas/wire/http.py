@@ -240,7 +240,9 @@ ERROR_SCHEMA: dict[str, Any] = {
 """The OpenAI error body, as every error of the service is answered (:func:`error_response`)."""
 
 ROUTE_ERRORS: dict[int, str] = {
-    400: "Invalid request: a parameter is missing, malformed or out of range (never 422).",
+    400: "Invalid request: a parameter is missing, malformed or out of range (never 422); or the "
+         "request asks for more work than one request may (request_too_large: sequences, tokens, "
+         "log probabilities, tools, schema or text to tokenize over the service's limits).",
     401: "Missing or unknown API key (when the service has keys).",
     403: "The API key may not use a model this request needs.",
     404: "Unknown model, or a model without this capability.",

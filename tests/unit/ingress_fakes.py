@@ -12,7 +12,7 @@ from typing import Any
 
 from deployments.ingress import MaasIngress
 from deployments.routes import build_app
-from maas.config import GeneratorModelConfig, IngressConfig
+from maas.config import AppConfig, GeneratorModelConfig, IngressConfig
 from maas.preparation import PreparationPool
 from maas.wire import key_file
 from maas.wire.errors import ContextLengthExceededError
@@ -141,6 +141,7 @@ def ingress(generators: dict[str, Generator], prompts: Prompts) -> Any:
     self.generators = generators
     self.generator_configs = {name: GeneratorModelConfig(name=name, path="/nowhere", max_model_len=256)
                               for name in generators}
+    self.config = AppConfig(generators=list(self.generator_configs.values()))  # ingress.limits: the defaults
     self.adapters = NoAdapters()
     self.tokenizer = Tokenizer(prompts)
     self.preparation = PreparationPool()

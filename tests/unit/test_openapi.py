@@ -34,3 +34,12 @@ def test_streaming_routes_declare_their_answer_and_the_seed_bound_is_exact() -> 
         assert "text/event-stream" in content
     seed = schema["components"]["schemas"]["ChatCompletionRequest"]["properties"]["seed"]["anyOf"][0]
     assert int(seed["maximum"]) == MAX_SEED  # the stated bound is the accepted one, exactly
+
+
+def test_the_request_budget_and_the_stream_limit_are_announced() -> None:
+    schema = build_app(None, IngressConfig()).openapi()
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/tokenize"):
+        responses = schema["paths"][path]["post"]["responses"]
+        assert "request_too_large" in responses["400"]["description"], path
+    for path in ("/v1/chat/completions", "/v1/completions"):
+        assert "stream_timeout" in schema["paths"][path]["post"]["responses"]["200"]["description"]
