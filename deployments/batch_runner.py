@@ -45,8 +45,10 @@ class BatchRun:
     :meth:`run` with a fake handle). Any failure ends the batch ``failed``, its reason in ``errors``."""
 
     def __init__(self, batch_dir: str | None, batch_id: str, concurrency: int,
-                 clock: Callable[[], int] = now_s) -> None:
+                 file_expiry_s: int | None = None, clock: Callable[[], int] = now_s) -> None:
+        """``file_expiry_s``: the output and error files expire this long after the batch ends."""
         self.batch_id, self.concurrency, self.clock = batch_id, concurrency, clock
+        self.file_expiry_s = file_expiry_s
         self.batches, self.files = BatchStore(batch_dir), FileStore(batch_dir)
 
     async def run(self, handle_of: Callable[[], Any]) -> None:
@@ -116,16 +118,19 @@ class BatchRun:
         return batch.expires_at is not None and batch.expires_at <= self.clock()
 
     def _finish(self, lines: list[BatchRequestLine], owner: str | None) -> None:
-        batch = self.batches.update(self.batch_id, lambda b: setattr(b, "finalizing_at", b.finalizing_at or self.clock()))
+        batch = self.batches.update(self.batch_id,
+                                    lambda b: setattr(b, "finalizing_at", b.finalizing_at or self.clock()))
         expired = batch.status != "cancelling" and self._expired(batch)
         results = list(self.batches.results(self.batch_id))
         if expired:  # OpenAI: the requests not run are reported in the error file as expired
             ran = {r.custom_id for r in results}
             results += [rules.expired(line.custom_id) for line in lines if line.custom_id not in ran]
         output, errors = rules.output_files(lines, results)
-        output_id = self.files.create(output.encode(), f"{self.batch_id}_output.jsonl", "batch_output", owner).id
-        error_id = self.files.create(errors.encode(), f"{self.batch_id}_error.jsonl", "batch_output", owner).id \
-            if errors else None
+        expires_at = self.clock() + self.file_expiry_s if self.file_expiry_s else None
+        output_id = self.files.create(output.encode(), f"{self.batch_id}_output.jsonl", "batch_output", owner,
+                                      expires_at).id
+        error_id = self.files.create(errors.encode(), f"{self.batch_id}_error.jsonl", "batch_output", owner,
+                                     expires_at).id if errors else None
         counts = self.batches.counts(self.batch_id)
         batch = self.batches.update(self.batch_id, lambda b: _finished(b, output_id, error_id, counts, expired,
                                                                         self.clock()))
@@ -137,9 +142,10 @@ class BatchRunner:
     """Runs one batch to its end (see the module doc) and exits, whatever the end; ``run`` twice
     is one run."""
 
-    def __init__(self, app_name: str, batch_dir: str | None, batch_id: str, concurrency: int) -> None:
+    def __init__(self, app_name: str, batch_dir: str | None, batch_id: str, concurrency: int,
+                 file_expiry_s: int | None = None) -> None:
         self.app_name = app_name
-        self.job = BatchRun(batch_dir, batch_id, concurrency)
+        self.job = BatchRun(batch_dir, batch_id, concurrency, file_expiry_s)
         self._run: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
@@ -195,7 +201,8 @@ def _error_of(exc: Exception) -> BatchErrorData:
     return BatchErrorData(code="batch_failed", message=f"The batch's runner failed ({type(error).__name__}).")
 
 
-def ensure_runner(app_name: str, batch_dir: str | None, batch: BatchObject, concurrency: int) -> None:
+def ensure_runner(app_name: str, batch_dir: str | None, batch: BatchObject, concurrency: int,
+                  file_expiry_s: int | None = None) -> None:
     """Start the batch's runner unless it runs (once per batch across replicas: a named actor)."""
     if batch.status not in ACTIVE:
         return
@@ -205,5 +212,6 @@ def ensure_runner(app_name: str, batch_dir: str | None, batch: BatchObject, conc
     except ValueError:
         pass  # none: a new batch, or its runner was lost
     runner = BatchRunner.options(name=runner_name(batch.id), lifetime="detached", get_if_exists=True,
-                                 namespace="serve").remote(app_name, batch_dir, batch.id, concurrency)
+                                 namespace="serve").remote(app_name, batch_dir, batch.id, concurrency,
+                                                           file_expiry_s)
     runner.run.remote()

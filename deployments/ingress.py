@@ -168,7 +168,7 @@ class MaasIngress:
 
     def _start_batch_runner(self, batch: BatchObject) -> None:
         ensure_runner(serve.get_replica_context().app_name, self.config.batch_dir, batch,
-                      self.config.ingress.batch_concurrency)
+                      self.config.ingress.batch_concurrency, self.config.ingress.file_expiry_s)
 
     # ------------------------------------------------------------------ the Batch API
 

@@ -459,8 +459,8 @@ class IngressConfig(StrictModel):
     )
     file_expiry_s: int = Field(
         30 * 24 * 3600, ge=60,
-        description="Seconds a file is kept after its upload (its `expires_at`); then it is deleted, "
-        "unless an active batch reads it.",
+        description="Seconds a file is kept after its upload, or after its batch ended for an output "
+        "file (its `expires_at`); then it is deleted, unless an active batch reads it.",
     )
     batch_concurrency: int = Field(
         4, ge=1, le=256,

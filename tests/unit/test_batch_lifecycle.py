@@ -67,7 +67,7 @@ def run(tmp_path: Path, batch_id: str, handle: Any, clock: Clock | None = None) 
             raise handle
         return handle
 
-    asyncio.run(BatchRun(str(tmp_path), batch_id, 2, clock=clock or Clock()).run(handle_of))
+    asyncio.run(BatchRun(str(tmp_path), batch_id, 2, file_expiry_s=60, clock=clock or Clock()).run(handle_of))
     return BatchStore(tmp_path).get(batch_id)[0]
 
 
@@ -91,6 +91,8 @@ def test_a_run_completes_with_counts_from_the_results_after_a_crash(tmp_path: Pa
     assert done.status == "completed" and done.completed_at is not None
     assert done.request_counts.model_dump() == {"total": 3, "completed": 2, "failed": 1}
     assert ids_in(tmp_path, done.output_file_id) == ["a", "b"] and ids_in(tmp_path, done.error_file_id) == ["c"]
+    output = FileStore(tmp_path).get(done.output_file_id or "")[0]
+    assert output.expires_at == Clock()() + 60  # the outputs expire too
 
 
 def test_a_runner_whose_input_file_is_gone_marks_the_batch_failed(tmp_path: Path) -> None:
