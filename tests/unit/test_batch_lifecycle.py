@@ -248,3 +248,48 @@ def test_maas_keys_add_stores_the_batch_caps(tmp_path: Path, capsys: pytest.Capt
     add_key(tmp_path / "keys.yaml", "team-b")
     assert "max_open_batches" not in (tmp_path / "keys.yaml").read_text().split("team-b")[1]
     capsys.readouterr()
+
+
+# ------------------------------------------------------------------------------ over HTTP
+
+
+class RouteIngress:
+    """What the file routes call, over a real :class:`BatchApi` (recording the chunks it gets)."""
+
+    def __init__(self, api: BatchApi) -> None:
+        self.batch_api, self.chunk_sizes = api, []
+
+    def served_models(self) -> frozenset[str]:
+        return frozenset()
+
+    def create_file(self, content: Any, filename: str, purpose: str = "batch", owner: str | None = None) -> Any:
+        def counted() -> Iterator[bytes]:
+            for chunk in content:
+                self.chunk_sizes.append(len(chunk))
+                yield chunk
+
+        return self.batch_api.upload(counted(), filename, purpose, owner)
+
+
+def test_the_upload_route_streams_in_chunks_and_the_file_routes_answer_409_and_413(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+    from test_tenant_isolation import RegistryActor
+
+    from deployments.routes import build_app
+    from maas.config import IngressConfig
+
+    api, _ = new_api(tmp_path, max_storage_bytes=4 * 1024 * 1024)
+    ingress = RouteIngress(api)
+    app = build_app(ingress, IngressConfig())
+    app.state.recorder._actor = RegistryActor()  # noqa: SLF001 - no Ray in unit tests
+    client = TestClient(app)
+    content = line("a").ljust(5 * 1024 * 1024 // 2).encode() + b"\n"  # one request, 2.5 MiB
+    uploaded = client.post("/v1/files", files={"file": ("in.jsonl", content)}, data={"purpose": "batch"})
+    assert uploaded.status_code == 200, uploaded.text
+    assert len(ingress.chunk_sizes) >= 3 and max(ingress.chunk_sizes) <= 1024 * 1024  # never whole
+    assert api.content(uploaded.json()["id"], None) == content
+    api.create(BatchCreateRequest(input_file_id=uploaded.json()["id"], endpoint=CHAT), None)
+    refused = client.delete(f"/v1/files/{uploaded.json()['id']}")
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "file_in_use"
+    over = client.post("/v1/files", files={"file": ("in.jsonl", content)}, data={"purpose": "batch"})
+    assert over.status_code == 413 and over.json()["error"]["code"] == "storage_quota_exceeded"
