@@ -11,7 +11,7 @@ plain modules in ``maas/endpoints/``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from types import SimpleNamespace
 from typing import Any
 
@@ -28,7 +28,7 @@ from maas.endpoints import budget, scoring
 from maas.endpoints import chat as chat_rules
 from maas.endpoints import completions as completion_rules
 from maas.endpoints import responses as responses_rules
-from maas.endpoints.batch_api import BatchApi
+from maas.endpoints.batch_api import BatchApi, BatchLimits
 from maas.endpoints.completions_echo import with_echo
 from maas.endpoints.encoding import classify_response, embedding_response, embedding_texts
 from maas.endpoints.generation import check_json_schema
@@ -143,7 +143,8 @@ class MaasIngress:
         ))
 
         self.batch_api = BatchApi(FileStore(config.batch_dir), BatchStore(config.batch_dir),
-                                  self._start_batch_runner, config.ingress.max_file_bytes)
+                                  self._start_batch_runner, BatchLimits.of(config.ingress),
+                                  key_of=lambda owner: self.key_auth.key_by_id(owner))
         self.key_auth = KeyAuth()  # the app's, once built
         self._served = frozenset([*self.generator_configs, *self.adapters.names(), *self.encoder_models,
                                   *(m.name for m in config.classifier.models), *self.ner_models,
@@ -171,13 +172,14 @@ class MaasIngress:
 
     def _start_batch_runner(self, batch: BatchObject) -> None:
         ensure_runner(serve.get_replica_context().app_name, self.config.batch_dir, batch,
-                      self.config.ingress.batch_concurrency)
+                      self.config.ingress.batch_concurrency, self.config.ingress.file_expiry_s)
 
     # ------------------------------------------------------------------ the Batch API
 
-    def create_file(self, content: bytes, filename: str, purpose: str = "batch",
+    def create_file(self, content: bytes | Iterable[bytes], filename: str, purpose: str = "batch",
                     owner: str | None = None) -> FileObject:
-        """Store a batch input file (JSONL, one request a line); ``owner``: an API key id."""
+        """Store a batch input file (JSONL, one request a line), its bytes or its chunks, written
+        to disk as they come (blocking: the route calls it in a worker thread); ``owner``: an API key id."""
         return self.batch_api.upload(content, filename, purpose, owner)
 
     def file_content(self, file_id: str, owner: str | None = None) -> bytes:

@@ -459,6 +459,22 @@ class IngressConfig(StrictModel):
     max_file_bytes: int = Field(
         100 * 1024 * 1024, ge=1024, description="Largest batch input file accepted by /v1/files."
     )
+    max_open_batches_per_key: int = Field(
+        8, ge=1, le=10_000,
+        description="Batches not yet ended (validating, in_progress, finalizing, cancelling) an API key "
+        "may have; one more is a 429. Per key in the key file (`max_open_batches`); without keys, "
+        "for the whole service.",
+    )
+    max_storage_mib_per_key: int = Field(
+        256, ge=1,
+        description="MiB of files (inputs and batch outputs) an API key may store; an upload past it "
+        "is a 413. Per key in the key file (`max_storage_mib`); without keys, for the whole service.",
+    )
+    file_expiry_s: int = Field(
+        30 * 24 * 3600, ge=60,
+        description="Seconds a file is kept after its upload, or after its batch ended for an output "
+        "file (its `expires_at`); then it is deleted, unless an active batch reads it.",
+    )
     batch_concurrency: int = Field(
         4, ge=1, le=256,
         description="Requests of one batch in flight at a time: a batch takes no more than this "

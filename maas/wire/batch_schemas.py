@@ -26,6 +26,8 @@ class FileObject(WireModel):
     filename: str
     purpose: Literal["batch", "batch_output"]
     status: Literal["processed"] = "processed"
+    expires_at: int | None = Field(None, description="When the file is deleted (unless an active "
+                                   "batch reads it then); null: never.")
 
 
 class FileList(WireModel):
@@ -123,3 +125,8 @@ class BatchOutputLine(WireModel):
     custom_id: str
     response: BatchResponseData | None = None
     error: dict[str, Any] | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        """Answered with 200: a line of the output file (the others go to the error file)."""
+        return self.response is not None and self.response.status_code == 200

@@ -93,6 +93,15 @@ class PayloadTooLargeError(MaasError):
     code = "payload_too_large"
 
 
+class ConflictError(MaasError):
+    """The request conflicts with the state of an object, e.g. deleting the input file of a batch
+    that still runs (409)."""
+
+    status_code = HTTPStatus.CONFLICT
+    error_type = "invalid_request_error"
+    code = "conflict"
+
+
 class UnsupportedMediaTypeError(MaasError):
     """The request body is not declared as JSON (415)."""
 

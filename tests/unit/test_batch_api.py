@@ -9,10 +9,16 @@ from pathlib import Path
 import pytest
 
 from maas.endpoints import batches as rules
-from maas.endpoints.batch_api import BatchApi
+from maas.endpoints.batch_api import BatchApi, BatchLimits
 from maas.storage.batch_store import BatchStore, FileStore
 from maas.wire.batch_schemas import BatchCreateRequest, BatchObject
-from maas.wire.errors import InvalidRequestError, ModelNotFoundError, NotFoundError, PayloadTooLargeError
+from maas.wire.errors import (
+    ConflictError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    NotFoundError,
+    PayloadTooLargeError,
+)
 
 CHAT = "/v1/chat/completions"
 
@@ -24,7 +30,7 @@ def line(custom_id: str, model: str = "chat", url: str = CHAT, **body: object) -
 
 def api(tmp_path: Path) -> tuple[BatchApi, list[str]]:
     started: list[str] = []
-    return BatchApi(FileStore(tmp_path), BatchStore(tmp_path), lambda b: started.append(b.id), 10_000), started
+    return BatchApi(FileStore(tmp_path), BatchStore(tmp_path), lambda b: started.append(b.id), BatchLimits(max_file_bytes=10_000)), started
 
 
 def test_input_lines_are_read_with_their_models() -> None:
@@ -72,6 +78,10 @@ def test_files_and_batches_belong_to_their_key(tmp_path: Path) -> None:
         batches.batch(batch.id, "team-b")
     assert batches.list_batches("team-a").data[0].id == batch.id
     assert batches.cancel(batch.id, "team-a").status == "cancelling"
+    with pytest.raises(ConflictError, match="input of batch .* cancelling") as error:
+        batches.delete(file.id, "team-a")  # the batch has not ended: it may still read its input
+    assert error.value.status_code == 409 and error.value.code == "file_in_use"
+    batches.batches.update(batch.id, lambda b: setattr(b, "status", "cancelled"))
     assert batches.delete(file.id, "team-a").deleted
     with pytest.raises(NotFoundError):
         batches.file(file.id, "team-a")
