@@ -8,10 +8,13 @@ other request of the replica, streams included. :class:`PreparationPool` runs th
 small thread pool owned by the replica, so the loop goes on answering meanwhile.
 
 What is cheap is checked on the loop first, before a thread is used: the body size (the request
-guard), the size limits of the wire schemas (message and tool counts), the model (a 404), and
-a prompt far too long for the context (its length against the model's longest token: a 4 MiB
-prompt is refused without tokenizing it). A thread runs to the end even if its request is cancelled; the pool's size bounds
-how many run at once, and the rest wait in its queue.
+guard), the size limits of the wire schemas (message and tool counts), the model (a 404), the
+request budget by its fields (``ingress.limits``: sequences, tools, schema size;
+:mod:`maas.endpoints.budget`), and a prompt far too long for the context (its length against the
+model's longest token: a 4 MiB prompt is refused without tokenizing it). The budget's token
+counts (tokens to generate, tokens in all, log probabilities) are checked in the thread, right
+after tokenizing. A thread runs to the end even if its request is cancelled; the pool's size
+bounds how many run at once, and the rest wait in its queue.
 """
 
 from __future__ import annotations

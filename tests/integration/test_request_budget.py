@@ -1,7 +1,8 @@
 """Bounded work per request, over real HTTP on the session's service (``ingress.limits`` at their
 defaults; the generator's ``max_tokens_limit`` is 256): a request over the budget is a 400
-``request_too_large`` naming what to lower, answered at once and before any generation (a stream
-too), so another client's chat is not held behind it. Each test takes seconds.
+``request_too_large`` naming what to lower, answered before any generation (a stream too: a JSON
+400, not a 200 event stream), and another client's chat is still answered. No check here depends
+on the machine's speed (no timing assertions).
 
 The stream duration limit (``ingress.max_stream_s``, default 600 s) is unit-tested
 (tests/unit/test_request_budget.py): showing it here needs a service started with a small
@@ -10,7 +11,6 @@ The stream duration limit (``ingress.max_stream_s``, default 600 s) is unit-test
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
@@ -24,13 +24,11 @@ CHAT = {"model": GENERATOR, "messages": [{"role": "user", "content": "Say hi."}]
 
 
 def refused(client: httpx.Client, path: str, body: dict[str, Any], param: str) -> None:
-    started = time.monotonic()
     response = client.post(path, json=body)
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert (error["code"], error["type"], error["param"]) == ("request_too_large", "invalid_request_error", param)
     assert response.headers["content-type"].startswith("application/json")  # a stream too: no 200
-    assert time.monotonic() - started < 10
 
 
 def test_the_measured_amplification_is_refused_and_a_chat_still_answers(client: httpx.Client) -> None:
@@ -38,9 +36,7 @@ def test_the_measured_amplification_is_refused_and_a_chat_still_answers(client: 
     body = {"model": GENERATOR, "prompt": ["Count to a thousand:"] * 64, "n": 8, "max_tokens": 256,
             "ignore_eos": True, "stream": True, "temperature": 1}
     refused(client, "/v1/completions", body, "n")
-    started = time.monotonic()
     assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
-    assert time.monotonic() - started < 30
 
 
 def test_echo_log_probabilities_are_bounded_after_tokenizing(client: httpx.Client) -> None:

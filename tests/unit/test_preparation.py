@@ -9,7 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from maas.wire.errors import ContextLengthExceededError, ModelNotFoundError
+from maas.config import AppConfig, IngressConfig
+from maas.limits import RequestBudget
+from maas.wire.errors import ContextLengthExceededError, ModelNotFoundError, RequestTooLargeError
 from maas.wire.schemas import ChatCompletionRequest
 from tests.unit.ingress_fakes import MAX_CHARS, Generator, Prompts, app, chat, ingress
 
@@ -49,4 +51,18 @@ def test_an_unknown_model_or_a_far_too_long_prompt_is_refused_before_a_thread_is
             await served.chat(long)
 
     asyncio.run(main())
+    assert prompts.threads == [] and served.preparation.executor._threads == set()
+
+
+def test_a_request_over_the_budget_by_its_fields_is_refused_before_a_thread_is_used() -> None:
+    """The budget's cheap checks (sequences, tools, schema size) run on the loop, before the pool."""
+    prompts = Prompts()
+    served = ingress({"gen": Generator()}, prompts)
+    served.config = AppConfig(generators=list(served.generator_configs.values()),
+                              ingress=IngressConfig(limits=RequestBudget(max_sequences=2)))
+    three = ChatCompletionRequest.model_validate({**chat("gen", stream=False), "n": 3})
+
+    with pytest.raises(RequestTooLargeError) as refused:
+        asyncio.run(served.chat(three))
+    assert refused.value.param == "n"
     assert prompts.threads == [] and served.preparation.executor._threads == set()
