@@ -11,7 +11,7 @@ plain modules in ``maas/endpoints/``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from types import SimpleNamespace
 from typing import Any
 
@@ -24,11 +24,11 @@ from maas.calls import open_stream, open_streams, result_of, results_of
 from maas.coalesce import Coalescer, coalescing
 from maas.config import AppConfig, GeneratorModelConfig
 from maas.endpoints import batches as batch_rules
+from maas.endpoints import budget, scoring
 from maas.endpoints import chat as chat_rules
 from maas.endpoints import completions as completion_rules
 from maas.endpoints import responses as responses_rules
-from maas.endpoints import scoring
-from maas.endpoints.batch_api import BatchApi
+from maas.endpoints.batch_api import BatchApi, BatchLimits
 from maas.endpoints.completions_echo import with_echo
 from maas.endpoints.encoding import classify_response, embedding_response, embedding_texts
 from maas.endpoints.generation import check_json_schema
@@ -36,6 +36,7 @@ from maas.endpoints.tools import template_tools
 from maas.engines.tokenizer import TokenizerSpec
 from maas.engines.translation import Translation
 from maas.local_tokenizer import InProcessTokenizer
+from maas.preparation import PreparationPool
 from maas.storage.batch_store import BatchStore, FileStore
 from maas.storage.registry import ModelRegistry
 from maas.storage.served_adapters import ServedAdapters, adapter_card_fields
@@ -51,6 +52,7 @@ from maas.wire.errors import (
     error_body,
     log_client_errors_as_one_line,
 )
+from maas.wire.metering import current_meter, cut_off_charged, metered
 from maas.wire.pipeline_schemas import (
     AnalyzeRequest,
     AnalyzeResponse,
@@ -114,6 +116,7 @@ class MaasIngress:
             check_json_schema('{"type": "object"}')
         self.tokenizer = InProcessTokenizer(  # chat_ids/prompt_ids here: no Ray hop before the engine
             tokenizer, [TokenizerSpec(g.name, g.path, g.max_model_len) for g in config.generators])
+        self.preparation = PreparationPool()  # templating, tokenizing, schemas: off the event loop
         self.generators = generators
         self.classifier = classifier
         self.encoder = encoder
@@ -140,7 +143,8 @@ class MaasIngress:
         ))
 
         self.batch_api = BatchApi(FileStore(config.batch_dir), BatchStore(config.batch_dir),
-                                  self._start_batch_runner, config.ingress.max_file_bytes)
+                                  self._start_batch_runner, BatchLimits.of(config.ingress),
+                                  key_of=lambda owner: self.key_auth.key_by_id(owner))
         self.key_auth = KeyAuth()  # the app's, once built
         self._served = frozenset([*self.generator_configs, *self.adapters.names(), *self.encoder_models,
                                   *(m.name for m in config.classifier.models), *self.ner_models,
@@ -157,31 +161,34 @@ class MaasIngress:
         """The names of every served model: the only ``model`` labels of the metrics."""
         return self._served
 
-    def models_used(self, body: Any, key_id: str | None = None) -> list[str]:
-        """The models an operation will use, defaults resolved: what its API key must allow."""
+    async def models_used(self, body: Any, key_id: str | None = None) -> list[str]:
+        """The models an operation will use, defaults resolved: what its API key must allow.
+        A batch's are those of its input file, read (once, off the event loop) here."""
         if isinstance(body, PipelineRequest):
             return self.pipelines.models_of(body)
         if isinstance(body, BatchCreateRequest):
-            return self.batch_api.models_of(body, key_id)
+            return await self.preparation.run(self.batch_api.models_of, body, key_id)
         return [body.model]
 
     def _start_batch_runner(self, batch: BatchObject) -> None:
         ensure_runner(serve.get_replica_context().app_name, self.config.batch_dir, batch,
-                      self.config.ingress.batch_concurrency)
+                      self.config.ingress.batch_concurrency, self.config.ingress.file_expiry_s)
 
     # ------------------------------------------------------------------ the Batch API
 
-    def create_file(self, content: bytes, filename: str, purpose: str = "batch",
+    def create_file(self, content: bytes | Iterable[bytes], filename: str, purpose: str = "batch",
                     owner: str | None = None) -> FileObject:
-        """Store a batch input file (JSONL, one request a line); ``owner``: an API key id."""
+        """Store a batch input file (JSONL, one request a line), its bytes or its chunks, written
+        to disk as they come (blocking: the route calls it in a worker thread); ``owner``: an API key id."""
         return self.batch_api.upload(content, filename, purpose, owner)
 
     def file_content(self, file_id: str, owner: str | None = None) -> bytes:
         """A file's bytes: a batch input, or a batch's output or error file."""
         return self.batch_api.content(file_id, owner)
 
-    def create_batch(self, request: BatchCreateRequest, owner: str | None = None) -> BatchObject:
+    async def create_batch(self, request: BatchCreateRequest, owner: str | None = None) -> BatchObject:
         """Start a batch of the requests of an uploaded file (checked line by line first)."""
+        await self.preparation.run(self.batch_api.input_lines, request, owner)  # read once, off the loop
         served = {"/v1/chat/completions": set(self.generator_configs),
                   "/v1/completions": set(self.generator_configs), "/v1/embeddings": set(self.encoder_models)}
         return self.batch_api.create(request, owner, served)
@@ -204,7 +211,7 @@ class MaasIngress:
             scope = SimpleNamespace(scope={KEY_SCOPE_KEY: key} if key else {}, state=SimpleNamespace())
             if key is not None:
                 await self.key_auth.check_request(key)
-            admit_models(scope, self.models_used(request), self._served)
+            admit_models(scope, await self.models_used(request), self._served)
             operation = {"/v1/chat/completions": self.chat, "/v1/completions": self.completions,
                          "/v1/embeddings": self.embeddings}[url]
             result = await operation(request)
@@ -232,7 +239,8 @@ class MaasIngress:
         """A whole chat completion (``stream`` is ignored; see :meth:`chat_stream`)."""
         ids, params = await self._prepare_chat(request)
         handle, served = self._generator_route(request.model)
-        result: GenerationResult = await result_of(handle.generate.remote(ids, params))
+        result: GenerationResult = await cut_off_charged(
+            result_of(handle.generate.remote(ids, params)), len(ids) + params.n * params.max_tokens)
         return chat_response(served, result)
 
     async def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
@@ -244,7 +252,8 @@ class MaasIngress:
         """A whole text completion for one or more prompts."""
         prompts, params = await self._prepare_completion(request)
         handle, served = self._generator_route(request.model)
-        results = await results_of([handle.generate.remote(ids, params) for ids in prompts])
+        most = sum(len(ids) + params.n * params.max_tokens for ids in prompts)
+        results = await cut_off_charged(results_of([handle.generate.remote(ids, params) for ids in prompts]), most)
         response = completion_response(served, results, params.n)
         return with_echo(response, results, request, completion_rules.completion_prompts(request.prompt))
 
@@ -292,6 +301,7 @@ class MaasIngress:
 
     async def tokenize(self, request: TokenizeRequest) -> TokenizeResponse:
         """Token ids of a prompt or of chat messages (vLLM's ``/tokenize``)."""
+        budget.check_tokenize(request, self.config.ingress.limits)
         return await self.tokenizer.tokenize.remote(request)
 
     async def detokenize(self, request: DetokenizeRequest) -> DetokenizeResponse:
@@ -435,18 +445,39 @@ class MaasIngress:
         return self.encoder
 
     async def _prepare_chat(self, request: ChatCompletionRequest) -> tuple[list[int], GenerationParams]:
+        """The prompt's ids and the engine parameters: the model, the request's budget by its fields
+        (sequences, tools, schema size) and the prompt's length checked here (cheap); the rules,
+        template, tokens, schemas and the budget by token counts in the preparation pool."""
         config = self._generator_config(request.model)
-        chat_rules.reject_unsupported(request)
-        ids = await self.tokenizer.chat_ids.remote(config.name, request.messages, template_tools(request))
-        return ids, chat_rules.chat_params(request, len(ids), config)
+        budget.check_chat(request, self.config.ingress.limits)
+        self.tokenizer.prompts.check_size(config.name, [m.text() for m in request.messages], "messages")
+        return await self.preparation.run(self._chat_inputs, request, config)
 
     async def _prepare_completion(self, request: CompletionRequest) -> tuple[list[list[int]], GenerationParams]:
         config = self._generator_config(request.model)
+        budget.check_completion(request, self.config.ingress.limits)
+        texts = [p for p in completion_rules.completion_prompts(request.prompt) if isinstance(p, str)]
+        self.tokenizer.prompts.check_size(config.name, texts, "prompt")
+        return await self.preparation.run(self._completion_inputs, request, config)
+
+    def _chat_inputs(self, request: ChatCompletionRequest,
+                     config: GeneratorModelConfig) -> tuple[list[int], GenerationParams]:
+        """Runs in the preparation pool (CPU-heavy: tool schemas, chat template, tokenizer)."""
+        chat_rules.reject_unsupported(request)
+        ids = self.tokenizer.prompts.chat_ids(config.name, request.messages, template_tools(request))
+        params = chat_rules.chat_params(request, len(ids), config)
+        budget.check_chat_tokens(request, len(ids), params, self.config.ingress.limits)
+        return ids, params
+
+    def _completion_inputs(self, request: CompletionRequest,
+                           config: GeneratorModelConfig) -> tuple[list[list[int]], GenerationParams]:
+        """Runs in the preparation pool (CPU-heavy: tokenizer, ``response_format`` schema)."""
         completion_rules.reject_unsupported(request)
-        prompts = await asyncio.gather(*(self.tokenizer.prompt_ids.remote(config.name, p)
-                                         for p in completion_rules.completion_prompts(request.prompt)))
-        longest = max(len(ids) for ids in prompts)
-        return list(prompts), completion_rules.completion_params(request, longest, config)
+        prompts = [self.tokenizer.prompts.prompt_ids(config.name, p)
+                   for p in completion_rules.completion_prompts(request.prompt)]
+        params = completion_rules.completion_params(request, max(len(ids) for ids in prompts), config)
+        budget.check_completion_tokens(request, [len(ids) for ids in prompts], params, self.config.ingress.limits)
+        return prompts, params
 
     def _stream(self, model: str, ids: list[int], params: GenerationParams) -> DeploymentResponseGenerator:
         return self._generator_route(model)[0].options(stream=True).generate_stream.remote(ids, params)
@@ -454,13 +485,15 @@ class MaasIngress:
     async def _chat_chunks(self, request: ChatCompletionRequest, ids: list[int],
                            params: GenerationParams) -> AsyncIterator[ChatCompletionChunk]:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
-        return chat_chunks(new_id("chatcmpl"), now(), request.model,
-                           await open_stream(self._stream(request.model, ids, params)), include_usage)
+        results = metered(await open_stream(self._stream(request.model, ids, params)), current_meter())
+        return chat_chunks(new_id("chatcmpl"), now(), request.model, results, include_usage)
 
     async def _completion_chunks(self, request: CompletionRequest, prompts: list[list[int]],
                                  params: GenerationParams) -> AsyncIterator[CompletionResponse]:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
-        streams = await open_streams([self._stream(request.model, ids, params) for ids in prompts])
+        meter = current_meter()
+        opened = await open_streams([self._stream(request.model, ids, params) for ids in prompts])
+        streams = [metered(stream, meter) for stream in opened]
         return completion_chunks(new_id("cmpl"), now(), request.model, streams, params.n,
                                  include_usage)
 

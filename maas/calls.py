@@ -61,10 +61,18 @@ async def open_stream(stream: DeploymentResponseGenerator) -> AsyncIterator[Any]
     return _prepend(first, stream)
 
 
-async def _prepend(first: T, rest: AsyncIterator[T]) -> AsyncIterator[T]:
-    yield first
-    async for item in rest:
-        yield item
+async def _prepend(first: T, rest: DeploymentResponseGenerator) -> AsyncIterator[T]:
+    """``first``, then the rest of the call's items; closed (or cancelled) before its end, the
+    call is cancelled, which aborts its engine work (e.g. a stream past ``max_stream_s``)."""
+    finished = False
+    try:
+        yield first
+        async for item in rest:
+            yield item
+        finished = True
+    finally:
+        if not finished:
+            rest.cancel()
 
 
 async def _empty() -> AsyncIterator[Any]:

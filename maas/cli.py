@@ -268,7 +268,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
     try:
         if args.action == "add":
             models = [m for m in (args.models or "").split(",") if m]
-            key_file.add_key(args.file, args.id, models, args.rpm, args.tpm, admin=args.admin)
+            key_file.add_key(args.file, args.id, models, args.rpm, args.tpm, admin=args.admin,
+                             max_open_batches=args.max_open_batches, max_storage_mib=args.max_storage_mib)
         elif args.action == "revoke":
             key_file.revoke_key(args.file, args.id)
             print(f"[maas] key {args.id!r} revoked; the service refuses it within a second.")
@@ -474,6 +475,10 @@ def _key_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--tpm", type=int, default=None, help="tokens per minute (default: no limit)")
     command.add_argument("--admin", action="store_true",
                          help="an operator key: may also read /metrics (add)")
+    command.add_argument("--max-open-batches", type=int, default=None,
+                         help="batches not yet ended at once (default: ingress.max_open_batches_per_key)")
+    command.add_argument("--max-storage-mib", type=int, default=None,
+                         help="MiB of stored files (default: ingress.max_storage_mib_per_key)")
 
 
 def _registry_options(command: argparse.ArgumentParser, name: str) -> None:

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from maas.limits import RequestBudget
+
 ModelName = str
 Pooling = Literal["cls", "mean"]  # what a classifier head reads: the [CLS] state or the tokens' mean
 EncoderDtype = Literal["auto", "float32", "bfloat16", "float16"]
@@ -443,8 +445,35 @@ class IngressConfig(StrictModel):
         description="Deadline for a response to start (a stream starts with its first event); "
         "past it the request is cancelled, its engine work aborted, and the answer is 504.",
     )
+    max_stream_s: float | None = Field(
+        600.0, gt=0,
+        description="Longest a streamed answer may run, from its first event; past it the stream "
+        "ends with an error event (`stream_timeout`) and `data: [DONE]`, and its engine work is "
+        "aborted. None: no limit (a stream is then bounded by its `max_tokens` only).",
+    )
+    limits: RequestBudget = Field(
+        default_factory=RequestBudget,
+        description="The most work one request may ask for (maas/limits.py); over it, a 400 "
+        "`request_too_large`.",
+    )
     max_file_bytes: int = Field(
         100 * 1024 * 1024, ge=1024, description="Largest batch input file accepted by /v1/files."
+    )
+    max_open_batches_per_key: int = Field(
+        8, ge=1, le=10_000,
+        description="Batches not yet ended (validating, in_progress, finalizing, cancelling) an API key "
+        "may have; one more is a 429. Per key in the key file (`max_open_batches`); without keys, "
+        "for the whole service.",
+    )
+    max_storage_mib_per_key: int = Field(
+        256, ge=1,
+        description="MiB of files (inputs and batch outputs) an API key may store; an upload past it "
+        "is a 413. Per key in the key file (`max_storage_mib`); without keys, for the whole service.",
+    )
+    file_expiry_s: int = Field(
+        30 * 24 * 3600, ge=60,
+        description="Seconds a file is kept after its upload, or after its batch ended for an output "
+        "file (its `expires_at`); then it is deleted, unless an active batch reads it.",
     )
     batch_concurrency: int = Field(
         4, ge=1, le=256,

@@ -10,6 +10,9 @@ the deployment. Both forms are awaited the same way (``await handle.chat_ids.rem
 
 Rendering a chat template and encoding a short prompt take well under a millisecond, against
 several milliseconds of CPU for a Ray hop on a 2-core machine (benchmarks/overhead.py).
+
+The ingress calls :attr:`InProcessTokenizer.prompts` directly, in its preparation thread pool
+(:mod:`maas.preparation`): a long prompt or template must not hold up its event loop.
 """
 
 from __future__ import annotations

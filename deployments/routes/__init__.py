@@ -39,6 +39,7 @@ def build_app(ingress: Any, config: IngressConfig, shared_limits_app: str | None
         key_auth.shared = SharedRateLimiter(shared_limits_app)
     recorder = MetricsRecorder()
     app.state.ingress, app.state.key_auth, app.state.recorder = ingress, key_auth, recorder
+    app.state.max_stream_s = config.max_stream_s  # streamed answers end past it (maas.wire.admission)
     install_error_handlers(app)
     truthful_openapi(app)  # the errors each route answers, in the OpenAPI schema
     install_auth_middleware(app, key_auth)

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import File, Form, Path, Query, Request, UploadFile
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from deployments.routes.common import ingress_of, new_router
 from maas.wire.admission import admitted
@@ -31,6 +32,9 @@ router = new_router()
 ObjectId = Annotated[str, Path(max_length=MAX_ID_LENGTH)]
 """A file or batch id in a path: a longer one is a 400."""
 
+UPLOAD_CHUNK_BYTES = 1024 * 1024
+"""An upload is copied to the store this many bytes at a time (never whole in memory)."""
+
 JSONL_CONTENT: dict[int | str, dict[str, Any]] = {200: {
     "description": "The file's bytes (JSON lines).",
     "content": {"application/jsonl": {"schema": {"type": "string"}}}}}
@@ -48,10 +52,13 @@ async def upload_file(request: Request, file: UploadFile = File(..., description
     """Upload a batch input: one request a line, `{"custom_id", "method": "POST", "url", "body"}`.
 
     `multipart/form-data` (as `client.files.create(file=..., purpose="batch")` sends it), up to
-    `ingress.max_file_bytes`. The lines are checked when a batch is created from the file.
+    `ingress.max_file_bytes` and within the key's storage quota (`ingress.max_storage_mib_per_key`;
+    else 413, code `storage_quota_exceeded`), copied to disk a chunk at a time. The file is deleted
+    at its `expires_at` (`ingress.file_expiry_s`). The lines are checked when a batch is created.
     """
-    content = await file.read()
-    return ingress_of(request).create_file(content, file.filename or "input.jsonl", purpose, owner_of(request))
+    chunks = iter(lambda: file.file.read(UPLOAD_CHUNK_BYTES), b"")  # spooled to disk by the form parser
+    return await run_in_threadpool(ingress_of(request).create_file, chunks, file.filename or "input.jsonl",
+                                   purpose, owner_of(request))
 
 
 @router.get("/v1/files", response_model=FileList)
@@ -74,6 +81,7 @@ async def file_content(file_id: ObjectId, request: Request) -> Response:
 
 @router.delete("/v1/files/{file_id}", response_model=FileDeleted)
 async def delete_file(file_id: ObjectId, request: Request) -> FileDeleted:
+    """Delete a file; the input of a batch that has not ended is a 409 (`file_in_use`)."""
     return ingress_of(request).batch_api.delete(file_id, owner_of(request))
 
 
@@ -85,9 +93,11 @@ async def create_batch(body: BatchCreateRequest, request: Request) -> BatchObjec
     Every line is checked first (a bad line is a 400 naming it) and every model it names must
     be allowed for the key. The batch sends a bounded number of requests at a time
     (`ingress.batch_concurrency`), each charged to the key; results are in `output_file_id`
-    (and `error_file_id`) once it is `completed`, in the order of the input.
+    (and `error_file_id`) once it is `completed`, in the order of the input. A key has at most
+    `ingress.max_open_batches_per_key` batches not yet ended (else 429, `too_many_open_batches`);
+    a batch still running 24 hours after its creation ends `expired`.
     """
-    return ingress_of(request).create_batch(body, owner_of(request))
+    return await ingress_of(request).create_batch(body, owner_of(request))
 
 
 @router.get("/v1/batches", response_model=BatchList)

@@ -22,5 +22,7 @@ def ingress_of(request: Request) -> Any:
 def streamed(model: type) -> dict[int | str, dict[str, Any]]:
     """OpenAPI of a route answering ``model`` as JSON, or with ``stream: true`` server-sent events."""
     return {200: {"model": model, "description": "The answer; with `stream: true`, server-sent events "
-                  "(`data: {chunk}` lines, then `data: [DONE]`).",
+                  "(`data: {chunk}` lines, then `data: [DONE]`). A stream that fails after it started, "
+                  "or runs past the service's limit (`stream_timeout`), ends with one `data:` event "
+                  "holding the error body, then `data: [DONE]`.",
                   "content": {"text/event-stream": {"schema": {"type": "string"}}}}}

@@ -105,10 +105,17 @@ def failed(custom_id: str, error: MaasError) -> BatchOutputLine:
                                                        "message": error.message})
 
 
+def expired(custom_id: str) -> BatchOutputLine:
+    """The error line of a request not run before its batch's completion window ended (OpenAI's)."""
+    return BatchOutputLine(custom_id=custom_id, error={
+        "code": "batch_expired",
+        "message": "This request could not be executed before the completion window expired."})
+
+
 def output_files(lines: list[BatchRequestLine], results: Iterable[BatchOutputLine]) -> tuple[str, str]:
     """The output file (answered with 200) and the error file (the rest), in input order."""
     by_id = {line.custom_id: line for line in results}
     done = [by_id[line.custom_id] for line in lines if line.custom_id in by_id]
-    ok = [r for r in done if r.response is not None and r.response.status_code == 200]
-    bad = [r for r in done if r.response is None or r.response.status_code != 200]
+    ok = [r for r in done if r.succeeded]
+    bad = [r for r in done if not r.succeeded]
     return "".join(r.model_dump_json() + "\n" for r in ok), "".join(r.model_dump_json() + "\n" for r in bad)

@@ -40,9 +40,13 @@ def with_prompt_logprobs(params: GenerationParams, request: CompletionRequest) -
 
 def with_echo(response: CompletionResponse, results: list[GenerationResult], request: CompletionRequest,
               prompts: list[str | list[int]]) -> CompletionResponse:
-    """The answer with each prompt in front (``echo``) and vLLM's ``prompt_logprobs`` if asked for."""
+    """The answer with each prompt in front (``echo``) and vLLM's ``prompt_logprobs`` if asked for.
+
+    A prompt's log probabilities are built once and shared by its ``n`` choices (the JSON answer
+    still repeats them in each choice)."""
     if not request.echo and request.prompt_logprobs is None:
         return response
+    parts: dict[int, CompletionLogprobs] = {}
     choices = []
     for choice in response.choices:
         prompt_index = choice.index // request.n
@@ -50,22 +54,25 @@ def with_echo(response: CompletionResponse, results: list[GenerationResult], req
         if request.prompt_logprobs is not None:
             choice = choice.model_copy(update={"prompt_logprobs": result.prompt_logprobs})
         if request.echo:
-            choice = echoed(choice, result, prompt if isinstance(prompt, str) else result.prompt_text or "",
-                            request.logprobs)
+            if choice.logprobs is not None and prompt_index not in parts:
+                parts[prompt_index] = prompt_part(result, request.logprobs or 0)
+            choice = echoed(choice, parts.get(prompt_index),
+                            prompt if isinstance(prompt, str) else result.prompt_text or "")
         choices.append(choice)
     return response.model_copy(update={"choices": choices})
 
 
-def echoed(choice: CompletionChoice, result: GenerationResult, prompt_text: str, top: int | None) -> CompletionChoice:
-    """One choice with its prompt's text (and, with ``logprobs``, its tokens) in front."""
+def echoed(choice: CompletionChoice, prompt_logprobs: CompletionLogprobs | None, prompt_text: str) -> CompletionChoice:
+    """One choice with its prompt's text (and, with ``logprobs``, the prompt's part of them, which
+    is not changed: it may be shared) in front."""
     logprobs = choice.logprobs
-    if logprobs is not None:
-        logprobs = prompt_part(result, top or 0).model_copy()
-        answer = choice.logprobs or CompletionLogprobs()
-        logprobs.tokens += answer.tokens
-        logprobs.token_logprobs += answer.token_logprobs
-        logprobs.top_logprobs += answer.top_logprobs
-        logprobs.text_offset += [offset + len(prompt_text) for offset in answer.text_offset]
+    if logprobs is not None and prompt_logprobs is not None:
+        logprobs = CompletionLogprobs.model_construct(  # the shared parts as they are, not copied
+            tokens=prompt_logprobs.tokens + logprobs.tokens,
+            token_logprobs=prompt_logprobs.token_logprobs + logprobs.token_logprobs,
+            top_logprobs=prompt_logprobs.top_logprobs + logprobs.top_logprobs,
+            text_offset=prompt_logprobs.text_offset + [offset + len(prompt_text) for offset in logprobs.text_offset],
+        )
     return choice.model_copy(update={"text": prompt_text + choice.text, "logprobs": logprobs})
 
 

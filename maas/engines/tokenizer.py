@@ -32,6 +32,7 @@ class TokenizerEngine:
     def __init__(self, specs: list[TokenizerSpec]) -> None:
         self.specs = {spec.name: spec for spec in specs}
         self.tokenizers: dict[str, Any] = {}
+        self._longest: dict[str, int] = {}
         for spec in specs:
             if not self._is_untrained(spec):  # a registry model still training: loaded when live
                 self.tokenizers[spec.name] = _load_fast(spec)
@@ -48,6 +49,14 @@ class TokenizerEngine:
                                          retry_after_s=30)
             tokenizer = self.tokenizers[model] = _load_fast(self.specs[model])
         return tokenizer
+
+    def longest_token_chars(self, model: str) -> int:
+        """The most characters one token of ``model`` stands for (its longest vocabulary entry; a
+        byte-level entry's characters are bytes, so it covers at most that many characters)."""
+        longest = self._longest.get(model)
+        if longest is None:
+            longest = self._longest[model] = max(map(len, self.tokenizer(model).get_vocab()), default=1)
+        return longest
 
     @staticmethod
     def _is_untrained(spec: TokenizerSpec) -> bool:
@@ -117,6 +126,17 @@ class PromptTokenizer:
     def require(self, model: str) -> None:
         if model not in self.engine.specs:
             raise ModelNotFoundError.for_model(model, "tokenization", list(self.engine.specs))
+
+    def check_size(self, model: str, texts: list[str], param: str) -> None:
+        """A 400 before any tokenizing for text far too long for the context: even if each token
+        stood for the model's longest vocabulary entry, it would need more than twice
+        ``max_model_len`` tokens. Cheap (a length), so a 4 MiB prompt costs no tokenizer time."""
+        self.require(model)
+        chars, limit = sum(map(len, texts)), self.engine.max_model_len(model)
+        if chars > 2 * limit * self.engine.longest_token_chars(model):
+            raise ContextLengthExceededError(
+                f"This model's maximum context length is {limit} tokens; the prompt has {chars} "
+                "characters, far more than fit in it.", param)
 
     def prompt_ids(self, model: str, prompt: str | list[int], param: str = "prompt") -> list[int]:
         """Token ids of a completion prompt, checked against the model's context."""

@@ -10,7 +10,9 @@ atomically; updates of a batch hold its lock.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +37,23 @@ class FileStore:
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = (Path(root).expanduser() if root else default_batch_dir()) / "files"
 
-    def create(self, content: bytes, filename: str, purpose: str, owner: str | None) -> FileObject:
-        file = FileObject(bytes=len(content), filename=filename, purpose=purpose)  # type: ignore[arg-type]
+    def create(self, content: bytes | Iterable[bytes], filename: str, purpose: str, owner: str | None,
+               expires_at: int | None = None) -> FileObject:
+        """Store a file from its bytes, or from chunks written to disk as they come (never whole
+        in memory). An error while the chunks are read (e.g. a size cap) leaves nothing behind."""
         self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / f"{file.id}.jsonl").write_bytes(content)
+        fd, tmp = tempfile.mkstemp(prefix=".upload-", suffix=".tmp", dir=self.root)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in [content] if isinstance(content, bytes) else content:
+                    out.write(chunk)
+                size = out.tell()
+            file = FileObject(bytes=size, filename=filename, purpose=purpose,  # type: ignore[arg-type]
+                              expires_at=expires_at)
+            os.replace(tmp, self.root / f"{file.id}.jsonl")
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         write_atomic(self.root / f"{file.id}.json", json.dumps({**file.model_dump(mode="json"), "owner": owner}))
         return file
 
@@ -56,8 +71,14 @@ class FileStore:
 
     def list(self) -> list[tuple[FileObject, str | None]]:
         """Every file with its owner, newest first."""
-        found = [self.get(path.stem) for path in self.root.glob("*.json")] if self.root.exists() else []
-        return sorted(found, key=lambda item: item[0].created_at, reverse=True)
+        found = [self._maybe(path.stem) for path in self.root.glob("*.json")] if self.root.exists() else []
+        return sorted(filter(None, found), key=lambda item: item[0].created_at, reverse=True)
+
+    def _maybe(self, file_id: str) -> tuple[FileObject, str | None] | None:
+        try:
+            return self.get(file_id)
+        except KeyError:  # deleted since it was listed
+            return None
 
     def delete(self, file_id: str) -> None:
         self.get(file_id)
@@ -122,6 +143,13 @@ class BatchStore:
                 yield BatchOutputLine.model_validate_json(raw)
             except ValueError:  # pydantic's ValidationError (bad JSON, bad UTF-8) is a ValueError
                 continue
+
+    def counts(self, batch_id: str) -> tuple[int, int]:
+        """``(completed, failed)`` of the requests finished so far, from the results (one per
+        ``custom_id``): the batch's counts, whatever a crash left in ``batch.json``."""
+        last = {line.custom_id: line.succeeded for line in self.results(batch_id)}
+        completed = sum(last.values())
+        return completed, len(last) - completed
 
     def done_ids(self, batch_id: str) -> dict[str, Any]:
         """``custom_id`` of each finished request: whether it failed."""

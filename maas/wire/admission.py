@@ -11,6 +11,7 @@ the app and fails on one without it.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
@@ -19,8 +20,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from maas.wire.auth import KeyAuth, authorize_model, request_key
-from maas.wire.errors import PermissionDeniedError
+from maas.wire.errors import PermissionDeniedError, StreamTimeoutError
 from maas.wire.http import set_request_model, sse_events
+from maas.wire.metering import TokenMeter, metering
 
 ADMITTED = "__maas_admitted__"
 """Set on every route function wrapped by :func:`admitted`."""
@@ -71,34 +73,86 @@ def usage_tokens(item: Any) -> int | None:
     return None if usage is None else int(usage.total_tokens)
 
 
-async def charged(request: Any, auth: KeyAuth, items: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    """Pass a stream through; charge the tokens of its last ``usage`` to the request's key."""
+def request_meter(request: Any, auth: KeyAuth) -> TokenMeter:
+    """The meter charging the tokens of ``request`` to its key (:mod:`maas.wire.metering`)."""
+    return TokenMeter(lambda tokens: auth.charge(request, tokens))
+
+
+async def charged(meter: TokenMeter, items: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """Pass a stream through; settle ``meter`` with its last ``usage`` when it ends, and charge
+    what was produced when it is cut off (the client went away)."""
     tokens = None
-    async for item in items:
-        tokens = usage_tokens(item) or tokens
-        yield item
-    if tokens is not None:
-        auth.charge(request, tokens)
+    try:
+        async for item in items:
+            tokens = usage_tokens(item) or tokens
+            yield item
+        meter.settle(tokens)
+    finally:
+        meter.flush()
+
+
+async def within(items: AsyncIterator[Any], seconds: float | None) -> AsyncIterator[Any]:
+    """Pass a stream through for at most ``seconds`` (None: no limit). Past them the stream is
+    closed, which cancels its calls into the deployments and so aborts its engine work
+    (:mod:`maas.calls`), and :class:`StreamTimeoutError` is raised: the stream's last event.
+
+    Past the limit while waiting for the next item, that wait is cancelled through the whole chain
+    of streams at once; past it while the client reads, the chain is closed at its ``yield`` and
+    its inner streams are closed by asyncio's async-generator finalizer a few loop turns later."""
+    if seconds is None:
+        async for item in items:
+            yield item
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    try:
+        while True:
+            if loop.time() >= deadline:
+                raise stream_timeout(seconds)
+            try:
+                async with asyncio.timeout_at(deadline) as timer:
+                    item = await anext(items)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                if not timer.expired():  # the stream's own error, not the limit
+                    raise
+                raise stream_timeout(seconds) from None
+            yield item
+    finally:
+        close = getattr(items, "aclose", None)
+        if close is not None:
+            await close()
+
+
+def stream_timeout(seconds: float) -> StreamTimeoutError:
+    return StreamTimeoutError(f"The stream ran past the service's limit of {seconds:g} s and was ended; "
+                              "ask for fewer tokens, or do not stream.")
 
 
 def admitted(route: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     """The decorator of every model route ``route(body, request)`` of the app.
 
     The app (``request.app.state``) holds the ``ingress`` and the ``key_auth``. Before the route:
-    ``ingress.models_used(body)`` are admitted (:func:`admit_models`, labelled among
-    ``ingress.served_models()``). After it: a wire model's
+    ``await ingress.models_used(body, key_id)`` are admitted (:func:`admit_models`, labelled
+    among ``ingress.served_models()``). After it: a wire model's
     ``usage`` is charged to the key; an :class:`Answer` whose content is an async iterator
-    becomes server-sent events whose usage is charged when the stream ends.
+    becomes server-sent events whose usage is charged when the stream ends, ended after the app's
+    ``max_stream_s`` (``request.app.state``) if it runs longer (:func:`within`). While the route
+    runs, the request's :class:`~maas.wire.metering.TokenMeter` is current: tokens generated for
+    it are charged even if the client goes away first (:mod:`maas.wire.metering`).
     """
 
     @functools.wraps(route)
     async def admitted_route(body: Any, request: Any) -> Any:
         state = request.app.state
         key = request_key(request)
-        models = state.ingress.models_used(body, key.id if key else None)
+        models = await state.ingress.models_used(body, key.id if key else None)
         admit_models(request, models, state.ingress.served_models())
-        result = await route(body, request)
-        return _respond(request, state.key_auth, result)
+        meter = request_meter(request, state.key_auth)
+        with metering(meter):
+            result = await route(body, request)
+        return _respond(request, meter, result)
 
     setattr(admitted_route, ADMITTED, True)
     return admitted_route
@@ -119,20 +173,17 @@ def json_answer(model: BaseModel) -> Any:
     return Response(model.model_dump_json(by_alias=True), media_type="application/json")
 
 
-def _respond(request: Any, auth: KeyAuth, result: Any) -> Any:
+def _respond(request: Any, meter: TokenMeter, result: Any) -> Any:
     if not isinstance(result, Answer):
-        tokens = usage_tokens(result)
-        if tokens is not None:
-            auth.charge(request, tokens)
+        meter.settle(usage_tokens(result))
         return json_answer(result) if isinstance(result, BaseModel) else result
     if isinstance(result.content, AsyncIterator):
-        response = event_stream(charged(request, auth, result.content))
+        seconds = getattr(request.app.state, "max_stream_s", None)
+        response = event_stream(charged(meter, within(result.content, seconds)))
     else:
         from fastapi.responses import JSONResponse
 
-        tokens = usage_tokens(result.content)
-        if tokens is not None:
-            auth.charge(request, tokens)
+        meter.settle(usage_tokens(result.content))
         response = JSONResponse(result.content.model_dump(mode="json"))
     response.headers.update(result.headers)
     return response

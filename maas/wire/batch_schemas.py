@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from maas.wire.schemas import Metadata, RequestModel, WireModel, new_id, now
 
@@ -26,6 +26,8 @@ class FileObject(WireModel):
     filename: str
     purpose: Literal["batch", "batch_output"]
     status: Literal["processed"] = "processed"
+    expires_at: int | None = Field(None, description="When the file is deleted (unless an active "
+                                   "batch reads it then); null: never.")
 
 
 class FileList(WireModel):
@@ -48,6 +50,8 @@ class BatchCreateRequest(RequestModel):
     completion_window: Literal["24h"] = "24h"
     metadata: Metadata | None = Field(None, description="Up to 16 pairs (keys up to 64 characters, "
                                       "values up to 512), kept with the batch.")
+    _input_lines: list[BatchRequestLine] | None = PrivateAttr(None)
+    """The input file's lines once the Batch API has read them (not part of the wire body)."""
 
 
 class BatchRequestCounts(WireModel):
@@ -121,3 +125,8 @@ class BatchOutputLine(WireModel):
     custom_id: str
     response: BatchResponseData | None = None
     error: dict[str, Any] | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        """Answered with 200: a line of the output file (the others go to the error file)."""
+        return self.response is not None and self.response.status_code == 200

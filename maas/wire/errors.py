@@ -45,6 +45,13 @@ class ContextLengthExceededError(InvalidRequestError):
     code = "context_length_exceeded"
 
 
+class RequestTooLargeError(InvalidRequestError):
+    """The request asks for more work than one request may (``ingress.limits``): too many
+    sequences, tokens, log probabilities, tools or schema (400)."""
+
+    code = "request_too_large"
+
+
 class ModelNotFoundError(MaasError):
     """The request names a model that no deployment serves (404)."""
 
@@ -86,6 +93,15 @@ class PayloadTooLargeError(MaasError):
     code = "payload_too_large"
 
 
+class ConflictError(MaasError):
+    """The request conflicts with the state of an object, e.g. deleting the input file of a batch
+    that still runs (409)."""
+
+    status_code = HTTPStatus.CONFLICT
+    error_type = "invalid_request_error"
+    code = "conflict"
+
+
 class UnsupportedMediaTypeError(MaasError):
     """The request body is not declared as JSON (415)."""
 
@@ -100,6 +116,12 @@ class RequestTimeoutError(MaasError):
     status_code = HTTPStatus.GATEWAY_TIMEOUT
     error_type = "timeout"
     code = "request_timeout"
+
+
+class StreamTimeoutError(RequestTimeoutError):
+    """A stream ran past ``ingress.max_stream_s``: it ends with this error as its last event."""
+
+    code = "stream_timeout"
 
 
 class ServiceUnavailableError(MaasError):

@@ -9,7 +9,8 @@ A pure ASGI middleware (streams and client disconnects pass through untouched):
 * a request whose response has not started within ``request_timeout_s`` is cancelled (which
   cancels its calls into the deployments and aborts their engine work) and answered with 504.
   A stream counts as started once its first bytes are sent; from then on it is bounded by its
-  ``max_tokens`` and aborted when the client goes away.
+  ``max_tokens`` and by ``max_stream_s`` (:func:`maas.wire.admission.within`), and aborted when
+  the client goes away.
 
 The limits are set by the ingress replica from its config (:class:`RequestLimits`).
 """

@@ -240,16 +240,22 @@ ERROR_SCHEMA: dict[str, Any] = {
 """The OpenAI error body, as every error of the service is answered (:func:`error_response`)."""
 
 ROUTE_ERRORS: dict[int, str] = {
-    400: "Invalid request: a parameter is missing, malformed or out of range (never 422).",
+    400: "Invalid request: a parameter is missing, malformed or out of range (never 422); or the "
+         "request asks for more work than one request may (request_too_large: sequences, tokens, "
+         "log probabilities, tools, schema or text to tokenize over the service's limits).",
     401: "Missing or unknown API key (when the service has keys).",
     403: "The API key may not use a model this request needs.",
     404: "Unknown model, or a model without this capability.",
-    413: "Request body over the size limit.",
+    409: "The object is in use: e.g. a file that an active batch reads (delete it once the batch ends).",
+    413: "Request body over the size limit, or (an upload) over the API key's storage quota.",
     415: "Request body not declared as JSON.",
-    429: "Over the API key's requests or tokens per minute; see Retry-After.",
+    429: "Over the API key's requests or tokens per minute, or its open batches; see Retry-After.",
     503: "Overloaded, restarting, or the model is not ready yet (model_not_ready); see Retry-After.",
     504: "No answer within the request deadline (request_timeout).",
 }
+
+CONFLICT_ROUTES = frozenset({("delete", "/v1/files/{file_id}")})
+"""The routes that answer 409 (:class:`maas.wire.errors.ConflictError`)."""
 
 
 def truthful_openapi(app: Any) -> None:
@@ -282,7 +288,9 @@ def _document_errors(path: str, method: str, operation: dict[str, Any]) -> None:
         statuses = ([400] * bool(operation.get("parameters")) + [401] + [403] * (path in ADMIN_PATHS)
                     + [404] * ("{" in path) + [429])
     else:
-        statuses = list(ROUTE_ERRORS)
+        statuses = [s for s in ROUTE_ERRORS if s != 409]
+    if (method, path) in CONFLICT_ROUTES:
+        statuses.append(409)
     for status in statuses:
         description = ADMIN_ERROR if status == 403 and path in ADMIN_PATHS else ROUTE_ERRORS[status]
         responses[str(status)] = {"description": description, "content": {

@@ -50,6 +50,10 @@ class ApiKey(StrictModel):
     models: list[str] = Field(default_factory=list, description="Models it may use; empty: all.")
     requests_per_minute: int | None = Field(None, ge=1, description="Requests in any 60 s; absent: no cap.")
     tokens_per_minute: int | None = Field(None, ge=1, description="Tokens in any 60 s; absent: no cap.")
+    max_open_batches: int | None = Field(None, ge=1, description="Batches not yet ended at once; "
+                                         "absent: ingress.max_open_batches_per_key.")
+    max_storage_mib: int | None = Field(None, ge=1, description="MiB of stored files; absent: "
+                                        "ingress.max_storage_mib_per_key.")
     revoked: bool = Field(False, description="A revoked key is refused (401).")
     admin: bool = Field(False, description="May also read the operator routes (/metrics); "
                         "other keys get 403 there.")
@@ -237,17 +241,20 @@ class KeyStore:
 
 
 def add_key(path: str | Path, key_id: str, models: Iterable[str] | None = None,
-            rpm: int | None = None, tpm: int | None = None, admin: bool = False) -> str:
+            rpm: int | None = None, tpm: int | None = None, admin: bool = False,
+            max_open_batches: int | None = None, max_storage_mib: int | None = None) -> str:
     """Add a new key to the key file (created if missing); print its secret once and return it.
 
-    ``admin``: the key may also read the operator routes (``/metrics``). The file is read and
+    ``admin``: the key may also read the operator routes (``/metrics``); ``max_open_batches``,
+    ``max_storage_mib``: its Batch API caps (absent: the config's defaults). The file is read and
     replaced under its lock (:func:`key_file_lock`): concurrent adds and revokes all land.
 
     The secret goes to stdout alone (so it can be captured); the note about it to stderr.
     """
     secret, digest = new_key()
     key = _validated_key({"id": key_id, "sha256": digest, "models": list(models or []),
-                          "requests_per_minute": rpm, "tokens_per_minute": tpm, "admin": admin})
+                          "requests_per_minute": rpm, "tokens_per_minute": tpm, "admin": admin,
+                          "max_open_batches": max_open_batches, "max_storage_mib": max_storage_mib})
     with locked(key_file_lock(path)):
         keys = read_key_file(path) if Path(path).exists() else KeyFile()
         if any(k.id == key_id for k in keys.keys):

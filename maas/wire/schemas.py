@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from maas.config import MAX_INPUTS_PER_REQUEST
+from maas.limits import MAX_TOOLS
 
 MAX_STOP_SEQUENCES = 4
 MAX_STOP_LENGTH = 256
@@ -293,7 +294,7 @@ class ChatCompletionRequest(SamplingFields):
     logprobs: bool = Field(False, description="Return log probabilities of output tokens.")
     top_logprobs: int | None = Field(None, ge=0, le=20, description="Alternatives per token.")
     response_format: ResponseFormat | None = None
-    tools: list[ChatTool] | None = Field(None, max_length=128, description="Functions the model may call.")
+    tools: list[ChatTool] | None = Field(None, max_length=MAX_TOOLS, description="Functions the model may call.")
     tool_choice: ToolChoice | None = Field(
         None, description="`none`, `auto` (default with tools), `required`, or a named function."
     )

@@ -203,3 +203,26 @@ def test_batches_belong_to_their_key_and_are_admitted_and_charged(secured: str,
     assert batch["request_counts"] == {"total": 6, "completed": 6, "failed": 0}
     requests, tokens = ray.get(shared_limiter().usage.remote("erin"))
     assert tokens > 0 and requests >= 6  # each request of the batch counted against erin's key
+
+
+def test_a_keys_own_storage_cap_stops_an_upload_with_a_413(secured: str, keys: tuple[Path, dict[str, str]]) -> None:
+    import json
+
+    path, _ = keys
+    frank = bearer(key_file.add_key(path, "frank", [ENCODER], max_storage_mib=1))  # re-read within a second
+    line = json.dumps({"custom_id": "f", "method": "POST", "url": "/v1/embeddings",
+                       "body": {"model": ENCODER, "input": "x" * 1000}}) + "\n"
+
+    def upload(content: bytes) -> httpx.Response:
+        return httpx.post(f"{secured}/v1/files", files={"file": ("in.jsonl", content)}, data={"purpose": "batch"},
+                          headers=frank, timeout=60)
+
+    deadline = time.monotonic() + 15
+    while (small := upload(line.encode())).status_code == 401 and time.monotonic() < deadline:
+        time.sleep(0.5)  # not yet re-read
+    assert small.status_code == 200, small.text
+    big = upload(line.encode() * 1100)  # over 1 MiB with the first file
+    assert big.status_code == 413, big.text
+    assert big.json()["error"]["code"] == "storage_quota_exceeded"
+    listed = httpx.get(f"{secured}/v1/files", headers=frank, timeout=30).json()["data"]
+    assert [f["id"] for f in listed] == [small.json()["id"]]  # nothing of the refused upload is kept

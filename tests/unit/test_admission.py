@@ -70,7 +70,7 @@ class Ingress:
     def __init__(self, models: list[str], answer: Any) -> None:
         self.models, self.answer = models, answer
 
-    def models_used(self, body: Any, key_id: str | None) -> list[str]:
+    async def models_used(self, body: Any, key_id: str | None) -> list[str]:
         return self.models
 
     def served_models(self) -> frozenset[str]:

@@ -9,10 +9,16 @@ from pathlib import Path
 import pytest
 
 from maas.endpoints import batches as rules
-from maas.endpoints.batch_api import BatchApi
+from maas.endpoints.batch_api import BatchApi, BatchLimits
 from maas.storage.batch_store import BatchStore, FileStore
 from maas.wire.batch_schemas import BatchCreateRequest, BatchObject
-from maas.wire.errors import InvalidRequestError, ModelNotFoundError, NotFoundError, PayloadTooLargeError
+from maas.wire.errors import (
+    ConflictError,
+    InvalidRequestError,
+    ModelNotFoundError,
+    NotFoundError,
+    PayloadTooLargeError,
+)
 
 CHAT = "/v1/chat/completions"
 
@@ -24,7 +30,7 @@ def line(custom_id: str, model: str = "chat", url: str = CHAT, **body: object) -
 
 def api(tmp_path: Path) -> tuple[BatchApi, list[str]]:
     started: list[str] = []
-    return BatchApi(FileStore(tmp_path), BatchStore(tmp_path), lambda b: started.append(b.id), 10_000), started
+    return BatchApi(FileStore(tmp_path), BatchStore(tmp_path), lambda b: started.append(b.id), BatchLimits(max_file_bytes=10_000)), started
 
 
 def test_input_lines_are_read_with_their_models() -> None:
@@ -72,11 +78,29 @@ def test_files_and_batches_belong_to_their_key(tmp_path: Path) -> None:
         batches.batch(batch.id, "team-b")
     assert batches.list_batches("team-a").data[0].id == batch.id
     assert batches.cancel(batch.id, "team-a").status == "cancelling"
+    with pytest.raises(ConflictError, match="input of batch .* cancelling") as error:
+        batches.delete(file.id, "team-a")  # the batch has not ended: it may still read its input
+    assert error.value.status_code == 409 and error.value.code == "file_in_use"
+    batches.batches.update(batch.id, lambda b: setattr(b, "status", "cancelled"))
     assert batches.delete(file.id, "team-a").deleted
     with pytest.raises(NotFoundError):
         batches.file(file.id, "team-a")
     with pytest.raises(NotFoundError):
         batches.file("../etc/passwd", "team-a")
+
+
+def test_a_batch_input_is_read_once_for_admission_and_creation(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    batches, _ = api(tmp_path)
+    file = batches.upload((line("a") + "\n" + line("b", model="other") + "\n").encode(), "in.jsonl", "batch", None)
+    reads: list[str] = []
+    read = rules.read_batch_input
+    monkeypatch.setattr(rules, "read_batch_input", lambda content, endpoint: reads.append(endpoint) or read(content, endpoint))
+    request = BatchCreateRequest(input_file_id=file.id, endpoint=CHAT)
+    assert batches.models_of(request, None) == ["chat", "other"]
+    assert batches.create(request, None, {CHAT: {"chat", "other"}}).request_counts.total == 2
+    assert reads == [CHAT]
+    assert "_input_lines" not in request.model_dump_json()
 
 
 def test_uploads_are_batch_inputs_within_the_size_limit(tmp_path: Path) -> None:

@@ -99,3 +99,18 @@ def test_one_refused_stream_cancels_the_opened_ones() -> None:
     with pytest.raises(Full):
         asyncio.run(open_streams(streams))  # type: ignore[arg-type]
     assert streams[0].cancelled
+
+
+def test_a_stream_closed_before_its_end_cancels_the_call() -> None:
+    """What ends a stream early at the ingress (``max_stream_s``) aborts its engine work; a
+    stream read to its end is not cancelled."""
+    async def scenario() -> tuple[StubStream, StubStream]:
+        whole, cut = StubStream([1, 2, 3]), StubStream([1, 2, 3])
+        assert await collect(await open_stream(whole)) == [1, 2, 3]  # type: ignore[arg-type]
+        opened = await open_stream(cut)  # type: ignore[arg-type]
+        assert await anext(opened) == 1
+        await opened.aclose()
+        return whole, cut
+
+    whole, cut = asyncio.run(scenario())
+    assert not whole.cancelled and cut.cancelled

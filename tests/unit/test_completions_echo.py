@@ -82,3 +82,20 @@ def test_engine_structured_output_is_compact(smollm2_dir) -> None:
     args = build_engine_args(GeneratorModelConfig(name="m", path=str(smollm2_dir)), on_gpu=False)
     assert args.structured_outputs_config.disable_any_whitespace
     assert args.structured_outputs_config.backend == "xgrammar"
+
+
+def test_a_prompts_log_probabilities_are_built_once_for_its_choices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``echo`` with ``logprobs`` and ``n``: one prompt part per prompt, shared, never changed."""
+    from maas.endpoints import completions_echo
+
+    built: list[int] = []
+    real = completions_echo.prompt_part
+    monkeypatch.setattr(completions_echo, "prompt_part", lambda result, top: built.append(top) or real(result, top))
+    two = result().model_copy(update={"chunks": [result().chunks[0], result().chunks[0].model_copy(update={"index": 1})]})
+    req = request(echo=True, logprobs=1, max_tokens=1, n=2, prompt=["Hello world", "Hello world"])
+    response = with_echo(completion_response("m", [two, two], 2), [two, two], req, ["Hello world"] * 2)
+    assert built == [1, 1]  # two prompts, four choices
+    assert [c.logprobs.tokens for c in response.choices] == [["Hello", " world", "."]] * 4
+    assert [c.logprobs.text_offset for c in response.choices] == [[0, 5, 11]] * 4
+    assert response.choices[0].logprobs.top_logprobs[1] is response.choices[1].logprobs.top_logprobs[1]
+    assert response.model_dump_json().count('"tokens":["Hello"," world","."]') == 4

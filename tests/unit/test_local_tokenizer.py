@@ -20,7 +20,14 @@ class Engine:
     def max_model_len(self, model: str) -> int:
         return self.specs[model].max_model_len
 
+    def __init__(self) -> None:
+        self.encoded = 0
+
+    def longest_token_chars(self, model: str) -> int:
+        return 3
+
     def encode(self, model: str, text: str, add_special_tokens: bool = True) -> list[int]:
+        self.encoded += 1
         return [len(word) for word in text.split()]
 
     def encode_chat(self, model: str, messages: list[dict[str, str]], tools: Any = None) -> list[int]:
@@ -98,3 +105,12 @@ def test_other_models_and_other_calls_go_to_the_deployment() -> None:
         await local.tokenize.remote("request")
     asyncio.run(main())
     assert [name for name, _ in handle.calls] == ["prompt_ids", "chat_ids", "tokenize"]
+
+
+def test_far_too_long_text_is_refused_without_tokenizing() -> None:
+    engine = Engine()
+    prompts = PromptTokenizer(engine)  # type: ignore[arg-type]
+    prompts.check_size("gen", ["abc " * 6], "prompt")  # 24 chars could be 8 tokens of 3: tokenized later
+    with pytest.raises(ContextLengthExceededError, match="characters"):
+        prompts.check_size("gen", ["a" * 40, "b" * 9], "messages")  # 49 > 2 * 8 * 3
+    assert engine.encoded == 0

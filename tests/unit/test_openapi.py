@@ -17,9 +17,10 @@ def test_every_route_documents_its_errors_and_no_422() -> None:
             responses = operation["responses"]
             assert "422" not in responses, (method, path)
             if method == "post":
-                assert set(map(str, ROUTE_ERRORS)) <= set(responses), (method, path)
+                assert set(map(str, ROUTE_ERRORS)) - {"409"} <= set(responses), (method, path)
                 error = responses["400"]["content"]["application/json"]["schema"]
                 assert error == {"$ref": "#/components/schemas/ErrorResponse"}
+            assert ("409" in responses) == ((method, path) == ("delete", "/v1/files/{file_id}")), (method, path)
     assert "HTTPValidationError" not in schema["components"]["schemas"]
 
 
@@ -34,3 +35,12 @@ def test_streaming_routes_declare_their_answer_and_the_seed_bound_is_exact() -> 
         assert "text/event-stream" in content
     seed = schema["components"]["schemas"]["ChatCompletionRequest"]["properties"]["seed"]["anyOf"][0]
     assert int(seed["maximum"]) == MAX_SEED  # the stated bound is the accepted one, exactly
+
+
+def test_the_request_budget_and_the_stream_limit_are_announced() -> None:
+    schema = build_app(None, IngressConfig()).openapi()
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/tokenize"):
+        responses = schema["paths"][path]["post"]["responses"]
+        assert "request_too_large" in responses["400"]["description"], path
+    for path in ("/v1/chat/completions", "/v1/completions"):
+        assert "stream_timeout" in schema["paths"][path]["post"]["responses"]["200"]["description"]

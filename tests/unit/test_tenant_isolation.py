@@ -48,7 +48,7 @@ class Ingress:
     def served_models(self) -> frozenset[str]:
         return frozenset({ENCODER})
 
-    def models_used(self, body: Any, key_id: str | None = None) -> list[str]:
+    async def models_used(self, body: Any, key_id: str | None = None) -> list[str]:
         return [body.model]
 
     async def embeddings(self, body: Any) -> EmbeddingResponse:

@@ -1,0 +1,64 @@
+"""What one request may cost: the ingress's per-request budget (``ingress.limits``).
+
+A request is refused with a 400 ``request_too_large`` before any engine work when what it asks
+for is over one of these bounds, so that one request of one tenant cannot hold the engines (or
+the ingress's memory) for minutes. The checks are in :mod:`maas.endpoints.budget`; the token
+bounds are checked right after the prompts are tokenized, the others before.
+
+The defaults fit every ordinary request of a served model with the default context
+(``max_model_len`` 2048, ``max_tokens_limit`` 1024) and refuse the amplifications: 64 prompts x
+``n`` 8 x 1,024 tokens is 524,288 tokens of generation, eight times ``max_generated_tokens``.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_TOOLS = 128
+"""OpenAI's most ``tools`` of a chat request (the request schema's bound)."""
+
+
+class RequestBudget(BaseModel):
+    """The most work one request may ask for; over any bound, a 400 ``request_too_large``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_sequences: int = Field(
+        128, ge=1,
+        description="Sequences one generation request runs: prompts x `n` (a chat has one prompt). "
+        "128 is two full batches of a generator (`max_num_seqs` 64) and allows 64 prompts x n 2 or "
+        "16 x n 8.",
+    )
+    max_generated_tokens: int = Field(
+        65_536, ge=1,
+        description="Tokens one generation request may ask to generate: prompts x `n` x `max_tokens` "
+        "(the default `max_tokens` when it is not sent). 65,536 allows 64 prompts at the default "
+        "`max_tokens_limit` (1024), or 8 choices of 8,192 tokens.",
+    )
+    max_total_tokens: int = Field(
+        262_144, ge=1,
+        description="Prompt and generated tokens of all sequences of one request: the sum over "
+        "prompts of `n` x (prompt tokens + `max_tokens`). 262,144 allows 64 prompts of 4,096 tokens, "
+        "e.g. a batch of an evaluation harness scoring long prompts.",
+    )
+    max_logprob_entries: int = Field(
+        300_000, ge=1,
+        description="Log probabilities one answer may hold: for each choice, each position shown "
+        "(generated tokens with `logprobs`; prompt tokens with `echo` and `logprobs`, and again with "
+        "`prompt_logprobs`) x (1 + the alternatives asked for). About 10 MB of JSON; a 64-prompt "
+        "scoring batch of 2,000-token prompts with `logprobs: 1` needs about 256,000.",
+    )
+    max_tools: int = Field(
+        MAX_TOOLS, ge=0, le=MAX_TOOLS,
+        description=f"Functions of one chat request (`tools`); the schema allows {MAX_TOOLS}.",
+    )
+    max_schema_chars: int = Field(
+        65_536, ge=1,
+        description="Characters of JSON schema one chat request may send to be compiled for "
+        "structured output: every tool's `parameters` and `response_format`'s schema together.",
+    )
+    max_tokenize_chars: int = Field(
+        262_144, ge=1,
+        description="Characters of text one `/v1/tokenize` request may send (its `prompt`, or its "
+        "messages' text): 128 times the default context's worth of text.",
+    )
