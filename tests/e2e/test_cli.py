@@ -24,7 +24,9 @@ ROOT = Path(__file__).resolve().parents[2]
 FIRST_RUN_MAX_LINES = 60
 TRAINING_BOUND_S = 900
 TINY_TRAINING = {"task": "sentiment", "epochs": 1, "batch_size": 16, "max_seq_len": 32,
-                 "max_train_examples": 240, "max_eval_examples": 64}
+                 "max_train_examples": 240, "max_eval_examples": 64, "fine_tune": False}
+"""The probe only (no fine-tuned challenger): the challenger and its promotion by validation are
+shown by tests/integration/test_first_hour.py; here the terminal of a first run is what counts."""
 
 
 def _config(path: Path, port: int) -> None:

@@ -1,7 +1,7 @@
 """The Batch API, /v1/responses, /v1/score and /v1/rerank on the real engines, with the openai client.
 
-* A batch of 200 mixed requests (chat, completions, embeddings) uploaded with
-  ``client.files.create`` and run with ``client.batches.create`` completes with 200 results equal
+* A batch of 60 mixed requests (20 each of chat, completions and embeddings) uploaded with
+  ``client.files.create`` and run with ``client.batches.create`` completes with 60 results equal
   to the same requests sent directly (greedy); counts are live while it runs.
 * Cancelling a running batch stops it; killing the ingress replica mid-batch still completes it,
   each request answered once.
@@ -23,6 +23,7 @@ from tests.conftest import ENCODER, GENERATOR, wait_healthy
 
 pytestmark = pytest.mark.integration
 
+BATCH_LINES = 60
 PASSAGES = ["The cat sat on the mat.", "Stock markets fell sharply today.", "A kitten is sleeping on a rug.",
             "The central bank raised interest rates.", "Dogs and cats are popular pets."]
 
@@ -95,18 +96,18 @@ def same_answer(url: str, batched: dict[str, Any], direct: dict[str, Any]) -> bo
     return pick(batched) == pick(direct)
 
 
-def test_a_batch_of_200_mixed_requests_equals_the_requests_sent_directly(openai_client: Any, client: Any) -> None:
-    lines = mixed_lines(200)
+def test_a_batch_of_mixed_requests_equals_the_requests_sent_directly(openai_client: Any, client: Any) -> None:
+    lines = mixed_lines(BATCH_LINES)
     file_id = upload(openai_client, lines)
     batch = openai_client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
                                          completion_window="24h", metadata={"run": "parity"})
-    assert batch.status in ("validating", "in_progress") and batch.request_counts.total == 200
+    assert batch.status in ("validating", "in_progress") and batch.request_counts.total == BATCH_LINES
     seen_progress = set()
     while batch.status not in ("completed", "failed", "cancelled"):
         seen_progress.add(batch.request_counts.completed)
         time.sleep(1)
         batch = openai_client.batches.retrieve(batch.id)
-    assert batch.status == "completed" and batch.request_counts.completed == 200, batch
+    assert batch.status == "completed" and batch.request_counts.completed == BATCH_LINES, batch
     assert batch.request_counts.failed == 0 and batch.error_file_id is None
     assert len(seen_progress) > 2, "the counts moved while it ran"
     answered = results(openai_client, batch.output_file_id)

@@ -4,7 +4,9 @@ trained in the background (the same function ``maas serve`` starts), answers 503
 only if it beats the probe on validation.
 
 A dedicated application (route prefix ``/firsthour``) on the session's Serve, with a fresh
-registry: a vLLM generator, the embedded encoder and one registry classifier with no version.
+registry: the embedded encoder and one registry classifier with no version. (No generator: the
+encoder answering at once shows the application serves while its classifier trains; a vLLM
+start here cost the suite a minute and a half.)
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import STARTUP_TIMEOUT_S, TEST_MAX_MODEL_LEN, wait_healthy
+from tests.conftest import STARTUP_TIMEOUT_S, wait_healthy
 
 pytestmark = pytest.mark.integration
 
 APP = "firsthour"
 PREFIX = "/firsthour"
-GENERATOR = "firsthour-smollm2"
+ENCODER = "firsthour-minilm"
 CLASSIFIER = "mood"  # a registry name of its own, in a registry of its own
 TRAINING_BOUND_S = 900.0
 """Generous bound for the tiny probe and challenger runs on a loaded 2-core machine."""
@@ -37,7 +39,7 @@ TINY_TRAINING = {"task": "sentiment", "num_workers": 2, "cpus_per_worker": 0.5, 
 
 
 @pytest.fixture(scope="module")
-def first_hour(service: str, smollm2_dir: Path, minilm_dir: Path,
+def first_hour(service: str, minilm_dir: Path,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any, Path]]:
     """The application with an untrained classifier; yields (base URL, its config, registry)."""
     from ray import serve
@@ -49,12 +51,10 @@ def first_hour(service: str, smollm2_dir: Path, minilm_dir: Path,
     train_file = home / "train-mood.yaml"
     train_file.write_text(yaml.safe_dump(TINY_TRAINING))
     config = AppConfig.model_validate({
-        "generators": [{"name": GENERATOR, "path": str(smollm2_dir), "max_model_len": TEST_MAX_MODEL_LEN,
-                        "kv_cache_gib": 1, "deployment": {"num_cpus": 0.2}}],
         "classifier": {"models": [{"name": CLASSIFIER, "path": f"registry:{CLASSIFIER}",
                                    "train_config": str(train_file)}],
                        "deployment": {"num_cpus": 0.1}},
-        "encoder": {"models": [{"name": "firsthour-minilm", "path": str(minilm_dir)}],
+        "encoder": {"models": [{"name": ENCODER, "path": str(minilm_dir)}],
                     "deployment": {"num_cpus": 0.1}},
         "tokenizer": {"deployment": {"num_cpus": 0.05}},
         "ingress": {"deployment": {"num_cpus": 0.05}},
@@ -93,9 +93,8 @@ def test_serves_first_trains_in_the_background_and_promotes_only_the_better(
 
     base, config, registry_dir = first_hour
     with httpx.Client(base_url=base, timeout=120) as http:
-        chat = http.post("/v1/chat/completions", json={
-            "model": GENERATOR, "messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4})
-        assert chat.status_code == 200 and chat.json()["choices"][0]["message"]["content"]
+        embedding = http.post("/v1/embeddings", json={"model": ENCODER, "input": "Say hi."})
+        assert embedding.status_code == 200 and len(embedding.json()["data"][0]["embedding"]) == 384
         assert_not_ready(classify(http), card(http), "not_trained")
         before = replica_ids()
 

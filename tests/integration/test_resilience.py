@@ -614,6 +614,8 @@ def assert_no_vllm_left(processes: list[Any], what: str) -> None:
     assert not left, f"{what}: vLLM processes of the old replica kept running: {[title(p) for p in left]}"
 
 
+@pytest.mark.long  # a replica kill under load is shown by the classifier's; the generator's replacement
+# and its vLLM processes' end by test_engine_process_killed_replica_replaced
 def test_generator_replica_killed_mid_load(resilience: str) -> None:
     url = f"{resilience}{CHAT}"
     victim = the_replica(generator_deployment())

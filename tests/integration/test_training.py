@@ -84,7 +84,7 @@ def test_killed_worker_resumes_from_checkpoint_into_a_model_and_report(
     storage = tmp_path / "ray"
     config = TrainConfig(
         task="sentiment", output_dir=str(tmp_path / "sentiment"), storage_path=str(storage),
-        max_train_examples=320, max_eval_examples=64, epochs=3, max_seq_len=32, batch_size=16,
+        max_train_examples=320, max_eval_examples=64, epochs=2, max_seq_len=32, batch_size=16,
         num_workers=2, cpus_per_worker=0.5, max_failures=2,
     )
     outcome: dict[str, TrainResult] = {}
@@ -96,9 +96,9 @@ def test_killed_worker_resumes_from_checkpoint_into_a_model_and_report(
     result = outcome["result"]
 
     steps_per_epoch = 10  # 320 examples / (16 x 2 workers)
-    assert result.metrics["global_step"] == 3 * steps_per_epoch  # every step done, none twice
+    assert result.metrics["global_step"] == 2 * steps_per_epoch  # every step done, none twice
     assert result.metrics["resumed_from_step"] >= steps_per_epoch  # restarted from a checkpoint
-    assert result.metrics["epoch"] == 3
+    assert result.metrics["epoch"] == 2
 
     folder = Path(result.model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(folder)
