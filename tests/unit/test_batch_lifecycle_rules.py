@@ -273,7 +273,7 @@ class RouteIngress:
 
 def test_the_upload_route_streams_in_chunks_and_the_file_routes_answer_409_and_413(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
-    from test_tenant_isolation import RegistryActor
+    from test_tenant_isolation_rules import RegistryActor
 
     from deployments.routes import build_app
     from maas.config import IngressConfig
