@@ -114,7 +114,7 @@ class MaasIngress:
         log_client_errors_as_one_line()
         if config.generators:  # imports the schema checker now, not on a client's first schema
             check_json_schema('{"type": "object"}')
-        self.tokenizer = InProcessTokenizer(  # chat_ids/prompt_ids here: no Ray hop before the engine
+        self.tokenizer = InProcessTokenizer(  # prompts tokenized here: no Ray hop before the engine
             tokenizer, [TokenizerSpec(g.name, g.path, g.max_model_len) for g in config.generators])
         self.preparation = PreparationPool()  # templating, tokenizing, schemas: off the event loop
         self.generators = generators

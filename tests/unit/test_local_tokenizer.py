@@ -75,25 +75,21 @@ def tokenizer() -> tuple[InProcessTokenizer, Handle]:
 def test_the_generators_prompts_are_tokenized_here() -> None:
     local, handle = tokenizer()
 
-    async def main() -> None:
-        assert await local.prompt_ids.remote("gen", "a bb ccc") == [1, 2, 3]
-        assert await local.prompt_ids.remote("gen", [5, 6]) == [5, 6]
-        assert await local.chat_ids.remote("gen", [Message("user", "hi there")]) == [6, 2, 5]
-    asyncio.run(main())
+    assert local.prompts.prompt_ids("gen", "a bb ccc") == [1, 2, 3]
+    assert local.prompts.prompt_ids("gen", [5, 6]) == [5, 6]
+    assert local.prompts.chat_ids("gen", [Message("user", "hi there")]) == [6, 2, 5]
     assert handle.calls == []
 
 
 def test_the_same_checks_as_the_deployment() -> None:
     local, _ = tokenizer()
 
-    async def main() -> None:
-        with pytest.raises(ContextLengthExceededError):
-            await local.prompt_ids.remote("gen", "a " * 8)
-        with pytest.raises(InvalidRequestError, match="empty"):
-            await local.prompt_ids.remote("gen", "")
-        with pytest.raises(InvalidRequestError):
-            await local.prompt_ids.remote("gen", [-3])
-    asyncio.run(main())
+    with pytest.raises(ContextLengthExceededError):
+        local.prompts.prompt_ids("gen", "a " * 8)
+    with pytest.raises(InvalidRequestError, match="empty"):
+        local.prompts.prompt_ids("gen", "")
+    with pytest.raises(InvalidRequestError):
+        local.prompts.prompt_ids("gen", [-3])
 
 
 def test_other_models_and_other_calls_go_to_the_deployment() -> None:
