@@ -8,14 +8,14 @@ from ray import serve
 
 from deployments.health import EngineHealth, HealthCache
 from maas.engines.tokenizer import PromptTokenizer, TokenizerEngine, TokenizerSpec
-from maas.wire.errors import log_client_errors_as_one_line
-from maas.wire.schemas import (
+from maas.protocol.chat import (
     ChatMessage,
     DetokenizeRequest,
     DetokenizeResponse,
     TokenizeRequest,
     TokenizeResponse,
 )
+from maas.protocol.errors import log_client_errors_as_one_line
 
 
 @serve.deployment(name="tokenizer")

@@ -12,7 +12,7 @@ from typing import Any
 
 from maas.config import AppConfig, load_app_config, load_serve_file
 from maas.defaults import default_file
-from maas.exposure import check_deploy_exposure, check_exposure
+from maas.edge.exposure import check_deploy_exposure, check_exposure
 
 DEFAULT_CONFIG = default_file("maas-cpu.yaml")  # cluster/maas-cpu.yaml in a checkout
 APP_NAME = "maas"
@@ -263,7 +263,7 @@ def _report_if_finished(console: Any, training: Any) -> Any:
 
 def cmd_keys(args: argparse.Namespace) -> int:
     """``maas keys add|revoke|list --file F``: API keys, stored hashed; the service re-reads the file."""
-    from maas.wire import key_file
+    from maas.edge import key_file
 
     try:
         if args.action == "add":

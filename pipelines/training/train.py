@@ -533,7 +533,7 @@ def _load_checkpoint_model(folder: Path) -> tuple[PreTrainedModel, PreTrainedTok
     """Load the model and tokenizer saved in a run checkpoint."""
     from transformers import AutoTokenizer
 
-    from maas.engines.classifiers import load_classifier
+    from maas.engines.classifier_heads import load_classifier
 
     path = folder / CHECKPOINT_MODEL_DIR
     with _quiet_transformers():

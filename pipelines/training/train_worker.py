@@ -59,7 +59,7 @@ class _WorkerRun:
         import ray.train.torch
         from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
-        from maas.engines.classifiers import new_classifier
+        from maas.engines.classifier_heads import new_classifier
 
         self.cfg, self.rank, self.world = cfg, rank, world
         self.device = ray.train.torch.get_device()

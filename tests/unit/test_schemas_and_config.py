@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from maas.config import AppConfig, DeploymentOptions, load_app_config
-from maas.wire.schemas import ChatCompletionRequest, CompletionRequest, TokenizeRequest
+from maas.protocol.chat import ChatCompletionRequest, CompletionRequest, TokenizeRequest
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 
