@@ -25,7 +25,7 @@ from maas.endpoints.batches import lines as rules
 from maas.endpoints.batches.api import ACTIVE
 from maas.endpoints.batches.protocol import BatchErrorData, BatchErrors, BatchObject, BatchRequestLine
 from maas.endpoints.batches.store import BatchStore, FileStore
-from maas.protocol.chat import now as now_s
+from maas.protocol.base import now as now_s
 from maas.protocol.errors import EngineError, InvalidRequestError, MaasError, failure_text, unwrap
 
 logger = logging.getLogger(__name__)

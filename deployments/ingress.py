@@ -29,6 +29,16 @@ from maas.endpoints.batches.api import BatchApi, BatchLimits
 from maas.endpoints.batches.protocol import BatchCreateRequest, BatchObject, FileObject
 from maas.endpoints.batches.store import BatchStore, FileStore
 from maas.endpoints.encoding import scoring
+from maas.endpoints.encoding.protocol import (
+    ClassifyRequest,
+    ClassifyResponse,
+    DetokenizeRequest,
+    DetokenizeResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    TokenizeRequest,
+    TokenizeResponse,
+)
 from maas.endpoints.encoding.rules import classify_response, embedding_response, embedding_texts
 from maas.endpoints.encoding.scoring_protocol import (
     RerankRequest,
@@ -47,7 +57,14 @@ from maas.endpoints.generation.assemble import (
     completion_response,
 )
 from maas.endpoints.generation.completions_echo import with_echo
-from maas.endpoints.generation.protocol import ResponseEvent, ResponseObject, ResponsesRequest
+from maas.endpoints.generation.protocol import (
+    CompletionRequest,
+    CompletionResponse,
+    ResponseEvent,
+    ResponseObject,
+    ResponsesRequest,
+)
+from maas.endpoints.service.protocol import ModelCard, ModelList, ModelTraining
 from maas.endpoints.tasks.protocol import (
     AnalyzeRequest,
     AnalyzeResponse,
@@ -66,27 +83,13 @@ from maas.engines.tokenizer import TokenizerSpec
 from maas.engines.translation import Translation
 from maas.generation_rules.params import check_json_schema
 from maas.generation_rules.tools import template_tools
+from maas.protocol.base import new_id, now
 from maas.protocol.chat import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
-    ClassifyRequest,
-    ClassifyResponse,
-    CompletionRequest,
-    CompletionResponse,
-    DetokenizeRequest,
-    DetokenizeResponse,
-    EmbeddingRequest,
-    EmbeddingResponse,
     GenerationParams,
     GenerationResult,
-    ModelCard,
-    ModelList,
-    ModelTraining,
-    TokenizeRequest,
-    TokenizeResponse,
-    new_id,
-    now,
 )
 from maas.protocol.errors import (
     MaasError,

@@ -1,97 +1,30 @@
-"""Wire schemas: OpenAI-compatible requests and responses, plus vLLM's tokenize/classify shapes.
-
-The same models are the arguments and results of the application's handle methods, so a Ray
-job and an HTTP client speak the same language. Internal messages between deployments
-(:class:`GenerationParams`, :class:`GenerationChunk`) live here too.
+"""The chat protocol, shared by every family that generates (chat, completions, responses, the
+tasks, the Batch API, tokenize) and by the engines: sampling fields, messages, tools, the chat
+request and its answers, and the internal messages between deployments
+(:class:`GenerationParams`, :class:`GenerationChunk`, :class:`GenerationResult`).
 """
 
 from __future__ import annotations
 
-import time
-import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from maas.config import MAX_INPUTS_PER_REQUEST
 from maas.limits import MAX_TOOLS
+from maas.protocol.base import (
+    MAX_MESSAGES,
+    MAX_SEED,
+    ModelName,
+    RequestModel,
+    UsageInfo,
+    UserId,
+    WireModel,
+    new_id,
+    now,
+)
 
 MAX_STOP_SEQUENCES = 4
 MAX_STOP_LENGTH = 256
-MAX_SEED = 2**63 - 1024
-"""The largest int64 a JSON schema states exactly (as a double): clients that read the schema's
-maximum as a number never send a seed the service refuses."""
-MAX_MESSAGES = 1000
-"""The most messages of one chat (or Responses) request."""
-MAX_NAME_LENGTH = 256
-"""The longest model name, ``user`` or other client identifier a request may send: client strings
-are bounded before anything looks them up, counts them or keeps them."""
-
-ModelName = Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH)]
-"""A model's id, as ``/v1/models`` lists it (or a pinned version, ``sentiment/v2``)."""
-UserId = Annotated[str, Field(max_length=MAX_NAME_LENGTH)]
-"""OpenAI's ``user``: an end-user id, accepted and never stored or logged."""
-Metadata = Annotated[
-    dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]],
-    Field(max_length=16, description="Up to 16 pairs: keys up to 64 characters, values up to 512."),
-]
-"""OpenAI's ``metadata`` limits."""
-Texts = Annotated[list[str], Field(max_length=MAX_INPUTS_PER_REQUEST)]
-"""A list of texts for an encoder, classifier or NER model: at most what one request may send."""
-
-
-def new_id(prefix: str) -> str:
-    """A fresh OpenAI-style object id such as ``chatcmpl-3f2a...``."""
-    return f"{prefix}-{uuid.uuid4().hex}"
-
-
-def now() -> int:
-    """Seconds since the epoch, as OpenAI's ``created``."""
-    return int(time.time())
-
-
-class RequestModel(BaseModel):
-    """Base of client requests: unknown fields are ignored, like OpenAI's server does.
-
-    Numbers must be finite (JSON's non-standard ``NaN``/``Infinity`` and overflowing literals
-    such as ``1e999`` are refused), and text must be valid Unicode: JSON can spell an unpaired
-    surrogate (``"\\ud800"``), which no tokenizer can encode.
-    """
-
-    model_config = ConfigDict(extra="ignore", protected_namespaces=(), allow_inf_nan=False)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _valid_unicode(cls, data: Any) -> Any:
-        check_unicode(data)
-        return data
-
-
-def check_unicode(value: Any, depth: int = 0) -> None:
-    """Raise ``ValueError`` if a string anywhere in ``value`` holds an unpaired surrogate."""
-    if isinstance(value, str):
-        if not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ValueError("text contains an unpaired UTF-16 surrogate (not valid Unicode)") from None
-    elif depth < 32 and isinstance(value, dict):
-        for key, item in value.items():
-            check_unicode(key, depth + 1)
-            check_unicode(item, depth + 1)
-    elif depth < 32 and isinstance(value, list):
-        for item in value:
-            check_unicode(item, depth + 1)
-
-
-class WireModel(BaseModel):
-    """Base of responses and internal messages."""
-
-    model_config = ConfigDict(protected_namespaces=())
-
-
-# ----------------------------------------------------------------------------- sampling
-
 
 Stop = Annotated[str, Field(min_length=1, max_length=MAX_STOP_LENGTH)]
 
@@ -372,20 +305,6 @@ class ChatLogprobs(WireModel):
     content: list[TokenLogprob] = Field(default_factory=list)
 
 
-class UsageInfo(WireModel):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-
-    @classmethod
-    def of(cls, prompt_tokens: int, completion_tokens: int = 0) -> UsageInfo:
-        return cls(
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            total_tokens=prompt_tokens + completion_tokens,
-        )
-
-
 FinishReason = Literal["stop", "length", "abort", "tool_calls"] | None
 
 
@@ -421,42 +340,6 @@ class ChatCompletionChunk(WireModel):
     usage: UsageInfo | None = None
 
 
-# ----------------------------------------------------------------------------- completions
-
-
-class CompletionRequest(SamplingFields):
-    """``POST /v1/completions``."""
-
-    model: ModelName
-    prompt: str | list[str] | list[int] | list[list[int]] = Field(
-        ..., description="Text, texts, token ids, or lists of token ids."
-    )
-    logprobs: int | None = Field(None, ge=0, le=20, description="Top log probabilities per token.")
-    echo: bool = Field(False, description="Put the prompt before the answer; with `logprobs`, the "
-                       "prompt's tokens and log probabilities too (the first token's is null).")
-    prompt_logprobs: int | None = Field(
-        None, ge=0, le=20, description="vLLM: log probabilities of the prompt's tokens, with this many "
-        "alternatives, in each choice's `prompt_logprobs`."
-    )
-    suffix: str | None = Field(None, description="Not supported; must be empty.")
-
-    @field_validator("prompt")
-    @classmethod
-    def _non_empty(cls, value: Any) -> Any:
-        if isinstance(value, list) and not value:
-            raise ValueError("prompt must not be an empty list")
-        if isinstance(value, list) and len(value) > 64 and isinstance(value[0], (str, list)):
-            raise ValueError("at most 64 prompts per request")
-        return value
-
-
-class CompletionLogprobs(WireModel):
-    tokens: list[str] = Field(default_factory=list)
-    token_logprobs: list[float | None] = Field(default_factory=list)
-    top_logprobs: list[dict[str, float] | None] = Field(default_factory=list)
-    text_offset: list[int] = Field(default_factory=list)
-
-
 class PromptLogprob(WireModel):
     """vLLM's shape of one candidate of a prompt position."""
 
@@ -467,181 +350,6 @@ class PromptLogprob(WireModel):
 
 PromptLogprobs = list[dict[str, PromptLogprob] | None]
 """Per prompt token: its candidates by token id (the first position is null), as vLLM gives them."""
-
-
-class CompletionChoice(WireModel):
-    index: int
-    text: str
-    logprobs: CompletionLogprobs | None = None
-    finish_reason: FinishReason = None
-    prompt_logprobs: PromptLogprobs | None = None
-
-
-class CompletionResponse(WireModel):
-    id: str = Field(default_factory=lambda: new_id("cmpl"))
-    object: Literal["text_completion"] = "text_completion"
-    created: int = Field(default_factory=now)
-    model: str
-    choices: list[CompletionChoice]
-    usage: UsageInfo | None = None
-
-
-# ----------------------------------------------------------------------------- embeddings
-
-
-class EmbeddingRequest(RequestModel):
-    """``POST /v1/embeddings``."""
-
-    model: ModelName
-    input: str | Texts | list[int] | Annotated[list[list[int]], Field(max_length=MAX_INPUTS_PER_REQUEST)] = Field(
-        ..., description=f"A text, texts, token ids or lists of them (at most {MAX_INPUTS_PER_REQUEST} inputs).")
-    encoding_format: Literal["float", "base64"] = Field("float")
-    dimensions: int | None = Field(None, description="Not supported; must be empty.")
-    user: UserId | None = None
-
-    @field_validator("input")
-    @classmethod
-    def _non_empty(cls, value: Any) -> Any:
-        if isinstance(value, list) and not value:
-            raise ValueError("input must not be an empty list")
-        return value
-
-
-class EmbeddingData(WireModel):
-    object: Literal["embedding"] = "embedding"
-    index: int
-    embedding: list[float] | str
-
-
-class EmbeddingResponse(WireModel):
-    object: Literal["list"] = "list"
-    data: list[EmbeddingData]
-    model: str
-    usage: UsageInfo
-
-
-# ----------------------------------------------------------------------------- classify
-
-
-class ClassifyRequest(RequestModel):
-    """``POST /v1/classify`` (vLLM's shape)."""
-
-    model: ModelName
-    input: str | Texts = Field(..., description=f"One text or a list of up to {MAX_INPUTS_PER_REQUEST}.")
-
-    @field_validator("input")
-    @classmethod
-    def _non_empty(cls, value: str | list[str]) -> str | list[str]:
-        if isinstance(value, list) and not value:
-            raise ValueError("input must not be an empty list")
-        return value
-
-    def texts(self) -> list[str]:
-        return [self.input] if isinstance(self.input, str) else list(self.input)
-
-
-class ClassificationData(WireModel):
-    index: int
-    object: Literal["classification"] = "classification"
-    label: str
-    probs: list[float] = Field(description="Probability of each label, in `labels` order.")
-    labels: list[str] = Field(description="The label names, in the order of `probs`.")
-    num_classes: int
-
-
-class ClassifyResponse(WireModel):
-    id: str = Field(default_factory=lambda: new_id("classify"))
-    object: Literal["list"] = "list"
-    created: int = Field(default_factory=now)
-    model: str
-    data: list[ClassificationData]
-    usage: UsageInfo
-
-
-# ----------------------------------------------------------------------------- tokenize
-
-
-class TokenizeRequest(RequestModel):
-    """``POST /v1/tokenize`` (vLLM's shape): a prompt, or chat messages."""
-
-    model: ModelName
-    prompt: str | None = None
-    messages: list[ChatMessage] | None = Field(None, min_length=1, max_length=MAX_MESSAGES)
-    add_special_tokens: bool | None = Field(
-        None, description="Default: true for a prompt, false for messages."
-    )
-    add_generation_prompt: bool = Field(True, description="Messages: open the assistant turn.")
-    return_token_strs: bool = Field(False, description="Also return each token's string.")
-
-    @model_validator(mode="after")
-    def _one_input(self) -> TokenizeRequest:
-        if (self.prompt is None) == (self.messages is None):
-            raise ValueError("give exactly one of 'prompt' or 'messages'")
-        return self
-
-    def special_tokens(self) -> bool:
-        if self.add_special_tokens is not None:
-            return self.add_special_tokens
-        return self.messages is None
-
-
-class TokenizeResponse(WireModel):
-    count: int
-    max_model_len: int
-    tokens: list[int]
-    token_strs: list[str] | None = None
-
-
-class DetokenizeRequest(RequestModel):
-    """``POST /v1/detokenize`` (vLLM's shape)."""
-
-    model: ModelName
-    tokens: list[Annotated[int, Field(ge=0)]] = Field(..., max_length=1_000_000)
-
-
-class DetokenizeResponse(WireModel):
-    prompt: str
-
-
-# ----------------------------------------------------------------------------- models
-
-
-class ModelTraining(WireModel):
-    """Where a registry classifier's training run stands (``maas status`` shows the same)."""
-
-    state: Literal["training", "done", "failed"]
-    phase: str = Field("", description="e.g. `queued`, `linear probe`, `fine-tune`, `evaluating`.")
-    step: int | None = None
-    total: int | None = None
-    eta_s: float | None = Field(None, description="Estimated seconds left in this phase.")
-    detail: str = Field("", description="The last result, or the error.")
-    updated_at: str = ""
-
-
-class ModelCard(WireModel):
-    id: str
-    object: Literal["model"] = "model"
-    created: int = Field(default_factory=now)
-    owned_by: str = "maas"
-    capability: Literal["generate", "classify", "embed", "entities", "translate"]
-    max_model_len: int | None = None
-    version: str | None = Field(None, description="Live registry version (classifiers from the registry).")
-    status: Literal["ready", "training", "failed", "not_trained"] = Field(
-        "ready",
-        description="`ready`: answers now. A registry classifier with no live version is "
-        "`training` (its requests get 503 `model_not_ready` with `Retry-After`), `failed`, or "
-        "`not_trained` (train it with `maas train`).",
-    )
-    training: ModelTraining | None = Field(
-        None, description="A training run of this model in progress or ended (registry classifiers)."
-    )
-    pairs: list[str] | None = Field(None, description="Language pairs, e.g. `en-pt` (translation models).")
-    parent: str | None = Field(None, description="The base model a LoRA adapter runs on (as vLLM lists adapters).")
-
-
-class ModelList(WireModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]
 
 
 # ----------------------------------------------------------------------------- internal

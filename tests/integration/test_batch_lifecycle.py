@@ -22,7 +22,7 @@ from deployments.batch_runner import runner_name
 from maas.config import AppConfig
 from maas.endpoints.batches.protocol import BatchObject
 from maas.endpoints.batches.store import BatchStore
-from maas.protocol.chat import now
+from maas.protocol.base import now
 from tests.conftest import ENCODER
 
 pytestmark = pytest.mark.integration

@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from maas.config import GeneratorModelConfig
+from maas.endpoints.encoding.protocol import ClassificationData, ClassifyRequest, ClassifyResponse
 from maas.endpoints.tasks.protocol import (
     DEESCALATION_PROMPT,
     AnalyzeRequest,
@@ -40,16 +41,13 @@ from maas.endpoints.tasks.rules import (
     Pipelines,
     first_words,
 )
+from maas.protocol.base import UsageInfo
 from maas.protocol.chat import (
     ChatChoice,
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
-    ClassificationData,
-    ClassifyRequest,
-    ClassifyResponse,
     ResponseMessage,
-    UsageInfo,
 )
 from maas.protocol.errors import InvalidRequestError, ModelNotFoundError, unwrap
 from tests.conftest import CLASSIFIER, GENERATOR, NER, TOPIC, TRANSLATOR

@@ -15,7 +15,7 @@ import pytest
 
 from maas.config import MAX_INPUTS_PER_REQUEST
 from maas.endpoints.encoding.scoring_protocol import MAX_RERANKED_DOCUMENTS, MAX_SCORED_TEXTS
-from maas.protocol.chat import MAX_MESSAGES
+from maas.protocol.base import MAX_MESSAGES
 from tests.conftest import ENCODER, GENERATOR, settled_metrics
 from tests.integration.test_logging import LOG_WAIT_S, logs_containing
 

@@ -18,7 +18,7 @@ from maas.edge.auth import KeyAuth
 from maas.edge.http import MODEL_SCOPE_KEY
 from maas.edge.key_file import ApiKey
 from maas.endpoints.app import build_app
-from maas.protocol.chat import UsageInfo
+from maas.protocol.base import UsageInfo
 from maas.protocol.errors import PermissionDeniedError
 
 OPEN_ROUTES = {("GET", "/health"), ("GET", "/metrics"), ("GET", "/"), ("GET", "/v1/models"),

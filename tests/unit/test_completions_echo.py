@@ -7,8 +7,8 @@ import pytest
 
 from maas.endpoints.generation.assemble import completion_response
 from maas.endpoints.generation.completions_echo import check_echo, with_echo, with_prompt_logprobs
+from maas.endpoints.generation.protocol import CompletionRequest
 from maas.protocol.chat import (
-    CompletionRequest,
     GenerationChunk,
     GenerationParams,
     GenerationResult,

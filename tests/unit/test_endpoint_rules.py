@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from maas.config import GeneratorModelConfig
+from maas.endpoints.encoding.protocol import EmbeddingRequest
 from maas.endpoints.encoding.rules import (
     classify_response,
     embedding_response,
@@ -16,8 +17,9 @@ from maas.endpoints.encoding.rules import (
     encode_embedding,
 )
 from maas.endpoints.generation import chat, completions
+from maas.endpoints.generation.protocol import CompletionRequest
 from maas.generation_rules.params import resolve_max_tokens
-from maas.protocol.chat import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from maas.protocol.chat import ChatCompletionRequest
 from maas.protocol.errors import ContextLengthExceededError, InvalidRequestError
 
 CONFIG = GeneratorModelConfig(name="chat", path="unused", max_model_len=100, max_tokens_limit=40)

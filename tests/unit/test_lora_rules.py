@@ -194,7 +194,7 @@ def test_rollout_check_refuses_an_unserved_base(tmp_path: Path) -> None:
 
 
 def test_model_cards_name_the_parent(tmp_path: Path) -> None:
-    from maas.protocol.chat import ModelCard
+    from maas.endpoints.service.protocol import ModelCard
     from maas.storage.served_adapters import adapter_card_fields
 
     registry = ModelRegistry(tmp_path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from maas.config import IngressConfig
 from maas.edge.http import ROUTE_ERRORS
 from maas.endpoints.app import build_app
-from maas.protocol.chat import MAX_SEED
+from maas.protocol.base import MAX_SEED
 
 
 def test_every_route_documents_its_errors_and_no_422() -> None:

@@ -20,15 +20,11 @@ from fastapi.testclient import TestClient
 from deployments.ingress import MaasIngress
 from maas.config import AppConfig, GeneratorModelConfig, IngressConfig
 from maas.endpoints.app import build_app
+from maas.endpoints.encoding.protocol import TokenizeRequest
 from maas.endpoints.generation import budget
+from maas.endpoints.generation.protocol import CompletionRequest, CompletionResponse
 from maas.limits import RequestBudget
-from maas.protocol.chat import (
-    ChatCompletionRequest,
-    CompletionRequest,
-    CompletionResponse,
-    GenerationParams,
-    TokenizeRequest,
-)
+from maas.protocol.chat import ChatCompletionRequest, GenerationParams
 from maas.protocol.errors import RequestTooLargeError
 from maas.serving.calls import open_stream
 from maas.serving.preparation import PreparationPool

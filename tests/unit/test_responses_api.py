@@ -9,6 +9,7 @@ import pytest
 
 from maas.endpoints.generation.protocol import ResponsesRequest
 from maas.endpoints.generation.responses import chat_request, response_events, response_from_chat
+from maas.protocol.base import UsageInfo
 from maas.protocol.chat import (
     ChatChoice,
     ChatChunkChoice,
@@ -16,7 +17,6 @@ from maas.protocol.chat import (
     ChatCompletionResponse,
     ChatDelta,
     ResponseMessage,
-    UsageInfo,
 )
 from maas.protocol.errors import InvalidRequestError
 

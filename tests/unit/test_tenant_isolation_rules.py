@@ -14,9 +14,10 @@ from maas.config import MAX_INPUTS_PER_REQUEST, IngressConfig
 from maas.edge.key_file import add_key
 from maas.edge.metrics import MetricsRegistry
 from maas.endpoints.app import build_app
+from maas.endpoints.encoding.protocol import EmbeddingResponse
 from maas.endpoints.encoding.scoring_protocol import MAX_RERANKED_DOCUMENTS, MAX_SCORED_TEXTS
 from maas.endpoints.generation import responses as responses_rules
-from maas.protocol.chat import MAX_MESSAGES, MAX_NAME_LENGTH, EmbeddingResponse, UsageInfo
+from maas.protocol.base import MAX_MESSAGES, MAX_NAME_LENGTH, UsageInfo
 from maas.protocol.errors import ModelNotFoundError
 
 ENCODER = "enc"

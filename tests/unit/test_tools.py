@@ -12,6 +12,7 @@ import xgrammar
 
 from maas.endpoints.generation.assemble import chat_response, merge_results
 from maas.endpoints.service.models import model_card
+from maas.endpoints.service.protocol import ModelCard
 from maas.generation_rules.tools import (
     AutoCalls,
     NamedCalls,
@@ -22,13 +23,7 @@ from maas.generation_rules.tools import (
     tool_schema,
     with_tools,
 )
-from maas.protocol.chat import (
-    ChatCompletionRequest,
-    GenerationChunk,
-    GenerationParams,
-    GenerationResult,
-    ModelCard,
-)
+from maas.protocol.chat import ChatCompletionRequest, GenerationChunk, GenerationParams, GenerationResult
 from maas.protocol.errors import InvalidRequestError, ModelNotFoundError
 
 WEATHER = {"type": "function", "function": {

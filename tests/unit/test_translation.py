@@ -16,13 +16,8 @@ from maas.endpoints.tasks.protocol import TranslateRequest
 from maas.endpoints.tasks.rules import PipelineBackend, Pipelines
 from maas.engines.text_units import join_pieces, language_code, split_sentences
 from maas.engines.translation import TranslatorEngine, to_brazilian
-from maas.protocol.chat import (
-    ChatChoice,
-    ChatCompletionRequest,
-    ChatCompletionResponse,
-    ResponseMessage,
-    UsageInfo,
-)
+from maas.protocol.base import UsageInfo
+from maas.protocol.chat import ChatChoice, ChatCompletionRequest, ChatCompletionResponse, ResponseMessage
 from maas.protocol.errors import InvalidRequestError, ModelNotFoundError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -32,7 +32,7 @@ from maas.endpoints.batches.protocol import (
     FileObject,
 )
 from maas.endpoints.batches.store import BatchStore, FileStore
-from maas.protocol.chat import now
+from maas.protocol.base import now
 from maas.protocol.errors import (
     ConflictError,
     InvalidRequestError,

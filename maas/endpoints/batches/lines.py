@@ -16,7 +16,10 @@ from maas.endpoints.batches.protocol import (
     BatchRequestLine,
     BatchResponseData,
 )
-from maas.protocol.chat import ChatCompletionRequest, CompletionRequest, EmbeddingRequest, new_id
+from maas.endpoints.encoding.protocol import EmbeddingRequest
+from maas.endpoints.generation.protocol import CompletionRequest
+from maas.protocol.base import new_id
+from maas.protocol.chat import ChatCompletionRequest
 from maas.protocol.errors import InvalidRequestError, MaasError, ModelNotFoundError
 from maas.storage.files import jsonl_lines
 

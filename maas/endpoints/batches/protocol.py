@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr
 
-from maas.protocol.chat import Metadata, RequestModel, WireModel, new_id, now
+from maas.protocol.base import Metadata, RequestModel, WireModel, new_id, now
 
 MAX_ID_LENGTH = 128
 """The longest file or batch id a request may name (ours are much shorter)."""

@@ -7,13 +7,7 @@ from fastapi import Request
 
 from maas.edge.admission import admitted
 from maas.endpoints.common import ingress_of, new_router
-from maas.endpoints.encoding.scoring_protocol import (
-    RerankRequest,
-    RerankResponse,
-    ScoreRequest,
-    ScoreResponse,
-)
-from maas.protocol.chat import (
+from maas.endpoints.encoding.protocol import (
     ClassifyRequest,
     ClassifyResponse,
     DetokenizeRequest,
@@ -22,6 +16,12 @@ from maas.protocol.chat import (
     EmbeddingResponse,
     TokenizeRequest,
     TokenizeResponse,
+)
+from maas.endpoints.encoding.scoring_protocol import (
+    RerankRequest,
+    RerankResponse,
+    ScoreRequest,
+    ScoreResponse,
 )
 
 router = new_router()

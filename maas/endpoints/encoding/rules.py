@@ -7,14 +7,14 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
-from maas.protocol.chat import (
+from maas.endpoints.encoding.protocol import (
     ClassificationData,
     ClassifyResponse,
     EmbeddingData,
     EmbeddingRequest,
     EmbeddingResponse,
-    UsageInfo,
 )
+from maas.protocol.base import UsageInfo
 from maas.protocol.errors import InvalidRequestError
 
 

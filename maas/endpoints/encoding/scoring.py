@@ -15,7 +15,7 @@ from maas.endpoints.encoding.scoring_protocol import (
     ScoreRequest,
     ScoreResponse,
 )
-from maas.protocol.chat import UsageInfo
+from maas.protocol.base import UsageInfo
 from maas.protocol.errors import InvalidRequestError
 
 

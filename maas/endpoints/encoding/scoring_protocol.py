@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from maas.config import MAX_INPUTS_PER_REQUEST
-from maas.protocol.chat import ModelName, RequestModel, UsageInfo, WireModel, new_id, now
+from maas.protocol.base import ModelName, RequestModel, UsageInfo, WireModel, new_id, now
 
 MAX_SCORED_TEXTS = MAX_INPUTS_PER_REQUEST // 2
 """The most texts on either side of one score request: two lists of it pairwise are as many texts

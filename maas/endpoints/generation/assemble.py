@@ -11,7 +11,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from maas.endpoints.generation.protocol import CompletionChoice, CompletionLogprobs, CompletionResponse
 from maas.generation_rules.tools import merge_tool_calls, new_call_id
+from maas.protocol.base import UsageInfo
 from maas.protocol.chat import (
     ChatChoice,
     ChatChunkChoice,
@@ -19,9 +21,6 @@ from maas.protocol.chat import (
     ChatCompletionResponse,
     ChatDelta,
     ChatLogprobs,
-    CompletionChoice,
-    CompletionLogprobs,
-    CompletionResponse,
     FinishReason,
     FunctionCall,
     GenerationChunk,
@@ -30,7 +29,6 @@ from maas.protocol.chat import (
     TokenLogprob,
     ToolCall,
     ToolCallDelta,
-    UsageInfo,
 )
 
 T = TypeVar("T")

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 
+from maas.endpoints.encoding.protocol import TokenizeRequest
 from maas.endpoints.generation.completions import completion_prompts
+from maas.endpoints.generation.protocol import CompletionRequest
 from maas.limits import RequestBudget
-from maas.protocol.chat import ChatCompletionRequest, CompletionRequest, GenerationParams, TokenizeRequest
+from maas.protocol.chat import ChatCompletionRequest, GenerationParams
 from maas.protocol.errors import RequestTooLargeError
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from maas.config import GeneratorModelConfig
 from maas.endpoints.generation.completions_echo import check_echo, with_prompt_logprobs
+from maas.endpoints.generation.protocol import CompletionRequest
 from maas.generation_rules.params import resolve_max_tokens
-from maas.protocol.chat import CompletionRequest, GenerationParams
+from maas.protocol.chat import GenerationParams
 
 Prompt = str | list[int]
 

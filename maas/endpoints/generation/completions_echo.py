@@ -9,14 +9,13 @@ token, the candidates by token id) is returned as vLLM's server returns it.
 
 from __future__ import annotations
 
-from maas.protocol.chat import (
+from maas.endpoints.generation.protocol import (
     CompletionChoice,
     CompletionLogprobs,
     CompletionRequest,
     CompletionResponse,
-    GenerationParams,
-    GenerationResult,
 )
+from maas.protocol.chat import GenerationParams, GenerationResult
 from maas.protocol.errors import InvalidRequestError
 
 

@@ -1,7 +1,9 @@
-"""``/v1/responses``: OpenAI's Responses API over the chat path (text in, text out).
+"""The generation family's protocol: ``/v1/responses`` and ``/v1/completions``. The chat request
+and its answers are in :mod:`maas.protocol.chat`, shared with the other families and the engines.
 
-Responses are not stored: ``store`` is answered ``false``, and ``previous_response_id`` or
-``background`` are refused with a 400.
+``/v1/responses`` is OpenAI's Responses API over the chat path (text in, text out). Responses are
+not stored: ``store`` is answered ``false``, and ``previous_response_id`` or ``background`` are
+refused with a 400.
 """
 
 from __future__ import annotations
@@ -10,17 +12,19 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
-from maas.protocol.chat import (
+from maas.protocol.base import (
     MAX_MESSAGES,
     Metadata,
     ModelName,
+    NonEmptyInput,
     RequestModel,
-    ResponseFormat,
+    UsageInfo,
     UserId,
     WireModel,
     new_id,
     now,
 )
+from maas.protocol.chat import FinishReason, PromptLogprobs, ResponseFormat, SamplingFields
 
 Role = Literal["system", "developer", "user", "assistant"]
 
@@ -66,7 +70,7 @@ class ResponsesRequest(RequestModel):
     """``POST /v1/responses``."""
 
     model: ModelName
-    input: str | Annotated[list[InputMessage], Field(max_length=MAX_MESSAGES)] = Field(
+    input: Annotated[str | Annotated[list[InputMessage], Field(max_length=MAX_MESSAGES)], NonEmptyInput] = Field(
         ..., description=f"A text, or up to {MAX_MESSAGES} messages ({MAX_MESSAGES - 1} with `instructions`).")
     instructions: str | None = Field(None, description="A system message put first.")
     max_output_tokens: int | None = Field(None, ge=1)
@@ -80,13 +84,6 @@ class ResponsesRequest(RequestModel):
     previous_response_id: str | None = Field(None, description="Not supported (no stored responses).")
     background: bool | None = Field(None, description="Not supported.")
     tools: list[dict[str, Any]] | None = Field(None, description="Not supported here: use chat.")
-
-    @field_validator("input")
-    @classmethod
-    def _non_empty(cls, value: Any) -> Any:
-        if isinstance(value, list) and not value:
-            raise ValueError("input must not be an empty list")
-        return value
 
 
 class OutputText(WireModel):
@@ -167,3 +164,56 @@ class ResponseEvent(WireModel):
     def usage(self) -> ResponseUsage | None:
         """The usage of the response this event completes (what the API key is charged)."""
         return self.response.usage if self.response is not None else None
+
+# ----------------------------------------------------------------------------- completions
+
+
+class CompletionRequest(SamplingFields):
+    """``POST /v1/completions``."""
+
+    model: ModelName
+    prompt: str | list[str] | list[int] | list[list[int]] = Field(
+        ..., description="Text, texts, token ids, or lists of token ids."
+    )
+    logprobs: int | None = Field(None, ge=0, le=20, description="Top log probabilities per token.")
+    echo: bool = Field(False, description="Put the prompt before the answer; with `logprobs`, the "
+                       "prompt's tokens and log probabilities too (the first token's is null).")
+    prompt_logprobs: int | None = Field(
+        None, ge=0, le=20, description="vLLM: log probabilities of the prompt's tokens, with this many "
+        "alternatives, in each choice's `prompt_logprobs`."
+    )
+    suffix: str | None = Field(None, description="Not supported; must be empty.")
+
+    @field_validator("prompt")
+    @classmethod
+    def _non_empty(cls, value: Any) -> Any:
+        if isinstance(value, list) and not value:
+            raise ValueError("prompt must not be an empty list")
+        if isinstance(value, list) and len(value) > 64 and isinstance(value[0], (str, list)):
+            raise ValueError("at most 64 prompts per request")
+        return value
+
+
+class CompletionLogprobs(WireModel):
+    tokens: list[str] = Field(default_factory=list)
+    token_logprobs: list[float | None] = Field(default_factory=list)
+    top_logprobs: list[dict[str, float] | None] = Field(default_factory=list)
+    text_offset: list[int] = Field(default_factory=list)
+
+class CompletionChoice(WireModel):
+    index: int
+    text: str
+    logprobs: CompletionLogprobs | None = None
+    finish_reason: FinishReason = None
+    prompt_logprobs: PromptLogprobs | None = None
+
+
+class CompletionResponse(WireModel):
+    id: str = Field(default_factory=lambda: new_id("cmpl"))
+    object: Literal["text_completion"] = "text_completion"
+    created: int = Field(default_factory=now)
+    model: str
+    choices: list[CompletionChoice]
+    usage: UsageInfo | None = None
+
+

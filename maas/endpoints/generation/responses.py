@@ -24,13 +24,8 @@ from maas.endpoints.generation.protocol import (
     ResponsesRequest,
     ResponseUsage,
 )
-from maas.protocol.chat import (
-    MAX_MESSAGES,
-    ChatCompletionChunk,
-    ChatCompletionRequest,
-    ChatCompletionResponse,
-    UsageInfo,
-)
+from maas.protocol.base import MAX_MESSAGES, UsageInfo
+from maas.protocol.chat import ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse
 from maas.protocol.errors import InvalidRequestError
 
 TEXT_PARTS = frozenset({"input_text", "output_text", "text"})

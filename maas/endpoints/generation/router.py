@@ -9,13 +9,13 @@ from fastapi import Request
 
 from maas.edge.admission import Answer, admitted
 from maas.endpoints.common import ingress_of, new_router, streamed
-from maas.endpoints.generation.protocol import ResponseObject, ResponsesRequest
-from maas.protocol.chat import (
-    ChatCompletionRequest,
-    ChatCompletionResponse,
+from maas.endpoints.generation.protocol import (
     CompletionRequest,
     CompletionResponse,
+    ResponseObject,
+    ResponsesRequest,
 )
+from maas.protocol.chat import ChatCompletionRequest, ChatCompletionResponse
 
 router = new_router()
 

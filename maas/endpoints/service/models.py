@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from maas.protocol.chat import ModelCard
+from maas.endpoints.service.protocol import ModelCard
 from maas.protocol.errors import ModelNotFoundError
 
 

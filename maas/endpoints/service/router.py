@@ -11,7 +11,7 @@ from maas.edge.auth import allowed_models
 from maas.endpoints.common import ingress_of, new_router
 from maas.endpoints.service.models import model_card
 from maas.endpoints.service.playground import playground_html
-from maas.protocol.chat import ModelCard, ModelList
+from maas.endpoints.service.protocol import ModelCard, ModelList
 
 router = new_router()
 

@@ -11,25 +11,28 @@ the arguments and results of the application's handle methods.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from maas.protocol.chat import (
+from maas.protocol.base import (
     MAX_NAME_LENGTH,
     MAX_SEED,
-    ChatCompletionChunk,
-    ChatCompletionRequest,
-    ChatCompletionResponse,
-    ChatMessage,
-    FinishReason,
     ModelName,
+    NonEmptyInput,
     RequestModel,
     Texts,
     UsageInfo,
     WireModel,
     new_id,
     now,
+)
+from maas.protocol.chat import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatMessage,
+    FinishReason,
 )
 from maas.protocol.errors import InvalidRequestError
 
@@ -44,14 +47,8 @@ class EntitiesRequest(RequestModel):
     """``POST /v1/pipelines/entities``: named entities of one text or a list of texts."""
 
     model: ModelName | None = Field(None, description="NER model; default: the first served.")
-    input: str | Texts = Field(..., description="One text or a list of texts (at most 256).")
-
-    @field_validator("input")
-    @classmethod
-    def _non_empty(cls, value: str | list[str]) -> str | list[str]:
-        if isinstance(value, list) and not value:
-            raise ValueError("input must not be an empty list")
-        return value
+    input: Annotated[str | Texts, NonEmptyInput] = Field(
+        ..., description="One text or a list of texts (at most 256).")
 
     def texts(self) -> list[str]:
         return [self.input] if isinstance(self.input, str) else list(self.input)

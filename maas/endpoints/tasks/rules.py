@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from maas.config import GeneratorModelConfig
+from maas.endpoints.encoding.protocol import ClassifyRequest, ClassifyResponse
 from maas.endpoints.tasks.protocol import (
     AnalyzeLatency,
     AnalyzeRequest,
@@ -43,17 +44,8 @@ from maas.endpoints.tasks.protocol import (
 )
 from maas.engines.text_units import language_code, pair_key
 from maas.engines.translation import Translation, unsupported_pair
-from maas.protocol.chat import (
-    ChatCompletionChunk,
-    ChatCompletionRequest,
-    ChatCompletionResponse,
-    ChatMessage,
-    ClassifyRequest,
-    ClassifyResponse,
-    UsageInfo,
-    new_id,
-    now,
-)
+from maas.protocol.base import UsageInfo, new_id, now
+from maas.protocol.chat import ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChatMessage
 from maas.protocol.errors import InvalidRequestError, ModelNotFoundError
 
 T = TypeVar("T")
