@@ -12,8 +12,9 @@ import os
 import time
 from collections.abc import Callable
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from maas.offline import set_offline_env
+
+set_offline_env()
 
 
 def per_call_ms(func: Callable[[], object], calls: int) -> float:

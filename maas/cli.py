@@ -13,6 +13,7 @@ from typing import Any
 from maas.config import AppConfig, load_app_config, load_serve_file
 from maas.defaults import default_file
 from maas.edge.exposure import check_deploy_exposure, check_exposure
+from maas.offline import set_offline_env
 
 DEFAULT_CONFIG = default_file("maas-cpu.yaml")  # cluster/maas-cpu.yaml in a checkout
 APP_NAME = "maas"
@@ -41,9 +42,8 @@ def _ray_env(local_ray: bool = False) -> None:
     listens on loopback only. Not for a driver that joins a cluster: it must advertise an
     address the other nodes can reach.
     """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    set_offline_env()
     os.environ.setdefault("RAY_AUTH_MODE", "token")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if local_ray:
         # Read at `import ray`: else Ray swaps a 127.0.0.1 node IP for the host's address and
         # binds all interfaces (ray/_private/services.py, resolve_ip_for_localhost).

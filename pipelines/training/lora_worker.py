@@ -9,7 +9,6 @@ worker group restarted after a worker loss resumes from ``ray.train.get_checkpoi
 
 from __future__ import annotations
 
-import os
 import random
 import sys
 import tempfile
@@ -17,7 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.training.train_worker import PREFIX, fmt_s, silence_transformers, unwrap
+from pipelines.training.runs import PREFIX, fmt_s, start_worker, unwrap
 
 if TYPE_CHECKING:
     import torch
@@ -30,15 +29,8 @@ IGNORE = -100
 def lora_train_loop(cfg: dict[str, Any]) -> None:
     """Ray Train worker: data-parallel LoRA fine-tuning with periodic checkpoints."""
     import ray.train
-    import torch
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    silence_transformers()
-    torch.set_num_threads(cfg["torch_threads"])
-    torch.manual_seed(cfg["seed"])
-    ctx = ray.train.get_context()
-    run = _LoraRun(cfg, ctx.get_world_rank(), ctx.get_world_size())
+    run = _LoraRun(cfg, *start_worker(cfg))
     run.restore(ray.train.get_checkpoint())
     run.train()
 

@@ -9,7 +9,6 @@ resumes from ``ray.train.get_checkpoint()``: model, optimizer, scheduler, positi
 from __future__ import annotations
 
 import math
-import os
 import random
 import sys
 import tempfile
@@ -19,28 +18,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from maas.engines.windows import mean_by_owner, predict, text_windows
+from pipelines.training.runs import PREFIX, fmt_s, start_worker, unwrap
 
 if TYPE_CHECKING:
     import torch
 
 STATE_FILE = "trainer_state.pt"
 CHECKPOINT_MODEL_DIR = "model"
-PREFIX = "[train]"
 _LENGTH_GROUP_BATCHES = 50
 
 
 def train_loop_per_worker(cfg: dict[str, Any]) -> None:
     """Ray Train worker: data-parallel fine-tuning with per-epoch validation and checkpoints."""
     import ray.train
-    import torch
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    silence_transformers()
-    torch.set_num_threads(cfg["torch_threads"])
-    torch.manual_seed(cfg["seed"])
-    ctx = ray.train.get_context()
-    run = _WorkerRun(cfg, ctx.get_world_rank(), ctx.get_world_size())
+    run = _WorkerRun(cfg, *start_worker(cfg))
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None and cfg["head_init"] == "probe":
         run.fit_probe_head()
@@ -344,14 +336,6 @@ def rank_batches(
     return [batch[rank::world] for batch in batches]
 
 
-def silence_transformers() -> None:
-    """Turn off transformers' load reports and progress bars (e.g. in a worker process)."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-
-
 def _adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """AdamW without weight decay on biases and LayerNorm weights."""
     import torch
@@ -381,15 +365,3 @@ def _load_weights(folder: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return load_file(str(folder / "model.safetensors"))
-
-
-def unwrap(model: torch.nn.Module) -> Any:
-    """The bare model inside a DistributedDataParallel wrapper (or the model itself)."""
-    return getattr(model, "module", model)
-
-
-def fmt_s(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
