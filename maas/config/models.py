@@ -1,130 +1,26 @@
-"""Typed configuration of the ``maas`` application, loadable from a Serve config YAML.
-
-The Serve config under ``cluster/`` holds one application whose ``args`` are an
-:class:`AppConfig`; Ray's ``serve run``/``serve deploy`` and ``maas serve`` read the same file.
-"""
+"""The configs of the model deployments: generators (vLLM), classifiers and encoders
+(transformers, with dynamic batching), NER (spaCy), translation and the tokenizer deployment."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from maas.limits import RequestBudget
+from maas.config.options import (
+    DeploymentOptions,
+    EncoderDtype,
+    LoraOptions,
+    ModelName,
+    PlacementStrategy,
+    StrictModel,
+)
 
-ModelName = str
-Pooling = Literal["cls", "mean"]  # what a classifier head reads: the [CLS] state or the tokens' mean
-EncoderDtype = Literal["auto", "float32", "bfloat16", "float16"]
-PlacementStrategy = Literal["PACK", "STRICT_PACK", "SPREAD", "STRICT_SPREAD"]
 PARALLEL_ENGINE_KWARGS = {"tensor_parallel_size", "pipeline_parallel_size", "distributed_executor_backend"}
 CPU_BATCH_SIZE = 32
 """Default most inputs per forward pass on a CPU replica."""
 GPU_BATCH_SIZE = 128
 """Default most inputs per forward pass on a GPU replica (see benchmarks/gpu_batching.py)."""
-
-
-class StrictModel(BaseModel):
-    """Base for configs: unknown keys are errors, so typos never pass silently."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-
-class AutoscalingOptions(StrictModel):
-    """Ray Serve autoscaling of one deployment's replicas."""
-
-    min_replicas: int = Field(1, ge=0, description="Fewest replicas; 0 allows scale to zero.")
-    max_replicas: int = Field(1, ge=1, description="Most replicas.")
-    initial_replicas: int | None = Field(None, ge=0, description="Replicas at deploy time.")
-    target_ongoing_requests: float = Field(
-        8, gt=0, description="Ongoing requests per replica the autoscaler aims for."
-    )
-    upscale_delay_s: float = Field(5.0, ge=0, description="Seconds of high load before upscaling.")
-    downscale_delay_s: float = Field(30.0, ge=0, description="Seconds of low load before downscaling.")
-    metrics_interval_s: float = Field(2.0, gt=0, description="How often replicas report load.")
-    look_back_period_s: float = Field(10.0, gt=0, description="Window over which load is averaged.")
-
-    @model_validator(mode="after")
-    def _check_bounds(self) -> AutoscalingOptions:
-        if self.min_replicas > self.max_replicas:
-            raise ValueError("min_replicas must not exceed max_replicas")
-        return self
-
-
-class DeploymentOptions(StrictModel):
-    """Serve options of one deployment: replicas, resources, concurrency, health."""
-
-    num_replicas: int = Field(1, ge=1, description="Fixed replica count (ignored with autoscaling).")
-    autoscaling: AutoscalingOptions | None = Field(None, description="Autoscale the replicas.")
-    num_cpus: float = Field(0.1, ge=0, description="Logical CPUs reserved per replica.")
-    num_gpus: float = Field(0, ge=0, description="GPUs reserved per replica.")
-    accelerator_type: str | None = Field(None, description="Ray accelerator type, e.g. 'A10G'.")
-    max_ongoing_requests: int = Field(64, ge=1, description="Requests one replica runs at once.")
-    max_queued_requests: int = Field(-1, ge=-1, description="Queued requests per caller; -1 = no cap.")
-    health_check_period_s: float = Field(10.0, gt=0, description="Seconds between health checks.")
-    health_check_timeout_s: float = Field(30.0, gt=0, description="Health check timeout.")
-    graceful_shutdown_timeout_s: float = Field(20.0, ge=0, description="Drain time on shutdown.")
-
-    def can_run_several(self) -> bool:
-        """Whether the deployment may run more than one replica (fixed or autoscaled)."""
-        return (self.autoscaling.max_replicas if self.autoscaling else self.num_replicas) > 1
-
-    def to_serve_options(self) -> dict[str, Any]:
-        """The keyword arguments of ``Deployment.options`` for these settings."""
-        actor_options: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
-        if self.accelerator_type:
-            actor_options["accelerator_type"] = self.accelerator_type
-        options: dict[str, Any] = {
-            "ray_actor_options": actor_options,
-            "max_ongoing_requests": self.max_ongoing_requests,
-            "max_queued_requests": self.max_queued_requests,
-            "health_check_period_s": self.health_check_period_s,
-            "health_check_timeout_s": self.health_check_timeout_s,
-            "graceful_shutdown_timeout_s": self.graceful_shutdown_timeout_s,
-        }
-        if self.autoscaling is not None:
-            options["autoscaling_config"] = self.autoscaling.model_dump(exclude_none=True)
-        else:
-            options["num_replicas"] = self.num_replicas
-        return options
-
-
-VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-"""The LoRA ranks vLLM accepts as ``max_lora_rank``."""
-
-
-class LoraOptions(StrictModel):
-    """LoRA adapters of one generator: vLLM's multi-LoRA serving (``enable_lora``) and which registry
-    adapters it serves (``maas train lora-topic`` trains them; ``maas rollout`` switches versions)."""
-
-    enabled: bool = Field(False, description="Start vLLM with LoRA support (`enable_lora`).")
-    max_rank: int = Field(
-        16, description="Highest adapter rank served (vLLM's `max_lora_rank`: 1, 8, 16, 32, 64, ...); "
-        "`maas train` refuses to train a higher rank for this generator.",
-    )
-    max_loras: int = Field(2, ge=1, le=64, description="Adapters in one batch (vLLM's `max_loras`).")
-    max_loaded_adapters: int = Field(
-        4, ge=1, le=256,
-        description="Adapters a replica keeps loaded (vLLM's `max_cpu_loras`, least recently used "
-        "dropped first); at least `max_loras`.",
-    )
-    adapters: list[ModelName] = Field(
-        default_factory=list,
-        description="Registry names of the adapters served on this generator; clients name one in "
-        "`model` (its live version) or pin `name/vN`. Needs `enabled`.",
-    )
-
-    @model_validator(mode="after")
-    def _check(self) -> LoraOptions:
-        if self.max_rank not in VLLM_LORA_RANKS:
-            raise ValueError(f"max_rank {self.max_rank} is not one vLLM accepts: {list(VLLM_LORA_RANKS)}")
-        if self.max_loaded_adapters < self.max_loras:
-            raise ValueError("max_loaded_adapters must be at least max_loras")
-        if self.adapters and not self.enabled:
-            raise ValueError(f"adapters {self.adapters} need lora.enabled: true")
-        if len(set(self.adapters)) != len(self.adapters):
-            raise ValueError("adapter names must be unique")
-        return self
 
 
 class GeneratorModelConfig(StrictModel):
@@ -427,131 +323,3 @@ class TokenizerConfig(StrictModel):
     deployment: DeploymentOptions = Field(
         default_factory=lambda: DeploymentOptions(num_cpus=0.1), description="Serve options."
     )
-
-
-class IngressConfig(StrictModel):
-    """The HTTP ingress deployment."""
-
-    api_keys_file: str | None = Field(
-        None,
-        description="YAML file of hashed API keys (`maas keys add`); every route but /health and "
-        "the playground then needs `Authorization: Bearer <key>`. Re-read when it changes.",
-    )
-    max_body_bytes: int = Field(
-        4 * 1024 * 1024, ge=1024, description="Largest request body accepted; larger ones get 413."
-    )
-    request_timeout_s: float | None = Field(
-        600.0, gt=0,
-        description="Deadline for a response to start (a stream starts with its first event); "
-        "past it the request is cancelled, its engine work aborted, and the answer is 504.",
-    )
-    max_stream_s: float | None = Field(
-        600.0, gt=0,
-        description="Longest a streamed answer may run, from its first event; past it the stream "
-        "ends with an error event (`stream_timeout`) and `data: [DONE]`, and its engine work is "
-        "aborted. None: no limit (a stream is then bounded by its `max_tokens` only).",
-    )
-    limits: RequestBudget = Field(
-        default_factory=RequestBudget,
-        description="The most work one request may ask for (maas/limits.py); over it, a 400 "
-        "`request_too_large`.",
-    )
-    max_file_bytes: int = Field(
-        100 * 1024 * 1024, ge=1024, description="Largest batch input file accepted by /v1/files."
-    )
-    max_open_batches_per_key: int = Field(
-        8, ge=1, le=10_000,
-        description="Batches not yet ended (validating, in_progress, finalizing, cancelling) an API key "
-        "may have; one more is a 429. Per key in the key file (`max_open_batches`); without keys, "
-        "for the whole service.",
-    )
-    max_storage_mib_per_key: int = Field(
-        256, ge=1,
-        description="MiB of files (inputs and batch outputs) an API key may store; an upload past it "
-        "is a 413. Per key in the key file (`max_storage_mib`); without keys, for the whole service.",
-    )
-    file_expiry_s: int = Field(
-        30 * 24 * 3600, ge=60,
-        description="Seconds a file is kept after its upload, or after its batch ended for an output "
-        "file (its `expires_at`); then it is deleted, unless an active batch reads it.",
-    )
-    batch_concurrency: int = Field(
-        4, ge=1, le=256,
-        description="Requests of one batch in flight at a time: a batch takes no more than this "
-        "share of the service from interactive traffic.",
-    )
-    deployment: DeploymentOptions = Field(
-        default_factory=lambda: DeploymentOptions(num_cpus=0.1, max_ongoing_requests=256),
-        description="Serve options.",
-    )
-
-
-class AppConfig(StrictModel):
-    """Everything the ``maas`` application is built from."""
-
-    generators: list[GeneratorModelConfig] = Field(
-        default_factory=list, description="Generative models, one deployment each."
-    )
-    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig, description="Classifiers.")
-    encoder: EncoderConfig = Field(default_factory=EncoderConfig, description="Embedding models.")
-    ner: NerConfig = Field(default_factory=NerConfig, description="Named-entity recognition (spaCy).")
-    translator: TranslatorConfig = Field(
-        default_factory=TranslatorConfig, description="Machine translation (/v1/pipelines/translate)."
-    )
-    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig, description="Tokenizers.")
-    ingress: IngressConfig = Field(default_factory=IngressConfig, description="HTTP ingress.")
-    registry_dir: str | None = Field(
-        None, description="Model registry folder (shared storage on a cluster); None: cache_dir()/registry."
-    )
-    batch_dir: str | None = Field(
-        None, description="Batch API files and batch states (shared storage on a cluster); "
-        "None: cache_dir()/batches.",
-    )
-
-    @model_validator(mode="after")
-    def _unique_model_names(self) -> AppConfig:
-        names = [m.name for m in self.all_models()]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"model names must be unique across deployments: {duplicates}")
-        return self
-
-    @model_validator(mode="after")
-    def _unique_adapter_names(self) -> AppConfig:
-        models = {m.name for m in self.all_models()}
-        adapters = [a for g in self.generators for a in g.lora.adapters]
-        clashes = sorted({a for a in adapters if a in models or adapters.count(a) > 1})
-        if clashes:
-            raise ValueError(f"adapter names must differ from model names and from each other: {clashes}")
-        return self
-
-    def all_models(
-        self,
-    ) -> list[GeneratorModelConfig | EncoderModelConfig | NerModelConfig | TranslationModelConfig]:
-        """Every served model: generators, classifiers, encoders, NER pipelines, translation models."""
-        return [*self.generators, *self.classifier.models, *self.encoder.models, *self.ner.models,
-                *self.translator.models]
-
-
-class ServeFile(BaseModel):
-    """The parts of a Serve config file that maas reads (the rest passes through)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    applications: list[dict[str, Any]]
-    http_options: dict[str, Any] = Field(default_factory=dict)
-
-
-def load_serve_file(path: str | Path) -> ServeFile:
-    """Parse a Serve config YAML file."""
-    import yaml
-
-    return ServeFile.model_validate(yaml.safe_load(Path(path).read_text()))
-
-
-def load_app_config(path: str | Path, app_name: str = "maas") -> AppConfig:
-    """The :class:`AppConfig` of the named application in a Serve config YAML file."""
-    for app in load_serve_file(path).applications:
-        if app.get("name") == app_name:
-            return AppConfig.model_validate(app.get("args") or {})
-    raise ValueError(f"{path}: no application named {app_name!r}")
