@@ -10,13 +10,18 @@ worker group restarted after a worker loss resumes from ``ray.train.get_checkpoi
 from __future__ import annotations
 
 import random
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.training.runs import PREFIX, fmt_s, start_worker, unwrap
+from pipelines.training.runs import (
+    budget_spent,
+    fmt_s,
+    rank0_print,
+    report_with_checkpoint,
+    start_worker,
+    unwrap,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -151,16 +156,7 @@ class _LoraRun:
 
     def _budget_spent(self) -> bool:
         """Whether any rank ran out of time (all ranks agree, so they stop at the same step)."""
-        import torch
-        import torch.distributed as dist
-
-        budget = self.cfg["time_budget_s"]
-        spent = budget is not None and self._elapsed() >= budget
-        if not (dist.is_available() and dist.is_initialized()):
-            return spent
-        flag = torch.tensor([1.0 if spent else 0.0])
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+        return budget_spent(self.cfg["time_budget_s"], self._elapsed())
 
     def _validation_loss(self) -> float:
         """Mean answer-token loss on this rank's shard of the validation examples, averaged over ranks."""
@@ -182,9 +178,6 @@ class _LoraRun:
         return float(total[0] / total[1]) if total[1] else float("nan")
 
     def _report(self, losses: list[float], final: bool, stopped: bool) -> None:
-        import ray.train
-        from ray.train import Checkpoint
-
         metrics = {
             "global_step": self.step,
             "train_loss": sum(losses) / len(losses) if losses else float("nan"),
@@ -197,12 +190,7 @@ class _LoraRun:
             metrics["validation_loss"] = self._validation_loss()
         self._print(f"checkpoint at step {self.step}: train_loss {metrics['train_loss']:.4f}"
                     + (f", validation_loss {metrics['validation_loss']:.4f}" if final else ""))
-        with tempfile.TemporaryDirectory(prefix="maas-lora-ckpt-") as folder:
-            checkpoint = None
-            if self.rank == 0:
-                self._save(Path(folder))
-                checkpoint = Checkpoint.from_directory(folder)
-            ray.train.report(metrics, checkpoint=checkpoint)
+        report_with_checkpoint(self.rank, metrics, self._save, "maas-lora-ckpt-")
 
     def _save(self, folder: Path) -> None:
         import torch
@@ -216,6 +204,4 @@ class _LoraRun:
         return self.elapsed_before + time.perf_counter() - self.start
 
     def _print(self, message: str) -> None:
-        if self.rank == 0:
-            sys.stdout.write(f"{PREFIX} {message}\n")
-            sys.stdout.flush()
+        rank0_print(self.rank, message)

@@ -96,6 +96,44 @@ def start_worker(cfg: dict[str, Any]) -> tuple[int, int]:
     return ctx.get_world_rank(), ctx.get_world_size()
 
 
+def budget_spent(budget: float | None, elapsed: float) -> bool:
+    """Whether any rank of the worker group is past the time ``budget`` (every rank gets the same
+    answer, so all stop at the same step)."""
+    import torch
+    import torch.distributed as dist
+
+    spent = budget is not None and elapsed >= budget
+    if not (dist.is_available() and dist.is_initialized()):
+        return spent
+    flag = torch.tensor([1.0 if spent else 0.0])
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+def report_with_checkpoint(rank: int, metrics: dict[str, Any], save: Callable[[Path], None], prefix: str) -> None:
+    """Report ``metrics`` to Ray Train with a checkpoint that rank 0 writes with ``save`` into a
+    temporary folder named ``prefix...`` (the other ranks report none)."""
+    import tempfile
+
+    import ray.train
+    from ray.train import Checkpoint
+
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder:
+        checkpoint = None
+        if rank == 0:
+            save(Path(folder))
+            checkpoint = Checkpoint.from_directory(folder)
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def rank0_print(rank: int, message: str) -> None:
+    """A worker's progress line, from rank 0 only. Not print(): Ray Train patches it in workers and
+    the line would show twice."""
+    if rank == 0:
+        sys.stdout.write(f"{PREFIX} {message}\n")
+        sys.stdout.flush()
+
+
 def silence_transformers() -> None:
     """Turn off transformers' load reports and progress bars (e.g. in a worker process)."""
     from transformers.utils import logging as hf_logging

@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import math
 import random
-import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from maas.engines.windows import mean_by_owner, predict, text_windows
-from pipelines.training.runs import PREFIX, fmt_s, start_worker, unwrap
+from pipelines.training.runs import (
+    budget_spent,
+    fmt_s,
+    rank0_print,
+    report_with_checkpoint,
+    start_worker,
+    unwrap,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -194,22 +199,10 @@ class _WorkerRun:
 
     def _budget_spent(self) -> bool:
         """Whether any rank ran out of time (all ranks agree, so they stop at the same step)."""
-        import torch
-        import torch.distributed as dist
-
-        budget = self.cfg["time_budget_s"]
-        spent = budget is not None and self._elapsed() >= budget
-        if not (dist.is_available() and dist.is_initialized()):
-            return spent
-        flag = torch.tensor([1.0 if spent else 0.0])
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+        return budget_spent(self.cfg["time_budget_s"], self._elapsed())
 
     def _report(self, losses: list[float], stopped: bool) -> None:
         """Validate, then report metrics with a checkpoint (written by rank 0 only)."""
-        import ray.train
-        from ray.train import Checkpoint
-
         metrics = {
             "epoch": self.epoch if not stopped else self.epoch + self.step_in_epoch / self.steps_per_epoch,
             "global_step": self.global_step,
@@ -227,12 +220,7 @@ class _WorkerRun:
             f"step {self.global_step}, train_loss {metrics.get('train_loss', float('nan')):.4f}, "
             f"val_accuracy {metrics['val_accuracy']:.4f}, {metrics['train_examples_per_s']:.1f} ex/s"
         )
-        with tempfile.TemporaryDirectory(prefix="maas-ckpt-") as folder:
-            checkpoint = None
-            if self.rank == 0:
-                self._save(Path(folder))
-                checkpoint = Checkpoint.from_directory(folder)
-            ray.train.report(metrics, checkpoint=checkpoint)
+        report_with_checkpoint(self.rank, metrics, self._save, "maas-ckpt-")
 
     def _save(self, folder: Path) -> None:
         """Write the model, tokenizer and optimizer/scheduler/position state into ``folder``."""
@@ -305,10 +293,7 @@ class _WorkerRun:
         )
 
     def _print(self, message: str) -> None:
-        # Not print(): Ray Train patches it in workers and the line would show twice.
-        if self.rank == 0:
-            sys.stdout.write(f"{PREFIX} {message}\n")
-            sys.stdout.flush()
+        rank0_print(self.rank, message)
 
 
 def rank_batches(
