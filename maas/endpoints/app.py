@@ -22,9 +22,9 @@ from maas.endpoints.batches import router as batches
 from maas.endpoints.encoding import router as encoding
 from maas.endpoints.generation import router as generation
 from maas.endpoints.service import router as service
-from maas.endpoints.tasks import router as pipelines
+from maas.endpoints.tasks import router as tasks
 
-ROUTERS = (service.router, generation.router, encoding.router, pipelines.router, batches.router)
+ROUTERS = (service.router, generation.router, encoding.router, tasks.router, batches.router)
 
 
 def build_app(ingress: Any, config: IngressConfig, shared_limits_app: str | None = None) -> FastAPI:
