@@ -1,7 +1,8 @@
 """What the two Ray Train pipelines share (the classifier's, :mod:`pipelines.training.train`, and
 LoRA's, :mod:`pipelines.training.lora`): the local Ray they start when none runs, the
 ``TorchTrainer`` run with its checkpoints and restarts, a worker's start-up, the log line, and the
-command line's ``main``."""
+command line's ``main``. The training workers import this module: what only the drivers use is
+imported inside their functions."""
 
 from __future__ import annotations
 
@@ -11,18 +12,16 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
-
-from pydantic import BaseModel
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from maas.offline import set_offline_env
-from maas.storage.embedded import cache_dir
-from maas.storage.registry import RegistryError
-from pipelines.training.training_data import DataError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 PREFIX = "[train]"
 
-Config = TypeVar("Config", bound=BaseModel)
+Config = TypeVar("Config", bound="BaseModel")
 
 
 class RunSettings(Protocol):
@@ -56,6 +55,8 @@ def fit(config: RunSettings, loop: Callable[[dict[str, Any]], None], loop_config
     ``max_failures`` restarts); return its ``ray.train.Result``. ``describe`` starts the log line."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
+
+    from maas.storage.embedded import cache_dir
 
     storage = Path(config.storage_path) if config.storage_path else cache_dir() / "ray_train"
     storage.mkdir(parents=True, exist_ok=True)
@@ -162,6 +163,9 @@ def cli_main(parse: Callable[[Sequence[str] | None], Config], train: Callable[[C
              argv: Sequence[str] | None) -> int:
     """A training command: parse ``argv`` into a config, train, print the result as JSON (2 on a
     data or registry error)."""
+    from maas.storage.registry import RegistryError
+    from pipelines.training.training_data import DataError
+
     set_offline_env()
     config = parse(argv)
     try:
