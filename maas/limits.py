@@ -2,7 +2,7 @@
 
 A request is refused with a 400 ``request_too_large`` before any engine work when what it asks
 for is over one of these bounds, so that one request of one tenant cannot hold the engines (or
-the ingress's memory) for minutes. The checks are in :mod:`maas.endpoints.budget`; the token
+the ingress's memory) for minutes. The checks are in :mod:`maas.endpoints.generation.budget`; the token
 bounds are checked right after the prompts are tokenized, the others before.
 
 The defaults fit every ordinary request of a served model with the default context
