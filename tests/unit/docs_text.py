@@ -14,7 +14,7 @@ FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 INLINE = re.compile(r"`([^`\n]+)`")
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 METHOD_ROUTE = re.compile(r"\b(GET|POST|PUT|PATCH|DELETE) (/[^\s`'\")\],;]*)")
-CURL_ROUTE = re.compile(r"\$B(/[^\s'\"]*)")
+CURL_ROUTE = re.compile(r"\$B(/[^\s'\"`]*)")
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,14 @@ def message_patterns(packages: tuple[str, ...] = ("maas", "pipelines", "deployme
                 if parts and len(literal.strip()) >= min_literal:
                     regex = "".join(".+?" if p is None else re.escape(p) for p in parts)
                     patterns.append(re.compile(PREFIX.sub("", regex.replace(r"\[maas\]\ ", "[maas] ", 1))))
-    return patterns
+    return patterns + makefile_patterns()
+
+
+def makefile_patterns() -> list[re.Pattern[str]]:
+    """What the Makefile's recipes print with ``[maas]`` (each ``$(VAR)`` any text)."""
+    texts = re.findall(r"\[maas\] ([^\"'\n]+)", read(ROOT / "Makefile"))
+    return [re.compile(".+?".join(re.escape(part) for part in re.split(r"\$\(\w+\)", text.strip())))
+            for text in texts]
 
 
 def _string_parts(node: object) -> list[str | None] | None:
