@@ -188,10 +188,10 @@ class MaasIngress:
 
     async def create_batch(self, request: BatchCreateRequest, owner: str | None = None) -> BatchObject:
         """Start a batch of the requests of an uploaded file (checked line by line first)."""
-        await self.preparation.run(self.batch_api.input_lines, request, owner)  # read once, off the loop
         served = {"/v1/chat/completions": set(self.generator_configs),
                   "/v1/completions": set(self.generator_configs), "/v1/embeddings": set(self.encoder_models)}
-        return self.batch_api.create(request, owner, served)
+        # off the loop: the file read once (if admission has not), the store's lock for the cap
+        return await self.preparation.run(self.batch_api.create, request, owner, served)
 
     def retrieve_batch(self, batch_id: str, owner: str | None = None) -> BatchObject:
         """A batch with its status and live request counts."""
