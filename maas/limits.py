@@ -57,6 +57,19 @@ class RequestBudget(BaseModel):
         description="Characters of JSON schema one chat request may send to be compiled for "
         "structured output: every tool's `parameters` and `response_format`'s schema together.",
     )
+    max_pattern_repeat: int = Field(
+        256, ge=1,
+        description="Counted repetitions of one `pattern` of the request's JSON schemas (tools' "
+        "`parameters`, `response_format`): its `{m,n}` counts, nested ones multiplied. Structured "
+        "decoding writes them out when it compiles the schema, in time that grows much faster than "
+        "the count (maas/endpoints/schema_cost.py); `maxLength`/`maxItems` bound a length cheaply.",
+    )
+    max_pattern_repeat_total: int = Field(
+        4096, ge=1,
+        description="Counted repetitions of all the `pattern`s of one request together (as in "
+        "`max_pattern_repeat`): with it and `max_schema_chars`, one request's schemas compile in "
+        "seconds, not minutes, in the ingress's preparation pool and in the generator.",
+    )
     max_tokenize_chars: int = Field(
         262_144, ge=1,
         description="Characters of text one `/v1/tokenize` request may send (its `prompt`, or its "
