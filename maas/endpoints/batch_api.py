@@ -11,9 +11,10 @@ past them is a 413, the status of an upload that cannot be stored; OpenAI answer
 limit with a 4xx on the upload too). Each cap is checked where the file or batch is added, under
 its store's lock, so requests of one key that run at once (in threads, or in several ingress
 replicas) cannot pass it together; a key at its open batches gets its 429 before its input file
-is read. Without keys, every file and batch has the owner None: the caps are the whole service's. Files and batches end: a file past its ``expires_at`` is deleted
-when it is next looked at, and by a sweep at each upload and batch creation (never one that an
-active batch reads); a batch past its completion window is ended ``expired`` by its runner.
+is read. Without keys, every file and batch has the owner None: the caps are the whole
+service's. Files and batches end: a file past its ``expires_at`` is deleted when it is next
+looked at, and by a sweep at each upload and batch creation (never one that an active batch
+reads); a batch past its completion window is ended ``expired`` by its runner.
 """
 
 from __future__ import annotations
