@@ -147,3 +147,23 @@ def test_a_dropped_stream_pays_for_its_tokens_and_its_generation_stops(
     assert again.status_code == 429, again.text
     assert again.json()["error"]["type"] == "tokens" and int(again.headers["Retry-After"]) >= 1
 
+
+def test_a_stream_past_max_stream_s_ends_with_an_error_event_and_stops(
+        metered: str, secrets: tuple[Path, dict[str, str]], client: httpx.Client) -> None:
+    bearer = {"Authorization": f"Bearer {secrets[1]['streamer']}"}
+    prompt = prompt_tokens(client)
+    wait_engine_idle()
+    with httpx.stream("POST", f"{metered}/v1/chat/completions", json=LONG_STREAM, headers=bearer,
+                      timeout=60) as response:
+        assert response.status_code == 200, response.read()
+        payloads = list(events(response.iter_lines()))
+    assert payloads[-1] == "[DONE]"
+    error = json.loads(payloads[-2])["error"]
+    assert (error["code"], error["type"]) == ("stream_timeout", "timeout"), error
+    assert set(error) == {"message", "type", "param", "code"}
+    tokens = [json.loads(p) for p in payloads[:-2]]
+    assert tokens and all("choices" in chunk for chunk in tokens)
+    assert not any(chunk["choices"][0].get("finish_reason") for chunk in tokens)  # cut off, not finished
+    wait_engine_idle()
+    charged = tokens_charged("streamer")
+    assert prompt < charged < prompt + MAX_TOKENS, (prompt, charged)  # aborted: not all 256 produced
