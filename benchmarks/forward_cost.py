@@ -9,15 +9,15 @@ transformers' ``pipeline()`` (the naive server's), with 1 and 2 torch threads: n
 
 from __future__ import annotations
 
-import os
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from maas.offline import set_offline_env
+
+set_offline_env()
 
 TEXTS = ("I love this phone, it is brilliant!", "The service was slow and the food was cold.")
 CALLS = 200

@@ -21,12 +21,13 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+from maas.offline import set_offline_env
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    set_offline_env()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "lora_topic.json"))
     args, train_args = parser.parse_known_args(argv)

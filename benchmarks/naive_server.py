@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from maas.offline import set_offline_env
+
+set_offline_env()
 
 import torch  # noqa: E402
 import uvicorn  # noqa: E402

@@ -31,10 +31,10 @@ from benchmarks.settings import (
     ClassifyWorkload,
     EngineSettings,
 )
+from maas.offline import set_offline_env
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+set_offline_env()
 os.environ.setdefault("RAY_AUTH_MODE", "token")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 

@@ -50,9 +50,9 @@ from benchmarks.systems import (  # noqa: E402
     generation_spec,
     variant_overrides,
 )
+from maas.offline import set_offline_env
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+set_offline_env()
 
 
 def log(message: str) -> None:

@@ -99,7 +99,7 @@ class ClassifyWorkload:
     levels: tuple[Level, ...] = (Level(1, 64), Level(16, 512), Level(64, 1024))
     max_batch_size: int = 32
     batch_wait_timeout_s: float = 0.0
-    """As cluster/maas-cpu.yaml: the ingress coalesces concurrent requests (maas/coalesce.py), so
+    """As cluster/maas-cpu.yaml: the ingress coalesces concurrent requests (maas/serving/coalesce.py), so
     the classifier need not wait to fill a batch (0.01 before; ``maas-batched-wait10ms``)."""
     max_seq_len: int = 128
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.tokenize_cost
 
-The ingress tokenizes chat and completion prompts itself (:mod:`maas.local_tokenizer`); this
+The ingress tokenizes chat and completion prompts itself (:mod:`maas.serving.local_tokenizer`); this
 times those calls with SmolLM2's HF fast tokenizer, and one-by-one against batch encoding.
 """
 
@@ -12,8 +12,9 @@ import os
 import time
 from collections.abc import Callable
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from maas.offline import set_offline_env
+
+set_offline_env()
 
 
 def per_call_ms(func: Callable[[], object], calls: int) -> float:
@@ -27,8 +28,8 @@ def per_call_ms(func: Callable[[], object], calls: int) -> float:
 
 def main() -> int:
     from maas.engines.tokenizer import PromptTokenizer, TokenizerEngine, TokenizerSpec
+    from maas.protocol.chat import ChatMessage
     from maas.storage.embedded import prepare_smollm2
-    from maas.wire.schemas import ChatMessage
 
     prompts = PromptTokenizer(TokenizerEngine([TokenizerSpec("g", str(prepare_smollm2()), 2048)]))
     messages = [ChatMessage(role="user", content="What is the capital of France?")]

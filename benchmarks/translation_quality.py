@@ -10,7 +10,7 @@ sentence pairs (everyday and news-like) written for this project. Systems:
 - ``translator-package-postedit`` / ``translator-raw``: the same models with the package's own
   post-editing, and with none (what the ``postprocess`` setting changes);
 - ``generator``: the route ``/v1/pipelines/translate`` takes for pairs the translator lacks: the
-  pipeline's own prompt template (``pipelines.tasks``) and greedy settings, SmolLM2-135M-Instruct
+  pipeline's own prompt template (``maas.endpoints.tasks.rules``) and greedy settings, SmolLM2-135M-Instruct
   on vLLM's offline engine with the chat template.
 
 Scores are corpus-level (sacrebleu defaults: chrF with character n-grams up to 6, BLEU 13a
@@ -57,9 +57,9 @@ def generator() -> Translate:
     """The generator route's prompt and settings, on vLLM's offline engine."""
     from vllm import LLM, SamplingParams
 
+    from maas.endpoints.tasks.rules import TRANSLATE_SYSTEM, TRANSLATE_USER
     from maas.engines.generator import resolve_dtype
     from maas.storage.embedded import prepare_smollm2
-    from pipelines.tasks import TRANSLATE_SYSTEM, TRANSLATE_USER
 
     llm = LLM(model=str(prepare_smollm2()), dtype=resolve_dtype("auto", on_gpu=False), max_model_len=2048,
               enforce_eager=True, seed=0)

@@ -21,12 +21,12 @@ from typing import Any
 
 import ray
 
-from maas.endpoints import batches as rules
-from maas.endpoints.batch_api import ACTIVE
-from maas.storage.batch_store import BatchStore, FileStore
-from maas.wire.batch_schemas import BatchErrorData, BatchErrors, BatchObject, BatchRequestLine
-from maas.wire.errors import EngineError, InvalidRequestError, MaasError, failure_text, unwrap
-from maas.wire.schemas import now as now_s
+from maas.endpoints.batches import lines as rules
+from maas.endpoints.batches.api import ACTIVE
+from maas.endpoints.batches.protocol import BatchErrorData, BatchErrors, BatchObject, BatchRequestLine
+from maas.endpoints.batches.store import BatchStore, FileStore
+from maas.protocol.base import now as now_s
+from maas.protocol.errors import EngineError, InvalidRequestError, MaasError, failure_text, unwrap
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import asyncio
 
 from ray import serve
 
-from deployments.batched import BatchedEncoderBase
+from deployments.encoder_base import BatchedEncoderBase
 from maas.config import ClassifierConfig
 from maas.engines.encoders import Classification, ClassifierEngine, LoadedEncoder, default_device
 from maas.storage.registry import ModelRegistry

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from ray import serve
 
-from deployments.batched import BatchedEncoderBase
+from deployments.encoder_base import BatchedEncoderBase
 from maas.config import EncoderConfig
 from maas.engines.encoders import Embedding, EmbeddingEngine, LoadedEncoder, default_device
-from maas.wire.errors import ModelNotFoundError
+from maas.protocol.errors import ModelNotFoundError
 
 
 @serve.deployment(name="encoder")

@@ -11,14 +11,14 @@ from ray import serve
 
 from deployments.health import HealthCache
 from maas.config import GeneratorModelConfig
+from maas.edge.metrics import MetricsRecorder
+from maas.endpoints.generation.assemble import merge_results
 from maas.engines.generator import GeneratorEngine
 from maas.engines.lora import LoraIds, check_adapter, lora_request, read_adapter
+from maas.protocol.chat import GenerationParams, GenerationResult
+from maas.protocol.errors import ServiceUnavailableError, log_client_errors_as_one_line
 from maas.storage.registry import ModelRegistry
 from maas.storage.served_adapters import ServedAdapters
-from maas.wire.assemble import merge_results
-from maas.wire.errors import ServiceUnavailableError, log_client_errors_as_one_line
-from maas.wire.metrics import MetricsRecorder
-from maas.wire.schemas import GenerationParams, GenerationResult
 
 MAX_LOADED_ADAPTERS = 16
 """Adapter versions one replica routes for at once (Serve's multiplexing LRU); vLLM itself keeps

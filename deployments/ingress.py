@@ -3,9 +3,9 @@ classifier, encoder, NER and translator deployments.
 
 Each operation is a handle method of :class:`MaasIngress` taking and returning the wire schemas,
 so a Ray job calls it through the application's handle exactly as HTTP clients do. The HTTP
-routes (``deployments/routes/``) are a few lines each over these methods; the app is built per
-replica from the config (:func:`deployments.routes.build_app`). The OpenAI request rules are
-plain modules in ``maas/endpoints/``.
+routes (``maas/endpoints/<family>/router.py``) are a few lines each over these methods; the app is
+built per replica from the config (:func:`maas.endpoints.app.build_app`). The OpenAI request rules
+are plain modules beside them in ``maas/endpoints/<family>/``.
 """
 
 from __future__ import annotations
@@ -19,41 +19,53 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from deployments.batch_runner import ensure_runner
-from deployments.routes import build_app
-from maas.calls import open_stream, open_streams, result_of, results_of
-from maas.coalesce import Coalescer, coalescing
 from maas.config import AppConfig, GeneratorModelConfig
-from maas.endpoints import batches as batch_rules
-from maas.endpoints import budget, scoring
-from maas.endpoints import chat as chat_rules
-from maas.endpoints import completions as completion_rules
-from maas.endpoints import responses as responses_rules
-from maas.endpoints.batch_api import BatchApi, BatchLimits
-from maas.endpoints.completions_echo import with_echo
-from maas.endpoints.encoding import classify_response, embedding_response, embedding_texts
-from maas.endpoints.generation import check_json_schema
-from maas.endpoints.tools import template_tools
-from maas.engines.tokenizer import TokenizerSpec
-from maas.engines.translation import Translation
-from maas.local_tokenizer import InProcessTokenizer
-from maas.preparation import PreparationPool
-from maas.storage.batch_store import BatchStore, FileStore
-from maas.storage.registry import ModelRegistry
-from maas.storage.served_adapters import ServedAdapters, adapter_card_fields
-from maas.storage.served_classifiers import ServedClassifiers
-from maas.wire.admission import admit_models
-from maas.wire.assemble import chat_chunks, chat_response, completion_chunks, completion_response
-from maas.wire.auth import KEY_SCOPE_KEY, KeyAuth
-from maas.wire.batch_schemas import BatchCreateRequest, BatchObject, FileObject
-from maas.wire.errors import (
-    MaasError,
-    ModelNotFoundError,
-    ServiceUnavailableError,
-    error_body,
-    log_client_errors_as_one_line,
+from maas.edge.admission import admit_models
+from maas.edge.auth import KEY_SCOPE_KEY, KeyAuth
+from maas.edge.metering import current_meter, cut_off_charged, metered
+from maas.endpoints.app import build_app
+from maas.endpoints.batches import lines as batch_rules
+from maas.endpoints.batches.api import BatchApi, BatchLimits
+from maas.endpoints.batches.protocol import BatchCreateRequest, BatchObject, FileObject
+from maas.endpoints.batches.store import BatchStore, FileStore
+from maas.endpoints.encoding import scoring
+from maas.endpoints.encoding.protocol import (
+    ClassifyRequest,
+    ClassifyResponse,
+    DetokenizeRequest,
+    DetokenizeResponse,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    TokenizeRequest,
+    TokenizeResponse,
 )
-from maas.wire.metering import current_meter, cut_off_charged, metered
-from maas.wire.pipeline_schemas import (
+from maas.endpoints.encoding.rules import classify_response, embedding_response, embedding_texts
+from maas.endpoints.encoding.scoring_protocol import (
+    RerankRequest,
+    RerankResponse,
+    ScoreRequest,
+    ScoreResponse,
+)
+from maas.endpoints.generation import budget
+from maas.endpoints.generation import chat as chat_rules
+from maas.endpoints.generation import completions as completion_rules
+from maas.endpoints.generation import responses as responses_rules
+from maas.endpoints.generation.assemble import (
+    chat_chunks,
+    chat_response,
+    completion_chunks,
+    completion_response,
+)
+from maas.endpoints.generation.completions_echo import with_echo
+from maas.endpoints.generation.protocol import (
+    CompletionRequest,
+    CompletionResponse,
+    ResponseEvent,
+    ResponseObject,
+    ResponsesRequest,
+)
+from maas.endpoints.service.protocol import ModelCard, ModelList, ModelTraining
+from maas.endpoints.tasks.protocol import (
     AnalyzeRequest,
     AnalyzeResponse,
     EntitiesRequest,
@@ -66,31 +78,33 @@ from maas.wire.pipeline_schemas import (
     TranslateResponse,
     entities_response,
 )
-from maas.wire.responses_schemas import ResponseEvent, ResponseObject, ResponsesRequest
-from maas.wire.schemas import (
+from maas.endpoints.tasks.rules import PipelineBackend, PipelineRequest, Pipelines
+from maas.engines.tokenizer import TokenizerSpec
+from maas.engines.translation import Translation
+from maas.generation_rules.params import check_json_schema
+from maas.generation_rules.tools import template_tools
+from maas.protocol.base import new_id, now
+from maas.protocol.chat import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
-    ClassifyRequest,
-    ClassifyResponse,
-    CompletionRequest,
-    CompletionResponse,
-    DetokenizeRequest,
-    DetokenizeResponse,
-    EmbeddingRequest,
-    EmbeddingResponse,
     GenerationParams,
     GenerationResult,
-    ModelCard,
-    ModelList,
-    ModelTraining,
-    TokenizeRequest,
-    TokenizeResponse,
-    new_id,
-    now,
 )
-from maas.wire.scoring_schemas import RerankRequest, RerankResponse, ScoreRequest, ScoreResponse
-from pipelines.tasks import PipelineBackend, PipelineRequest, Pipelines
+from maas.protocol.errors import (
+    MaasError,
+    ModelNotFoundError,
+    ServiceUnavailableError,
+    error_body,
+    log_client_errors_as_one_line,
+)
+from maas.serving.calls import open_stream, open_streams, result_of, results_of
+from maas.serving.coalesce import Coalescer, coalescing
+from maas.serving.local_tokenizer import InProcessTokenizer
+from maas.serving.preparation import PreparationPool
+from maas.storage.registry import ModelRegistry
+from maas.storage.served_adapters import ServedAdapters, adapter_card_fields
+from maas.storage.served_classifiers import ServedClassifiers
 
 HEALTH_TIMEOUT_S = 10.0
 
@@ -126,12 +140,12 @@ class MaasIngress:
         self.classifiers = ServedClassifiers(config.classifier.models, ModelRegistry(config.registry_dir))
         self._classifier_handles: dict[str, DeploymentHandle] = {}
         self.encoder_models = {m.name for m in config.encoder.models}
-        # concurrent requests for one model become one call into its deployment (maas/coalesce.py)
+        # concurrent requests for one model become one call into its deployment (maas/serving/coalesce.py)
         self.classify_calls = Coalescer(lambda model_id, texts: result_of(
             self._classifier_handle(model_id).classify.remote(model_id, texts)), **coalescing(config.classifier))
         self.embed_calls = Coalescer(lambda model, texts: result_of(
             self.encoder.embed.remote(model, texts)), **coalescing(config.encoder))
-        # --- NER and the pipelines (pipelines/tasks.py) ---
+        # --- NER and the pipelines (maas/endpoints/tasks/rules.py) ---
         self.ner = ner
         self.ner_models = tuple(m.name for m in config.ner.models)
         self.translator = translator
@@ -323,7 +337,7 @@ class MaasIngress:
         return {"status": "ok", "deployments": sorted(checks)}
 
     # ------------------------------------------------------------------ pipeline handle methods
-    # NER and the classic NLP pipelines; the pipelines themselves are in pipelines/tasks.py.
+    # NER and the classic NLP pipelines; the pipelines themselves are in maas/endpoints/tasks/rules.py.
 
     async def entities(self, request: EntitiesRequest) -> EntitiesResponse:
         """Named entities (with character offsets) of one or more texts, from the NER deployment."""

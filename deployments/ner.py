@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from ray import serve
 
-from deployments.batched import BatchedEncoderBase
+from deployments.encoder_base import BatchedEncoderBase
 from maas.engines.ner import NerConfig, NerEngine, NerResult
-from maas.wire.errors import ModelNotFoundError
+from maas.protocol.errors import ModelNotFoundError
 
 
 @serve.deployment(name="ner")

@@ -7,15 +7,15 @@ from typing import Any
 from ray import serve
 
 from deployments.health import EngineHealth, HealthCache
-from maas.engines.tokenizer import PromptTokenizer, TokenizerEngine, TokenizerSpec
-from maas.wire.errors import log_client_errors_as_one_line
-from maas.wire.schemas import (
-    ChatMessage,
+from maas.endpoints.encoding.protocol import (
     DetokenizeRequest,
     DetokenizeResponse,
     TokenizeRequest,
     TokenizeResponse,
 )
+from maas.engines.tokenizer import PromptTokenizer, TokenizerEngine, TokenizerSpec
+from maas.protocol.chat import ChatMessage
+from maas.protocol.errors import log_client_errors_as_one_line
 
 
 @serve.deployment(name="tokenizer")

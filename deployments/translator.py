@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ray import serve
 
-from deployments.batched import BatchedEncoderBase
+from deployments.encoder_base import BatchedEncoderBase
 from maas.config import TranslatorConfig
 from maas.engines.translation import Translation, TranslatorEngine
 

@@ -56,7 +56,7 @@ def chunks(items: list[Example], size: int) -> list[list[Example]]:
 async def classify_batch(handle: Any, model: str, texts: list[str], limit: asyncio.Semaphore,
                          retries: int) -> Any:
     """One ``ClassifyRequest`` through the handle, retried with a growing pause if it fails."""
-    from maas.wire.schemas import ClassifyRequest
+    from maas.endpoints.encoding.protocol import ClassifyRequest
 
     request = ClassifyRequest(model=model, input=texts)
     async with limit:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from maas.config import AppConfig
-from maas.exposure import MAAS_IMPORT_PATH
+from maas.edge.exposure import MAAS_IMPORT_PATH
 
 DEFAULT_DASHBOARD = "http://127.0.0.1:8265"
 

@@ -2,7 +2,7 @@
 
 A request is refused with a 400 ``request_too_large`` before any engine work when what it asks
 for is over one of these bounds, so that one request of one tenant cannot hold the engines (or
-the ingress's memory) for minutes. The checks are in :mod:`maas.endpoints.budget`; the token
+the ingress's memory) for minutes. The checks are in :mod:`maas.endpoints.generation.budget`; the token
 bounds are checked right after the prompts are tokenized, the others before.
 
 The defaults fit every ordinary request of a served model with the default context
@@ -62,7 +62,7 @@ class RequestBudget(BaseModel):
         description="Counted repetitions of one `pattern` of the request's JSON schemas (tools' "
         "`parameters`, `response_format`): its `{m,n}` counts, nested ones multiplied. Structured "
         "decoding writes them out when it compiles the schema, in time that grows much faster than "
-        "the count (maas/endpoints/schema_cost.py); `maxLength`/`maxItems` bound a length cheaply.",
+        "the count (maas/endpoints/generation/schema_cost.py); `maxLength`/`maxItems` bound a length cheaply.",
     )
     max_pattern_repeat_total: int = Field(
         4096, ge=1,

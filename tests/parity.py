@@ -37,7 +37,7 @@ def prototype_classifier(folder: Path) -> Path:
     import torch
     from transformers import AutoTokenizer
 
-    from maas.engines.classifiers import new_classifier
+    from maas.engines.classifier_heads import new_classifier
     from maas.engines.windows import mean_of_tokens
     from maas.storage.embedded import minilm_path
 

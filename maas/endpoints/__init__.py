@@ -1,8 +1,15 @@
-"""The OpenAI request rules, one module per endpoint family: plain Python, no Ray, no HTTP.
+"""The endpoint families, one folder each (as vLLM's ``entrypoints/openai/<endpoint>/``): its
+protocol models (``protocol.py``), its rules (plain Python, no Ray, no HTTP: the ingress deployment
+calls them and ``tests/unit`` tests them directly) and its FastAPI router (``router.py``, a few lines
+per route over the ingress's handle methods). ``app.build_app`` composes the routers with the edge's
+middleware into the ingress's app.
 
-What a request may ask and how it becomes engine parameters (``max_tokens`` resolution,
-``response_format``, unsupported fields, prompts): the ingress deployment calls these, and
-``tests/unit`` tests them directly. Function calling (``tools``: rules, forced-call schemas,
-Hermes rendering, output parsing with vLLM's tool parsers) and completions' ``echo``
-(``completions_echo``) are used by ``chat``/``completions`` and by the engines.
+- ``generation``: chat, completions (``completions_echo``: echo and prompt logprobs), responses.
+- ``encoding``: embeddings, classify, tokenize, detokenize, score, rerank.
+- ``tasks``: the ``/v1/pipelines`` tasks.
+- ``batches``: the Batch and Files APIs.
+- ``service``: ``/v1/models``, health, metrics, the playground.
+
+Function calling and structured output are below, in :mod:`maas.generation_rules`, because the
+engines use them too.
 """

@@ -127,8 +127,8 @@ class ClassifierEngine:
     @staticmethod
     def load(config: EncoderModelConfig, path: Path | None = None, device: str | None = None) -> LoadedEncoder:
         """Load a classifier from ``path`` (default: the config's path), with the head it was
-        trained with (see :mod:`maas.engines.classifiers`)."""
-        from maas.engines.classifiers import load_classifier
+        trained with (see :mod:`maas.engines.classifier_heads`)."""
+        from maas.engines.classifier_heads import load_classifier
 
         return LoadedEncoder(config, load_classifier, path, device)
 

@@ -14,11 +14,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from maas.config import GeneratorModelConfig
-from maas.endpoints.tools import ToolCalls, check_tool_parser, tool_calls_for
 from maas.engines.lora import lora_engine_kwargs
-from maas.storage.embedded import resolve_model_path
-from maas.wire.errors import EngineError, InvalidRequestError, ServiceUnavailableError
-from maas.wire.schemas import (
+from maas.generation_rules.tools import ToolCalls, check_tool_parser, tool_calls_for
+from maas.protocol.chat import (
     GenerationChunk,
     GenerationParams,
     GenerationResult,
@@ -27,6 +25,8 @@ from maas.wire.schemas import (
     TokenLogprob,
     TopLogprob,
 )
+from maas.protocol.errors import EngineError, InvalidRequestError, ServiceUnavailableError
+from maas.storage.embedded import resolve_model_path
 
 PROGRESS_PROOF_S = 20.0
 """A busy engine that produced output this recently is healthy without a probe request."""

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from maas.config import GeneratorModelConfig
-from maas.wire.errors import InvalidRequestError
+from maas.protocol.errors import InvalidRequestError
 
 ADAPTER_CONFIG = "adapter_config.json"
 

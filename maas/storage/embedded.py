@@ -26,13 +26,13 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import importlib.util
-import os
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from maas.offline import set_offline_env
 from maas.storage.files import (  # noqa: F401 - re-exported: the model cache's public helpers
     MARKER_FILE,
     cache_dir,
@@ -284,7 +284,7 @@ def resolve_model_path(spec: str, prepare: bool = True, registry_dir: str | None
 def main(argv: list[str] | None = None) -> int:
     """Prepare SmolLM2 (``--force`` rebuilds it) and print the folder path."""
     args = sys.argv[1:] if argv is None else argv
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local
+    set_offline_env(tokenizer_threads=True)  # everything is local
     print(prepare_smollm2(force="--force" in args))
     return 0
 

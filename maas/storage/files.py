@@ -1,6 +1,6 @@
 """Files that other processes read while they change: atomic writes, locks, JSON, and folders that
 appear whole (with their marker) or not at all. Shared by the model cache (:mod:`maas.storage.embedded`),
-the model registry (:mod:`maas.storage.registry`) and the API key file (:mod:`maas.wire.auth`).
+the model registry (:mod:`maas.storage.registry`) and the API key file (:mod:`maas.edge.auth`).
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from maas.config import AppConfig, GeneratorModelConfig
+from maas.protocol.errors import ModelNotFoundError, ModelNotReadyError
 from maas.storage.registry import VERSION_PATTERN, ModelRegistry, ModelVersion, RegistryError
-from maas.wire.errors import ModelNotFoundError, ModelNotReadyError
 
 ADAPTER_KIND = "lora-adapter"
 """``kind`` in an adapter version's training record (``config.kind``)."""

@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from maas.protocol.errors import ModelNotFoundError, ModelNotReadyError
 from maas.storage.embedded import resolve_model_path
 from maas.storage.registry import REGISTRY_PREFIX, VERSION_PATTERN, ModelRegistry, ModelVersion, RegistryError
-from maas.wire.errors import ModelNotFoundError, ModelNotReadyError
 
 
 class ServedClassifiers:

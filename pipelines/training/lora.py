@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 import shutil
-import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -33,8 +30,8 @@ from typing import Any, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from maas.config import AppConfig, GeneratorModelConfig, load_app_config
-from maas.storage.embedded import cache_dir, resolve_model_path
-from maas.storage.registry import TRAINING_FILE, ModelRegistry, RegistryError, check_name
+from maas.storage.embedded import resolve_model_path
+from maas.storage.registry import TRAINING_FILE, ModelRegistry, check_name
 from maas.storage.served_adapters import ADAPTER_KIND
 from pipelines.training.lora_tasks import (
     GENERATOR_TASKS,
@@ -49,7 +46,8 @@ from pipelines.training.lora_tasks import (
     truncate_text,
 )
 from pipelines.training.lora_worker import ADAPTER_DIR, lora_train_loop
-from pipelines.training.train_worker import PREFIX, fmt_s, silence_transformers
+from pipelines.training.runs import cli_main, ensure_ray, fit, fmt_s, silence_transformers
+from pipelines.training.runs import log as _log
 from pipelines.training.training_data import (
     DataError,
     Example,
@@ -179,7 +177,7 @@ def train_adapter(config: LoraTrainConfig, app: AppConfig | None = None) -> Lora
     task = generator_task(config.task)
     tokenizer = _tokenizer(base)
     splits, digest = prepare_examples(config, task, tokenizer)
-    started_ray = _ensure_ray(config)
+    started_ray = ensure_ray(config)
     try:
         result = _fit(config, splits, base, tokenizer.pad_token_id)
     finally:
@@ -323,50 +321,16 @@ def _load_adapter(base: Path, adapter: Path) -> Any:
     return PeftModel.from_pretrained(model, adapter)
 
 
-def _ensure_ray(config: LoraTrainConfig) -> bool:
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"])
-    else:
-        needed = math.ceil(config.num_workers * config.cpus_per_worker)
-        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, needed), include_dashboard=False)
-    return True
-
-
 def _fit(config: LoraTrainConfig, splits: dict[str, list[Prompted]], base: Path, pad_id: int) -> Any:
     """Run the TorchTrainer; return its ``ray.train.Result``."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    storage = Path(config.storage_path) if config.storage_path else cache_dir() / "ray_train"
-    storage.mkdir(parents=True, exist_ok=True)
-    name = f"{config.registry_name()}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{os.getpid()}"
     loop = {**config.model_dump(mode="json"), "base_model_path": str(base), "pad_id": pad_id,
             "torch_threads": config.torch_threads or max(1, int(config.cpus_per_worker)),
             "train": [(p.prompt, p.answer) for p in splits["train"]],
             "validation": [(p.prompt, p.answer) for p in splits["validation"]]}
-    trainer = TorchTrainer(
-        lora_train_loop, train_loop_config=loop,
-        scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=False,
-                                     resources_per_worker={"CPU": config.cpus_per_worker}),
-        run_config=RunConfig(name=name, storage_path=str(storage.resolve()),
-                             failure_config=FailureConfig(max_failures=config.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=1)),
-    )
-    _log(f"Ray Train: {config.num_workers} workers x {config.cpus_per_worker} CPU, LoRA r={config.rank} on "
-         f"{','.join(config.target_modules)}, {config.max_steps} steps x {config.batch_size * config.num_workers} "
-         f"examples; checkpoints in {storage / name}")
-    result = trainer.fit()
-    if result.checkpoint is None:
-        raise RuntimeError(f"training reported no checkpoint (error: {result.error!r})")
-    return result
-
-
-def _log(message: str) -> None:
-    print(f"{PREFIX} {message}", file=sys.stderr, flush=True)
+    return fit(config, lora_train_loop, loop, use_gpu=False,
+               describe=f"Ray Train: {config.num_workers} workers x {config.cpus_per_worker} CPU, LoRA "
+                        f"r={config.rank} on {','.join(config.target_modules)}, {config.max_steps} steps x "
+                        f"{config.batch_size * config.num_workers} examples; ")
 
 
 # --------------------------------------------------------------------------- CLI
@@ -415,16 +379,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> LoraTrainConfig:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m pipelines.training.lora TASK [--option value ...]``: train, print the result as JSON."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    config = config_from_args(argv)
-    try:
-        result = train_adapter(config)
-    except (DataError, RegistryError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(result.model_dump_json(indent=2))
-    return 0
+    return cli_main(config_from_args, train_adapter, argv)
 
 
 if __name__ == "__main__":

@@ -9,15 +9,19 @@ worker group restarted after a worker loss resumes from ``ray.train.get_checkpoi
 
 from __future__ import annotations
 
-import os
 import random
-import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines.training.train_worker import PREFIX, fmt_s, silence_transformers, unwrap
+from pipelines.training.runs import (
+    budget_spent,
+    fmt_s,
+    rank0_print,
+    report_with_checkpoint,
+    start_worker,
+    unwrap,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -30,15 +34,8 @@ IGNORE = -100
 def lora_train_loop(cfg: dict[str, Any]) -> None:
     """Ray Train worker: data-parallel LoRA fine-tuning with periodic checkpoints."""
     import ray.train
-    import torch
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    silence_transformers()
-    torch.set_num_threads(cfg["torch_threads"])
-    torch.manual_seed(cfg["seed"])
-    ctx = ray.train.get_context()
-    run = _LoraRun(cfg, ctx.get_world_rank(), ctx.get_world_size())
+    run = _LoraRun(cfg, *start_worker(cfg))
     run.restore(ray.train.get_checkpoint())
     run.train()
 
@@ -159,16 +156,7 @@ class _LoraRun:
 
     def _budget_spent(self) -> bool:
         """Whether any rank ran out of time (all ranks agree, so they stop at the same step)."""
-        import torch
-        import torch.distributed as dist
-
-        budget = self.cfg["time_budget_s"]
-        spent = budget is not None and self._elapsed() >= budget
-        if not (dist.is_available() and dist.is_initialized()):
-            return spent
-        flag = torch.tensor([1.0 if spent else 0.0])
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+        return budget_spent(self.cfg["time_budget_s"], self._elapsed())
 
     def _validation_loss(self) -> float:
         """Mean answer-token loss on this rank's shard of the validation examples, averaged over ranks."""
@@ -190,9 +178,6 @@ class _LoraRun:
         return float(total[0] / total[1]) if total[1] else float("nan")
 
     def _report(self, losses: list[float], final: bool, stopped: bool) -> None:
-        import ray.train
-        from ray.train import Checkpoint
-
         metrics = {
             "global_step": self.step,
             "train_loss": sum(losses) / len(losses) if losses else float("nan"),
@@ -205,12 +190,7 @@ class _LoraRun:
             metrics["validation_loss"] = self._validation_loss()
         self._print(f"checkpoint at step {self.step}: train_loss {metrics['train_loss']:.4f}"
                     + (f", validation_loss {metrics['validation_loss']:.4f}" if final else ""))
-        with tempfile.TemporaryDirectory(prefix="maas-lora-ckpt-") as folder:
-            checkpoint = None
-            if self.rank == 0:
-                self._save(Path(folder))
-                checkpoint = Checkpoint.from_directory(folder)
-            ray.train.report(metrics, checkpoint=checkpoint)
+        report_with_checkpoint(self.rank, metrics, self._save, "maas-lora-ckpt-")
 
     def _save(self, folder: Path) -> None:
         import torch
@@ -224,6 +204,4 @@ class _LoraRun:
         return self.elapsed_before + time.perf_counter() - self.start
 
     def _print(self, message: str) -> None:
-        if self.rank == 0:
-            sys.stdout.write(f"{PREFIX} {message}\n")
-            sys.stdout.flush()
+        rank0_print(self.rank, message)

@@ -22,41 +22,24 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
-import os
 import shutil
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
+from typing import TYPE_CHECKING, Any, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 
-from maas.config import Pooling
 from maas.storage.embedded import cache_dir, minilm_path, staged_folder
-from maas.storage.registry import (
-    TRAINING_FILE,
-    ModelRegistry,
-    RegistryError,
-    TrainingStatus,
-    check_name,
-    write_status,
-)
+from maas.storage.registry import TRAINING_FILE, ModelRegistry, TrainingStatus, write_status
 from pipelines.training.report import TrainingReport, score, tfidf_baseline, write_report
-from pipelines.training.train_worker import (
-    CHECKPOINT_MODEL_DIR,
-    PREFIX,
-    fmt_s,
-    predict,
-    silence_transformers,
-    train_loop_per_worker,
-)
+from pipelines.training.runs import cli_main, ensure_ray, fit, fmt_s, silence_transformers
+from pipelines.training.runs import log as _log
+from pipelines.training.train_config import PreparedData, TrainConfig, TrainResult
+from pipelines.training.train_worker import CHECKPOINT_MODEL_DIR, predict, train_loop_per_worker
 from pipelines.training.training_data import (
-    DEFAULT_FRACTIONS,
     DataError,
-    DatasetSource,
     Example,
     balanced_subsample,
     data_hash,
@@ -69,175 +52,7 @@ from pipelines.training.training_data import (
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-HeadInit = Literal["random", "probe"]
-TrainOn = Literal["windows", "texts"]
-
 __all__ = ["TRAINING_FILE", "TrainConfig", "TrainResult", "main", "predict", "train_classifier"]
-
-
-class TrainConfig(BaseModel):
-    """Everything that defines a fine-tuning run; the defaults train the default sentiment model.
-
-    The same config runs on 2 CPU workers here and on N GPU workers of a cluster: only
-    ``num_workers``, ``cpus_per_worker``, ``use_gpu`` and the sizes change (``cluster/train-*.yaml``).
-    The defaults bound the first run to a few minutes on 2 cores: 4,800 class-balanced training
-    tweets, one epoch, 64 tokens, 1,000 validation and 1,000 test examples, and a time budget
-    that stops training early (with a checkpoint) on a busy machine.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    task: str = Field(
-        description="Built-in task ('sentiment': tweets, 'topic': BBC News), or a name for `dataset`."
-    )
-    dataset: DatasetSource | None = Field(
-        default=None, description="A CSV/JSONL file of labelled texts (instead of a built-in task)."
-    )
-    model_name: str | None = Field(
-        default=None, description="Registry name of the trained model; None means the task name."
-    )
-    registry_dir: str | None = Field(
-        default=None, description="Model registry folder; None means cache_dir()/registry."
-    )
-    rollout: bool | None = Field(
-        default=None,
-        description="Make the new version live: None = only if the model has no live version yet.",
-    )
-    promote_if_better: bool = Field(
-        default=False,
-        description="Make the new version live only if its validation macro-F1 beats the live "
-        "version's (a challenger; the test split is never used to choose). Overrides `rollout`.",
-    )
-    fine_tune: bool = Field(
-        default=True,
-        description="False: stop after the linear probe (needs head_init 'probe'): the frozen "
-        "encoder with a fitted head, the fastest honest first version of a model.",
-    )
-    allow_label_change: bool = Field(
-        default=False, description="Allow labels that differ from the live version's."
-    )
-    base_model: str | None = Field(
-        default=None,
-        description="Hugging Face folder to fine-tune; None means the packaged all-MiniLM-L6-v2.",
-    )
-    output_dir: str | None = Field(
-        default=None, description="Write the model folder here instead of into the registry."
-    )
-    storage_path: str | None = Field(
-        default=None, description="Ray Train storage for checkpoints; None means cache_dir()/ray_train."
-    )
-    keep_checkpoints: bool = Field(
-        default=False, description="Keep the run's Ray Train checkpoints after the model is written."
-    )
-    num_workers: int = Field(default=2, ge=1, le=256, description="Data-parallel Ray Train workers.")
-    cpus_per_worker: float = Field(default=0.5, gt=0, le=256, description="Logical Ray CPUs per worker.")
-    torch_threads: int | None = Field(
-        default=None, ge=1, le=256, description="Torch threads per worker; None: max(1, floor(cpus_per_worker))."
-    )
-    use_gpu: bool = Field(default=False, description="Give each worker one GPU.")
-    epochs: int = Field(default=1, ge=1, le=100, description="Passes over the training set.")
-    batch_size: int = Field(
-        default=32, ge=1, le=4096, description="Examples per worker and step; the global batch is x num_workers."
-    )
-    learning_rate: float = Field(default=1e-4, gt=0, lt=1, description="Peak AdamW learning rate.")
-    weight_decay: float = Field(default=0.01, ge=0, lt=1, description="AdamW weight decay.")
-    warmup_ratio: float = Field(
-        default=0.1, ge=0, lt=1, description="Fraction of the steps that warm the learning rate up linearly."
-    )
-    pooling: Pooling = Field(
-        default="cls",
-        description="What the classification head reads: 'cls', the first token's state "
-        "(transformers' *ForSequenceClassification), or 'mean', the mean of all token states "
-        "(how sentence encoders such as all-MiniLM-L6-v2 were trained to carry a text's meaning).",
-    )
-    head_init: HeadInit = Field(
-        default="random",
-        description="How the new classification head starts: 'random', or 'probe': first fitted "
-        "as a logistic regression on the frozen encoder's features (C chosen on validation), "
-        "then fine-tuned with the encoder (LP-FT; see pipelines/training/linear_probe.py).",
-    )
-    max_seq_len: int = Field(default=64, ge=8, le=512, description="Tokens the model reads at once.")
-    max_windows: int = Field(
-        default=1, ge=1, le=64,
-        description="A longer text is read as up to this many consecutive windows of max_seq_len "
-        "tokens (each trained with the text's label; their logits averaged when predicting). "
-        "Serve the model with the same value. 1: cut the text at max_seq_len.",
-    )
-    train_on: TrainOn = Field(
-        default="windows",
-        description="'windows': every window of a text is a training example with the text's label; "
-        "'texts': a text's windows' logits are averaged, as when predicting, and the loss is the "
-        "text's (batch_size then counts texts). The same with max_windows 1.",
-    )
-    max_train_examples: int | None = Field(
-        default=4800, ge=1, description="Cap on the training examples drawn from the train split; None: all."
-    )
-    balance_train: bool = Field(
-        default=True,
-        description="Draw capped training examples with equal label counts where the data allows "
-        "(else keep the label proportions).",
-    )
-    max_eval_examples: int | None = Field(
-        default=1000, ge=1, description="Cap on the validation and on the test examples (stratified); None: all."
-    )
-    split_fractions: tuple[float, float, float] = Field(
-        default=DEFAULT_FRACTIONS, description="Train, validation and test fractions (positive, sum 1)."
-    )
-    time_budget_s: float | None = Field(
-        default=240.0,
-        gt=0,
-        description="Budget of the training loop in seconds; when spent, training stops early with a checkpoint.",
-    )
-    seed: int = Field(default=0, ge=0, description="Seed of the split, sampling and training.")
-    log_every_steps: int = Field(default=10, ge=1, description="A progress line every N steps.")
-    max_failures: int = Field(
-        default=1, ge=-1, description="Restarts of the worker group (from the last checkpoint); -1: unlimited."
-    )
-
-    @field_validator("split_fractions")
-    @classmethod
-    def _fractions_sum_to_one(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
-        if any(f <= 0 for f in value) or abs(sum(value) - 1) > 1e-6:
-            raise ValueError("split fractions must be positive and sum to 1")
-        return value
-
-    @field_validator("task", "model_name")
-    @classmethod
-    def _valid_name(cls, value: str | None) -> str | None:
-        return None if value is None else check_name(value)
-
-    @model_validator(mode="after")
-    def _probe_only_needs_probe(self) -> TrainConfig:
-        if not self.fine_tune and self.head_init != "probe":
-            raise ValueError("fine_tune: false trains only a linear probe: set head_init: probe")
-        return self
-
-    def registry_name(self) -> str:
-        return self.model_name or self.task
-
-
-class TrainResult(BaseModel):
-    """What a finished run produced: the model folder, its registry version and test metrics."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model_dir: str = Field(description="The Hugging Face folder of the trained model.")
-    model_ref: str | None = Field(default=None, description="Registry version, e.g. 'sentiment/v2'.")
-    live: bool = Field(default=False, description="Whether this version is now the live one.")
-    labels: list[str] = Field(description="Labels in class-id order.")
-    metrics: dict[str, float] = Field(description="Test, baseline and training metrics.")
-    data_hash: str = Field(description="sha256 of the task's examples (all splits).")
-    wall_time_s: float = Field(description="Seconds from start to the written folder.")
-
-
-class PreparedData(BaseModel):
-    """The splits a run uses, after subsampling, plus their fingerprint."""
-
-    labels: list[str]
-    train: list[Example]
-    validation: list[Example]
-    test: list[Example]
-    data_hash: str
 
 
 # --------------------------------------------------------------------------- driver
@@ -263,7 +78,7 @@ def _train(config: TrainConfig, registry: ModelRegistry, status: _StatusWriter) 
     data = prepare_data(config)
     if config.output_dir is None:
         check_labels(registry, config, data.labels)
-    started_ray = _ensure_ray(config)
+    started_ray = ensure_ray(config)
     try:
         result = _fit(config, data, status.path)
     finally:
@@ -380,50 +195,12 @@ def default_output_dir(task: str) -> Path:
     return cache_dir() / "models" / task
 
 
-def _ensure_ray(config: TrainConfig) -> bool:
-    """Start a local Ray if none is initialized; return whether this call started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"])
-    else:
-        needed = math.ceil(config.num_workers * config.cpus_per_worker)
-        ray.init(address="local", num_cpus=max(os.cpu_count() or 1, needed), include_dashboard=False)
-    return True
-
-
 def _fit(config: TrainConfig, data: PreparedData, progress_file: Path | None = None) -> Any:
     """Run the TorchTrainer and return its ``ray.train.Result``."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    storage = Path(config.storage_path) if config.storage_path else cache_dir() / "ray_train"
-    storage.mkdir(parents=True, exist_ok=True)
-    name = f"{config.registry_name()}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{os.getpid()}"
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={**_loop_config(config, data),
-                           "progress_file": str(progress_file) if progress_file else None},
-        scaling_config=ScalingConfig(
-            num_workers=config.num_workers,
-            use_gpu=config.use_gpu,
-            resources_per_worker={"CPU": config.cpus_per_worker},
-        ),
-        run_config=RunConfig(
-            name=name,
-            storage_path=str(storage.resolve()),
-            failure_config=FailureConfig(max_failures=config.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=1),
-        ),
-    )
-    _log(f"Ray Train: {config.num_workers} workers x {config.cpus_per_worker} CPU"
-         f"{' + 1 GPU' if config.use_gpu else ''}, checkpoints in {storage / name}")
-    result = trainer.fit()
-    if result.checkpoint is None:
-        raise RuntimeError(f"training reported no checkpoint (error: {result.error!r})")
-    return result
+    loop_config = {**_loop_config(config, data), "progress_file": str(progress_file) if progress_file else None}
+    return fit(config, train_loop_per_worker, loop_config, use_gpu=config.use_gpu,
+               describe=f"Ray Train: {config.num_workers} workers x {config.cpus_per_worker} CPU"
+                        f"{' + 1 GPU' if config.use_gpu else ''}, ")
 
 
 def _loop_config(config: TrainConfig, data: PreparedData) -> dict[str, Any]:
@@ -533,7 +310,7 @@ def _load_checkpoint_model(folder: Path) -> tuple[PreTrainedModel, PreTrainedTok
     """Load the model and tokenizer saved in a run checkpoint."""
     from transformers import AutoTokenizer
 
-    from maas.engines.classifiers import load_classifier
+    from maas.engines.classifier_heads import load_classifier
 
     path = folder / CHECKPOINT_MODEL_DIR
     with _quiet_transformers():
@@ -576,10 +353,6 @@ class _StatusWriter:
     def failed(self, detail: str) -> None:
         if self.path is not None:
             write_status(self.path, TrainingStatus(state="failed", detail=detail[:500]))
-
-
-def _log(message: str) -> None:
-    print(f"{PREFIX} {message}", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -653,16 +426,7 @@ def _none_word(value: Any) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m pipelines.training.train TASK [--option value ...]``: train, then print the result as JSON."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    config = config_from_args(argv)
-    try:
-        result = train_classifier(config)
-    except (DataError, RegistryError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(result.model_dump_json(indent=2))
-    return 0
+    return cli_main(config_from_args, train_classifier, argv)
 
 
 if __name__ == "__main__":

@@ -9,38 +9,35 @@ resumes from ``ray.train.get_checkpoint()``: model, optimizer, scheduler, positi
 from __future__ import annotations
 
 import math
-import os
 import random
-import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from maas.engines.windows import mean_by_owner, predict, text_windows
+from pipelines.training.runs import (
+    budget_spent,
+    fmt_s,
+    rank0_print,
+    report_with_checkpoint,
+    start_worker,
+    unwrap,
+)
 
 if TYPE_CHECKING:
     import torch
 
 STATE_FILE = "trainer_state.pt"
 CHECKPOINT_MODEL_DIR = "model"
-PREFIX = "[train]"
 _LENGTH_GROUP_BATCHES = 50
 
 
 def train_loop_per_worker(cfg: dict[str, Any]) -> None:
     """Ray Train worker: data-parallel fine-tuning with per-epoch validation and checkpoints."""
     import ray.train
-    import torch
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    silence_transformers()
-    torch.set_num_threads(cfg["torch_threads"])
-    torch.manual_seed(cfg["seed"])
-    ctx = ray.train.get_context()
-    run = _WorkerRun(cfg, ctx.get_world_rank(), ctx.get_world_size())
+    run = _WorkerRun(cfg, *start_worker(cfg))
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None and cfg["head_init"] == "probe":
         run.fit_probe_head()
@@ -59,7 +56,7 @@ class _WorkerRun:
         import ray.train.torch
         from transformers import AutoTokenizer, get_linear_schedule_with_warmup
 
-        from maas.engines.classifiers import new_classifier
+        from maas.engines.classifier_heads import new_classifier
 
         self.cfg, self.rank, self.world = cfg, rank, world
         self.device = ray.train.torch.get_device()
@@ -202,22 +199,10 @@ class _WorkerRun:
 
     def _budget_spent(self) -> bool:
         """Whether any rank ran out of time (all ranks agree, so they stop at the same step)."""
-        import torch
-        import torch.distributed as dist
-
-        budget = self.cfg["time_budget_s"]
-        spent = budget is not None and self._elapsed() >= budget
-        if not (dist.is_available() and dist.is_initialized()):
-            return spent
-        flag = torch.tensor([1.0 if spent else 0.0])
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+        return budget_spent(self.cfg["time_budget_s"], self._elapsed())
 
     def _report(self, losses: list[float], stopped: bool) -> None:
         """Validate, then report metrics with a checkpoint (written by rank 0 only)."""
-        import ray.train
-        from ray.train import Checkpoint
-
         metrics = {
             "epoch": self.epoch if not stopped else self.epoch + self.step_in_epoch / self.steps_per_epoch,
             "global_step": self.global_step,
@@ -235,12 +220,7 @@ class _WorkerRun:
             f"step {self.global_step}, train_loss {metrics.get('train_loss', float('nan')):.4f}, "
             f"val_accuracy {metrics['val_accuracy']:.4f}, {metrics['train_examples_per_s']:.1f} ex/s"
         )
-        with tempfile.TemporaryDirectory(prefix="maas-ckpt-") as folder:
-            checkpoint = None
-            if self.rank == 0:
-                self._save(Path(folder))
-                checkpoint = Checkpoint.from_directory(folder)
-            ray.train.report(metrics, checkpoint=checkpoint)
+        report_with_checkpoint(self.rank, metrics, self._save, "maas-ckpt-")
 
     def _save(self, folder: Path) -> None:
         """Write the model, tokenizer and optimizer/scheduler/position state into ``folder``."""
@@ -313,10 +293,7 @@ class _WorkerRun:
         )
 
     def _print(self, message: str) -> None:
-        # Not print(): Ray Train patches it in workers and the line would show twice.
-        if self.rank == 0:
-            sys.stdout.write(f"{PREFIX} {message}\n")
-            sys.stdout.flush()
+        rank0_print(self.rank, message)
 
 
 def rank_batches(
@@ -342,14 +319,6 @@ def rank_batches(
         batches.extend(part[i : i + global_size] for i in range(0, len(part), global_size))
     rng.shuffle(batches)
     return [batch[rank::world] for batch in batches]
-
-
-def silence_transformers() -> None:
-    """Turn off transformers' load reports and progress bars (e.g. in a worker process)."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
 
 
 def _adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -381,15 +350,3 @@ def _load_weights(folder: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return load_file(str(folder / "model.safetensors"))
-
-
-def unwrap(model: torch.nn.Module) -> Any:
-    """The bare model inside a DistributedDataParallel wrapper (or the model itself)."""
-    return getattr(model, "module", model)
-
-
-def fmt_s(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

@@ -20,8 +20,8 @@ import yaml
 
 from maas.config import AppConfig, load_app_config
 from maas.deploy import serve_config
-from maas.exposure import check_deploy_exposure
-from maas.wire.metrics import DEFINITIONS
+from maas.edge.exposure import check_deploy_exposure
+from maas.edge.metrics import DEFINITIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"

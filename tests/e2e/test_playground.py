@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from maas.playground import playground_html
+from maas.endpoints.service.playground import playground_html
 from tests.conftest import CLASSIFIER, GENERATOR, NER
 
 pytestmark = pytest.mark.e2e
@@ -220,7 +220,7 @@ def preview_app() -> Any:
     @serve.deployment(name="playground-preview", ray_actor_options={"num_cpus": 0.01})
     class PlaygroundPreview:
         async def __call__(self, request: Any) -> HTMLResponse:
-            from maas.playground import playground_html
+            from maas.endpoints.service.playground import playground_html
 
             return HTMLResponse(playground_html())
 

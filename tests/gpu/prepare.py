@@ -58,7 +58,7 @@ def save_half(out: Path) -> None:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from maas.engines.classifiers import load_classifier
+    from maas.engines.classifier_heads import load_classifier
     from maas.storage.embedded import minilm_path
     from tests.parity import prototype_classifier
 

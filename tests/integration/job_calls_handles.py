@@ -11,8 +11,9 @@ def main(address: str, classifier: str, generator: str) -> None:
     import ray
     from ray import serve
 
-    from maas.wire.pipeline_schemas import TranslateRequest
-    from maas.wire.schemas import ChatCompletionRequest, ClassifyRequest, TokenizeRequest
+    from maas.endpoints.encoding.protocol import ClassifyRequest, TokenizeRequest
+    from maas.endpoints.tasks.protocol import TranslateRequest
+    from maas.protocol.chat import ChatCompletionRequest
 
     ray.init(address=address, namespace="serve", log_to_driver=False)
     app = serve.get_app_handle("maas")

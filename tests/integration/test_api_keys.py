@@ -14,8 +14,8 @@ import httpx
 import pytest
 import ray
 
-from maas.wire import key_file
-from maas.wire.auth import SharedRateLimiter
+from maas.edge import key_file
+from maas.edge.auth import SharedRateLimiter
 from tests.conftest import wait_healthy
 
 pytestmark = pytest.mark.integration

@@ -20,9 +20,9 @@ import pytest
 
 from deployments.batch_runner import runner_name
 from maas.config import AppConfig
-from maas.storage.batch_store import BatchStore
-from maas.wire.batch_schemas import BatchObject
-from maas.wire.schemas import now
+from maas.endpoints.batches.protocol import BatchObject
+from maas.endpoints.batches.store import BatchStore
+from maas.protocol.base import now
 from tests.conftest import ENCODER
 
 pytestmark = pytest.mark.integration

@@ -39,7 +39,7 @@ STOP_TIMEOUT_S = 60
 CHILD = """
 import json, sys, urllib.request
 from maas import cli
-cli._ray_env(local_ray=True)
+cli.ray_env(local_ray=True)
 import ray
 from ray import serve
 from ray._private.authentication.authentication_utils import is_token_auth_enabled

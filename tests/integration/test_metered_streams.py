@@ -27,8 +27,8 @@ import pytest
 import ray
 
 from maas.config import AppConfig
-from maas.wire import key_file
-from maas.wire.auth import SharedRateLimiter
+from maas.edge import key_file
+from maas.edge.auth import SharedRateLimiter
 from tests.conftest import GENERATOR, wait_healthy
 
 pytestmark = pytest.mark.integration

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from maas.endpoints.tasks.protocol import entities_response
 from maas.engines.ner import Entity, NerConfig, NerEngine, NerModelConfig, resolve_pipeline
-from maas.wire.errors import InvalidRequestError, ModelNotFoundError
-from maas.wire.pipeline_schemas import entities_response
+from maas.protocol.errors import InvalidRequestError, ModelNotFoundError
 
 pytestmark = pytest.mark.integration
 

@@ -2,7 +2,7 @@
 
 Two layers:
 
-* the pipelines' own logic (``pipelines/tasks.py``) over fake operations, in milliseconds:
+* the pipelines' own logic (``maas/endpoints/tasks/rules.py``) over fake operations, in milliseconds:
   defaults, skipped parts, the moderation decision, the latency bookkeeping;
 * every pipeline on the real engines (vLLM, the trained classifiers, spaCy), over HTTP (the
   ``client`` fixture) and through ``serve.get_app_handle("maas")``.
@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from maas.config import GeneratorModelConfig
-from maas.wire.errors import InvalidRequestError, ModelNotFoundError, unwrap
-from maas.wire.pipeline_schemas import (
+from maas.endpoints.encoding.protocol import ClassificationData, ClassifyRequest, ClassifyResponse
+from maas.endpoints.tasks.protocol import (
     DEESCALATION_PROMPT,
     AnalyzeRequest,
     EntitiesData,
@@ -34,24 +34,22 @@ from maas.wire.pipeline_schemas import (
     SummarizeRequest,
     TranslateRequest,
 )
-from maas.wire.schemas import (
-    ChatChoice,
-    ChatCompletionChunk,
-    ChatCompletionRequest,
-    ChatCompletionResponse,
-    ClassificationData,
-    ClassifyRequest,
-    ClassifyResponse,
-    ResponseMessage,
-    UsageInfo,
-)
-from pipelines.tasks import (
+from maas.endpoints.tasks.rules import (
     SUMMARIZE_SYSTEM,
     SUMMARIZE_USER,
     PipelineBackend,
     Pipelines,
     first_words,
 )
+from maas.protocol.base import UsageInfo
+from maas.protocol.chat import (
+    ChatChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ResponseMessage,
+)
+from maas.protocol.errors import InvalidRequestError, ModelNotFoundError, unwrap
 from tests.conftest import CLASSIFIER, GENERATOR, NER, TOPIC, TRANSLATOR
 
 pytestmark = pytest.mark.integration

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from maas.config import MAX_INPUTS_PER_REQUEST
-from maas.wire.schemas import MAX_MESSAGES
-from maas.wire.scoring_schemas import MAX_RERANKED_DOCUMENTS, MAX_SCORED_TEXTS
+from maas.endpoints.encoding.scoring_protocol import MAX_RERANKED_DOCUMENTS, MAX_SCORED_TEXTS
+from maas.protocol.base import MAX_MESSAGES
 from tests.conftest import ENCODER, GENERATOR, settled_metrics
 from tests.integration.test_logging import LOG_WAIT_S, logs_containing
 

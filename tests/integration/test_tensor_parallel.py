@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from maas.config import GeneratorModelConfig
-from maas.wire.schemas import GenerationParams
+from maas.protocol.chat import GenerationParams
 from tests.conftest import TEST_MAX_MODEL_LEN
 from tests.integration.offline import MAX_TOKENS, completion
 from tests.integration.offline import TENSOR_PARALLEL_PROMPTS as PROMPTS

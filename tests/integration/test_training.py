@@ -119,7 +119,7 @@ def test_killed_worker_resumes_from_checkpoint_into_a_model_and_report(
 
 
 def test_training_registers_versions_and_checks_labels(ray_runtime: None, tmp_path: Path) -> None:
-    from maas.engines.classifiers import MeanPooledClassifier, load_classifier
+    from maas.engines.classifier_heads import MeanPooledClassifier, load_classifier
     from maas.storage.registry import ModelRegistry
     from pipelines.training.training_data import DataError
 

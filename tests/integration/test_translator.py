@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from maas.config import AppConfig, TranslatorConfig
+from maas.endpoints.tasks.protocol import TranslateRequest
 from maas.engines.translation import TranslatorEngine
-from maas.wire.pipeline_schemas import TranslateRequest
 from tests.conftest import free_port, settled_metrics, wait_healthy
 
 pytestmark = pytest.mark.integration

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from deployments.ingress import MaasIngress
-from deployments.routes import build_app
 from maas.config import AppConfig, GeneratorModelConfig, IngressConfig
-from maas.preparation import PreparationPool
-from maas.wire import key_file
-from maas.wire.errors import ContextLengthExceededError
-from maas.wire.schemas import GenerationChunk, GenerationParams, GenerationResult
+from maas.edge import key_file
+from maas.endpoints.app import build_app
+from maas.protocol.chat import GenerationChunk, GenerationParams, GenerationResult
+from maas.protocol.errors import ContextLengthExceededError
+from maas.serving.preparation import PreparationPool
 
 PROMPT_TOKENS = 5
 MAX_CHARS = 1000

@@ -1,4 +1,4 @@
-"""One admission path: every route that uses a model goes through :func:`maas.wire.admission.admitted`,
+"""One admission path: every route that uses a model goes through :func:`maas.edge.admission.admitted`,
 which admits the models an operation uses (defaults resolved) and charges its usage."""
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ import pytest
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from deployments.routes import build_app
 from maas.config import IngressConfig
-from maas.wire.admission import ADMITTED, UNKNOWN_MODEL, Answer, admitted, metric_model
-from maas.wire.auth import KeyAuth
-from maas.wire.errors import PermissionDeniedError
-from maas.wire.http import MODEL_SCOPE_KEY
-from maas.wire.key_file import ApiKey
-from maas.wire.schemas import UsageInfo
+from maas.edge.admission import ADMITTED, UNKNOWN_MODEL, Answer, admitted, metric_model
+from maas.edge.auth import KeyAuth
+from maas.edge.http import MODEL_SCOPE_KEY
+from maas.edge.key_file import ApiKey
+from maas.endpoints.app import build_app
+from maas.protocol.base import UsageInfo
+from maas.protocol.errors import PermissionDeniedError
 
 OPEN_ROUTES = {("GET", "/health"), ("GET", "/metrics"), ("GET", "/"), ("GET", "/v1/models"),
                ("GET", "/v1/models/{model_id:path}"),
@@ -132,7 +132,7 @@ def test_streams_are_charged_when_they_end() -> None:
 
 def pipelines() -> Any:
     from maas.config import GeneratorModelConfig
-    from pipelines.tasks import PipelineBackend, Pipelines
+    from maas.endpoints.tasks.rules import PipelineBackend, Pipelines
 
     async def unused(*_: Any) -> Any:
         raise AssertionError("admission runs no operation")
@@ -145,14 +145,14 @@ def pipelines() -> Any:
 
 
 def test_pipelines_declare_their_models_with_defaults_resolved() -> None:
-    from maas.wire.errors import ModelNotFoundError
-    from maas.wire.pipeline_schemas import (
+    from maas.endpoints.tasks.protocol import (
         AnalyzeRequest,
         EntitiesRequest,
         ModeratedChatRequest,
         SummarizeRequest,
         TranslateRequest,
     )
+    from maas.protocol.errors import ModelNotFoundError
 
     tasks = pipelines()
     hi = [{"role": "user", "content": "hi"}]

@@ -2,9 +2,15 @@
 
 import asyncio
 
-from maas.batching import run_grouped
-from maas.wire.assemble import chat_chunks, chat_response, completion_response, merge_results, merge_streams
-from maas.wire.schemas import GenerationChunk, GenerationResult
+from maas.endpoints.generation.assemble import (
+    chat_chunks,
+    chat_response,
+    completion_response,
+    merge_results,
+    merge_streams,
+)
+from maas.protocol.chat import GenerationChunk, GenerationResult
+from maas.serving.request_batching import run_grouped
 
 
 def _results() -> list[GenerationResult]:

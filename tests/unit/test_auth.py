@@ -14,8 +14,8 @@ from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
-from maas.wire import key_file
-from maas.wire.auth import (
+from maas.edge import key_file
+from maas.edge.auth import (
     AuthMiddleware,
     KeyAuth,
     RateLimiter,
@@ -23,9 +23,8 @@ from maas.wire.auth import (
     authorize_model,
     request_key,
 )
-from maas.wire.errors import AuthenticationError, RateLimitError
-from maas.wire.http import install_error_handlers
-from maas.wire.key_file import (
+from maas.edge.http import install_error_handlers
+from maas.edge.key_file import (
     ApiKey,
     KeyFile,
     KeyFileError,
@@ -39,6 +38,7 @@ from maas.wire.key_file import (
     revoke_key,
     write_key_file,
 )
+from maas.protocol.errors import AuthenticationError, RateLimitError
 
 GOOD, ONLY_A, SLOW, CAPPED, OLD = "maas-good", "maas-only-a", "maas-slow", "maas-capped", "maas-old"
 
@@ -166,7 +166,7 @@ def test_broken_file_keeps_the_last_good_keys(key_path: Path, clock: FakeClock,
     store = KeyStore(key_path, clock=clock)
     key_path.write_text("keys:\n- id: broken\n  colour: red\n")
     clock.advance(1.0)
-    with caplog.at_level(logging.WARNING, logger="maas.wire.auth"):
+    with caplog.at_level(logging.WARNING, logger="maas.edge.auth"):
         assert store.authenticate(GOOD).id == "good"
         clock.advance(1.0)
         store.refresh()

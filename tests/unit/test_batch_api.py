@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from maas.endpoints import batches as rules
-from maas.endpoints.batch_api import BatchApi, BatchLimits
-from maas.storage.batch_store import BatchStore, FileStore
-from maas.wire.batch_schemas import BatchCreateRequest, BatchObject
-from maas.wire.errors import (
+from maas.endpoints.batches import lines as rules
+from maas.endpoints.batches.api import BatchApi, BatchLimits
+from maas.endpoints.batches.protocol import BatchCreateRequest, BatchObject
+from maas.endpoints.batches.store import BatchStore, FileStore
+from maas.protocol.errors import (
     ConflictError,
     InvalidRequestError,
     ModelNotFoundError,

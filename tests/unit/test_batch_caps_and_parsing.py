@@ -14,10 +14,10 @@ import pytest
 from test_batch_api import CHAT, line
 from test_batch_lifecycle_rules import FakeHandle, new_api, new_batch, run
 
-from maas.endpoints import batches as rules
-from maas.storage.batch_store import BatchStore
-from maas.wire.batch_schemas import BatchCreateRequest
-from maas.wire.errors import PayloadTooLargeError, RateLimitError
+from maas.endpoints.batches import lines as rules
+from maas.endpoints.batches.protocol import BatchCreateRequest
+from maas.endpoints.batches.store import BatchStore
+from maas.protocol.errors import PayloadTooLargeError, RateLimitError
 
 THREADS = 6
 

@@ -16,13 +16,13 @@ from test_batch_api import CHAT, line
 
 from deployments.batch_runner import BatchRun
 from maas.cli import build_parser
-from maas.endpoints.batch_api import BatchApi, BatchLimits
-from maas.endpoints.batches import answered
-from maas.storage.batch_store import BatchStore, FileStore
-from maas.wire.batch_schemas import BatchCreateRequest, BatchObject
-from maas.wire.errors import ConflictError, NotFoundError, PayloadTooLargeError, RateLimitError
-from maas.wire.http import error_response
-from maas.wire.key_file import ApiKey, add_key, read_key_file
+from maas.edge.http import error_response
+from maas.edge.key_file import ApiKey, add_key, read_key_file
+from maas.endpoints.batches.api import BatchApi, BatchLimits
+from maas.endpoints.batches.lines import answered
+from maas.endpoints.batches.protocol import BatchCreateRequest, BatchObject
+from maas.endpoints.batches.store import BatchStore, FileStore
+from maas.protocol.errors import ConflictError, NotFoundError, PayloadTooLargeError, RateLimitError
 
 
 class Clock:
@@ -275,8 +275,8 @@ def test_the_upload_route_streams_in_chunks_and_the_file_routes_answer_409_and_4
     from fastapi.testclient import TestClient
     from test_tenant_isolation_rules import RegistryActor
 
-    from deployments.routes import build_app
     from maas.config import IngressConfig
+    from maas.endpoints.app import build_app
 
     api, _ = new_api(tmp_path, max_storage_bytes=4 * 1024 * 1024)
     ingress = RouteIngress(api)

@@ -1,4 +1,4 @@
-"""The ingress's calls into deployments end with their caller (maas/calls.py).
+"""The ingress's calls into deployments end with their caller (maas/serving/calls.py).
 
 Stand-ins for Serve's DeploymentResponse / DeploymentResponseGenerator inject the faults (a
 full queue, a cancelled caller); the real ones are exercised in tests/integration/test_resilience.py.
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from maas.calls import open_stream, open_streams, result_of, results_of
+from maas.serving.calls import open_stream, open_streams, result_of, results_of
 
 
 class Full(Exception):

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from transformers import AutoTokenizer, BertForSequenceClassification
 
 from maas.config import EncoderModelConfig
-from maas.engines.classifiers import MeanPooledClassifier, load_classifier, new_classifier
+from maas.engines.classifier_heads import MeanPooledClassifier, load_classifier, new_classifier
 from maas.engines.encoders import ClassifierEngine
 from maas.storage.embedded import minilm_path
 from pipelines.training.train import TrainConfig

@@ -8,13 +8,13 @@ import logging
 
 import pytest
 
-from maas.wire.errors import (
+from maas.edge.http import error_response, sse_events
+from maas.protocol.errors import (
     EngineError,
     InvalidRequestError,
     ModelNotFoundError,
     log_client_errors_as_one_line,
 )
-from maas.wire.http import error_response, sse_events
 
 
 @pytest.mark.parametrize("error, one_line", [(InvalidRequestError("temperature: too high", "temperature"), True),
@@ -35,7 +35,7 @@ def test_serve_request_failures(error: Exception, one_line: bool, caplog: pytest
         assert record.exc_text is None
     else:  # the stack and the type, without the message
         assert record.exc_text.startswith("Traceback") and "in test_serve_request_failures" in record.exc_text
-        assert record.exc_text.endswith("maas.wire.errors.EngineError") and "boom" not in record.exc_text
+        assert record.exc_text.endswith("maas.protocol.errors.EngineError") and "boom" not in record.exc_text
     assert len(logging.getLogger("maas-test-replica").filters) == 1
 
 
@@ -68,14 +68,14 @@ def test_a_server_failure_logs_its_type_and_stack_without_its_message(caplog: py
     try:
         fail()
     except ValueError as exc:
-        with caplog.at_level(logging.WARNING, logger="maas.wire.http"):
+        with caplog.at_level(logging.WARNING, logger="maas.edge.http"):
             response = error_response(exc)
     assert response.status_code == 500
 
     async def drain() -> list[str]:
         return [event async for event in sse_events(failing_stream())]  # type: ignore[arg-type]
 
-    with caplog.at_level(logging.WARNING, logger="maas.wire.http"):
+    with caplog.at_level(logging.WARNING, logger="maas.edge.http"):
         events = asyncio.run(drain())
     assert events[-1] == "data: [DONE]\n\n" and CLIENT_TEXT not in "".join(events)
     lines = [r.getMessage() for r in caplog.records]

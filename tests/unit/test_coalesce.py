@@ -1,4 +1,4 @@
-"""maas/coalesce.py: concurrent calls per key become one downstream call, results split back."""
+"""maas/serving/coalesce.py: concurrent calls per key become one downstream call, results split back."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import contextvars
 
 import pytest
 
-from maas.coalesce import Coalescer
+from maas.serving.coalesce import Coalescer
 
 
 class Downstream:
@@ -204,9 +204,9 @@ def test_arguments_are_checked() -> None:
 
 
 def test_the_ingress_settings_follow_the_deployment() -> None:
-    from maas.coalesce import COALESCE_IN_FLIGHT, coalescing
     from maas.config import ClassifierConfig
-    from maas.wire.errors import ServiceUnavailableError
+    from maas.protocol.errors import ServiceUnavailableError
+    from maas.serving.coalesce import COALESCE_IN_FLIGHT, coalescing
 
     config = ClassifierConfig.model_validate({"deployment": {"num_replicas": 3, "max_queued_requests": 10},
                                              "batching": {"max_inputs_per_request": 64}})

@@ -1,21 +1,21 @@
-"""``echo`` and prompt log probabilities on completions (maas/endpoints/completions_echo.py), and
+"""``echo`` and prompt log probabilities on completions (maas/endpoints/generation/completions_echo.py), and
 the engine-wide compact JSON setting of structured output."""
 
 from __future__ import annotations
 
 import pytest
 
-from maas.endpoints.completions_echo import check_echo, with_echo, with_prompt_logprobs
-from maas.wire.assemble import completion_response
-from maas.wire.errors import InvalidRequestError
-from maas.wire.schemas import (
-    CompletionRequest,
+from maas.endpoints.generation.assemble import completion_response
+from maas.endpoints.generation.completions_echo import check_echo, with_echo, with_prompt_logprobs
+from maas.endpoints.generation.protocol import CompletionRequest
+from maas.protocol.chat import (
     GenerationChunk,
     GenerationParams,
     GenerationResult,
     PromptLogprob,
     TokenLogprob,
 )
+from maas.protocol.errors import InvalidRequestError
 
 
 def request(**fields: object) -> CompletionRequest:
@@ -86,7 +86,7 @@ def test_engine_structured_output_is_compact(smollm2_dir) -> None:
 
 def test_a_prompts_log_probabilities_are_built_once_for_its_choices(monkeypatch: pytest.MonkeyPatch) -> None:
     """``echo`` with ``logprobs`` and ``n``: one prompt part per prompt, shared, never changed."""
-    from maas.endpoints import completions_echo
+    from maas.endpoints.generation import completions_echo
 
     built: list[int] = []
     real = completions_echo.prompt_part

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
+from maas.edge import key_file
+from maas.edge.key_file import add_key, list_keys, revoke_key
 from maas.storage import registry as registry_module
 from maas.storage.registry import ModelRegistry
-from maas.wire import key_file
-from maas.wire.key_file import add_key, list_keys, revoke_key
 from tests.unit.test_registry import add_version
 
 WRITERS = 6

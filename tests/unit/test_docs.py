@@ -234,8 +234,8 @@ def test_an_excerpt_must_match_its_file() -> None:
 
 def code_routes() -> set[tuple[str, str]]:
     """Every (method, path) the ingress app answers, built from the real routers."""
-    from deployments.routes import build_app
     from maas.config import IngressConfig
+    from maas.endpoints.app import build_app
 
     app = build_app(None, IngressConfig())
     return {(method, normalize(route.path)) for route in app.routes

@@ -9,11 +9,18 @@ from types import SimpleNamespace
 import pytest
 
 from maas.config import GeneratorModelConfig
-from maas.endpoints import chat, completions
-from maas.endpoints.encoding import classify_response, embedding_response, embedding_texts, encode_embedding
-from maas.endpoints.generation import resolve_max_tokens
-from maas.wire.errors import ContextLengthExceededError, InvalidRequestError
-from maas.wire.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from maas.endpoints.encoding.protocol import EmbeddingRequest
+from maas.endpoints.encoding.rules import (
+    classify_response,
+    embedding_response,
+    embedding_texts,
+    encode_embedding,
+)
+from maas.endpoints.generation import chat, completions
+from maas.endpoints.generation.protocol import CompletionRequest
+from maas.generation_rules.params import resolve_max_tokens
+from maas.protocol.chat import ChatCompletionRequest
+from maas.protocol.errors import ContextLengthExceededError, InvalidRequestError
 
 CONFIG = GeneratorModelConfig(name="chat", path="unused", max_model_len=100, max_tokens_limit=40)
 HI = [{"role": "user", "content": "hi"}]

@@ -4,7 +4,8 @@ import pickle
 
 import pytest
 
-from maas.wire.errors import (
+from maas.edge.http import http_error, validation_error
+from maas.protocol.errors import (
     ContextLengthExceededError,
     EngineError,
     InvalidRequestError,
@@ -14,7 +15,6 @@ from maas.wire.errors import (
     error_body,
     unwrap,
 )
-from maas.wire.http import http_error, validation_error
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import yaml
 
 from maas import deploy as deploy_module
 from maas.cli import build_parser
-from maas.exposure import check_deploy_exposure, is_loopback_host
+from maas.edge.exposure import check_deploy_exposure, is_loopback_host
 
 
 def serve_file(tmp_path: Path, host: str | None, keys: str | None = None) -> Path:

@@ -15,10 +15,10 @@ from pydantic import ValidationError
 
 from maas.config import AppConfig, EncoderModelConfig
 from maas.console import Console, TrainingProgress
+from maas.edge.http import error_response
+from maas.protocol.errors import ModelNotFoundError, ModelNotReadyError
 from maas.storage.registry import ModelRegistry, TrainingStatus
 from maas.storage.served_classifiers import ServedClassifiers
-from maas.wire.errors import ModelNotFoundError, ModelNotReadyError
-from maas.wire.http import error_response
 from pipelines.training.background_training import job_for, logical_cpus, plan_jobs
 from pipelines.training.train import TrainConfig, _should_go_live
 from tests.unit.test_registry import add_version as stored_version

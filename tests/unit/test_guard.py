@@ -16,9 +16,10 @@ from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 from fastapi.testclient import TestClient
 
-from maas.wire.guard import RequestLimits, install_request_guard
-from maas.wire.http import install_error_handlers
-from maas.wire.schemas import ChatCompletionRequest, EmbeddingRequest
+from maas.edge.guard import RequestLimits, install_request_guard
+from maas.edge.http import install_error_handlers
+from maas.endpoints.encoding.protocol import EmbeddingRequest
+from maas.protocol.chat import ChatCompletionRequest
 
 LIMITS = RequestLimits(max_body_bytes=64 * 1024, request_timeout_s=0.5)
 cancelled: list[str] = []

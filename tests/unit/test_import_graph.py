@@ -1,5 +1,7 @@
-"""The packages' import graph has no cycle, counting imports inside functions too: every module
-can be read (and tested) after the ones it uses."""
+"""The packages' import graph has no cycle and no arrow up, counting imports inside functions too:
+every module can be read (and tested) after the ones it uses, and every module sits on one of the
+declared layers below, importing only from its own layer or the ones beneath it
+(docs/development.md draws them)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,22 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("maas", "deployments", "pipelines")
+
+LAYERS: list[tuple[str, tuple[str, ...]]] = [  # bottom to top
+    ("foundation", ("maas.config", "maas.limits", "maas.defaults", "maas.allocator", "maas.offline")),
+    ("protocol", ("maas.protocol",)),
+    ("generation rules", ("maas.generation_rules",)),
+    ("storage", ("maas.storage",)),
+    ("engines", ("maas.engines",)),
+    ("serving helpers", ("maas.serving",)),
+    ("edge", ("maas.edge",)),
+    ("endpoints", ("maas.endpoints",)),
+    ("deployments", ("deployments",)),
+    ("pipelines", ("pipelines",)),
+    ("cli", ("maas.cli", "maas.deploy", "maas.console")),
+]
+"""The floors of the house, bottom first, each a list of module prefixes (a module belongs to its
+longest matching prefix). A module may import its own floor and the ones below, never above."""
 
 
 def module_name(path: Path) -> str:
@@ -63,3 +81,38 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
 
 def test_no_import_cycle() -> None:
     assert find_cycle(graph()) is None, " -> ".join(find_cycle(graph()) or [])
+
+
+def layer_of(module: str) -> int | None:
+    """The index in :data:`LAYERS` of ``module``'s floor (its longest matching prefix), or None."""
+    found = [(len(prefix), index) for index, (_, prefixes) in enumerate(LAYERS) for prefix in prefixes
+             if module == prefix or module.startswith(prefix + ".")]
+    return max(found)[1] if found else None
+
+
+def upward_imports(edges: dict[str, set[str]]) -> list[str]:
+    """Each import from a lower floor to a higher one, as ``a (floor) -> b (floor)``."""
+    found = []
+    for module, imported in sorted(edges.items()):
+        for target in sorted(imported):
+            low, high = layer_of(module), layer_of(target)
+            if low is not None and high is not None and high > low:
+                found.append(f"{module} ({LAYERS[low][0]}) -> {target} ({LAYERS[high][0]})")
+    return found
+
+
+def test_every_module_sits_on_a_declared_layer() -> None:
+    unplaced = sorted(m for m in graph() if m not in PACKAGES and layer_of(m) is None)
+    assert not unplaced, f"add these modules' prefixes to LAYERS: {unplaced}"
+
+
+def test_no_import_runs_up_the_layers() -> None:
+    upward = upward_imports(graph())
+    assert not upward, "imports from a lower layer to a higher one:\n" + "\n".join(upward)
+
+
+def test_the_layer_check_sees_an_upward_import_inside_a_function(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("def f():\n    from maas.cli import main\n")
+    edges = {"maas.engines.m": imports_of(module, {"maas.cli"})}
+    assert upward_imports(edges) == ["maas.engines.m (engines) -> maas.cli (cli)"]

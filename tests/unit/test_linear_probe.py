@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from sklearn.linear_model import LogisticRegression
 from transformers import AutoTokenizer
 
-from maas.engines.classifiers import new_classifier
+from maas.engines.classifier_heads import new_classifier
 from maas.engines.windows import per_text_mean, predict
 from maas.storage.embedded import minilm_path
 from pipelines.training.linear_probe import fit_probe, head_inputs, set_head

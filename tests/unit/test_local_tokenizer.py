@@ -1,4 +1,4 @@
-"""maas/local_tokenizer.py: the generators' prompts are tokenized in the ingress, the rest remotely."""
+"""maas/serving/local_tokenizer.py: the generators' prompts are tokenized in the ingress, the rest remotely."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from maas.engines.tokenizer import PromptTokenizer, TokenizerSpec
-from maas.local_tokenizer import InProcessTokenizer
-from maas.wire.errors import ContextLengthExceededError, InvalidRequestError
+from maas.protocol.errors import ContextLengthExceededError, InvalidRequestError
+from maas.serving.local_tokenizer import InProcessTokenizer
 
 
 class Engine:

@@ -11,9 +11,9 @@ from pydantic import ValidationError
 
 from maas.config import AppConfig, GeneratorModelConfig, LoraOptions
 from maas.engines.lora import LoraIds, check_adapter, lora_engine_kwargs, read_adapter
+from maas.protocol.errors import InvalidRequestError, ModelNotFoundError, ModelNotReadyError
 from maas.storage.registry import ModelRegistry, RegistryError
 from maas.storage.served_adapters import ADAPTER_KIND, ServedAdapters, check_servable
-from maas.wire.errors import InvalidRequestError, ModelNotFoundError, ModelNotReadyError
 from pipelines.training.lora import LoraTrainConfig, served_generator, train_adapter
 from pipelines.training.lora_tasks import (
     answer_counts,
@@ -194,8 +194,8 @@ def test_rollout_check_refuses_an_unserved_base(tmp_path: Path) -> None:
 
 
 def test_model_cards_name_the_parent(tmp_path: Path) -> None:
+    from maas.endpoints.service.protocol import ModelCard
     from maas.storage.served_adapters import adapter_card_fields
-    from maas.wire.schemas import ModelCard
 
     registry = ModelRegistry(tmp_path)
     adapters = ServedAdapters(app().generators, registry)

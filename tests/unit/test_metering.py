@@ -1,4 +1,4 @@
-"""maas/wire/metering.py: tokens are charged to the key as they are produced, so a client that
+"""maas/edge/metering.py: tokens are charged to the key as they are produced, so a client that
 drops the connection pays for what it was generated, and the generation stops with it."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from maas.wire.metering import TokenMeter, cut_off_charged, metered, metering
-from maas.wire.schemas import GenerationResult
+from maas.edge.metering import TokenMeter, cut_off_charged, metered, metering
+from maas.protocol.chat import GenerationResult
 from tests.unit.ingress_fakes import PROMPT_TOKENS, Generator, app, charged, chat
 
 

@@ -1,4 +1,4 @@
-"""maas/wire/metrics.py: a replica's metric events go to the actor in one call per flush interval."""
+"""maas/edge/metrics.py: a replica's metric events go to the actor in one call per flush interval."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import asyncio
 import threading
 from typing import Any
 
-from maas.wire import metrics
-from maas.wire.metrics import MetricsRecorder
+from maas.edge import metrics
+from maas.edge.metrics import MetricsRecorder
 
 
 class Method:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from deployments.routes import build_app
 from maas.config import IngressConfig
-from maas.wire.http import ROUTE_ERRORS
-from maas.wire.schemas import MAX_SEED
+from maas.edge.http import ROUTE_ERRORS
+from maas.endpoints.app import build_app
+from maas.protocol.base import MAX_SEED
 
 
 def test_every_route_documents_its_errors_and_no_422() -> None:

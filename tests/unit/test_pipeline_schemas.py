@@ -3,8 +3,8 @@
 import pytest
 from pydantic import ValidationError
 
+from maas.endpoints.tasks.protocol import EntitiesRequest
 from maas.engines.ner import NerConfig
-from maas.wire.pipeline_schemas import EntitiesRequest
 
 
 def test_entities_request_shapes() -> None:

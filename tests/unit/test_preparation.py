@@ -1,4 +1,4 @@
-"""maas/preparation.py: the ingress prepares generation requests (template, tokens, schemas) in
+"""maas/serving/preparation.py: the ingress prepares generation requests (template, tokens, schemas) in
 its thread pool, so one slow preparation does not hold up another request's answer."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 
 from maas.config import AppConfig, IngressConfig
 from maas.limits import RequestBudget
-from maas.wire.errors import ContextLengthExceededError, ModelNotFoundError, RequestTooLargeError
-from maas.wire.schemas import ChatCompletionRequest
+from maas.protocol.chat import ChatCompletionRequest
+from maas.protocol.errors import ContextLengthExceededError, ModelNotFoundError, RequestTooLargeError
 from tests.unit.ingress_fakes import MAX_CHARS, Generator, Prompts, app, chat, ingress
 
 

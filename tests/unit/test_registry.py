@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from maas.config import EncoderModelConfig
+from maas.protocol.errors import ModelNotFoundError
 from maas.storage.registry import ModelRegistry, RegistryError
 from maas.storage.served_classifiers import ServedClassifiers
-from maas.wire.errors import ModelNotFoundError
 
 
 def add_version(registry: ModelRegistry, name: str, labels: list[str], f1: float = 0.5,

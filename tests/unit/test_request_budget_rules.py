@@ -1,4 +1,4 @@
-"""Bounded work per request (``ingress.limits``, maas/endpoints/budget.py): a request over the
+"""Bounded work per request (``ingress.limits``, maas/endpoints/generation/budget.py): a request over the
 budget is a 400 ``request_too_large`` naming the parameter to lower, before any engine work; a
 stream past ``ingress.max_stream_s`` ends with an error event and its generator call is cancelled.
 
@@ -18,20 +18,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 from deployments.ingress import MaasIngress
-from deployments.routes import build_app
-from maas.calls import open_stream
 from maas.config import AppConfig, GeneratorModelConfig, IngressConfig
-from maas.endpoints import budget
+from maas.endpoints.app import build_app
+from maas.endpoints.encoding.protocol import TokenizeRequest
+from maas.endpoints.generation import budget
+from maas.endpoints.generation.protocol import CompletionRequest, CompletionResponse
 from maas.limits import RequestBudget
-from maas.preparation import PreparationPool
-from maas.wire.errors import RequestTooLargeError
-from maas.wire.schemas import (
-    ChatCompletionRequest,
-    CompletionRequest,
-    CompletionResponse,
-    GenerationParams,
-    TokenizeRequest,
-)
+from maas.protocol.chat import ChatCompletionRequest, GenerationParams
+from maas.protocol.errors import RequestTooLargeError
+from maas.serving.calls import open_stream
+from maas.serving.preparation import PreparationPool
 from tests.unit.ingress_fakes import _Ingress
 
 MODEL = "gen"
@@ -251,7 +247,7 @@ def test_without_a_limit_a_stream_is_passed_through() -> None:
             yield i
 
     async def run() -> list[int]:
-        from maas.wire.admission import within
+        from maas.edge.admission import within
 
         return [i async for i in within(items(), None)] + [i async for i in within(items(), 5.0)]
 
@@ -262,14 +258,14 @@ def test_a_slow_reader_past_the_limit_gets_the_error_and_the_call_is_cancelled()
     """The limit passes while the client reads (not while the stream waits for the engine): the
     next item is the error, and the closed chain of streams cancels its call (closed at a
     ``yield``, the inner streams are closed by asyncio's finalizer, a few loop turns later)."""
-    from maas.wire.admission import within
-    from maas.wire.errors import StreamTimeoutError
+    from maas.edge.admission import within
+    from maas.protocol.errors import StreamTimeoutError
 
     class ReadyStream(SlowStream):
         async def __anext__(self) -> CompletionResponse:
             return CompletionResponse(model=MODEL, choices=[])
 
-    async def chunks(items: AsyncIterator[Any]) -> AsyncIterator[Any]:  # as maas.wire.assemble's
+    async def chunks(items: AsyncIterator[Any]) -> AsyncIterator[Any]:  # as maas.endpoints.generation.assemble's
         async for item in items:
             yield item
 

@@ -7,18 +7,18 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from maas.endpoints.responses import chat_request, response_events, response_from_chat
-from maas.wire.errors import InvalidRequestError
-from maas.wire.responses_schemas import ResponsesRequest
-from maas.wire.schemas import (
+from maas.endpoints.generation.protocol import ResponsesRequest
+from maas.endpoints.generation.responses import chat_request, response_events, response_from_chat
+from maas.protocol.base import UsageInfo
+from maas.protocol.chat import (
     ChatChoice,
     ChatChunkChoice,
     ChatCompletionChunk,
     ChatCompletionResponse,
     ChatDelta,
     ResponseMessage,
-    UsageInfo,
 )
+from maas.protocol.errors import InvalidRequestError
 
 
 def test_input_and_instructions_become_chat_messages() -> None:

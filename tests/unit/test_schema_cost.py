@@ -1,5 +1,5 @@
 """The compile work of a request's JSON schemas is bounded before they are compiled
-(maas/endpoints/schema_cost.py, ``ingress.limits.max_pattern_repeat`` and
+(maas/endpoints/generation/schema_cost.py, ``ingress.limits.max_pattern_repeat`` and
 ``max_pattern_repeat_total``): a pattern's counted repetitions, which structured decoding writes
 out, are read from its text, so a 128-tool request whose patterns would compile for many minutes
 is a 400 on the event loop, and no preparation thread is taken."""
@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from maas.config import AppConfig
-from maas.endpoints import budget
-from maas.endpoints.schema_cost import pattern_repeat, patterns_of, repeats
+from maas.endpoints.generation import budget
+from maas.endpoints.generation.schema_cost import pattern_repeat, patterns_of, repeats
 from maas.limits import MAX_TOOLS, RequestBudget
-from maas.wire.errors import RequestTooLargeError
-from maas.wire.schemas import ChatCompletionRequest
+from maas.protocol.chat import ChatCompletionRequest
+from maas.protocol.errors import RequestTooLargeError
 from tests.unit.ingress_fakes import Generator, Prompts, chat, ingress
 
 LIMITS = RequestBudget()

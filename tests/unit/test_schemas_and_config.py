@@ -4,7 +4,9 @@ import pytest
 from pydantic import ValidationError
 
 from maas.config import AppConfig, DeploymentOptions, load_app_config
-from maas.wire.schemas import ChatCompletionRequest, CompletionRequest, TokenizeRequest
+from maas.endpoints.encoding.protocol import TokenizeRequest
+from maas.endpoints.generation.protocol import CompletionRequest
+from maas.protocol.chat import ChatCompletionRequest
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 

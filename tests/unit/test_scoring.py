@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import pytest
 from pydantic import ValidationError
 
-from maas.endpoints.scoring import cosine, distinct, rerank_response, score_pairs, score_response
-from maas.wire.errors import InvalidRequestError
-from maas.wire.scoring_schemas import RerankRequest, ScoreRequest
+from maas.endpoints.encoding.scoring import cosine, distinct, rerank_response, score_pairs, score_response
+from maas.endpoints.encoding.scoring_protocol import RerankRequest, ScoreRequest
+from maas.protocol.errors import InvalidRequestError
 
 VECTORS = {"q": [1.0, 0.0], "near": [0.8, 0.6], "far": [0.0, 1.0], "opposite": [-1.0, 0.0]}
 

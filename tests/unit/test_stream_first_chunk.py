@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from maas.wire.assemble import chat_chunks, completion_chunks
-from maas.wire.schemas import GenerationChunk, GenerationResult
+from maas.endpoints.generation.assemble import chat_chunks, completion_chunks
+from maas.protocol.chat import GenerationChunk, GenerationResult
 
 
 def results(sent: list[str]):  # noqa: ANN201

@@ -10,14 +10,15 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from deployments.routes import build_app
 from maas.config import MAX_INPUTS_PER_REQUEST, IngressConfig
-from maas.endpoints import responses as responses_rules
-from maas.wire.errors import ModelNotFoundError
-from maas.wire.key_file import add_key
-from maas.wire.metrics import MetricsRegistry
-from maas.wire.schemas import MAX_MESSAGES, MAX_NAME_LENGTH, EmbeddingResponse, UsageInfo
-from maas.wire.scoring_schemas import MAX_RERANKED_DOCUMENTS, MAX_SCORED_TEXTS
+from maas.edge.key_file import add_key
+from maas.edge.metrics import MetricsRegistry
+from maas.endpoints.app import build_app
+from maas.endpoints.encoding.protocol import EmbeddingResponse
+from maas.endpoints.encoding.scoring_protocol import MAX_RERANKED_DOCUMENTS, MAX_SCORED_TEXTS
+from maas.endpoints.generation import responses as responses_rules
+from maas.protocol.base import MAX_MESSAGES, MAX_NAME_LENGTH, UsageInfo
+from maas.protocol.errors import ModelNotFoundError
 
 ENCODER = "enc"
 

@@ -1,4 +1,4 @@
-"""Function-calling rules (maas/endpoints/tools.py): request checks, forced-call schemas, the
+"""Function-calling rules (maas/generation_rules/tools.py): request checks, forced-call schemas, the
 Hermes rendering for templates without tools, and turning output into tool calls (vLLM's parser)."""
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ import jsonschema
 import pytest
 import xgrammar
 
-from maas.endpoints.models import model_card
-from maas.endpoints.tools import (
+from maas.endpoints.generation.assemble import chat_response, merge_results
+from maas.endpoints.service.models import model_card
+from maas.endpoints.service.protocol import ModelCard
+from maas.generation_rules.tools import (
     AutoCalls,
     NamedCalls,
     RequiredCalls,
@@ -21,15 +23,8 @@ from maas.endpoints.tools import (
     tool_schema,
     with_tools,
 )
-from maas.wire.assemble import chat_response, merge_results
-from maas.wire.errors import InvalidRequestError, ModelNotFoundError
-from maas.wire.schemas import (
-    ChatCompletionRequest,
-    GenerationChunk,
-    GenerationParams,
-    GenerationResult,
-    ModelCard,
-)
+from maas.protocol.chat import ChatCompletionRequest, GenerationChunk, GenerationParams, GenerationResult
+from maas.protocol.errors import InvalidRequestError, ModelNotFoundError
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather of a city.",
@@ -202,7 +197,7 @@ def test_model_card_respects_the_allowed_models() -> None:
 
 
 def test_the_configured_parser_must_be_one_of_vllms() -> None:
-    from maas.endpoints.tools import check_tool_parser
+    from maas.generation_rules.tools import check_tool_parser
 
     check_tool_parser("hermes")
     check_tool_parser(None)

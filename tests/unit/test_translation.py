@@ -12,18 +12,13 @@ import pytest
 from pydantic import ValidationError
 
 from maas.config import AppConfig, GeneratorModelConfig, TranslatorConfig, load_app_config
+from maas.endpoints.tasks.protocol import TranslateRequest
+from maas.endpoints.tasks.rules import PipelineBackend, Pipelines
 from maas.engines.text_units import join_pieces, language_code, split_sentences
 from maas.engines.translation import TranslatorEngine, to_brazilian
-from maas.wire.errors import InvalidRequestError, ModelNotFoundError
-from maas.wire.pipeline_schemas import TranslateRequest
-from maas.wire.schemas import (
-    ChatChoice,
-    ChatCompletionRequest,
-    ChatCompletionResponse,
-    ResponseMessage,
-    UsageInfo,
-)
-from pipelines.tasks import PipelineBackend, Pipelines
+from maas.protocol.base import UsageInfo
+from maas.protocol.chat import ChatChoice, ChatCompletionRequest, ChatCompletionResponse, ResponseMessage
+from maas.protocol.errors import InvalidRequestError, ModelNotFoundError
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "firefox-translations-en-pt"

@@ -1,0 +1,5 @@
+"""``python -m maas.cli``: the ``maas`` command."""
+
+from maas.cli import main
+
+raise SystemExit(main())

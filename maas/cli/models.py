@@ -1,0 +1,123 @@
+"""``maas train``, ``maas models``, ``maas rollout`` and ``maas keys``: the model registry's and the
+API keys' commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from maas.cli.local_ray import start_ray
+from maas.config import load_app_config
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train into the registry; ``cluster/train-<task>.yaml`` gives the defaults if present."""
+    from pipelines.training.background_training import train_config_file
+    from pipelines.training.lora_tasks import GENERATOR_TASKS
+    from pipelines.training.train import main as train_main
+
+    options, address = split_address(args.train_args, args.address)
+    if args.task in GENERATOR_TASKS:  # a LoRA adapter of a served generator
+        from pipelines.training.lora import main as lora_main
+
+        start_ray(address)
+        return int(lora_main([args.task, *options]) or 0)
+    train_args = [args.task, *options]
+    config_file = train_config_file(args.task)
+    if config_file and "--config" not in options:
+        train_args += ["--config", str(config_file)]
+    start_ray(address)
+    return int(train_main(train_args) or 0)
+
+
+def split_address(train_args: list[str], address: str | None) -> tuple[list[str], str | None]:
+    """``maas train TASK ... --address A``: the Ray address may also follow the task (everything
+    after the task goes to the trainer, which has no ``--address``); the last one given wins."""
+    options: list[str] = []
+    rest = iter(train_args)
+    for arg in rest:
+        if arg == "--address":
+            address = next(rest, None) or address
+        elif arg.startswith("--address="):
+            address = arg.split("=", 1)[1]
+        else:
+            options.append(arg)
+    return options, address
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """``maas models list``: every registry version with its metrics; ``*`` marks the live one."""
+    from maas.storage.registry import ModelRegistry
+
+    registry = ModelRegistry(registry_dir(args))
+    print(f"{'':2}{'model':24} {'created':26} {'task':10} {'kind':9} {'val-F1':>7} {'test-F1':>7} "
+          f"{'baseline':>8}  labels")
+    for name in registry.names():
+        for v in registry.versions(name):
+            m = v.metrics
+            if _kind(v.config) == "lora":  # an adapter: exact-match accuracy, and the base model's
+                m = {"test_macro_f1": m.get("test_accuracy"), "baseline_test_macro_f1": m.get("base_test_accuracy")}
+            print(f"{'*' if v.live else ' ':2}{v.ref:24} {v.created_at:26} {v.task or '-':10} "
+                  f"{_kind(v.config):9} {_num(m.get('validation_macro_f1')):>7} "
+                  f"{_num(m.get('test_macro_f1')):>7} {_num(m.get('baseline_test_macro_f1')):>8}  "
+                  f"{','.join(v.labels)}")
+    print(f"(registry: {registry.root})")
+    return 0
+
+
+def registry_dir(args: argparse.Namespace) -> str | None:
+    """``--registry-dir``, else the one of the Serve config (``--config``), else the default."""
+    return args.registry_dir or load_app_config(args.config).registry_dir
+
+
+def _kind(config: dict[str, Any]) -> str:
+    """``probe`` (frozen encoder, fitted head), ``fine-tune``, or ``lora`` (a generator's adapter)."""
+    if config.get("kind") == "lora-adapter":
+        return "lora"
+    return "probe" if config.get("fine_tune") is False else "fine-tune"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    """``maas rollout NAME VERSION``: make a registry version live; the service follows at once."""
+    from maas.storage.registry import ModelRegistry, RegistryError
+    from maas.storage.served_adapters import check_servable, is_adapter
+
+    registry = ModelRegistry(registry_dir(args))
+    previous = registry.live_version(args.name)
+    try:
+        target = registry.get(args.name, args.version)
+        if is_adapter(target):  # an adapter goes live only where its base model serves it
+            check_servable(target, load_app_config(args.config), args.config)
+        version = registry.set_live(args.name, args.version, allow_label_change=args.allow_label_change)
+    except RegistryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    kind = "generation" if is_adapter(version) else "classify"
+    print(f"[maas] {version.ref} is live (was {previous or 'none'}); {kind} requests for "
+          f"'{args.name}' use it from the next request on.")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """``maas keys add|revoke|list --file F``: API keys, stored hashed; the service re-reads the file."""
+    from maas.edge import key_file
+
+    try:
+        if args.action == "add":
+            models = [m for m in (args.models or "").split(",") if m]
+            key_file.add_key(args.file, args.id, models, args.rpm, args.tpm, admin=args.admin,
+                             max_open_batches=args.max_open_batches, max_storage_mib=args.max_storage_mib)
+        elif args.action == "revoke":
+            key_file.revoke_key(args.file, args.id)
+            print(f"[maas] key {args.id!r} revoked; the service refuses it within a second.")
+        else:
+            print(key_file.format_keys(key_file.list_keys(args.file)))
+    except (key_file.KeyFileError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,3 @@
+"""The edge: what sits between HTTP and the endpoint rules. API keys (``auth``, ``key_file``),
+admission (``admission``), the request guard (``guard``), the HTTP middleware, error handlers and
+OpenAPI (``http``), metrics and metering, and the exposure checks of a deployment (``exposure``)."""
