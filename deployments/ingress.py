@@ -22,6 +22,7 @@ from deployments.batch_runner import ensure_runner
 from maas.config import AppConfig, GeneratorModelConfig
 from maas.edge.admission import admit_models
 from maas.edge.auth import KEY_SCOPE_KEY, KeyAuth
+from maas.edge.fair_share import FairShare, key_turn
 from maas.edge.metering import current_meter, cut_off_charged, metered
 from maas.endpoints.app import build_app
 from maas.endpoints.batches import lines as batch_rules
@@ -98,7 +99,7 @@ from maas.protocol.errors import (
     error_body,
     log_client_errors_as_one_line,
 )
-from maas.serving.calls import open_stream, open_streams, result_of, results_of
+from maas.serving.calls import result_of
 from maas.serving.coalesce import Coalescer, coalescing
 from maas.serving.local_tokenizer import InProcessTokenizer
 from maas.serving.preparation import PreparationPool
@@ -135,6 +136,7 @@ class MaasIngress:
         self.classifier = classifier
         self.encoder = encoder
         self.generator_configs = {g.name: g for g in config.generators}
+        self.fair_share = FairShare.of(config, lambda model: self._generator_config(model).name)
         self.adapters = ServedAdapters(config.generators, ModelRegistry(config.registry_dir))
         self._adapter_handles: dict[str, DeploymentHandle] = {}
         self.classifiers = ServedClassifiers(config.classifier.models, ModelRegistry(config.registry_dir))
@@ -228,7 +230,8 @@ class MaasIngress:
             admit_models(scope, await self.models_used(request), self._served)
             operation = {"/v1/chat/completions": self.chat, "/v1/completions": self.completions,
                          "/v1/embeddings": self.embeddings}[url]
-            result = await operation(request)
+            with key_turn(key).current():  # its generated sequences count in its key's fair share
+                result = await operation(request)
             self.key_auth.charge(scope, result.usage.total_tokens)
             return 200, result.model_dump(mode="json", exclude_none=True), None
         except MaasError as error:
@@ -253,8 +256,8 @@ class MaasIngress:
         """A whole chat completion (``stream`` is ignored; see :meth:`chat_stream`)."""
         ids, params = await self._prepare_chat(request)
         handle, served = self._generator_route(request.model)
-        result: GenerationResult = await cut_off_charged(
-            result_of(handle.generate.remote(ids, params)), len(ids) + params.n * params.max_tokens)
+        result: GenerationResult = await self.fair_share.call(  # when its tenant's turn comes
+            request.model, params.n, lambda: self._generate(handle, ids, params))
         return chat_response(served, result)
 
     async def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
@@ -266,8 +269,8 @@ class MaasIngress:
         """A whole text completion for one or more prompts."""
         prompts, params = await self._prepare_completion(request)
         handle, served = self._generator_route(request.model)
-        most = sum(len(ids) + params.n * params.max_tokens for ids in prompts)
-        results = await cut_off_charged(results_of([handle.generate.remote(ids, params) for ids in prompts]), most)
+        results = await self.fair_share.calls(request.model, params.n, [
+            lambda ids=ids: self._generate(handle, ids, params) for ids in prompts])
         response = completion_response(served, results, params.n)
         return with_echo(response, results, request, completion_rules.completion_prompts(request.prompt))
 
@@ -493,20 +496,26 @@ class MaasIngress:
         budget.check_completion_tokens(request, [len(ids) for ids in prompts], params, self.config.ingress.limits)
         return prompts, params
 
+    async def _generate(self, handle: DeploymentHandle, ids: list[int], params: GenerationParams) -> GenerationResult:
+        """A whole generation; cut off (client gone, deadline), it is charged the most it could be."""
+        return await cut_off_charged(result_of(handle.generate.remote(ids, params)), len(ids) + params.n * params.max_tokens)
+
     def _stream(self, model: str, ids: list[int], params: GenerationParams) -> DeploymentResponseGenerator:
         return self._generator_route(model)[0].options(stream=True).generate_stream.remote(ids, params)
 
     async def _chat_chunks(self, request: ChatCompletionRequest, ids: list[int],
                            params: GenerationParams) -> AsyncIterator[ChatCompletionChunk]:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
-        results = metered(await open_stream(self._stream(request.model, ids, params)), current_meter())
+        results = metered(await self.fair_share.open_stream(  # its sequences when its tenant's turn comes
+            request.model, params.n, lambda: self._stream(request.model, ids, params)), current_meter())
         return chat_chunks(new_id("chatcmpl"), now(), request.model, results, include_usage)
 
     async def _completion_chunks(self, request: CompletionRequest, prompts: list[list[int]],
                                  params: GenerationParams) -> AsyncIterator[CompletionResponse]:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         meter = current_meter()
-        opened = await open_streams([self._stream(request.model, ids, params) for ids in prompts])
+        opened = await self.fair_share.open_streams(request.model, params.n, [
+            lambda ids=ids: self._stream(request.model, ids, params) for ids in prompts])
         streams = [metered(stream, meter) for stream in opened]
         return completion_chunks(new_id("cmpl"), now(), request.model, streams, params.n,
                                  include_usage)
