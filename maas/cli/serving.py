@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from maas.cli.local_ray import ray_logs_dir, start_ray, start_serve
+from maas.cli.local_ray import ray_logs_dir, start_serve
 from maas.cli.models import registry_dir
 from maas.config import AppConfig, load_app_config, load_serve_file
 from maas.edge.exposure import check_deploy_exposure, check_exposure
@@ -151,7 +151,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     from ray import serve
 
-    start_ray(args.address or "auto")
+    from maas.cli.running_ray import join_running_ray
+
+    join_running_ray(args.address or "auto")
     status = serve.status()
     _print_training(args)
     for name, app in status.applications.items():

@@ -193,7 +193,27 @@ def _load_gguf_model(gguf: Path) -> PreTrainedModel:
     """Load (and de-quantize to float32) the causal LM stored in ``gguf``."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    with gguf_bar_off():
+        return AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+
+
+@contextlib.contextmanager
+def gguf_bar_off() -> Iterator[None]:
+    """transformers' GGUF reader draws a progress bar over the tensors with its own ``tqdm``, which
+    ``disable_progress_bar()`` does not reach: swap it for a silent one while the model loads."""
+    import functools
+
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is None:  # another transformers version: nothing to silence
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
 
 
 def _save_bf16(gguf_model: PreTrainedModel, out: Path) -> None:

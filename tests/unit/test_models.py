@@ -169,3 +169,15 @@ def test_remove_leftovers_keeps_the_folder(tmp_path: Path) -> None:
     (tmp_path / ".other.tmp-abc").mkdir()
     models.remove_leftovers(dest)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tmp-abc", "m"]
+
+
+def test_the_gguf_reader_draws_no_progress_bar_while_smollm2_converts(capsys: pytest.CaptureFixture[str]) -> None:
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    bar = gguf_utils.tqdm
+    list(bar(range(300), desc="Converting and de-quantizing GGUF tensors..."))
+    assert "Converting" in capsys.readouterr().err  # what the newcomer's terminal showed
+    with models.gguf_bar_off():
+        list(gguf_utils.tqdm(range(300), desc="Converting and de-quantizing GGUF tensors..."))
+    assert capsys.readouterr().err == ""
+    assert gguf_utils.tqdm is bar
