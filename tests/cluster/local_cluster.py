@@ -31,6 +31,10 @@ import yaml
 MARKER_VAR = "MAAS_TEST_RAY_CLUSTER"
 RAY_CLI = str(Path(sys.executable).with_name("ray"))
 START_TIMEOUT_S = 180
+STOP_GRACE_S = 5
+"""Seconds between SIGTERM and SIGKILL in :meth:`LocalCluster.stop`. Most processes end at once;
+the GCS server, the autoscaler and the fake nodes' raylets were still alive 20 s after SIGTERM
+(seen with Ray 2.60), so a longer grace only delays their SIGKILL."""
 
 
 def free_port() -> int:
@@ -125,7 +129,7 @@ class LocalCluster:
             _signal(pid, signal.SIGKILL)
         return pids
 
-    def stop(self, timeout_s: float = 20) -> None:
+    def stop(self, timeout_s: float = STOP_GRACE_S) -> None:
         """Terminate every process of the cluster (SIGTERM, then SIGKILL) and remove its temp dir."""
         for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5), (signal.SIGKILL, 5)):
             pids = self.pids()
