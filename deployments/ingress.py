@@ -11,23 +11,20 @@ are plain modules beside them in ``maas/endpoints/<family>/``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
-from types import SimpleNamespace
+from collections.abc import AsyncIterator
 from typing import Any
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
-from deployments.batch_runner import ensure_runner
+from deployments.ingress_batches import BatchMethods
 from maas.config import AppConfig, GeneratorModelConfig
-from maas.edge.admission import admit_models
-from maas.edge.auth import KEY_SCOPE_KEY, KeyAuth
-from maas.edge.fair_share import FairShare, key_turn
+from maas.edge.auth import KeyAuth
+from maas.edge.fair_share import FairShare
 from maas.edge.metering import current_meter, cut_off_charged, metered
 from maas.endpoints.app import build_app
-from maas.endpoints.batches import lines as batch_rules
 from maas.endpoints.batches.api import BatchApi, BatchLimits
-from maas.endpoints.batches.protocol import BatchCreateRequest, BatchObject, FileObject
+from maas.endpoints.batches.protocol import BatchCreateRequest
 from maas.endpoints.batches.store import BatchStore, FileStore
 from maas.endpoints.encoding import scoring
 from maas.endpoints.encoding.protocol import (
@@ -96,7 +93,6 @@ from maas.protocol.errors import (
     MaasError,
     ModelNotFoundError,
     ServiceUnavailableError,
-    error_body,
     log_client_errors_as_one_line,
 )
 from maas.serving.calls import result_of
@@ -112,7 +108,7 @@ HEALTH_TIMEOUT_S = 10.0
 
 @serve.deployment(name="ingress")
 @serve.ingress()
-class MaasIngress:
+class MaasIngress(BatchMethods):
     """The ``maas`` application's entry point: HTTP routes and handle methods."""
 
     def __init__(
@@ -185,57 +181,6 @@ class MaasIngress:
         if isinstance(body, BatchCreateRequest):
             return await self.preparation.run(self.batch_api.models_of, body, key_id)
         return [body.model]
-
-    def _start_batch_runner(self, batch: BatchObject) -> None:
-        ensure_runner(serve.get_replica_context().app_name, self.config.batch_dir, batch,
-                      self.config.ingress.batch_concurrency, self.config.ingress.file_expiry_s)
-
-    # ------------------------------------------------------------------ the Batch API
-
-    def create_file(self, content: bytes | Iterable[bytes], filename: str, purpose: str = "batch",
-                    owner: str | None = None) -> FileObject:
-        """Store a batch input file (JSONL, one request a line), its bytes or its chunks, written
-        to disk as they come (blocking: the route calls it in a worker thread); ``owner``: an API key id."""
-        return self.batch_api.upload(content, filename, purpose, owner)
-
-    def file_content(self, file_id: str, owner: str | None = None) -> bytes:
-        """A file's bytes: a batch input, or a batch's output or error file."""
-        return self.batch_api.content(file_id, owner)
-
-    async def create_batch(self, request: BatchCreateRequest, owner: str | None = None) -> BatchObject:
-        """Start a batch of the requests of an uploaded file (checked line by line first)."""
-        served = {"/v1/chat/completions": set(self.generator_configs),
-                  "/v1/completions": set(self.generator_configs), "/v1/embeddings": set(self.encoder_models)}
-        # off the loop: the file read once (if admission has not), the store's lock for the cap
-        return await self.preparation.run(self.batch_api.create, request, owner, served)
-
-    def retrieve_batch(self, batch_id: str, owner: str | None = None) -> BatchObject:
-        """A batch with its status and live request counts."""
-        return self.batch_api.batch(batch_id, owner)
-
-    def cancel_batch(self, batch_id: str, owner: str | None = None) -> BatchObject:
-        """Stop a batch: requests not started are not sent; the batch ends ``cancelled``."""
-        return self.batch_api.cancel(batch_id, owner)
-
-    async def batch_call(self, key_id: str | None, url: str,
-                         body: dict[str, Any]) -> tuple[int, dict[str, Any], float | None]:
-        """One request of a batch, admitted and charged to the batch's key as over HTTP:
-        ``(status, answer or OpenAI error body, seconds to wait before sending it again)``."""
-        try:
-            request = batch_rules.request_of(url, body)
-            key = self.key_auth.key_by_id(key_id)
-            scope = SimpleNamespace(scope={KEY_SCOPE_KEY: key} if key else {}, state=SimpleNamespace())
-            if key is not None:
-                await self.key_auth.check_request(key)
-            admit_models(scope, await self.models_used(request), self._served)
-            operation = {"/v1/chat/completions": self.chat, "/v1/completions": self.completions,
-                         "/v1/embeddings": self.embeddings}[url]
-            with key_turn(key).current():  # its generated sequences count in its key's fair share
-                result = await operation(request)
-            self.key_auth.charge(scope, result.usage.total_tokens)
-            return 200, result.model_dump(mode="json", exclude_none=True), None
-        except MaasError as error:
-            return int(error.status_code), error_body(error), getattr(error, "retry_after_s", None)
 
     # ------------------------------------------------------------------ handle methods
 
