@@ -57,6 +57,8 @@ class SystemSpec:
     probe_body: dict[str, object]
     env: dict[str, str] = field(default_factory=dict)
     ray_temp_dir: str | None = None
+    probe_headers: dict[str, str] = field(default_factory=dict)
+    """Headers of the readiness probe (a key, when the system requires one)."""
 
     @property
     def base_url(self) -> str:
@@ -194,7 +196,7 @@ class RunningSystem:
                                         f"log {self.log_path}:\n{self.log_tail()}")
             try:
                 response = httpx.post(self.spec.base_url + self.spec.probe_path,
-                                      json=self.spec.probe_body, timeout=60)
+                                      json=self.spec.probe_body, headers=self.spec.probe_headers, timeout=60)
                 if response.status_code == 200:
                     return
                 last = f"{response.status_code} {response.text[:300]}"

@@ -67,7 +67,7 @@ class BatchRun:
 
     async def _run_batch(self, handle_of: Callable[[], Any]) -> None:
         batch, owner = self.batches.get(self.batch_id)
-        lines = rules.read_batch_input(self._input(batch), batch.endpoint)
+        lines = rules.checked_batch_input(self._input(batch))  # checked at creation: decoded only
         done = self.batches.done_ids(self.batch_id)
         counts = self.batches.counts(self.batch_id)
         self.batches.update(self.batch_id, lambda b: _started(b, len(lines), counts, self.clock()))

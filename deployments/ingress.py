@@ -11,22 +11,20 @@ are plain modules beside them in ``maas/endpoints/<family>/``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
-from types import SimpleNamespace
+from collections.abc import AsyncIterator
 from typing import Any
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
-from deployments.batch_runner import ensure_runner
+from deployments.ingress_batches import BatchMethods
 from maas.config import AppConfig, GeneratorModelConfig
-from maas.edge.admission import admit_models
-from maas.edge.auth import KEY_SCOPE_KEY, KeyAuth
+from maas.edge.auth import KeyAuth
+from maas.edge.fair_share import FairShare
 from maas.edge.metering import current_meter, cut_off_charged, metered
 from maas.endpoints.app import build_app
-from maas.endpoints.batches import lines as batch_rules
 from maas.endpoints.batches.api import BatchApi, BatchLimits
-from maas.endpoints.batches.protocol import BatchCreateRequest, BatchObject, FileObject
+from maas.endpoints.batches.protocol import BatchCreateRequest
 from maas.endpoints.batches.store import BatchStore, FileStore
 from maas.endpoints.encoding import scoring
 from maas.endpoints.encoding.protocol import (
@@ -95,10 +93,9 @@ from maas.protocol.errors import (
     MaasError,
     ModelNotFoundError,
     ServiceUnavailableError,
-    error_body,
     log_client_errors_as_one_line,
 )
-from maas.serving.calls import open_stream, open_streams, result_of, results_of
+from maas.serving.calls import result_of
 from maas.serving.coalesce import Coalescer, coalescing
 from maas.serving.local_tokenizer import InProcessTokenizer
 from maas.serving.preparation import PreparationPool
@@ -111,7 +108,7 @@ HEALTH_TIMEOUT_S = 10.0
 
 @serve.deployment(name="ingress")
 @serve.ingress()
-class MaasIngress:
+class MaasIngress(BatchMethods):
     """The ``maas`` application's entry point: HTTP routes and handle methods."""
 
     def __init__(
@@ -135,6 +132,7 @@ class MaasIngress:
         self.classifier = classifier
         self.encoder = encoder
         self.generator_configs = {g.name: g for g in config.generators}
+        self.fair_share = FairShare.of(config, lambda model: self._generator_config(model).name)
         self.adapters = ServedAdapters(config.generators, ModelRegistry(config.registry_dir))
         self._adapter_handles: dict[str, DeploymentHandle] = {}
         self.classifiers = ServedClassifiers(config.classifier.models, ModelRegistry(config.registry_dir))
@@ -184,56 +182,6 @@ class MaasIngress:
             return await self.preparation.run(self.batch_api.models_of, body, key_id)
         return [body.model]
 
-    def _start_batch_runner(self, batch: BatchObject) -> None:
-        ensure_runner(serve.get_replica_context().app_name, self.config.batch_dir, batch,
-                      self.config.ingress.batch_concurrency, self.config.ingress.file_expiry_s)
-
-    # ------------------------------------------------------------------ the Batch API
-
-    def create_file(self, content: bytes | Iterable[bytes], filename: str, purpose: str = "batch",
-                    owner: str | None = None) -> FileObject:
-        """Store a batch input file (JSONL, one request a line), its bytes or its chunks, written
-        to disk as they come (blocking: the route calls it in a worker thread); ``owner``: an API key id."""
-        return self.batch_api.upload(content, filename, purpose, owner)
-
-    def file_content(self, file_id: str, owner: str | None = None) -> bytes:
-        """A file's bytes: a batch input, or a batch's output or error file."""
-        return self.batch_api.content(file_id, owner)
-
-    async def create_batch(self, request: BatchCreateRequest, owner: str | None = None) -> BatchObject:
-        """Start a batch of the requests of an uploaded file (checked line by line first)."""
-        await self.preparation.run(self.batch_api.input_lines, request, owner)  # read once, off the loop
-        served = {"/v1/chat/completions": set(self.generator_configs),
-                  "/v1/completions": set(self.generator_configs), "/v1/embeddings": set(self.encoder_models)}
-        return self.batch_api.create(request, owner, served)
-
-    def retrieve_batch(self, batch_id: str, owner: str | None = None) -> BatchObject:
-        """A batch with its status and live request counts."""
-        return self.batch_api.batch(batch_id, owner)
-
-    def cancel_batch(self, batch_id: str, owner: str | None = None) -> BatchObject:
-        """Stop a batch: requests not started are not sent; the batch ends ``cancelled``."""
-        return self.batch_api.cancel(batch_id, owner)
-
-    async def batch_call(self, key_id: str | None, url: str,
-                         body: dict[str, Any]) -> tuple[int, dict[str, Any], float | None]:
-        """One request of a batch, admitted and charged to the batch's key as over HTTP:
-        ``(status, answer or OpenAI error body, seconds to wait before sending it again)``."""
-        try:
-            request = batch_rules.request_of(url, body)
-            key = self.key_auth.key_by_id(key_id)
-            scope = SimpleNamespace(scope={KEY_SCOPE_KEY: key} if key else {}, state=SimpleNamespace())
-            if key is not None:
-                await self.key_auth.check_request(key)
-            admit_models(scope, await self.models_used(request), self._served)
-            operation = {"/v1/chat/completions": self.chat, "/v1/completions": self.completions,
-                         "/v1/embeddings": self.embeddings}[url]
-            result = await operation(request)
-            self.key_auth.charge(scope, result.usage.total_tokens)
-            return 200, result.model_dump(mode="json", exclude_none=True), None
-        except MaasError as error:
-            return int(error.status_code), error_body(error), getattr(error, "retry_after_s", None)
-
     # ------------------------------------------------------------------ handle methods
 
     def models(self) -> ModelList:
@@ -253,8 +201,8 @@ class MaasIngress:
         """A whole chat completion (``stream`` is ignored; see :meth:`chat_stream`)."""
         ids, params = await self._prepare_chat(request)
         handle, served = self._generator_route(request.model)
-        result: GenerationResult = await cut_off_charged(
-            result_of(handle.generate.remote(ids, params)), len(ids) + params.n * params.max_tokens)
+        result: GenerationResult = await self.fair_share.call(  # when its tenant's turn comes
+            request.model, params.n, lambda: self._generate(handle, ids, params))
         return chat_response(served, result)
 
     async def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
@@ -266,8 +214,8 @@ class MaasIngress:
         """A whole text completion for one or more prompts."""
         prompts, params = await self._prepare_completion(request)
         handle, served = self._generator_route(request.model)
-        most = sum(len(ids) + params.n * params.max_tokens for ids in prompts)
-        results = await cut_off_charged(results_of([handle.generate.remote(ids, params) for ids in prompts]), most)
+        results = await self.fair_share.calls(request.model, params.n, [
+            lambda ids=ids: self._generate(handle, ids, params) for ids in prompts])
         response = completion_response(served, results, params.n)
         return with_echo(response, results, request, completion_rules.completion_prompts(request.prompt))
 
@@ -493,20 +441,26 @@ class MaasIngress:
         budget.check_completion_tokens(request, [len(ids) for ids in prompts], params, self.config.ingress.limits)
         return prompts, params
 
+    async def _generate(self, handle: DeploymentHandle, ids: list[int], params: GenerationParams) -> GenerationResult:
+        """A whole generation; cut off (client gone, deadline), it is charged the most it could be."""
+        return await cut_off_charged(result_of(handle.generate.remote(ids, params)), len(ids) + params.n * params.max_tokens)
+
     def _stream(self, model: str, ids: list[int], params: GenerationParams) -> DeploymentResponseGenerator:
         return self._generator_route(model)[0].options(stream=True).generate_stream.remote(ids, params)
 
     async def _chat_chunks(self, request: ChatCompletionRequest, ids: list[int],
                            params: GenerationParams) -> AsyncIterator[ChatCompletionChunk]:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
-        results = metered(await open_stream(self._stream(request.model, ids, params)), current_meter())
+        results = metered(await self.fair_share.open_stream(  # its sequences when its tenant's turn comes
+            request.model, params.n, lambda: self._stream(request.model, ids, params)), current_meter())
         return chat_chunks(new_id("chatcmpl"), now(), request.model, results, include_usage)
 
     async def _completion_chunks(self, request: CompletionRequest, prompts: list[list[int]],
                                  params: GenerationParams) -> AsyncIterator[CompletionResponse]:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         meter = current_meter()
-        opened = await open_streams([self._stream(request.model, ids, params) for ids in prompts])
+        opened = await self.fair_share.open_streams(request.model, params.n, [
+            lambda ids=ids: self._stream(request.model, ids, params) for ids in prompts])
         streams = [metered(stream, meter) for stream in opened]
         return completion_chunks(new_id("cmpl"), now(), request.model, streams, params.n,
                                  include_usage)

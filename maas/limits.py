@@ -1,4 +1,5 @@
-"""What one request may cost: the ingress's per-request budget (``ingress.limits``).
+"""What one request may cost: the ingress's per-request budget (``ingress.limits``); and what one
+tenant may hold at once (``ingress.fair_share``, :class:`FairShareLimits`).
 
 A request is refused with a 400 ``request_too_large`` before any engine work when what it asks
 for is over one of these bounds, so that one request of one tenant cannot hold the engines (or
@@ -57,8 +58,57 @@ class RequestBudget(BaseModel):
         description="Characters of JSON schema one chat request may send to be compiled for "
         "structured output: every tool's `parameters` and `response_format`'s schema together.",
     )
+    max_pattern_repeat: int = Field(
+        256, ge=1,
+        description="Counted repetitions of one `pattern` of the request's JSON schemas (tools' "
+        "`parameters`, `response_format`): its `{m,n}` counts, nested ones multiplied. Structured "
+        "decoding writes them out when it compiles the schema, in time that grows much faster than "
+        "the count (maas/endpoints/generation/schema_cost.py); `maxLength`/`maxItems` bound a length cheaply.",
+    )
+    max_pattern_repeat_total: int = Field(
+        4096, ge=1,
+        description="Counted repetitions of all the `pattern`s of one request together (as in "
+        "`max_pattern_repeat`): with it and `max_schema_chars`, one request's schemas compile in "
+        "seconds, not minutes, in the ingress's preparation pool and in the generator.",
+    )
     max_tokenize_chars: int = Field(
         262_144, ge=1,
         description="Characters of text one `/v1/tokenize` request may send (its `prompt`, or its "
         "messages' text): 128 times the default context's worth of text.",
+    )
+
+
+class FairShareLimits(BaseModel):
+    """How much of the service one tenant (an API key; without keys, a client address) may hold at
+    once, and how long its work over that waits before a 429 (:mod:`maas.edge.fair_share`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(
+        True, description="Apply the fair share; false: no per-tenant in-flight limits (one tenant may "
+        "then fill every queue).",
+    )
+    max_in_flight_requests: int = Field(
+        64, ge=1,
+        description="Requests of one tenant in flight at once, across the ingress replicas (each "
+        "replica counts its part: the limit divided by the replica count). A key's "
+        "`max_in_flight_requests` in the key file overrides it.",
+    )
+    max_waiting_requests: int = Field(
+        64, ge=0,
+        description="Requests of one tenant that wait for one of its requests in flight to end (per "
+        "ingress replica); one more is a 429 at once. With `max_in_flight_requests`, keep it below "
+        "the ingress's `max_ongoing_requests` so that one tenant cannot fill a replica.",
+    )
+    max_wait_s: float = Field(
+        10.0, ge=0,
+        description="Seconds a request over its tenant's limit waits for a turn (a request in flight, "
+        "or its first generated sequence) before it is refused with a 429 and `Retry-After`.",
+    )
+    sequence_share: float = Field(
+        0.5, gt=0, le=1,
+        description="Share of each generator's sequence slots (`max_num_seqs` x its replicas) that "
+        "one tenant may hold at once; its other sequences (prompts x `n`) wait for its own to end. "
+        "0.5 leaves half of a generator free for the others, whatever one tenant sends. A key's "
+        "`max_in_flight_sequences` in the key file overrides it (a count per generator).",
     )

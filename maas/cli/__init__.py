@@ -85,6 +85,11 @@ def _key_options(command: argparse.ArgumentParser) -> None:
                          help="batches not yet ended at once (default: ingress.max_open_batches_per_key)")
     command.add_argument("--max-storage-mib", type=int, default=None,
                          help="MiB of stored files (default: ingress.max_storage_mib_per_key)")
+    command.add_argument("--max-in-flight", type=int, default=None,
+                         help="requests in flight at once (default: ingress.fair_share.max_in_flight_requests)")
+    command.add_argument("--max-in-flight-sequences", type=int, default=None,
+                         help="generated sequences in flight at once on each generator "
+                              "(default: ingress.fair_share.sequence_share of its slots)")
 
 
 def _registry_options(command: argparse.ArgumentParser, name: str) -> None:

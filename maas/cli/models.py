@@ -111,7 +111,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
         if args.action == "add":
             models = [m for m in (args.models or "").split(",") if m]
             key_file.add_key(args.file, args.id, models, args.rpm, args.tpm, admin=args.admin,
-                             max_open_batches=args.max_open_batches, max_storage_mib=args.max_storage_mib)
+                             max_open_batches=args.max_open_batches, max_storage_mib=args.max_storage_mib,
+                             max_in_flight=args.max_in_flight, max_in_flight_sequences=args.max_in_flight_sequences)
         elif args.action == "revoke":
             key_file.revoke_key(args.file, args.id)
             print(f"[maas] key {args.id!r} revoked; the service refuses it within a second.")

@@ -23,7 +23,7 @@ from maas.config.models import (
     TranslatorConfig,
 )
 from maas.config.options import DeploymentOptions, StrictModel
-from maas.limits import RequestBudget
+from maas.limits import FairShareLimits, RequestBudget
 
 
 class IngressConfig(StrictModel):
@@ -52,6 +52,11 @@ class IngressConfig(StrictModel):
         default_factory=RequestBudget,
         description="The most work one request may ask for (maas/limits.py); over it, a 400 "
         "`request_too_large`.",
+    )
+    fair_share: FairShareLimits = Field(
+        default_factory=FairShareLimits,
+        description="What one tenant (an API key, else a client address) may hold at once: requests "
+        "and generated sequences in flight; over it, a bounded wait, then a 429 with `Retry-After`.",
     )
     max_file_bytes: int = Field(
         100 * 1024 * 1024, ge=1024, description="Largest batch input file accepted by /v1/files."

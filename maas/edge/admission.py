@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from maas.edge.auth import KeyAuth, authorize_model, request_key
+from maas.edge.fair_share import admit_turn
 from maas.edge.http import set_request_model, sse_events
 from maas.edge.metering import TokenMeter, metering
 from maas.protocol.errors import PermissionDeniedError, StreamTimeoutError
@@ -140,7 +141,9 @@ def admitted(route: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[An
     becomes server-sent events whose usage is charged when the stream ends, ended after the app's
     ``max_stream_s`` (``request.app.state``) if it runs longer (:func:`within`). While the route
     runs, the request's :class:`~maas.edge.metering.TokenMeter` is current: tokens generated for
-    it are charged even if the client goes away first (:mod:`maas.edge.metering`).
+    it are charged even if the client goes away first (:mod:`maas.edge.metering`). The request
+    takes a turn of its tenant's fair share first (:mod:`maas.edge.fair_share`: a 429 when over
+    it past the wait) and gives it back when its answer ends, a stream included.
     """
 
     @functools.wraps(route)
@@ -149,10 +152,15 @@ def admitted(route: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[An
         key = request_key(request)
         models = await state.ingress.models_used(body, key.id if key else None)
         admit_models(request, models, state.ingress.served_models())
+        turn = await admit_turn(request, key)  # its tenant's fair share: may wait, then 429
         meter = request_meter(request, state.key_auth)
-        with metering(meter):
-            result = await route(body, request)
-        return _respond(request, meter, result)
+        try:
+            with metering(meter), turn.current():
+                result = await route(body, request)
+            return turn.held_by(_respond(request, meter, result))
+        except BaseException:
+            turn.end()
+            raise
 
     setattr(admitted_route, ADMITTED, True)
     return admitted_route

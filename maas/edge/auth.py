@@ -10,6 +10,8 @@ shown once, when :func:`maas.edge.key_file.add_key` creates it. The format (a ba
         models: [smollm2-135m-instruct]    # absent or empty: every model
         requests_per_minute: 60            # absent: unlimited
         tokens_per_minute: 20000           # absent: unlimited
+        max_in_flight_requests: 8          # absent: ingress.fair_share's (maas.edge.fair_share)
+        max_in_flight_sequences: 16        # per generator; absent: ingress.fair_share's
         revoked: false
         admin: false                       # true: may also read /metrics (`maas keys add --admin`)
 

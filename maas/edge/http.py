@@ -249,7 +249,9 @@ ROUTE_ERRORS: dict[int, str] = {
     409: "The object is in use: e.g. a file that an active batch reads (delete it once the batch ends).",
     413: "Request body over the size limit, or (an upload) over the API key's storage quota.",
     415: "Request body not declared as JSON.",
-    429: "Over the API key's requests or tokens per minute, or its open batches; see Retry-After.",
+    429: "Over the API key's requests or tokens per minute, or its open batches; or over its fair share "
+         "(an API key's, else a client address's): too many requests or generated sequences in flight "
+         "(too_many_requests_in_flight, too_many_sequences_in_flight) after a bounded wait; see Retry-After.",
     503: "Overloaded, restarting, or the model is not ready yet (model_not_ready); see Retry-After.",
     504: "No answer within the request deadline (request_timeout).",
 }

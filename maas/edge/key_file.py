@@ -54,6 +54,11 @@ class ApiKey(StrictModel):
                                          "absent: ingress.max_open_batches_per_key.")
     max_storage_mib: int | None = Field(None, ge=1, description="MiB of stored files; absent: "
                                         "ingress.max_storage_mib_per_key.")
+    max_in_flight_requests: int | None = Field(None, ge=1, description="Requests in flight at once; "
+                                               "absent: ingress.fair_share.max_in_flight_requests.")
+    max_in_flight_sequences: int | None = Field(None, ge=1, description="Generated sequences in flight "
+                                                "at once on each generator; absent: ingress.fair_share."
+                                                "sequence_share of its slots.")
     revoked: bool = Field(False, description="A revoked key is refused (401).")
     admin: bool = Field(False, description="May also read the operator routes (/metrics); "
                         "other keys get 403 there.")
@@ -242,11 +247,13 @@ class KeyStore:
 
 def add_key(path: str | Path, key_id: str, models: Iterable[str] | None = None,
             rpm: int | None = None, tpm: int | None = None, admin: bool = False,
-            max_open_batches: int | None = None, max_storage_mib: int | None = None) -> str:
+            max_open_batches: int | None = None, max_storage_mib: int | None = None,
+            max_in_flight: int | None = None, max_in_flight_sequences: int | None = None) -> str:
     """Add a new key to the key file (created if missing); print its secret once and return it.
 
     ``admin``: the key may also read the operator routes (``/metrics``); ``max_open_batches``,
-    ``max_storage_mib``: its Batch API caps (absent: the config's defaults). The file is read and
+    ``max_storage_mib``: its Batch API caps, ``max_in_flight``, ``max_in_flight_sequences``: its fair
+    share (:mod:`maas.edge.fair_share`; absent: the config's defaults). The file is read and
     replaced under its lock (:func:`key_file_lock`): concurrent adds and revokes all land.
 
     The secret goes to stdout alone (so it can be captured); the note about it to stderr.
@@ -254,7 +261,9 @@ def add_key(path: str | Path, key_id: str, models: Iterable[str] | None = None,
     secret, digest = new_key()
     key = _validated_key({"id": key_id, "sha256": digest, "models": list(models or []),
                           "requests_per_minute": rpm, "tokens_per_minute": tpm, "admin": admin,
-                          "max_open_batches": max_open_batches, "max_storage_mib": max_storage_mib})
+                          "max_open_batches": max_open_batches, "max_storage_mib": max_storage_mib,
+                          "max_in_flight_requests": max_in_flight,
+                          "max_in_flight_sequences": max_in_flight_sequences})
     with locked(key_file_lock(path)):
         keys = read_key_file(path) if Path(path).exists() else KeyFile()
         if any(k.id == key_id for k in keys.keys):

@@ -31,6 +31,10 @@ import yaml
 MARKER_VAR = "MAAS_TEST_RAY_CLUSTER"
 RAY_CLI = str(Path(sys.executable).with_name("ray"))
 START_TIMEOUT_S = 180
+STOP_GRACE_S = 5
+"""Seconds between SIGTERM and SIGKILL in :meth:`LocalCluster.stop`. Most processes end at once;
+the GCS server, the autoscaler and the fake nodes' raylets were still alive 20 s after SIGTERM
+(seen with Ray 2.60), so a longer grace only delays their SIGKILL."""
 
 
 def free_port() -> int:
@@ -109,8 +113,13 @@ class LocalCluster:
     stopped: bool = field(default=False)
 
     def pids(self) -> list[int]:
-        """Every live process of this cluster."""
-        return marked_pids(self.marker)
+        """Every live process of this cluster: those whose environment holds the marker, those
+        with a file open in its temp dir, and their descendants. The marker alone misses Ray's
+        agents: they overwrite their environment with their process title, and once their raylet
+        is SIGKILLed they live on (a dashboard agent left so took 90 % of a core for the rest of
+        the suite)."""
+        found = set(marked_pids(self.marker)) | set(pids_using(self.temp_dir))
+        return sorted(found | descendants(found))
 
     def node_processes(self, node_id: str) -> list[int]:
         """The raylet of one node (found by its ``--node_id``) and the processes it started."""
@@ -125,7 +134,7 @@ class LocalCluster:
             _signal(pid, signal.SIGKILL)
         return pids
 
-    def stop(self, timeout_s: float = 20) -> None:
+    def stop(self, timeout_s: float = STOP_GRACE_S) -> None:
         """Terminate every process of the cluster (SIGTERM, then SIGKILL) and remove its temp dir."""
         for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5), (signal.SIGKILL, 5)):
             pids = self.pids()
@@ -201,6 +210,39 @@ def marked_pids(marker: str) -> list[int]:
         if needle in environ.split(b"\0"):
             pids.append(int(entry.name))
     return pids
+
+
+def _live_pids() -> list[int]:
+    return [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit() and int(e.name) != os.getpid()]
+
+
+def pids_using(directory: Path) -> list[int]:
+    """Live processes with a file open under ``directory`` (Ray's processes keep their logs there)."""
+    prefix = f"{directory}/"
+    found = []
+    for pid in _live_pids():
+        try:
+            links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+        except OSError:
+            continue
+        if any(link.startswith(prefix) for link in links):
+            found.append(pid)
+    return found
+
+
+def descendants(pids: set[int]) -> set[int]:
+    """Every live descendant of ``pids``."""
+    children: dict[int, list[int]] = {}
+    for pid in _live_pids():
+        children.setdefault(_parent(pid), []).append(pid)
+    found: set[int] = set()
+    todo = list(pids)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
 
 
 def _cmdline(pid: int) -> str:

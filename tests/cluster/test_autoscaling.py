@@ -5,12 +5,16 @@ extra raylets on this machine, each advertising ``{"CPU": 1, "GPU": 1}``, launch
 not fit and removed when idle. The maas app serves a tiny classifier whose replicas each take one
 (fake) GPU, so every classifier replica past the first needs a new node.
 
-* ``test_load_scales_replicas_and_nodes_up_then_down``: a bounded run of classify requests (8
-  always in flight for 60 s, more than one replica's target) makes Serve add replicas
-  and the autoscaler add nodes; all requests succeed; afterwards both go back down.
+* ``test_load_scales_replicas_and_nodes_up_then_down``: classify requests (8 always in flight,
+  more than one replica's target) make Serve add replicas and the autoscaler add nodes; the load
+  goes on until both are seen and :data:`TAIL_REQUESTS` more requests are answered by the
+  scaled-up deployment (at most :data:`LOAD_S` in all); all requests succeed; afterwards both go
+  back down.
 * ``test_losing_a_node_under_load``: under load, one worker node's raylet is killed; its replica
-  is replaced on another node and the service recovers. Failed in-flight requests are counted
-  and printed (not asserted to be zero: a request inside a dying replica fails).
+  is replaced on another node, the load goes on until :data:`TAIL_REQUESTS` more requests are
+  answered (at most :data:`NODE_LOSS_LOAD_S` in all), and the service recovers. Failed in-flight
+  requests are counted and printed (not asserted to be zero: a request inside a dying replica
+  fails).
 
 Every second a sampler records (time, replicas per state, alive nodes); the timelines are written
 to ``timelines.json`` in the test's tmp dir and summarised on stdout.
@@ -55,7 +59,10 @@ PHRASES = ["I love this new phone, the battery lasts for days", "the train is la
            "thanks a lot for the help with my application", "I am so angry right now about the delay"]
 TEXTS_PER_REQUEST = 16  # ~25 words each: one request is ~0.2-0.4 s of one CPU core in the classifier
 SCALE_DOWN_WAIT_S = 150
-LOAD_CLIENTS, LOAD_S, NODE_LOSS_LOAD_S = 8, 60, 100
+LOAD_CLIENTS, LOAD_S, NODE_LOSS_LOAD_S = 8, 120, 300
+"""Callers of the steady load, and bounds on its length: it stops once the property is seen."""
+TAIL_REQUESTS = 4 * LOAD_CLIENTS
+"""Requests answered under load after the scale-up (or the replacement) before the load stops."""
 
 
 @dataclass
@@ -186,35 +193,55 @@ def run_load(base_url: str, requests: int, rate_per_s: float = 4, max_in_flight:
     return asyncio.run(_load(base_url, requests, rate_per_s, max_in_flight))
 
 
-def run_steady_load(base_url: str, clients: int, duration_s: float) -> LoadResult:
+def run_steady_load(base_url: str, clients: int, duration_s: float, result: LoadResult,
+                    stop: threading.Event) -> None:
     """``clients`` callers, each sending its next request as soon as the last one returns, until
-    ``duration_s`` has passed: a constant number in flight, whatever one request costs here."""
-    return asyncio.run(_steady_load(base_url, clients, duration_s))
+    ``stop`` is set or ``duration_s`` has passed: a constant number in flight, whatever one
+    request costs here. Counts into ``result`` as the requests are answered."""
+    asyncio.run(_steady_load(base_url, clients, duration_s, result, stop))
 
 
-async def _steady_load(base_url: str, clients: int, duration_s: float) -> LoadResult:
-    result = LoadResult()
+async def _steady_load(base_url: str, clients: int, duration_s: float, result: LoadResult,
+                       stop: threading.Event) -> None:
     started = time.monotonic()
     count = itertools.count()
 
     async def caller(client: httpx.AsyncClient) -> None:
-        while time.monotonic() - started < duration_s:
+        while time.monotonic() - started < duration_s and not stop.is_set():
             await _one(client, next(count), started, result)
 
     async with httpx.AsyncClient(base_url=base_url, timeout=60,
                                  limits=httpx.Limits(max_connections=clients)) as client:
         await asyncio.gather(*(caller(client) for _ in range(clients)))
     result.elapsed_s = round(time.monotonic() - started, 1)
-    return result
 
 
-def run_steady_load_in_thread(base_url: str, clients: int,
-                              duration_s: float) -> tuple[threading.Thread, list[LoadResult]]:
-    box: list[LoadResult] = []
-    thread = threading.Thread(target=lambda: box.append(run_steady_load(base_url, clients, duration_s)),
+@dataclass
+class SteadyLoad:
+    """:func:`run_steady_load` on a thread: ``result`` fills while it runs, ``finish`` stops it."""
+
+    thread: threading.Thread
+    result: LoadResult
+    stop: threading.Event
+
+    def answered_more(self, count: int, timeout_s: float) -> bool:
+        """Wait until ``count`` more requests than now have been answered with a 200."""
+        target = self.result.ok + count
+        return wait_for(lambda: self.result.ok >= target, timeout_s, period_s=0.2)
+
+    def finish(self, timeout_s: float = 300) -> LoadResult | None:
+        """Stop the callers; the result once the requests in flight are answered (None: hung)."""
+        self.stop.set()
+        self.thread.join(timeout=timeout_s)
+        return None if self.thread.is_alive() else self.result
+
+
+def start_steady_load(base_url: str, clients: int, duration_s: float) -> SteadyLoad:
+    result, stop = LoadResult(), threading.Event()
+    thread = threading.Thread(target=run_steady_load, args=(base_url, clients, duration_s, result, stop),
                               daemon=True)
     thread.start()
-    return thread, box
+    return SteadyLoad(thread, result, stop)
 
 
 def wait_for(predicate: Any, timeout_s: float, period_s: float = 1.0) -> bool:
@@ -277,8 +304,13 @@ def test_load_scales_replicas_and_nodes_up_then_down(
     with Timeline(url) as timeline:
         # 8 requests always in flight: 4x the replica's target of 2, however fast this machine
         # serves one (a fixed request rate can be within one replica's reach on a fast one).
-        timeline.mark(f"load starts: {LOAD_CLIENTS} callers for {LOAD_S}s")
-        load = run_steady_load(service, clients=LOAD_CLIENTS, duration_s=LOAD_S)
+        timeline.mark(f"load starts: {LOAD_CLIENTS} callers, at most {LOAD_S}s")
+        steady = start_steady_load(service, LOAD_CLIENTS, LOAD_S)
+        scaled_up = wait_for(lambda: timeline.max_running() > 1 and timeline.max_nodes() > 2, LOAD_S)
+        timeline.mark("scaled up" if scaled_up else "not scaled up")
+        # The scaled-up deployment answers more of the load before the load stops.
+        steady.answered_more(TAIL_REQUESTS, LOAD_S)
+        load = steady.finish() or LoadResult(failed=[{"reason": "load did not finish"}])
         timeline.mark(f"load done: {load.ok} ok, {len(load.failed)} failed in {load.elapsed_s}s")
         peak_nodes, peak_running = timeline.max_nodes(), timeline.max_running()
         scaled_down = wait_for(lambda: timeline.samples[-1].replicas.get("RUNNING") == 1
@@ -300,8 +332,8 @@ def test_losing_a_node_under_load(fake_cluster: LocalCluster, service: str,
                                   timelines: dict[str, Any]) -> None:
     url = fake_cluster.dashboard_url
     with Timeline(url) as timeline:
-        timeline.mark(f"load starts: {LOAD_CLIENTS} callers for {NODE_LOSS_LOAD_S}s")
-        thread, box = run_steady_load_in_thread(service, LOAD_CLIENTS, NODE_LOSS_LOAD_S)
+        timeline.mark(f"load starts: {LOAD_CLIENTS} callers, at most {NODE_LOSS_LOAD_S}s")
+        steady = start_steady_load(service, LOAD_CLIENTS, NODE_LOSS_LOAD_S)
         spread = wait_for(lambda: classifier_replicas(url).running() >= 2, 90)
         before = classifier_replicas(url).replicas
         victim = next(r for r in before if r.state == "RUNNING")
@@ -309,8 +341,8 @@ def test_losing_a_node_under_load(fake_cluster: LocalCluster, service: str,
         timeline.mark(f"killed node ..{(victim.node_id or '')[-5:]} (pids {killed})")
         replaced = wait_for(lambda: _replaced(classifier_replicas(url).replicas, before, victim), 150)
         timeline.mark("replica replaced" if replaced else "replica not replaced")
-        thread.join(timeout=300)
-        load = box[0] if box else LoadResult(failed=[{"reason": "load did not finish"}])
+        steady.answered_more(TAIL_REQUESTS, 60)  # the load goes on across the replacement
+        load = steady.finish() or LoadResult(failed=[{"reason": "load did not finish"}])
         timeline.mark(f"load done: {load.ok} ok, {len(load.failed)} failed in {load.elapsed_s}s")
         after = run_load(service, requests=20, rate_per_s=2)
         timeline.mark(f"after recovery: {after.ok} ok, {len(after.failed)} failed")

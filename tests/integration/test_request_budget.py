@@ -4,9 +4,8 @@ defaults; the generator's ``max_tokens_limit`` is 256): a request over the budge
 400, not a 200 event stream), and another client's chat is still answered. No check here depends
 on the machine's speed (no timing assertions).
 
-The stream duration limit (``ingress.max_stream_s``, default 600 s) is unit-tested
-(tests/unit/test_request_budget.py): showing it here needs a service started with a small
-``max_stream_s``.
+The stream duration limit (``ingress.max_stream_s``, default 600 s) is shown on a keyed ingress
+with a small ``max_stream_s`` over the same generator (tests/integration/test_metered_streams.py).
 """
 
 from __future__ import annotations

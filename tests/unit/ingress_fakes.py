@@ -13,6 +13,7 @@ from typing import Any
 from deployments.ingress import MaasIngress
 from maas.config import AppConfig, GeneratorModelConfig, IngressConfig
 from maas.edge import key_file
+from maas.edge.fair_share import FairShare
 from maas.endpoints.app import build_app
 from maas.protocol.chat import GenerationChunk, GenerationParams, GenerationResult
 from maas.protocol.errors import ContextLengthExceededError
@@ -142,6 +143,7 @@ def ingress(generators: dict[str, Generator], prompts: Prompts) -> Any:
     self.generator_configs = {name: GeneratorModelConfig(name=name, path="/nowhere", max_model_len=256)
                               for name in generators}
     self.config = AppConfig(generators=list(self.generator_configs.values()))  # ingress.limits: the defaults
+    self.fair_share = FairShare.of(self.config)  # ingress.fair_share: the defaults
     self.adapters = NoAdapters()
     self.tokenizer = Tokenizer(prompts)
     self.preparation = PreparationPool()

@@ -8,10 +8,13 @@ What one key may hold is capped (:class:`BatchLimits`), so one tenant cannot fil
 the cluster for the others: batches not yet ended (one more is a 429 with ``Retry-After``, as
 OpenAI answers a rate limit: it passes once a batch ends) and bytes of stored files (an upload
 past them is a 413, the status of an upload that cannot be stored; OpenAI answers its storage
-limit with a 4xx on the upload too). Without keys, every file and batch has the owner None: the
-caps are the whole service's. Files and batches end: a file past its ``expires_at`` is deleted
-when it is next looked at, and by a sweep at each upload and batch creation (never one that an
-active batch reads); a batch past its completion window is ended ``expired`` by its runner.
+limit with a 4xx on the upload too). Each cap is checked where the file or batch is added, under
+its store's lock, so requests of one key that run at once (in threads, or in several ingress
+replicas) cannot pass it together; a key at its open batches gets its 429 before its input file
+is read. Without keys, every file and batch has the owner None: the caps are the whole
+service's. Files and batches end: a file past its ``expires_at`` is deleted when it is next
+looked at, and by a sweep at each upload and batch creation (never one that an active batch
+reads); a batch past its completion window is ended ``expired`` by its runner.
 """
 
 from __future__ import annotations
@@ -104,11 +107,12 @@ class BatchApi:
                                       "batch inputs).", "purpose")
         self.sweep()
         limits = self.limits_of(owner)
-        room = limits.max_storage_bytes - self.stored_bytes(owner)
+        room = limits.max_storage_bytes - self.stored_bytes(owner)  # stops a large upload early
         chunks = [content] if isinstance(content, bytes) else content
         expires_at = self.clock() + limits.file_expiry_s if limits.file_expiry_s else None
         return self.files.create(self._checked(chunks, room, limits), filename[:255] or "input.jsonl",
-                                 purpose, owner, expires_at)
+                                 purpose, owner, expires_at,
+                                 admit=lambda size: self._check_storage(owner, size, limits))
 
     def _checked(self, chunks: Iterable[bytes], room: int, limits: BatchLimits) -> Iterator[bytes]:
         """The chunks, stopped by a 413 at the first one past a limit, or a 400 if all are blank."""
@@ -119,13 +123,19 @@ class BatchApi:
                 raise PayloadTooLargeError(f"The file is larger than the limit of {limits.max_file_bytes} bytes.",
                                            "file")
             if size > room:
-                raise PayloadTooLargeError(
-                    f"The file does not fit the storage quota of {limits.max_storage_bytes // MIB} MiB "
-                    f"({max(room, 0)} bytes left): delete files first.", "file", code="storage_quota_exceeded")
+                raise _over_storage(limits, room)
             blank = blank and not chunk.strip()
             yield chunk
         if blank:
             raise InvalidRequestError("The file is empty.", "file")
+
+    def _check_storage(self, owner: str | None, size: int, limits: BatchLimits) -> None:
+        """413 unless ``size`` more bytes fit the owner's storage now. Called under the file
+        store's lock, where files are added: uploads of one key that run at once cannot together
+        pass its quota (each saw the room of before the others when it started)."""
+        room = limits.max_storage_bytes - self.stored_bytes(owner)
+        if size > room:
+            raise _over_storage(limits, room)
 
     def stored_bytes(self, owner: str | None) -> int:
         """The bytes of the owner's files (inputs and batch outputs)."""
@@ -188,7 +198,10 @@ class BatchApi:
 
     def input_lines(self, request: BatchCreateRequest, owner: str | None) -> list[BatchRequestLine]:
         """The batch's input file read and checked line by line, once per request: admission
-        (:meth:`models_of`) and :meth:`create` share the lines (CPU-heavy for a large file)."""
+        (:meth:`models_of`) and :meth:`create` share the lines (CPU-heavy for a large file). An
+        owner at its open batches is a 429 before the file is read."""
+        if request._input_lines is None:
+            self._check_open_batches(owner)
         self.file(request.input_file_id, owner)  # another key's file is a 404, read or not
         if request._input_lines is None:
             content = self.files.content(request.input_file_id)
@@ -204,8 +217,7 @@ class BatchApi:
         """A new batch of the file's requests, started; ``served``: the models of each endpoint
         (a line naming another is a 404 that names it)."""
         self.sweep()
-        self._check_open_batches(owner)
-        lines = self.input_lines(request, owner)
+        lines = self.input_lines(request, owner)  # a 429 first when the owner is at its open batches
         if served is not None:
             rules.check_models(lines, served)
         if request.metadata and len(request.metadata) > 16:
@@ -213,7 +225,8 @@ class BatchApi:
         batch = BatchObject(endpoint=request.endpoint, input_file_id=request.input_file_id,
                             metadata=request.metadata, expires_at=self.clock() + COMPLETION_WINDOW_S)
         batch.request_counts.total = len(lines)
-        self.batches.create(batch, owner)
+        # checked again where batches are added: batches of one key created at once cannot pass the cap
+        self.batches.create(batch, owner, admit=lambda: self._check_open_batches(owner))
         self.start_runner(batch)
         return batch
 
@@ -255,3 +268,9 @@ class BatchApi:
                 batch.status, batch.cancelling_at = "cancelling", self.clock()
 
         return self.batches.update(batch_id, cancelling)
+
+
+def _over_storage(limits: BatchLimits, room: int) -> PayloadTooLargeError:
+    return PayloadTooLargeError(
+        f"The file does not fit the storage quota of {limits.max_storage_bytes // MIB} MiB "
+        f"({max(room, 0)} bytes left): delete files first.", "file", code="storage_quota_exceeded")

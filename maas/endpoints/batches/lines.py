@@ -67,6 +67,14 @@ def read_batch_input(content: bytes, endpoint: str) -> list[BatchRequestLine]:
     return lines
 
 
+def checked_batch_input(content: bytes) -> list[BatchRequestLine]:
+    """The lines of an input file that :func:`read_batch_input` accepted when its batch was
+    created (a stored file never changes), decoded only: the requests are not checked again (the
+    batch's runner reads them so; each is checked when it is sent)."""
+    text = content.decode("utf-8", errors="replace")
+    return [BatchRequestLine.model_validate_json(line) for line in jsonl_lines(text) if line.strip()]
+
+
 def _line(number: int, text: str, endpoint: str) -> BatchRequestLine:
     try:
         line = BatchRequestLine.model_validate(json.loads(text))

@@ -4,7 +4,10 @@ Layout: ``files/<file id>.json`` (the file object and its owner) beside ``files/
 (its content); ``jobs/<batch id>/batch.json`` (the batch object and its owner) and
 ``jobs/<batch id>/results.jsonl``, one line per finished request, appended as each one ends:
 what a resumed run reads to skip the requests already done. Every JSON file is replaced
-atomically; updates of a batch hold its lock.
+atomically; updates of a batch hold its lock. A new file or batch is added under its store's
+lock (``.files.lock``, ``.jobs.lock``, beside the folders), after an ``admit`` check that may
+refuse it: a per-key cap checked there holds across threads and ingress replicas (the check and
+the addition are one step).
 """
 
 from __future__ import annotations
@@ -38,9 +41,11 @@ class FileStore:
         self.root = (Path(root).expanduser() if root else default_batch_dir()) / "files"
 
     def create(self, content: bytes | Iterable[bytes], filename: str, purpose: str, owner: str | None,
-               expires_at: int | None = None) -> FileObject:
+               expires_at: int | None = None, admit: Callable[[int], None] | None = None) -> FileObject:
         """Store a file from its bytes, or from chunks written to disk as they come (never whole
-        in memory). An error while the chunks are read (e.g. a size cap) leaves nothing behind."""
+        in memory). An error while the chunks are read (e.g. a size cap) leaves nothing behind.
+        ``admit(size)``, called under the store's lock once the bytes are on disk, may refuse the
+        file (e.g. its owner's storage quota): then nothing is kept either."""
         self.root.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".upload-", suffix=".tmp", dir=self.root)
         try:
@@ -50,11 +55,15 @@ class FileStore:
                 size = out.tell()
             file = FileObject(bytes=size, filename=filename, purpose=purpose,  # type: ignore[arg-type]
                               expires_at=expires_at)
-            os.replace(tmp, self.root / f"{file.id}.jsonl")
+            with locked(self.root.parent / ".files.lock"):
+                if admit is not None:
+                    admit(size)
+                os.replace(tmp, self.root / f"{file.id}.jsonl")
+                write_atomic(self.root / f"{file.id}.json",
+                             json.dumps({**file.model_dump(mode="json"), "owner": owner}))
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        write_atomic(self.root / f"{file.id}.json", json.dumps({**file.model_dump(mode="json"), "owner": owner}))
         return file
 
     def get(self, file_id: str) -> tuple[FileObject, str | None]:
@@ -95,8 +104,14 @@ class BatchStore:
     def _folder(self, batch_id: str) -> Path:
         return self.root / _safe_id(batch_id)
 
-    def create(self, batch: BatchObject, owner: str | None) -> BatchObject:
-        self._write(batch, owner)
+    def create(self, batch: BatchObject, owner: str | None,
+               admit: Callable[[], None] | None = None) -> BatchObject:
+        """Add a new batch; ``admit()``, called under the store's lock just before, may refuse it
+        (e.g. its owner's open batches)."""
+        with locked(self.root.parent / ".jobs.lock"):
+            if admit is not None:
+                admit()
+            self._write(batch, owner)
         return batch
 
     def get(self, batch_id: str) -> tuple[BatchObject, str | None]:

@@ -1,9 +1,10 @@
 """The per-request budget (``ingress.limits``, :class:`maas.limits.RequestBudget`): what one chat,
 completion or tokenize request may ask for, checked before any engine work.
 
-What the request's fields say (sequences, tools, schema size, text to tokenize) is checked before
-its prompts are rendered and tokenized; what needs the token counts (tokens to generate, tokens
-in all, log probabilities to return) right after. Over a bound, a 400 ``request_too_large``
+What the request's fields say (sequences, tools, schema size and pattern repetitions, text to
+tokenize) is checked before its prompts are rendered and tokenized (and its schemas compiled);
+what needs the token counts (tokens to generate, tokens in all, log probabilities to return)
+right after. Over a bound, a 400 ``request_too_large``
 names the parameter to lower.
 """
 
@@ -14,6 +15,7 @@ import json
 from maas.endpoints.encoding.protocol import TokenizeRequest
 from maas.endpoints.generation.completions import completion_prompts
 from maas.endpoints.generation.protocol import CompletionRequest
+from maas.endpoints.generation.schema_cost import repeats
 from maas.limits import RequestBudget
 from maas.protocol.chat import ChatCompletionRequest, GenerationParams
 from maas.protocol.errors import RequestTooLargeError
@@ -34,6 +36,29 @@ def check_chat(request: ChatCompletionRequest, limits: RequestBudget) -> None:
             f"The JSON schemas of this request (tools' parameters and response_format) have "
             f"{tool_chars + format_chars} characters; this service compiles at most "
             f"{limits.max_schema_chars} per request.", "tools" if tool_chars >= format_chars else "response_format")
+    tool_repeats = repeats([tool.function.parameters for tool in tools if tool.function.parameters])
+    format_repeats = repeats([format_schema.json_schema] if format_schema else [])
+    check_pattern_repeats(tool_repeats, format_repeats, limits)
+
+
+def check_pattern_repeats(tool_repeats: list[int], format_repeats: list[int], limits: RequestBudget) -> None:
+    """The counted repetitions of the request's ``pattern``s (:mod:`maas.endpoints.generation.schema_cost`):
+    what structured decoding writes out when it compiles them."""
+    worst = max([*tool_repeats, *format_repeats], default=0)
+    if worst > limits.max_pattern_repeat:
+        param = "tools" if worst in tool_repeats else "response_format"
+        raise RequestTooLargeError(
+            f"A pattern of this request's JSON schemas repeats {worst} times (its counted repetitions "
+            f"such as {{1,{worst}}}, nested ones multiplied); this service compiles patterns of at most "
+            f"{limits.max_pattern_repeat}: bound a length with maxLength or maxItems instead.", param)
+    tool_total, format_total = (sum(r for r in counts if r > 1) for counts in (tool_repeats, format_repeats))
+    total = tool_total + format_total
+    if total > limits.max_pattern_repeat_total:
+        param = "tools" if tool_total >= format_total else "response_format"
+        raise RequestTooLargeError(
+            f"The patterns of this request's JSON schemas repeat {total} times in all (their counted "
+            f"repetitions such as {{1,64}}); this service compiles at most {limits.max_pattern_repeat_total} "
+            f"per request: use fewer patterns, or maxLength and maxItems.", param)
 
 
 def check_completion(request: CompletionRequest, limits: RequestBudget) -> None:
