@@ -101,6 +101,20 @@ def serve_grpc_on_loopback() -> None:
         replica.add_port_to_grpc_server = add_loopback_port
 
 
+def check_http_port(host: str, port: int) -> None:
+    """Refuse at once when another process listens on the HTTP port: Serve's proxy would fail to
+    bind only after Ray has started, with a traceback (``Failed to bind to address``)."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: TIME_WAIT is no owner
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise SystemExit(f"[maas] {host}:{port} is in use ({exc.strerror}): stop what holds it "
+                             f"(`ss -ltnp 'sport = :{port}'`) or serve on another port (--port).") from None
+
+
 def start_serve(host: str, port: int, address: str | None = None, num_cpus: int | None = None,
                 quiet: bool = False) -> None:
     """What ``maas serve`` starts before its application: Ray, then Serve's HTTP proxy."""

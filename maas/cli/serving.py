@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from maas.cli.local_ray import ray_logs_dir, start_serve
+from maas.cli.local_ray import check_http_port, ray_logs_dir, start_serve
 from maas.cli.models import registry_dir
 from maas.config import AppConfig, load_app_config, load_serve_file
 from maas.edge.exposure import check_deploy_exposure, check_exposure
@@ -54,7 +54,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from maas.console import Console
     from pipelines.app import build_app
-    from pipelines.training.background_training import logical_cpus, plan_jobs, start_background_training
+    from pipelines.training.background_training import (
+        logical_cpus,
+        mark_unfinished,
+        plan_jobs,
+        start_background_training,
+    )
 
     console = Console()
     config = load_app_config(args.config)
@@ -62,6 +67,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or http.get("host", "127.0.0.1")
     port = args.port or int(http.get("port", 8000))
     check_exposure(host, config, args.allow_public_without_keys)
+    if args.address is None:  # its own Ray: Serve's proxy binds here
+        check_http_port(host, port)
     console.phase("preparing the embedded models")
     prepare_models(config)
     jobs, untrainable = plan_jobs(config)
@@ -87,6 +94,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _wait_for_signal(console, config, [j.name for j in jobs], training)
     console.phase("stopping")
     serve.shutdown()
+    ray.shutdown()  # the background training ends with it: no status is written after this
+    mark_unfinished([j.name for j in jobs], config.registry_dir)
     return 0
 
 

@@ -119,6 +119,20 @@ def mark_queued(jobs: list[BackgroundJob], registry_dir: str | None) -> None:
         registry.set_training_status(job.name, TrainingStatus(state="training", phase="queued"))
 
 
+STOPPED_DETAIL = "stopped with `maas serve` before it finished"
+
+
+def mark_unfinished(names: list[str], registry_dir: str | None) -> None:
+    """After the service (and its Ray) stopped: a run still ``training`` would stay so in
+    ``maas status`` and ``/v1/models`` for good; it is ``failed`` with :data:`STOPPED_DETAIL`
+    instead. The next ``maas serve`` trains a model that has no live version again."""
+    registry = ModelRegistry(registry_dir)
+    for name in names:
+        status = registry.training_status(name)
+        if status is not None and status.state == "training":
+            registry.set_training_status(name, TrainingStatus(state="failed", detail=STOPPED_DETAIL))
+
+
 def run_jobs(jobs: list[BackgroundJob]) -> dict[str, str]:
     """Every probe, then every challenger, one at a time; a failure is recorded and the others
     go on. Returns each model's outcome (``ok`` or the error)."""

@@ -14,7 +14,7 @@ FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 INLINE = re.compile(r"`([^`\n]+)`")
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 METHOD_ROUTE = re.compile(r"\b(GET|POST|PUT|PATCH|DELETE) (/[^\s`'\")\],;]*)")
-CURL_ROUTE = re.compile(r"\$B(/[^\s'\"]*)")
+CURL_ROUTE = re.compile(r"\$B(/[^\s'\"`]*)")
 
 
 @dataclass(frozen=True)
@@ -131,3 +131,56 @@ def broken_links(path: Path) -> list[str]:
         if not linked.exists() or (anchor and linked.suffix == ".md" and anchor not in anchors(linked)):
             broken.append(target)
     return broken
+
+
+PREFIX = re.compile(r"^\[maas\]\s+(?:(?:\d+m)?\d+s\s\s)?")
+
+
+def printed_messages() -> list[tuple[str, str]]:
+    """What the docs show ``maas`` printing: (where, message) for every code-block line and inline
+    code span that starts with ``[maas]``, without the prefix and the elapsed time."""
+    found: list[tuple[str, str]] = []
+    for path in DOC_FILES:
+        for block in blocks(path):
+            found += [(f"{block.path.relative_to(ROOT)}:{block.line + i}", PREFIX.sub("", line.strip()))
+                      for i, line in enumerate(block.text.splitlines()) if line.startswith("[maas] ")]
+        found += [(str(path.relative_to(ROOT)), PREFIX.sub("", span)) for span in INLINE.findall(prose(path))
+                  if span.startswith("[maas] ") and not span.startswith("[maas] <")]
+    return found
+
+
+def message_patterns(packages: tuple[str, ...] = ("maas", "pipelines", "deployments"),
+                     min_literal: int = 8) -> list[re.Pattern[str]]:
+    """Every string and f-string of the code as a regex over what it prints (each ``{...}`` any
+    text); strings with fewer than ``min_literal`` fixed characters match too much and are left out."""
+    import ast
+
+    patterns = []
+    for package in packages:
+        for file in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(read(file))):
+                parts = _string_parts(node)
+                literal = "".join(p for p in parts if p is not None) if parts else ""
+                if parts and len(literal.strip()) >= min_literal:
+                    regex = "".join(".+?" if p is None else re.escape(p) for p in parts)
+                    patterns.append(re.compile(PREFIX.sub("", regex.replace(r"\[maas\]\ ", "[maas] ", 1))))
+    return patterns + makefile_patterns()
+
+
+def makefile_patterns() -> list[re.Pattern[str]]:
+    """What the Makefile's recipes print with ``[maas]`` (each ``$(VAR)`` any text)."""
+    texts = re.findall(r"\[maas\] ([^\"'\n]+)", read(ROOT / "Makefile"))
+    return [re.compile(".+?".join(re.escape(part) for part in re.split(r"\$\(\w+\)", text.strip())))
+            for text in texts]
+
+
+def _string_parts(node: object) -> list[str | None] | None:
+    """A string constant or f-string as its fixed parts, None for each placeholder."""
+    import ast
+
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value.strip()]
+    if isinstance(node, ast.JoinedStr):
+        parts = [v.value if isinstance(v, ast.Constant) else None for v in node.values]
+        return [p for p in parts if p != ""]
+    return None

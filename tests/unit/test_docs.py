@@ -20,7 +20,9 @@ from docs_text import (
     curl_paths,
     documented_routes,
     make_targets,
+    message_patterns,
     normalize,
+    printed_messages,
     read,
     route_pattern,
 )
@@ -318,3 +320,28 @@ def test_a_link_to_a_missing_heading_is_broken(tmp_path: Path) -> None:
 
 def test_the_doc_files_are_found() -> None:
     assert Path(ROOT / "docs" / "api.md") in DOC_FILES and len(DOC_FILES) >= 8
+
+
+# --------------------------------------------------------------------------- printed messages
+
+TRAINING_LINE = re.compile(r"[\w-]+: (linear probe|fine-tune)")
+"""A background training's phase line (maas/console.py, ``f"{name}: {status.line()}"``: too
+generic a pattern to find by its text)."""
+
+
+def test_every_message_the_docs_quote_is_one_the_code_prints() -> None:
+    """A ``[maas] ...`` line of a transcript or a troubleshooting entry is text the code prints
+    (placeholders may hold anything), so a reworded message fails here, not in front of a user."""
+    patterns = message_patterns()
+    quoted = printed_messages()
+    assert len(quoted) > 20
+    wrong = [f"{where}: {msg}" for where, msg in quoted
+             if not TRAINING_LINE.fullmatch(msg) and not any(p.fullmatch(msg) for p in patterns)]
+    assert not wrong, "the code prints none of these:\n" + "\n".join(wrong)
+
+
+def test_a_reworded_message_is_caught() -> None:
+    patterns = message_patterns()
+    assert any(p.fullmatch("serving on http://127.0.0.1:8000  (API docs: http://127.0.0.1:8000/docs)")
+               for p in patterns)
+    assert not any(p.fullmatch("listening at http://127.0.0.1:8000") for p in patterns)

@@ -19,7 +19,7 @@ from maas.edge.http import error_response
 from maas.protocol.errors import ModelNotFoundError, ModelNotReadyError
 from maas.storage.registry import ModelRegistry, TrainingStatus
 from maas.storage.served_classifiers import ServedClassifiers
-from pipelines.training.background_training import job_for, logical_cpus, plan_jobs
+from pipelines.training.background_training import job_for, logical_cpus, mark_unfinished, plan_jobs
 from pipelines.training.train import TrainConfig, _should_go_live
 from tests.unit.test_registry import add_version as stored_version
 
@@ -65,6 +65,19 @@ def test_a_failed_training_says_so(registry: ModelRegistry) -> None:
     registry.set_training_status("sentiment", TrainingStatus(state="failed", detail="DataError: no rows"))
     with pytest.raises(ModelNotReadyError, match="training failed .DataError: no rows."):
         served(registry).resolve("sentiment")
+
+
+def test_a_run_cut_short_by_a_stop_is_not_training_forever(registry: ModelRegistry) -> None:
+    registry.set_training_status("topic", TrainingStatus(state="training", phase="linear probe"))
+    registry.set_training_status("sentiment", TrainingStatus(state="done", detail="sentiment/v1 live"))
+    mark_unfinished(["topic", "sentiment", "never-trained"], str(registry.root))
+    topic = registry.training_status("topic")
+    assert topic is not None and topic.state == "failed" and "stopped with `maas serve`" in topic.detail
+    assert registry.training_status("sentiment") == TrainingStatus(
+        state="done", detail="sentiment/v1 live", updated_at=registry.training_status("sentiment").updated_at)
+    assert registry.training_status("never-trained") is None
+    with pytest.raises(ModelNotReadyError, match="training failed .stopped with `maas serve`"):
+        ServedClassifiers([EncoderModelConfig(name="topic", path="registry:topic")], registry).resolve("topic")
 
 
 def app_config(registry: ModelRegistry, train_file: Path) -> AppConfig:

@@ -1,4 +1,5 @@
-"""``maas status`` with no service: a one-line answer at once, not a traceback or minutes of retries."""
+"""What slips get from ``maas``: one line at once, not a traceback after a minute or minutes of
+retries (``maas status`` with no service, ``maas serve`` on a port in use)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 import pytest
 
 from maas.cli import running_ray
+from maas.cli.local_ray import check_http_port
 
 
 def _closed_port() -> int:
@@ -51,3 +53,13 @@ def test_no_ray_at_auto_is_one_line_and_the_join_is_quiet(monkeypatch: pytest.Mo
     with pytest.raises(SystemExit, match=r"no running Ray found \(address auto\): is `maas serve` running\?"):
         running_ray.join_running_ray("auto")
     assert calls[0]["log_to_driver"] is False
+
+
+def test_serve_refuses_a_port_in_use_before_it_starts_anything() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        with pytest.raises(SystemExit, match=rf"127.0.0.1:{port} is in use \(.+\): stop what holds it"):
+            check_http_port("127.0.0.1", port)
+    check_http_port("127.0.0.1", port)  # free again
