@@ -504,6 +504,15 @@ def test_every_doc_link_resolves() -> None:
     assert not broken, f"links to no file or heading: {broken}"
 
 
+def test_the_api_reference_lists_every_section_in_its_contents() -> None:
+    text = read(API_DOC)
+    contents = text[:text.index("\n## ")]
+    headings = re.findall(r"^#{2,3} (.+)$", FENCE.sub("", text), re.M)
+    linked = set(re.findall(r"\]\(#([^)]+)\)", contents))
+    missing = [h for h in headings if re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") not in linked]
+    assert not missing, f"docs/api.md's contents list lacks: {missing}"
+
+
 def test_a_link_to_a_missing_heading_is_broken(tmp_path: Path) -> None:
     (tmp_path / "a.md").write_text("# Two words\n[ok](#two-words) [bad](#three) [gone](b.md)\n")
     assert broken_links(tmp_path / "a.md") == ["#three", "b.md"]
