@@ -125,6 +125,13 @@ def test_every_make_command_of_the_docs_names_a_target() -> None:
         assert set(names) <= targets, f"{where}: `make {' '.join(argv)}`: no target {set(names) - targets}"
 
 
+def test_every_make_target_is_documented() -> None:
+    """A new target without a `make TARGET` in the README or docs/ fails here."""
+    shown = {word for _, argv, _ in commands("make") for word in argv if "=" not in word}
+    missing = sorted(make_targets() - shown)
+    assert not missing, f"Makefile targets no doc shows as `make TARGET`: {missing}"
+
+
 def test_every_python_module_the_docs_run_exists() -> None:
     for path in DOC_FILES:
         for module in re.findall(r"python -m ((?:benchmarks|pipelines|maas|examples)[\w.]*)", read(path)):
