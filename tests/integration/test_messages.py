@@ -63,7 +63,7 @@ def test_a_multi_turn_message_is_the_chat_routes_answer_and_counts_its_tokens(
 
 def test_a_stop_sequence_ends_the_answer_and_is_named(greedy: Any, claude: anthropic.Anthropic) -> None:
     text = greedy.content[0].text
-    word = next(w for w in text.split()[1:] if w.strip(".,!?")).strip(".,!?")  # a word after the first
+    word = next(w for w in (w.strip(".,!?") for w in text.split()) if w and text.index(w) > 0)  # not at the start
     stopped = claude.messages.create(model=GENERATOR, max_tokens=16, temperature=0, system=SYSTEM,
                                      messages=TURNS, stop_sequences=[word])
     assert (stopped.stop_reason, stopped.stop_sequence) == ("stop_sequence", word)
@@ -92,12 +92,13 @@ def test_a_forced_tool_call_and_its_result_round_trip(claude: anthropic.Anthropi
     answer = claude.messages.create(model=GENERATOR, max_tokens=16, temperature=0, tools=[WEATHER], messages=[
         *QUESTION, {"role": "assistant", "content": called.content},
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "18 C, sunny"}]}])
-    assert answer.stop_reason in ("end_turn", "max_tokens") and answer.content[0].text.strip()
+    assert answer.stop_reason in ("end_turn", "max_tokens", "tool_use") and answer.content  # auto: text or a call
+    assert all(block.text.strip() if block.type == "text" else block.name == "get_weather" for block in answer.content)
     with claude.messages.stream(model=GENERATOR, max_tokens=16, temperature=0, messages=QUESTION,
                                 tools=[WEATHER], tool_choice={"type": "tool", "name": "get_weather"}) as stream:
         kinds = [event.type for event in stream]
         streamed = stream.get_final_message()
-    assert "input_json" in kinds or "content_block_delta" in kinds
+    assert "input_json" in kinds  # the SDK's event of an input_json_delta
     assert streamed.stop_reason == "tool_use" and streamed.content[-1].input == call.input
 
 

@@ -29,7 +29,7 @@ def anthropic_responses(answer: type) -> dict[int | str, dict[str, Any]]:
                               "(`event: message_start` ... `event: message_stop`). A stream that fails after "
                               "it started ends with `event: error` and Anthropic's error body.",
                               content={"text/event-stream": {"schema": {"type": "string"}}})
-    for status in ROUTE_ERRORS:
+    for status in ROUTE_ERRORS.keys() - {409}:  # the statuses of every POST route (maas.edge.http)
         responses[status] = {"model": AnthropicErrorResponse, "description": ROUTE_ERRORS[status]}
     return responses
 
