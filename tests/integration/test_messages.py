@@ -1,7 +1,8 @@
 """Anthropic's Messages API with the official ``anthropic`` client against the session's service:
 plain and multi-turn messages (the same greedy text as the chat route), a stop sequence, a stream
-(``messages.stream``), a forced tool call and a ``tool_result`` round trip, ``count_tokens``, and
-the error shapes (unknown model, oversize input, missing and wrong key).
+(``messages.stream``), a forced tool call and a ``tool_result`` round trip, ``count_tokens``, the
+handle methods for Python callers, and the error shapes (unknown model, oversize input, missing and
+wrong key).
 
 The key tests use a keyed ingress over the session app's generator and tokenizer, as
 ``test_metered_streams.py`` does: one ingress replica starts, no second vLLM engine.
@@ -80,6 +81,21 @@ def test_a_stream_sends_anthropics_events_and_the_same_message(greedy: Any, clau
     assert final.content[0].text == greedy.content[0].text
     assert (final.stop_reason, final.usage.input_tokens, final.usage.output_tokens) == (
         greedy.stop_reason, greedy.usage.input_tokens, greedy.usage.output_tokens)
+
+
+def test_the_handle_methods_answer_a_python_caller(greedy: Any) -> None:
+    from ray import serve
+
+    from maas.endpoints.messages.protocol import CountTokensRequest, MessagesRequest
+
+    app = serve.get_app_handle("maas")
+    body = MessagesRequest(model=GENERATOR, max_tokens=16, temperature=0, system=SYSTEM, messages=TURNS)
+    events = list(app.options(stream=True).messages_stream.remote(body))
+    assert events[0].type == "message_start" and events[-1].type == "message_stop"
+    text = "".join(e.delta.text for e in events if e.type == "content_block_delta")
+    assert text == greedy.content[0].text
+    counted = app.count_message_tokens.remote(CountTokensRequest(model=GENERATOR, system=SYSTEM, messages=TURNS))
+    assert counted.result().input_tokens == greedy.usage.input_tokens
 
 
 def test_a_forced_tool_call_and_its_result_round_trip(claude: anthropic.Anthropic) -> None:
