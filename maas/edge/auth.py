@@ -16,8 +16,8 @@ shown once, when :func:`maas.edge.key_file.add_key` creates it. The format (a ba
         admin: false                       # true: may also read /metrics (`maas keys add --admin`)
 
 :class:`AuthMiddleware` checks ``Authorization: Bearer <key>`` (or ``x-api-key: <key>``, as
-Anthropic's clients send it) and the key's quota on every
-route but the open ones and puts the key in ``scope["maas.key"]``; routes then call
+Anthropic's clients send it) and the key's quota on every route but the open ones and puts the key
+in ``scope["maas.key"]``; routes then call
 :func:`authorize_model` before using a model and :meth:`KeyAuth.charge` once usage is known.
 """
 
@@ -306,8 +306,8 @@ def refusal_response(error: MaasError) -> Any:
 
 class AuthMiddleware:
     """Pure ASGI middleware: every route but the open ones needs a valid ``Authorization: Bearer`` key
-    (or ``x-api-key``),
-    and the operator routes (:data:`maas.edge.http.ADMIN_PATHS`, ``/metrics``) an admin one.
+    (or ``x-api-key``), and the operator routes (:data:`maas.edge.http.ADMIN_PATHS`, ``/metrics``)
+    an admin one.
 
     The admitted key goes into ``scope["maas.key"]`` (read it with :func:`request_key`). A refusal
     is the OpenAI error body of the service's one error mapping. With no key store, all pass.
