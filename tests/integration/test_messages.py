@@ -34,6 +34,8 @@ CITY = {"type": "object", "properties": {"city": {"type": "string", "enum": ["Pa
         "required": ["city"], "additionalProperties": False}
 WEATHER = {"name": "get_weather", "description": "Current weather of a city.", "input_schema": CITY}
 QUESTION = [{"role": "user", "content": "What is the weather in Paris?"}]
+GREEDY: dict[str, Any] = {"extra_body": {"temperature": 0}}
+"""The anthropic SDK (2.17) has no ``temperature`` argument any more; the service still reads it."""
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,7 @@ def claude(service: str) -> anthropic.Anthropic:
 @pytest.fixture(scope="module")
 def greedy(claude: anthropic.Anthropic) -> Any:
     """The greedy multi-turn answer, with a system prompt (one generation for several tests)."""
-    return claude.messages.create(model=GENERATOR, max_tokens=16, temperature=0, system=SYSTEM, messages=TURNS,
+    return claude.messages.create(model=GENERATOR, max_tokens=16, **GREEDY, system=SYSTEM, messages=TURNS,
                                   metadata={"user_id": "u-1"})
 
 
@@ -65,14 +67,14 @@ def test_a_multi_turn_message_is_the_chat_routes_answer_and_counts_its_tokens(
 def test_a_stop_sequence_ends_the_answer_and_is_named(greedy: Any, claude: anthropic.Anthropic) -> None:
     text = greedy.content[0].text
     word = next(w for w in (w.strip(".,!?") for w in text.split()) if w and text.index(w) > 0)  # not at the start
-    stopped = claude.messages.create(model=GENERATOR, max_tokens=16, temperature=0, system=SYSTEM,
+    stopped = claude.messages.create(model=GENERATOR, max_tokens=16, **GREEDY, system=SYSTEM,
                                      messages=TURNS, stop_sequences=[word])
     assert (stopped.stop_reason, stopped.stop_sequence) == ("stop_sequence", word)
     assert stopped.content[0].text == text[:text.index(word)]
 
 
 def test_a_stream_sends_anthropics_events_and_the_same_message(greedy: Any, claude: anthropic.Anthropic) -> None:
-    with claude.messages.stream(model=GENERATOR, max_tokens=16, temperature=0, system=SYSTEM,
+    with claude.messages.stream(model=GENERATOR, max_tokens=16, **GREEDY, system=SYSTEM,
                                 messages=TURNS) as stream:
         kinds = [event.type for event in stream]
         final = stream.get_final_message()
@@ -99,18 +101,18 @@ def test_the_handle_methods_answer_a_python_caller(greedy: Any) -> None:
 
 
 def test_a_forced_tool_call_and_its_result_round_trip(claude: anthropic.Anthropic) -> None:
-    called = claude.messages.create(model=GENERATOR, max_tokens=16, temperature=0, messages=QUESTION,
+    called = claude.messages.create(model=GENERATOR, max_tokens=16, **GREEDY, messages=QUESTION,
                                     tools=[WEATHER], tool_choice={"type": "tool", "name": "get_weather"})
     assert called.stop_reason == "tool_use", called
     call = called.content[-1]
     assert call.type == "tool_use" and call.name == "get_weather" and call.id
     jsonschema.validate(call.input, CITY)
-    answer = claude.messages.create(model=GENERATOR, max_tokens=16, temperature=0, tools=[WEATHER], messages=[
+    answer = claude.messages.create(model=GENERATOR, max_tokens=16, **GREEDY, tools=[WEATHER], messages=[
         *QUESTION, {"role": "assistant", "content": called.content},
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "18 C, sunny"}]}])
     assert answer.stop_reason in ("end_turn", "max_tokens", "tool_use") and answer.content  # auto: text or a call
     assert all(block.text.strip() if block.type == "text" else block.name == "get_weather" for block in answer.content)
-    with claude.messages.stream(model=GENERATOR, max_tokens=16, temperature=0, messages=QUESTION,
+    with claude.messages.stream(model=GENERATOR, max_tokens=16, **GREEDY, messages=QUESTION,
                                 tools=[WEATHER], tool_choice={"type": "tool", "name": "get_weather"}) as stream:
         kinds = [event.type for event in stream]
         streamed = stream.get_final_message()
