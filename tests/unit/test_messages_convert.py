@@ -52,6 +52,13 @@ def test_system_turns_and_sampling_become_the_chat_request() -> None:
     assert chat.tools is None and chat.tool_choice is None
 
 
+def test_output_config_format_is_structured_output() -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}}
+    chat = chat_request(request(output_config={"format": {"type": "json_schema", "schema": schema}, "effort": "low"}))
+    assert chat.response_format.type == "json_schema" and chat.response_format.json_schema.json_schema == schema
+    assert chat_request(request(output_config={"effort": "low"})).response_format is None
+
+
 def test_tool_use_and_tool_result_blocks_become_tool_calls_and_tool_messages() -> None:
     chat = chat_request(request(tools=[WEATHER], messages=[
         {"role": "user", "content": "Weather in Paris?"},

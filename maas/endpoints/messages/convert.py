@@ -9,6 +9,7 @@ does (``vllm/entrypoints/anthropic/serving.py``, whose mapping this follows):
 - ``tools`` become function tools (``input_schema`` their ``parameters``); ``tool_choice``
   ``auto``/``any``/``tool``/``none`` becomes ``auto``/``required``/the named function/``none``,
   ``disable_parallel_tool_use`` ``parallel_tool_calls: false``;
+- ``output_config.format`` (a JSON schema) becomes ``response_format`` (structured output);
 - ``stop_reason``: ``max_tokens`` when cut by ``max_tokens``; ``tool_use`` when the answer calls
   tools; ``stop_sequence`` (with ``stop_sequence`` set) when one of ``stop_sequences`` ended it;
   else ``end_turn``.
@@ -141,6 +142,10 @@ def sampling_fields(request: MessagesRequest) -> dict[str, Any]:
               "user": request.metadata.user_id if request.metadata else None}
     if request.stream:
         fields["stream_options"] = {"include_usage": True}
+    output_format = request.output_config.format if request.output_config else None
+    if output_format is not None:
+        fields["response_format"] = {"type": "json_schema",
+                                     "json_schema": {"name": "output", "schema": output_format.json_schema}}
     return {name: value for name, value in fields.items() if value is not None}
 
 

@@ -123,6 +123,19 @@ class Thinking(RequestModel):
     type: Literal["enabled", "disabled", "adaptive"]
 
 
+class OutputFormat(RequestModel):
+    """``output_config.format``: the answer must be JSON valid against ``schema``."""
+
+    type: Literal["json_schema"]
+    json_schema: dict[str, Any] = Field(..., alias="schema", description="The JSON schema of the answer.")
+
+
+class OutputConfig(RequestModel):
+    """``output_config``: ``format`` is served (structured output); ``effort`` is accepted, not used."""
+
+    format: OutputFormat | None = Field(None, description="JSON output of a schema.")
+
+
 # ----------------------------------------------------------------------------- requests
 
 
@@ -147,6 +160,7 @@ class MessagesRequest(CountTokensRequest):
     top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass.")
     top_k: int | None = Field(None, ge=0, le=1000, description="Sample from the k likeliest; 0: all.")
     metadata: Metadata | None = Field(None, description="`user_id`: accepted, not used.")
+    output_config: OutputConfig | None = Field(None, description="`format`: JSON output of a schema.")
     stream: bool = Field(False, description="Stream the answer as Anthropic's server-sent events.")
 
 
