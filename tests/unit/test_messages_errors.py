@@ -12,9 +12,12 @@ from typing import Any
 import httpx
 import pytest
 
+from maas.config import IngressConfig
+from maas.edge import key_file
+from maas.endpoints.app import build_app
 from maas.endpoints.messages.errors import MESSAGES_PATHS, anthropic_body, error_type, from_openai_body
 from maas.protocol.errors import ModelNotFoundError, RateLimitError, ServiceUnavailableError
-from tests.unit.ingress_fakes import PROMPT_TOKENS, EngineStream, Generator, app, charged
+from tests.unit.ingress_fakes import PROMPT_TOKENS, EngineStream, Generator, Prompts, app, charged, ingress
 
 MESSAGE = {"model": "chat", "max_tokens": 8, "messages": [{"role": "user", "content": "Hi"}]}
 
@@ -94,6 +97,18 @@ def test_route_validation_and_edge_errors_have_anthropics_body(tmp_path: Path) -
                      415, "invalid_request_error")
     assert_anthropic(call(asgi, "POST", "/v1/messages", content=b"{", headers={**key, "content-type": "application/json"}),
                      400, "invalid_request_error")
+
+
+def test_a_key_over_its_rate_gets_anthropics_429_with_retry_after(tmp_path: Path) -> None:
+    keys = tmp_path / "keys.yaml"
+    secret = key_file.add_key(keys, "slow", rpm=1)
+    asgi = build_app(ingress({"chat": Generator()}, Prompts()), IngressConfig(api_keys_file=str(keys)))
+    asgi.state.ingress.key_auth = asgi.state.key_auth
+    asgi.state.recorder._send = lambda events: None
+    assert call(asgi, "POST", "/v1/messages", json=MESSAGE, headers={"x-api-key": secret}).status_code == 200
+    refused = call(asgi, "POST", "/v1/messages", json=MESSAGE, headers={"x-api-key": secret})
+    assert "Rate limit" in assert_anthropic(refused, 429, "rate_limit_error")["error"]["message"]
+    assert int(refused.headers["Retry-After"]) >= 1
 
 
 def test_count_tokens_counts_the_prompt(tmp_path: Path) -> None:
