@@ -4,8 +4,8 @@ plain and multi-turn messages (the same greedy text as the chat route), a stop s
 handle methods for Python callers, and the error shapes (unknown model, oversize input, missing and
 wrong key).
 
-The key tests use a keyed ingress over the session app's generator and tokenizer, as
-``test_metered_streams.py`` does: one ingress replica starts, no second vLLM engine.
+The key test (``long``: ``make test-long``) uses a keyed ingress over the session app's generator and
+tokenizer, as ``test_metered_streams.py`` does: one ingress replica starts, no second vLLM engine.
 """
 
 from __future__ import annotations
@@ -162,6 +162,8 @@ def keyed(service: str, app_config: AppConfig, tmp_path_factory: pytest.TempPath
     serve.delete(APP)
 
 
+@pytest.mark.long  # 35 s here (the keyed ingress: 21 s to start, 13 s to delete), over a module's share of
+# the suite; tests/unit/test_messages_errors.py shows the same through the real ingress app on every run
 def test_keys_are_read_from_x_api_key_and_a_missing_or_wrong_key_is_a_401(keyed: tuple[str, str]) -> None:
     url, secret = keyed
     only = {"Authorization": anthropic.Omit()}  # the client sends no key unless told
