@@ -62,6 +62,15 @@ from maas.endpoints.generation.protocol import (
     ResponseObject,
     ResponsesRequest,
 )
+from maas.endpoints.messages import convert as messages_rules
+from maas.endpoints.messages.events import message_events
+from maas.endpoints.messages.protocol import (
+    CountTokensRequest,
+    CountTokensResponse,
+    MessageEvent,
+    MessageResponse,
+    MessagesRequest,
+)
 from maas.endpoints.service.protocol import ModelCard, ModelList, ModelTraining
 from maas.endpoints.tasks.protocol import (
     AnalyzeRequest,
@@ -234,6 +243,21 @@ class MaasIngress(BatchMethods):
         async for event in await self.open_responses_stream(request):
             yield event
 
+    async def messages(self, request: MessagesRequest) -> MessageResponse:
+        """A whole message of Anthropic's Messages API (``stream`` is ignored), over the chat path."""
+        chat = messages_rules.chat_request(request).model_copy(update={"stream": False, "stream_options": None})
+        return messages_rules.message_from_chat(await self.chat(chat))
+
+    async def messages_stream(self, request: MessagesRequest) -> AsyncIterator[MessageEvent]:
+        """A message as the Messages API's events; call through ``handle.options(stream=True)``."""
+        async for event in await self.open_messages_stream(request):
+            yield event
+
+    async def count_message_tokens(self, request: CountTokensRequest) -> CountTokensResponse:
+        """The prompt tokens of a Messages request, as :meth:`messages` counts them."""
+        ids, _ = await self._prepare_chat(messages_rules.chat_request(request))
+        return CountTokensResponse(input_tokens=len(ids))
+
     async def embeddings(self, request: EmbeddingRequest) -> EmbeddingResponse:
         """Unit-length sentence embeddings of one or more texts."""
         self._encoder_handle(request.model)  # 404 for a model the encoder does not serve
@@ -336,6 +360,12 @@ class MaasIngress(BatchMethods):
         """Validate a Responses request and open its stream now (errors before any byte is sent)."""
         chunks = await self.open_chat_stream(responses_rules.chat_request(request))
         return responses_rules.response_events(request, chunks)
+
+    async def open_messages_stream(self, request: MessagesRequest) -> AsyncIterator[MessageEvent]:
+        """Validate a Messages request and open its stream now (errors before any byte is sent)."""
+        chat = messages_rules.chat_request(request)
+        ids, params = await self._prepare_chat(chat)
+        return message_events(request.model, len(ids), await self._chat_chunks(chat, ids, params))
 
     async def open_moderated_chat_stream(
         self, request: ModeratedChatRequest

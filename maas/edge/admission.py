@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from maas.edge.auth import KeyAuth, authorize_model, request_key
 from maas.edge.fair_share import admit_turn
-from maas.edge.http import set_request_model, sse_events
+from maas.edge.http import OPENAI_EVENTS, EventFraming, set_request_model, sse_events
 from maas.edge.metering import TokenMeter, metering
 from maas.protocol.errors import PermissionDeniedError, StreamTimeoutError
 
@@ -32,10 +32,11 @@ ADMITTED = "__maas_admitted__"
 @dataclass
 class Answer:
     """What an admitted route returns when it needs more than a body: headers, or a stream of
-    wire models (sent as server-sent events)."""
+    wire models (sent as server-sent events, in ``framing``: OpenAI's unless said)."""
 
     content: Any
     headers: dict[str, str] = field(default_factory=dict)
+    framing: EventFraming = OPENAI_EVENTS
 
 
 UNKNOWN_MODEL = "unknown"
@@ -166,11 +167,11 @@ def admitted(route: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[An
     return admitted_route
 
 
-def event_stream(items: AsyncIterator[Any]) -> Any:
+def event_stream(items: AsyncIterator[Any], framing: EventFraming = OPENAI_EVENTS) -> Any:
     """A server-sent-events response of a stream of wire models."""
     from fastapi.responses import StreamingResponse
 
-    return StreamingResponse(sse_events(items), media_type="text/event-stream")
+    return StreamingResponse(sse_events(items, framing), media_type="text/event-stream")
 
 
 def json_answer(model: BaseModel) -> Any:
@@ -187,7 +188,7 @@ def _respond(request: Any, meter: TokenMeter, result: Any) -> Any:
         return json_answer(result) if isinstance(result, BaseModel) else result
     if isinstance(result.content, AsyncIterator):
         seconds = getattr(request.app.state, "max_stream_s", None)
-        response = event_stream(charged(meter, within(result.content, seconds)))
+        response = event_stream(charged(meter, within(result.content, seconds)), result.framing)
     else:
         from fastapi.responses import JSONResponse
 

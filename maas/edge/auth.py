@@ -15,8 +15,9 @@ shown once, when :func:`maas.edge.key_file.add_key` creates it. The format (a ba
         revoked: false
         admin: false                       # true: may also read /metrics (`maas keys add --admin`)
 
-:class:`AuthMiddleware` checks ``Authorization: Bearer <key>`` and the key's quota on every
-route but the open ones and puts the key in ``scope["maas.key"]``; routes then call
+:class:`AuthMiddleware` checks ``Authorization: Bearer <key>`` (or ``x-api-key: <key>``, as
+Anthropic's clients send it) and the key's quota on every route but the open ones and puts the key
+in ``scope["maas.key"]``; routes then call
 :func:`authorize_model` before using a model and :meth:`KeyAuth.charge` once usage is known.
 """
 
@@ -225,11 +226,12 @@ class KeyAuth:
         """Checks against the key file at ``path``; no path: every request passes."""
         return cls(KeyStore(path) if path else None)
 
-    async def admit(self, authorization: str | None) -> ApiKey | None:
-        """The caller's key, checked and counted against its quota; None when keys are off."""
+    async def admit(self, authorization: str | None, api_key: str | None = None) -> ApiKey | None:
+        """The caller's key, checked and counted against its quota; None when keys are off. The
+        key is read from ``Authorization: Bearer <key>``, else from ``x-api-key`` (Anthropic's)."""
         if self.store is None:
             return None
-        key = self.store.authenticate(bearer_token(authorization))
+        key = self.store.authenticate(bearer_token(authorization) or (api_key or "").strip() or None)
         await self.check_request(key)
         return key
 
@@ -303,8 +305,9 @@ def refusal_response(error: MaasError) -> Any:
 
 
 class AuthMiddleware:
-    """Pure ASGI middleware: every route but the open ones needs a valid ``Authorization: Bearer`` key,
-    and the operator routes (:data:`maas.edge.http.ADMIN_PATHS`, ``/metrics``) an admin one.
+    """Pure ASGI middleware: every route but the open ones needs a valid ``Authorization: Bearer`` key
+    (or ``x-api-key``), and the operator routes (:data:`maas.edge.http.ADMIN_PATHS`, ``/metrics``)
+    an admin one.
 
     The admitted key goes into ``scope["maas.key"]`` (read it with :func:`request_key`). A refusal
     is the OpenAI error body of the service's one error mapping. With no key store, all pass.
@@ -322,7 +325,8 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            scope[KEY_SCOPE_KEY] = key = await self.auth.admit(_header(scope, b"authorization"))
+            scope[KEY_SCOPE_KEY] = key = await self.auth.admit(_header(scope, b"authorization"),
+                                                               _header(scope, b"x-api-key"))
             if _route_path(scope) in ADMIN_PATHS:
                 require_admin(key)
         except MaasError as error:

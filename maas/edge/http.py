@@ -8,6 +8,7 @@ import math
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi.routing import APIRoute
@@ -199,22 +200,46 @@ def set_request_model(request: Any, model: str) -> None:
     request.scope[MODEL_SCOPE_KEY] = model
 
 
-async def sse_events(items: AsyncIterator[BaseModel]) -> AsyncIterator[str]:
-    """Server-sent events of a stream of models, ending with ``data: [DONE]``.
+@dataclass(frozen=True)
+class EventFraming:
+    """How a stream of wire models is written as server-sent events: the event of each model,
+    the event of an error after the stream started, and the closing event (may be empty)."""
 
-    An error after the stream started becomes one event with the OpenAI error body.
+    event: Callable[[BaseModel], str]
+    error: Callable[[MaasError], str]
+    done: str
+
+
+def _openai_event(item: BaseModel) -> str:
+    return f"{_event_line(item)}data: {item.model_dump_json(exclude_none=True)}\n\n"
+
+
+def _openai_error(error: MaasError) -> str:
+    return f"data: {json.dumps(error_body(error))}\n\n"
+
+
+OPENAI_EVENTS = EventFraming(event=_openai_event, error=_openai_error, done="data: [DONE]\n\n")
+"""OpenAI's framing: ``data: {model}`` events (``event:`` lines for the Responses API's), an error
+as one ``data:`` event with the OpenAI error body, then ``data: [DONE]``."""
+
+
+async def sse_events(items: AsyncIterator[BaseModel], framing: EventFraming = OPENAI_EVENTS) -> AsyncIterator[str]:
+    """Server-sent events of a stream of models, ending with ``framing.done`` (``data: [DONE]``).
+
+    An error after the stream started becomes one event (``framing.error``: the OpenAI error body).
     """
     try:
         async for item in items:
-            yield f"{_event_line(item)}data: {item.model_dump_json(exclude_none=True)}\n\n"
+            yield framing.event(item)
     except Exception as exc:  # noqa: BLE001 - reported in-band, the status is already sent
         error = as_maas_error(exc)
         if error.status_code >= 500 and error.status_code not in (503, 504):
             log_failure("stream failed", exc)
         else:
             logger.warning("stream ended early: %s %s", int(error.status_code), error.code)
-        yield f"data: {json.dumps(error_body(error))}\n\n"
-    yield "data: [DONE]\n\n"
+        yield framing.error(error)
+    if framing.done:
+        yield framing.done
 
 
 def _event_line(item: BaseModel) -> str:
@@ -295,5 +320,6 @@ def _document_errors(path: str, method: str, operation: dict[str, Any]) -> None:
         statuses.append(409)
     for status in statuses:
         description = ADMIN_ERROR if status == 403 and path in ADMIN_PATHS else ROUTE_ERRORS[status]
-        responses[str(status)] = {"description": description, "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
+        declared = responses.get(str(status), {}).get("content", {}).get("application/json", {})
+        schema = declared.get("schema") or {"$ref": "#/components/schemas/ErrorResponse"}  # a route's own body
+        responses[str(status)] = {"description": description, "content": {"application/json": {"schema": schema}}}

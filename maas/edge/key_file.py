@@ -233,7 +233,7 @@ class KeyStore:
         if not secret:
             raise AuthenticationError(
                 "You didn't provide an API key. Send it in an Authorization header using Bearer "
-                "auth (Authorization: Bearer YOUR_KEY).")
+                "auth (Authorization: Bearer YOUR_KEY), or in an x-api-key header.")
         key = self.lookup(secret)
         if key is None:
             raise AuthenticationError("Incorrect API key provided.")

@@ -21,10 +21,12 @@ from maas.edge.metrics import MetricsRecorder
 from maas.endpoints.batches import router as batches
 from maas.endpoints.encoding import router as encoding
 from maas.endpoints.generation import router as generation
+from maas.endpoints.messages import router as messages
+from maas.endpoints.messages.errors import install_anthropic_errors
 from maas.endpoints.service import router as service
 from maas.endpoints.tasks import router as tasks
 
-ROUTERS = (service.router, generation.router, encoding.router, tasks.router, batches.router)
+ROUTERS = (service.router, generation.router, messages.router, encoding.router, tasks.router, batches.router)
 
 
 def build_app(ingress: Any, config: IngressConfig, shared_limits_app: str | None = None) -> FastAPI:
@@ -49,7 +51,8 @@ def build_app(ingress: Any, config: IngressConfig, shared_limits_app: str | None
     install_auth_middleware(app, key_auth)
     install_request_guard(app, RequestLimits(config.max_body_bytes, config.request_timeout_s,
                                              max_upload_bytes=config.max_file_bytes))
-    install_metrics_middleware(app, recorder)  # outermost: counts 401s, 413s and 429s too
+    install_metrics_middleware(app, recorder)  # counts 401s, 413s and 429s too
+    install_anthropic_errors(app)  # outermost: the Messages routes' errors, the edge's too, in Anthropic's body
     for router in ROUTERS:
         app.include_router(router)
     return app

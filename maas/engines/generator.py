@@ -261,6 +261,7 @@ class GeneratorEngine:
             token_ids=token_ids,
             logprobs=logprobs,
             finish_reason=finish if finish in (None, "stop", "length", "abort") else "stop",
+            stop_reason=completion.stop_reason if isinstance(completion.stop_reason, str) else None,
         )
 
     @staticmethod

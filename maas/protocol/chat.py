@@ -306,6 +306,8 @@ class ChatLogprobs(WireModel):
 
 
 FinishReason = Literal["stop", "length", "abort", "tool_calls"] | None
+StopReason = str | None
+"""vLLM's ``stop_reason``: the stop string that ended a choice (None: end of sequence or length)."""
 
 
 class ChatChoice(WireModel):
@@ -313,6 +315,7 @@ class ChatChoice(WireModel):
     message: ResponseMessage
     logprobs: ChatLogprobs | None = None
     finish_reason: FinishReason = None
+    stop_reason: StopReason = Field(None, description="vLLM: the stop string that ended the choice.")
 
 
 class ChatCompletionResponse(WireModel):
@@ -329,6 +332,7 @@ class ChatChunkChoice(WireModel):
     delta: ChatDelta
     logprobs: ChatLogprobs | None = None
     finish_reason: FinishReason = None
+    stop_reason: StopReason = Field(None, description="vLLM: the stop string that ended the choice.")
 
 
 class ChatCompletionChunk(WireModel):
@@ -391,6 +395,7 @@ class GenerationChunk(WireModel):
     token_ids: list[int] = Field(default_factory=list)
     logprobs: list[TokenLogprob] | None = None
     finish_reason: FinishReason = None
+    stop_reason: StopReason = Field(None, description="The stop string that ended the choice.")
     tool_calls: list[ToolCallDelta] | None = None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from maas.config import IngressConfig
 from maas.edge.http import ROUTE_ERRORS
 from maas.endpoints.app import build_app
+from maas.endpoints.messages.errors import MESSAGES_PATHS
 from maas.protocol.base import MAX_SEED
 
 
@@ -19,7 +20,8 @@ def test_every_route_documents_its_errors_and_no_422() -> None:
             if method == "post":
                 assert set(map(str, ROUTE_ERRORS)) - {"409"} <= set(responses), (method, path)
                 error = responses["400"]["content"]["application/json"]["schema"]
-                assert error == {"$ref": "#/components/schemas/ErrorResponse"}
+                body = "AnthropicErrorResponse" if path in MESSAGES_PATHS else "ErrorResponse"
+                assert error == {"$ref": f"#/components/schemas/{body}"}, path
             assert ("409" in responses) == ((method, path) == ("delete", "/v1/files/{file_id}")), (method, path)
     assert "HTTPValidationError" not in schema["components"]["schemas"]
 

@@ -42,6 +42,7 @@ class ChoiceState:
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[TokenLogprob] | None = None
     finish_reason: FinishReason = None
+    stop_reason: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
 
     def add(self, chunk: GenerationChunk) -> None:
@@ -53,6 +54,7 @@ class ChoiceState:
             self.logprobs = (self.logprobs or []) + chunk.logprobs
         if chunk.finish_reason is not None:
             self.finish_reason = chunk.finish_reason
+            self.stop_reason = chunk.stop_reason
 
 
 @dataclass
@@ -83,6 +85,7 @@ def merge_results(results: list[GenerationResult]) -> GenerationResult:
             token_ids=state.token_ids,
             logprobs=state.logprobs,
             finish_reason=state.finish_reason,
+            stop_reason=state.stop_reason,
             tool_calls=state.tool_calls,
         )
         for index, state in sorted(collected.choices.items())
@@ -112,6 +115,7 @@ def chat_response(model: str, result: GenerationResult) -> ChatCompletionRespons
             message=response_message(chunk),
             logprobs=ChatLogprobs(content=chunk.logprobs) if chunk.logprobs is not None else None,
             finish_reason=chunk.finish_reason,
+            stop_reason=chunk.stop_reason,
         )
         for chunk in result.chunks
     ]
@@ -135,9 +139,8 @@ def chat_chunk(
     content = None if chunk.tool_calls and not chunk.text else chunk.text
     delta = ChatDelta(role="assistant" if first else None, content=content, tool_calls=chunk.tool_calls)
     logprobs = ChatLogprobs(content=chunk.logprobs) if chunk.logprobs is not None else None
-    choice = ChatChunkChoice(
-        index=chunk.index, delta=delta, logprobs=logprobs, finish_reason=chunk.finish_reason
-    )
+    choice = ChatChunkChoice(index=chunk.index, delta=delta, logprobs=logprobs,
+                             finish_reason=chunk.finish_reason, stop_reason=chunk.stop_reason)
     return ChatCompletionChunk(id=response_id, created=created, model=model, choices=[choice])
 
 
