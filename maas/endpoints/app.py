@@ -21,10 +21,12 @@ from maas.edge.metrics import MetricsRecorder
 from maas.endpoints.batches import router as batches
 from maas.endpoints.encoding import router as encoding
 from maas.endpoints.generation import router as generation
+from maas.endpoints.responses import router as responses
 from maas.endpoints.service import router as service
 from maas.endpoints.tasks import router as tasks
 
 ROUTERS = (service.router, generation.router, encoding.router, tasks.router, batches.router)
+ROUTERS += (responses.router,)  # the Responses API (maas/endpoints/responses/)
 
 
 def build_app(ingress: Any, config: IngressConfig, shared_limits_app: str | None = None) -> FastAPI:

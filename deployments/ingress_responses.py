@@ -1,0 +1,102 @@
+"""The Responses API methods of the ingress deployment (:class:`deployments.ingress.MaasIngress`
+inherits them): a response over the chat path, stored on shared storage unless ``store`` is false,
+continued by ``previous_response_id`` on any replica, retrieved, listed and deleted by its owner.
+
+The rules are in ``maas/endpoints/generation/responses.py`` (conversion) and
+``maas/endpoints/responses/`` (the store); these methods join them to the chat path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Literal, TypeVar
+
+from maas.endpoints.generation import responses as responses_rules
+from maas.endpoints.generation.protocol import InputItem, ResponseEvent, ResponseObject, ResponsesRequest
+from maas.endpoints.responses.api import StoredResponses
+from maas.endpoints.responses.protocol import InputItemList, ResponseDeleted
+from maas.protocol.errors import ContextLengthExceededError
+
+T = TypeVar("T")
+FINAL_EVENTS = frozenset({"response.completed", "response.incomplete"})
+
+
+class ResponseMethods:
+    """The ingress's Responses API: it expects ``stored_responses`` (:class:`StoredResponses`),
+    ``preparation``, and the operations ``chat`` and ``open_chat_stream`` of
+    :class:`deployments.ingress.MaasIngress`."""
+
+    stored_responses: StoredResponses
+    preparation: Any
+
+    async def responses(self, request: ResponsesRequest, owner: str | None = None) -> ResponseObject:
+        """A whole response of the Responses API (``stream`` is ignored), over the chat path;
+        stored for ``owner`` (an API key id) unless ``store`` is false."""
+        request = request.model_copy(update={"stream": False})
+        context, store = await self._response_context(request, owner)
+        chat = responses_rules.chat_request(request, context)
+        answer = await _within_context(request, lambda: self.chat(chat))  # type: ignore[attr-defined]
+        response = responses_rules.response_from_chat(request, answer, store)
+        if store:
+            await self.preparation.run(self.stored_responses.save, request, response, context, owner)
+        return response
+
+    async def responses_stream(self, request: ResponsesRequest,
+                               owner: str | None = None) -> AsyncIterator[ResponseEvent]:
+        """A response as the Responses API's events; call through ``handle.options(stream=True)``."""
+        async for event in await self.open_responses_stream(request, owner):
+            yield event
+
+    async def open_responses_stream(self, request: ResponsesRequest,
+                                    owner: str | None = None) -> AsyncIterator[ResponseEvent]:
+        """Validate a Responses request and open its stream now (errors before any byte is sent);
+        the response is stored before its last event is sent."""
+        context, store = await self._response_context(request, owner)
+        chat = responses_rules.chat_request(request, context)
+        chunks = await _within_context(request, lambda: self.open_chat_stream(chat))  # type: ignore[attr-defined]
+        events = responses_rules.response_events(request, chunks, store)
+        return self._stored_events(request, events, context, owner) if store else events
+
+    def retrieve_response(self, response_id: str, owner: str | None = None) -> ResponseObject:
+        """A stored response of ``owner`` (blocking: shared storage)."""
+        return self.stored_responses.retrieve(response_id, owner)
+
+    def delete_response(self, response_id: str, owner: str | None = None) -> ResponseDeleted:
+        """Delete a stored response of ``owner``."""
+        return self.stored_responses.delete(response_id, owner)
+
+    def response_input_items(self, response_id: str, owner: str | None = None, limit: int = 20,
+                             order: Literal["asc", "desc"] = "desc", after: str | None = None) -> InputItemList:
+        """The input items of a stored response's request."""
+        return self.stored_responses.input_items(response_id, owner, limit, order, after)
+
+    async def _response_context(self, request: ResponsesRequest,
+                                owner: str | None) -> tuple[list[InputItem], bool]:
+        """The items the request continues, and whether its response is stored (a 413 first when
+        its owner is at its cap)."""
+        stored = self.stored_responses
+        store = stored.stores(request)
+        if store:
+            await self.preparation.run(stored.check_room, request, owner)
+        return await self.preparation.run(stored.context_of, request, owner), store
+
+    async def _stored_events(self, request: ResponsesRequest, events: AsyncIterator[ResponseEvent],
+                             context: list[InputItem], owner: str | None) -> AsyncIterator[ResponseEvent]:
+        async for event in events:
+            if event.type in FINAL_EVENTS and event.response is not None:
+                await self.preparation.run(self.stored_responses.save, request, event.response, context, owner)
+            yield event
+
+
+async def _within_context(request: ResponsesRequest, call: Callable[[], Awaitable[T]]) -> T:
+    """``call()``; a conversation by ``previous_response_id`` that no longer fits the model's context
+    is a 400 that says so."""
+    try:
+        return await call()
+    except ContextLengthExceededError as error:
+        if not request.previous_response_id:
+            raise
+        raise ContextLengthExceededError(
+            f"The conversation of previous_response_id '{request.previous_response_id}' with this input "
+            f"no longer fits the model's context ({error.message}): start a new conversation, or send "
+            "fewer items.", "previous_response_id") from None
