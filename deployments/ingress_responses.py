@@ -13,6 +13,7 @@ from typing import Any, Literal, TypeVar
 
 from maas.endpoints.generation import responses as responses_rules
 from maas.endpoints.generation.protocol import InputItem, ResponseEvent, ResponseObject, ResponsesRequest
+from maas.endpoints.generation.response_stream import response_events
 from maas.endpoints.responses.api import StoredResponses
 from maas.endpoints.responses.protocol import InputItemList, ResponseDeleted
 from maas.protocol.errors import ContextLengthExceededError
@@ -54,7 +55,7 @@ class ResponseMethods:
         context, store = await self._response_context(request, owner)
         chat = responses_rules.chat_request(request, context)
         chunks = await _within_context(request, lambda: self.open_chat_stream(chat))  # type: ignore[attr-defined]
-        events = responses_rules.response_events(request, chunks, store)
+        events = response_events(request, chunks, store)
         return self._stored_events(request, events, context, owner) if store else events
 
     def retrieve_response(self, response_id: str, owner: str | None = None) -> ResponseObject:

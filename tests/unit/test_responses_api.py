@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from maas.endpoints.generation.protocol import InputMessage, ResponsesRequest
-from maas.endpoints.generation.responses import chat_request, response_events, response_from_chat
+from maas.endpoints.generation.response_stream import response_events
+from maas.endpoints.generation.responses import chat_request, response_from_chat
 from maas.protocol.base import UsageInfo
 from maas.protocol.chat import (
     ChatChoice,
@@ -17,8 +18,10 @@ from maas.protocol.chat import (
     ChatCompletionResponse,
     ChatDelta,
     FunctionCall,
+    FunctionCallDelta,
     ResponseMessage,
     ToolCall,
+    ToolCallDelta,
 )
 from maas.protocol.errors import InvalidRequestError
 
@@ -42,7 +45,6 @@ def test_input_and_instructions_become_chat_messages() -> None:
 @pytest.mark.parametrize("fields, param", [
     ({"background": True}, "background"),
     ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
-    ({"tools": [{"type": "function", "name": "f"}], "stream": True}, "stream"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
      "input[0].content[0]"),
 ])
@@ -139,3 +141,29 @@ def test_a_chat_answer_with_tool_calls_becomes_function_call_items() -> None:
     assert item.id.startswith("fc") and response.tools[0]["name"] == "get_weather"
     answer.choices[0].message.content = "Let me check."
     assert [item.type for item in response_from_chat(request, answer).output] == ["message", "function_call"]
+
+
+def test_a_streamed_tool_call_becomes_function_call_events() -> None:
+    fragments = [ToolCallDelta(index=0, id="call_7", type="function", function=FunctionCallDelta(name="get_weather")),
+                 ToolCallDelta(index=0, function=FunctionCallDelta(arguments='{"city": ')),
+                 ToolCallDelta(index=0, function=FunctionCallDelta(arguments='"Paris"}'))]
+
+    async def chunks() -> AsyncIterator[ChatCompletionChunk]:
+        for i, fragment in enumerate(fragments):
+            yield ChatCompletionChunk(id="c", created=0, model="m", choices=[ChatChunkChoice(
+                index=0, delta=ChatDelta(tool_calls=[fragment]), finish_reason="tool_calls" if i == 2 else None)])
+        yield ChatCompletionChunk(id="c", created=0, model="m", choices=[], usage=UsageInfo.of(5, 9))
+
+    async def collect() -> list:
+        request = ResponsesRequest.model_validate({"model": "m", "input": "x", "stream": True, "tools": [WEATHER]})
+        return [e async for e in response_events(request, chunks(), store=True)]
+
+    events = asyncio.run(collect())
+    assert [e.type.removeprefix("response.") for e in events] == [
+        "created", "in_progress", "output_item.added", "function_call_arguments.delta",
+        "function_call_arguments.delta", "function_call_arguments.done", "output_item.done", "completed"]
+    assert events[2].item.call_id == "call_7" and events[2].item.name == "get_weather"
+    assert events[5].arguments == '{"city": "Paris"}' and events[5].item_id == events[2].item.id
+    final = events[-1].response
+    assert final.store and [i.type for i in final.output] == ["function_call"]
+    assert final.output[0].arguments == '{"city": "Paris"}' and final.output[0].status == "completed"

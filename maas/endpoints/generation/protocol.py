@@ -228,6 +228,7 @@ class ResponseEvent(WireModel):
     part: OutputText | None = None
     delta: str | None = None
     text: str | None = None
+    arguments: str | None = None
 
     @property
     def usage(self) -> ResponseUsage | None:

@@ -1,15 +1,15 @@
 """``/v1/responses``: a Responses request as a chat request, and the chat's answer as a response.
 
-The Responses API is served over the chat path (its template, sampling rules and engines), so
-both answer alike; only the shapes differ. Streams become the Responses event sequence:
-``response.created``, ``response.in_progress``, ``response.output_item.added``,
-``response.content_part.added``, ``response.output_text.delta``..., ``response.output_text.done``,
-``response.content_part.done``, ``response.output_item.done``, ``response.completed``.
+The Responses API is served over the chat path (its template, sampling rules, function calling
+and engines), so both answer alike; only the shapes differ: input items become chat messages
+(a ``function_call`` an assistant tool call, a ``function_call_output`` a tool message), and the
+chat's answer becomes output items (a message, and a ``function_call`` per tool call). Streams
+are in :mod:`maas.endpoints.generation.response_stream`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -26,13 +26,12 @@ from maas.endpoints.generation.protocol import (
     OutputItem,
     OutputMessage,
     OutputText,
-    ResponseEvent,
     ResponseObject,
     ResponsesRequest,
     ResponseUsage,
 )
 from maas.protocol.base import MAX_MESSAGES, UsageInfo
-from maas.protocol.chat import ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ToolCall
+from maas.protocol.chat import ChatCompletionRequest, ChatCompletionResponse, ToolCall
 from maas.protocol.errors import InvalidRequestError
 
 TEXT_PARTS = frozenset({"input_text", "output_text", "text"})
@@ -44,7 +43,6 @@ def chat_request(request: ResponsesRequest, context: Sequence[InputItem] = ()) -
     if request.background:
         raise InvalidRequestError("background is not supported: responses are answered within the "
                                   "request.", "background")
-    check_streamable(request)
     items = [*context, *input_items(request)]
     messages = [{"role": "system", "content": request.instructions}] if request.instructions else []
     messages += chat_messages(items, len(context))
@@ -62,13 +60,6 @@ def chat_request(request: ResponsesRequest, context: Sequence[InputItem] = ()) -
             **chat_tools(request))
     except ValidationError as exc:  # a rule of chat that the Responses schema does not state
         raise validation_error(exc.errors()) from None
-
-
-def check_streamable(request: ResponsesRequest) -> None:
-    """A 400 for a streamed request with tools: function calls are answered whole only."""
-    if request.stream and request.tools and request.tool_choice != "none":
-        raise InvalidRequestError("stream with tools is not supported on /v1/responses yet: send "
-                                  "stream: false (or stream on /v1/chat/completions).", "stream")
 
 
 def input_items(request: ResponsesRequest) -> list[InputItem]:
@@ -184,36 +175,3 @@ def response_from_chat(request: ResponsesRequest, answer: ChatCompletionResponse
     choice = answer.choices[0]
     output = output_items(choice.message.content or "", choice.message.tool_calls or [])
     return finished(new_response(request, store=store), output, choice.finish_reason, answer.usage)
-
-
-async def response_events(request: ResponsesRequest, chunks: AsyncIterator[ChatCompletionChunk],
-                          store: bool = False) -> AsyncIterator[ResponseEvent]:
-    """The Responses event sequence of a chat's chunk stream (text only: a request with tools
-    is not streamed, see :func:`check_streamable`)."""
-    response = new_response(request, status="in_progress", store=store)
-    message = OutputMessage(status="in_progress")
-    counter = iter(range(1 << 62))
-
-    def event(type_: str, **fields: object) -> ResponseEvent:
-        return ResponseEvent(type=f"response.{type_}", sequence_number=next(counter), **fields)
-
-    where = {"item_id": message.id, "output_index": 0, "content_index": 0}
-    yield event("created", response=response.model_copy(deep=True))
-    yield event("in_progress", response=response.model_copy(deep=True))
-    yield event("output_item.added", output_index=0, item=message.model_copy(deep=True))
-    yield event("content_part.added", part=OutputText(text=""), **where)
-    text, finish_reason, usage = [], None, None
-    async for chunk in chunks:
-        usage = chunk.usage or usage
-        for choice in chunk.choices:
-            finish_reason = choice.finish_reason or finish_reason
-            if choice.delta.content:
-                text.append(choice.delta.content)
-                yield event("output_text.delta", delta=choice.delta.content, **where)
-    part = OutputText(text="".join(text))
-    yield event("output_text.done", text=part.text, **where)
-    yield event("content_part.done", part=part, **where)
-    message.content = [part]
-    response = finished(response, [message], finish_reason, usage)
-    yield event("output_item.done", output_index=0, item=message)
-    yield event("completed" if response.status == "completed" else "incomplete", response=response)

@@ -31,8 +31,7 @@ async def create_response(body: ResponsesRequest, request: Request) -> Any:
     `GET /v1/responses/{response_id}` and `previous_response_id`: a stored response of this key
     whose input and output come before `input` (unknown: 404; a conversation that no longer
     fits the model's context: 400 `context_length_exceeded`). Over the key's stored responses
-    (`ingress.max_stored_responses_per_key`): 413 `storage_quota_exceeded`. `background` is a 400;
-    `stream` with tools is a 400.
+    (`ingress.max_stored_responses_per_key`): 413 `storage_quota_exceeded`. `background` is a 400.
     """
     ingress = ingress_of(request)
     if not body.stream:
