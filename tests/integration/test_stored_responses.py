@@ -73,7 +73,8 @@ def test_a_function_call_and_its_output_round_trip(openai_client: Any) -> None:
     assert events[-1].type == "response.completed" and streamed == calls[0].arguments
     assert [item.type for item in events[-1].response.output] == ["function_call"]
     result = {"type": "function_call_output", "call_id": calls[0].call_id, "output": "22 C and sunny"}
-    answer = openai_client.responses.create(input=[result], previous_response_id=asked.id, tools=[WEATHER], **ASK)
+    answer = openai_client.responses.create(input=[result], previous_response_id=asked.id, tools=[WEATHER],
+                                            tool_choice="none", **ASK)
     assert answer.output[0].type == "message" and answer.output_text
     assert answer.usage.input_tokens > asked.usage.input_tokens  # the call and its result came before
     items = openai_client.responses.input_items.list(answer.id).data
