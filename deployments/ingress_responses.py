@@ -108,13 +108,9 @@ class ResponseMethods:
 
     async def _response_context(self, request: ResponsesRequest,
                                 owner: str | None) -> tuple[list[InputItem], bool]:
-        """The items the request continues, and whether its response is stored (a 413 first when
-        its owner is at its cap)."""
-        stored = self.stored_responses
-        store = stored.stores(request)
-        if store:
-            await self.preparation.run(stored.check_room, request, owner)
-        return await self.preparation.run(stored.context_of, request, owner), store
+        """The items the request continues, and whether its response is stored (read off the
+        event loop: shared storage)."""
+        return await self.preparation.run(self.stored_responses.prepare, request, owner)
 
     async def _stored_events(self, request: ResponsesRequest, events: AsyncIterator[ResponseEvent],
                              context: list[InputItem], owner: str | None) -> AsyncIterator[ResponseEvent]:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from maas.endpoints.generation.protocol import InputItem, InputMessage, ResponseObject, ResponsesRequest
 from maas.endpoints.generation.responses import input_items
@@ -107,6 +107,12 @@ class StoredResponses:
         if self.stores(request):
             self._admit(self.store.count(owner))
 
+    def prepare(self, request: ResponsesRequest, owner: str | None) -> tuple[list[InputItem], bool]:
+        """Before the model runs: the items the request continues, and whether its response is
+        stored (a 413 first when its owner is at its cap)."""
+        self.check_room(request, owner)
+        return self.context_of(request, owner), self.stores(request)
+
     def save(self, request: ResponsesRequest, response: ResponseObject, context: list[InputItem],
              owner: str | None) -> None:
         """Store ``response`` with its request's input items and ``context`` (what it continued)."""
@@ -167,11 +173,12 @@ def with_ids(items: list[InputItem]) -> list[dict[str, Any]]:
     return stored
 
 
+ITEMS = TypeAdapter(list[InputItem])
+
+
 def parse_items(data: list[dict[str, Any]]) -> list[InputItem]:
     """Stored items (and output items) as input items."""
-    from pydantic import TypeAdapter
-
-    return TypeAdapter(list[InputItem]).validate_python(data)
+    return ITEMS.validate_python(data)
 
 
 def not_found(response_id: str, param: str) -> NotFoundError:
