@@ -1,7 +1,7 @@
 """Stored responses and function tools of /v1/responses on the session's real engines, with the
 official ``openai`` client: a conversation continued by ``previous_response_id`` (its prompt is the
 whole conversation, token for token), retrieve, input items, delete then 404, a function call
-(whole and streamed) and its ``function_call_output`` answered, an unknown
+(whole and streamed) and its ``function_call_output`` answered (the prompt that of the same chat), an unknown
 ``previous_response_id`` a 404; a background response polled to its end, and one cancelled.
 
 Another key's 404 is shown over the real ingress app with two keys in
@@ -76,7 +76,15 @@ def test_a_function_call_and_its_output_round_trip(openai_client: Any) -> None:
     answer = openai_client.responses.create(input=[result], previous_response_id=asked.id, tools=[WEATHER],
                                             tool_choice="none", **ASK)
     assert answer.output[0].type == "message" and answer.output_text
-    assert answer.usage.input_tokens > asked.usage.input_tokens  # the call and its result came before
+    call = {"id": calls[0].call_id, "type": "function",
+            "function": {"name": "get_weather", "arguments": calls[0].arguments}}
+    chat = openai_client.chat.completions.create(
+        model=GENERATOR, max_tokens=1, tool_choice="none", messages=[
+            {"role": "user", "content": "What is the weather in Paris?"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": calls[0].call_id, "name": "get_weather", "content": result["output"]}],
+        tools=[{"type": "function", "function": {k: WEATHER[k] for k in ("name", "description", "parameters")}}])
+    assert answer.usage.input_tokens == chat.usage.prompt_tokens  # the call and its result came before
     items = openai_client.responses.input_items.list(answer.id).data
     assert [(item.type, item.call_id, item.output) for item in items] == [
         ("function_call_output", calls[0].call_id, "22 C and sunny")]
