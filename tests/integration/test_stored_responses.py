@@ -2,7 +2,7 @@
 official ``openai`` client: a conversation continued by ``previous_response_id`` (its prompt is the
 whole conversation, token for token), retrieve, input items, delete then 404, a function call
 (whole and streamed) and its ``function_call_output`` answered (the prompt that of the same chat), an unknown
-``previous_response_id`` a 404.
+``previous_response_id`` a 404; a background response polled to its end, and one cancelled.
 
 Another key's 404 is shown over the real ingress app with two keys in
 ``tests/unit/test_responses_over_http.py`` (no second ingress here, to keep the suite short).
@@ -11,10 +11,12 @@ Another key's 404 is shown over the real ingress app with two keys in
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import openai
 import pytest
+import ray
 
 from tests.conftest import GENERATOR
 
@@ -92,3 +94,38 @@ def test_an_unknown_previous_response_id_is_a_404(openai_client: Any) -> None:
     with pytest.raises(openai.NotFoundError) as error:
         openai_client.responses.create(input="Hi", previous_response_id="resp-unknown", **ASK)
     assert error.value.body["param"] == "previous_response_id"
+
+
+def poll_until_ended(client: Any, response_id: str, timeout_s: float = 120.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = client.responses.retrieve(response_id)
+        if response.status not in ("queued", "in_progress") or time.monotonic() > deadline:
+            return response
+        time.sleep(0.2)
+
+
+def test_a_background_response_runs_to_completion(openai_client: Any) -> None:
+    asked = {"input": "What is the capital of France?", **ASK}
+    queued = openai_client.responses.create(background=True, **asked)
+    assert queued.status == "queued" and queued.background and queued.output == []
+    done = poll_until_ended(openai_client, queued.id)
+    assert done.status in ("completed", "incomplete") and done.id == queued.id
+    assert done.output_text == openai_client.responses.create(store=False, **asked).output_text
+    with pytest.raises(openai.BadRequestError) as error:
+        openai_client.responses.create(background=True, store=False, **asked)
+    assert error.value.body["param"] == "background"
+
+
+def test_a_cancelled_background_response_stays_cancelled(openai_client: Any) -> None:
+    queued = openai_client.responses.create(input="Write a story about the sea.", background=True, **ASK)
+    cancelled = openai_client.responses.cancel(queued.id)
+    assert cancelled.status in ("cancelled", "completed", "incomplete")  # it may have ended first
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # until its runner is gone
+        try:
+            ray.get_actor(f"maas-response-{queued.id}", namespace="serve")
+        except ValueError:
+            break
+        time.sleep(0.2)
+    assert openai_client.responses.retrieve(queued.id).status == cancelled.status

@@ -28,7 +28,8 @@ OPEN_ROUTES = {("GET", "/health"), ("GET", "/metrics"), ("GET", "/"), ("GET", "/
                ("GET", "/v1/batches"), ("GET", "/v1/batches/{batch_id}"),
                ("POST", "/v1/batches/{batch_id}/cancel"),
                ("GET", "/v1/responses/{response_id}"), ("DELETE", "/v1/responses/{response_id}"),
-               ("GET", "/v1/responses/{response_id}/input_items")}
+               ("GET", "/v1/responses/{response_id}/input_items"),
+               ("POST", "/v1/responses/{response_id}/cancel")}
 """Routes that use no model: /v1/models lists only what the key allows, and /v1/models/{id} is a 404
 for a model the key may not use (checked by their own tests);
 the Batch API's files and batches belong to a key (another key gets 404), a batch's models are

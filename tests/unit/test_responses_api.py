@@ -43,7 +43,6 @@ def test_input_and_instructions_become_chat_messages() -> None:
 
 
 @pytest.mark.parametrize("fields, param", [
-    ({"background": True}, "background"),
     ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
      "input[0].content[0]"),

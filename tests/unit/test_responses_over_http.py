@@ -97,11 +97,18 @@ def test_a_streamed_response_is_stored_before_its_last_event(keyed: tuple[TestCl
     assert stored.json()["output"][0]["content"][0]["text"] == "aaa"
 
 
-def test_bad_ids_and_background_are_client_errors(keyed: tuple[TestClient, dict[str, str]]) -> None:
+def test_bad_ids_background_and_cancel_are_client_errors(keyed: tuple[TestClient, dict[str, str]]) -> None:
     client, keys = keyed
     too_long = client.get("/v1/responses/" + "x" * 200, headers={"authorization": keys["alice"]})
     assert too_long.status_code == 400 and too_long.json()["error"]["type"] == "invalid_request_error"
     dots = client.get("/v1/responses/..%2F..%2Fkeys", headers={"authorization": keys["alice"]})
     assert dots.status_code == 404
-    background = create(client, keys["alice"], background=True)
+    background = create(client, keys["alice"], background=True, store=False)
     assert background.status_code == 400 and background.json()["error"]["param"] == "background"
+    streamed = create(client, keys["alice"], background=True, stream=True)
+    assert streamed.status_code == 400 and streamed.json()["error"]["param"] == "stream"
+    plain = create(client, keys["alice"]).json()
+    cancel = client.post(f"/v1/responses/{plain['id']}/cancel", json={}, headers={"authorization": keys["alice"]})
+    assert cancel.status_code == 400 and "background" in cancel.json()["error"]["message"]
+    other = client.post(f"/v1/responses/{plain['id']}/cancel", json={}, headers={"authorization": keys["bob"]})
+    assert other.status_code == 404

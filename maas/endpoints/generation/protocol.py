@@ -3,7 +3,7 @@ and its answers are in :mod:`maas.protocol.chat`, shared with the other families
 
 ``/v1/responses`` is OpenAI's Responses API over the chat path (text in, text or function calls
 out). Responses are stored unless ``store`` is false (``maas/endpoints/responses/``), and a
-request may continue one by ``previous_response_id``; ``background`` is refused with a 400.
+request may continue one by ``previous_response_id`` or run in the ``background``.
 """
 
 from __future__ import annotations
@@ -132,7 +132,8 @@ class ResponsesRequest(RequestModel):
     previous_response_id: str | None = Field(
         None, max_length=128, description="A stored response of this API key whose input and output "
         "come before `input` (its `instructions` do not).")
-    background: bool | None = Field(None, description="Not supported (a 400).")
+    background: bool | None = Field(None, description="Answer at once with the response `queued`; it "
+                                    "runs apart from the request (poll `GET /v1/responses/{id}`). Needs `store`.")
     tools: list[FunctionTool] | None = Field(None, max_length=MAX_TOOLS, description="Functions the "
                                              "model may call (type `function`).")
     tool_choice: Literal["none", "auto", "required"] | NamedFunctionChoice | None = Field(
@@ -195,7 +196,7 @@ class ResponseObject(WireModel):
     id: str = Field(default_factory=lambda: new_id("resp"))
     object: Literal["response"] = "response"
     created_at: int = Field(default_factory=now)
-    status: Literal["in_progress", "completed", "incomplete", "failed"] = "completed"
+    status: Literal["queued", "in_progress", "completed", "incomplete", "failed", "cancelled"] = "completed"
     model: str
     output: list[OutputItem] = Field(default_factory=list)
     usage: ResponseUsage | None = None
@@ -212,6 +213,7 @@ class ResponseObject(WireModel):
     tools: list[dict[str, Any]] = Field(default_factory=list)
     previous_response_id: str | None = None
     store: bool = False
+    background: bool = False
     truncation: Literal["disabled"] = "disabled"
 
 

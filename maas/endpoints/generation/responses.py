@@ -40,9 +40,6 @@ TEXT_PARTS = frozenset({"input_text", "output_text", "text"})
 def chat_request(request: ResponsesRequest, context: Sequence[InputItem] = ()) -> ChatCompletionRequest:
     """The chat request answering ``request`` after ``context`` (the items of the stored responses
     it continues); a 400 for what the Responses route does not offer."""
-    if request.background:
-        raise InvalidRequestError("background is not supported: responses are answered within the "
-                                  "request.", "background")
     items = [*context, *input_items(request)]
     messages = [{"role": "system", "content": request.instructions}] if request.instructions else []
     messages += chat_messages(items, len(context))
@@ -144,7 +141,7 @@ def new_response(request: ResponsesRequest, status: str = "completed", store: bo
         previous_response_id=request.previous_response_id,
         tools=[t.model_dump(exclude_none=True) for t in request.tools or []],
         tool_choice=choice.model_dump() if isinstance(choice, NamedFunctionChoice) else choice or "auto",
-        parallel_tool_calls=request.parallel_tool_calls is not False,
+        parallel_tool_calls=request.parallel_tool_calls is not False, background=bool(request.background),
         **({"text": text} if text else {}))
 
 

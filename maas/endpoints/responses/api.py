@@ -22,13 +22,16 @@ from maas.endpoints.generation.responses import input_items
 from maas.endpoints.responses.protocol import InputItemList, ResponseDeleted
 from maas.endpoints.responses.store import ResponseStore, StoredResponse
 from maas.protocol.base import new_id
-from maas.protocol.errors import NotFoundError, PayloadTooLargeError
+from maas.protocol.errors import InvalidRequestError, NotFoundError, PayloadTooLargeError
 
 if TYPE_CHECKING:
     from maas.config import IngressConfig
 
 GLOBAL_SWEEP_EVERY_S = 600.0
 """Each replica sweeps every owner's expired responses at most this often (on a save)."""
+
+RUNNING = frozenset({"queued", "in_progress"})
+"""The statuses of a background response not yet ended."""
 
 ITEM_ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco"}
 
@@ -118,6 +121,28 @@ class StoredResponses:
                                 input_items=with_ids(input_items(request)),
                                 context=[item.model_dump(mode="json", exclude_none=True) for item in context])
         self.store.add(response.id, stored, owner, admit=self._admit)
+
+    def queue(self, request: ResponsesRequest, response: ResponseObject, context: list[InputItem],
+              owner: str | None) -> None:
+        """Store a background response, ``queued``, with its request (what its runner answers)."""
+        self._sweep(owner)
+        stored = StoredResponse(response=response.model_dump(mode="json"),
+                                input_items=with_ids(input_items(request)),
+                                context=[item.model_dump(mode="json", exclude_none=True) for item in context],
+                                request=request.model_dump(mode="json", exclude_none=True, by_alias=True))
+        self.store.add(response.id, stored, owner, admit=self._admit)
+
+    def cancel(self, response_id: str, owner: str | None) -> ResponseObject:
+        """Cancel a background response not yet ended (its runner stops it); an ended one is
+        answered as it is; one not in the background is a 400."""
+        if not self.get(response_id, owner).response.get("background"):
+            raise InvalidRequestError("Only a background response can be cancelled.", "response_id")
+
+        def cancelled(stored: StoredResponse) -> None:
+            if stored.response.get("status") in RUNNING:
+                stored.response["status"] = "cancelled"
+
+        return ResponseObject.model_validate(self.store.update(response_id, owner, cancelled).response)
 
     def _admit(self, count: int) -> None:
         cap = self.limits.max_per_key

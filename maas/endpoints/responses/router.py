@@ -31,7 +31,10 @@ async def create_response(body: ResponsesRequest, request: Request) -> Any:
     `GET /v1/responses/{response_id}` and `previous_response_id`: a stored response of this key
     whose input and output come before `input` (unknown: 404; a conversation that no longer
     fits the model's context: 400 `context_length_exceeded`). Over the key's stored responses
-    (`ingress.max_stored_responses_per_key`): 413 `storage_quota_exceeded`. `background` is a 400.
+    (`ingress.max_stored_responses_per_key`): 413 `storage_quota_exceeded`. With `background: true`
+    (needs `store`; not with `stream`) the answer is the response `queued`: it runs apart from the
+    request, even if this ingress replica is lost; poll it (`in_progress`, then `completed`,
+    `incomplete`, `failed` or `cancelled`).
     """
     ingress = ingress_of(request)
     if not body.stream:
@@ -60,3 +63,10 @@ async def list_input_items(response_id: ResponseId, request: Request,
     not those of the responses it continued."""
     return await run_in_threadpool(ingress_of(request).response_input_items, response_id,
                                    owner_of(request), limit, order, after)
+
+
+@router.post("/v1/responses/{response_id}/cancel", response_model=ResponseObject)
+async def cancel_response(response_id: ResponseId, request: Request) -> ResponseObject:
+    """Cancel a background response not yet ended: it ends `cancelled` and its generation is
+    aborted; an ended one is answered as it is; one not in the background is a 400."""
+    return await run_in_threadpool(ingress_of(request).cancel_response, response_id, owner_of(request))

@@ -6,9 +6,9 @@ Layout: ``owners/<owner folder>/<response id>.json``, one file per response hold
 the input items of its request and the items before them (``context``: what a follow-up
 continues). The owner folder is a hash of the owner (an API key id; ``none`` without keys): a
 response is looked up in its owner's folder only, so another key's id is simply absent, and an
-owner's count is a listing of one folder. Each file is written once, atomically (temporary file,
-then rename), so its modification time is its creation time: retention is checked from that,
-with no read. A new response is added under its owner folder's lock after an ``admit(count)``
+owner's count is a listing of one folder. Each file is written atomically (temporary file, then
+rename): retention is checked from its modification time (its creation, or a background
+response's last change), with no read. A new response is added under its owner folder's lock after an ``admit(count)``
 check that may refuse it (the per-owner cap holds across threads and ingress replicas).
 """
 
@@ -37,6 +37,7 @@ class StoredResponse(BaseModel):
     response: dict[str, Any]
     input_items: list[dict[str, Any]] = Field(default_factory=list)
     context: list[dict[str, Any]] = Field(default_factory=list)
+    request: dict[str, Any] | None = Field(None, description="A background response's request, for its runner.")
 
 
 def safe_response_id(response_id: str) -> str:
@@ -86,6 +87,15 @@ class ResponseStore:
         if not data:
             raise KeyError(response_id)
         return StoredResponse.model_validate(data)
+
+    def update(self, response_id: str, owner: str | None, change: Callable[[StoredResponse], None]) -> StoredResponse:
+        """Apply ``change`` to the owner's stored response under its owner's lock; the changed one
+        (``KeyError`` when there is none)."""
+        with locked(self._folder(owner) / ".lock"):
+            stored = self.get(response_id, owner)
+            change(stored)
+            write_atomic(self._path(response_id, owner), json.dumps(stored.model_dump(mode="json")))
+            return stored
 
     def delete(self, response_id: str, owner: str | None) -> None:
         """Delete the owner's response; ``KeyError`` when it has none of this id."""
