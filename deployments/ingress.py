@@ -18,6 +18,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from deployments.ingress_batches import BatchMethods
+from deployments.ingress_responses import ResponseMethods
 from maas.config import AppConfig, GeneratorModelConfig
 from maas.edge.auth import KeyAuth
 from maas.edge.fair_share import FairShare
@@ -47,7 +48,6 @@ from maas.endpoints.encoding.scoring_protocol import (
 from maas.endpoints.generation import budget
 from maas.endpoints.generation import chat as chat_rules
 from maas.endpoints.generation import completions as completion_rules
-from maas.endpoints.generation import responses as responses_rules
 from maas.endpoints.generation.assemble import (
     chat_chunks,
     chat_response,
@@ -58,9 +58,6 @@ from maas.endpoints.generation.completions_echo import with_echo
 from maas.endpoints.generation.protocol import (
     CompletionRequest,
     CompletionResponse,
-    ResponseEvent,
-    ResponseObject,
-    ResponsesRequest,
 )
 from maas.endpoints.messages import convert as messages_rules
 from maas.endpoints.messages.events import message_events
@@ -71,6 +68,8 @@ from maas.endpoints.messages.protocol import (
     MessageResponse,
     MessagesRequest,
 )
+from maas.endpoints.responses.api import ResponseLimits, StoredResponses
+from maas.endpoints.responses.store import ResponseStore
 from maas.endpoints.service.protocol import ModelCard, ModelList, ModelTraining
 from maas.endpoints.tasks.protocol import (
     AnalyzeRequest,
@@ -117,7 +116,7 @@ HEALTH_TIMEOUT_S = 10.0
 
 @serve.deployment(name="ingress")
 @serve.ingress()
-class MaasIngress(BatchMethods):
+class MaasIngress(BatchMethods, ResponseMethods):
     """The ``maas`` application's entry point: HTTP routes and handle methods."""
 
     def __init__(
@@ -167,6 +166,7 @@ class MaasIngress(BatchMethods):
                                   self._start_batch_runner, BatchLimits.of(config.ingress),
                                   key_of=lambda owner: self.key_auth.key_by_id(owner))
         self.key_auth = KeyAuth()  # the app's, once built
+        self.stored_responses = StoredResponses(ResponseStore(config.batch_dir), ResponseLimits.of(config.ingress))
         self._served = frozenset([*self.generator_configs, *self.adapters.names(), *self.encoder_models,
                                   *(m.name for m in config.classifier.models), *self.ner_models,
                                   *self.pipelines.backend.translators])
@@ -232,16 +232,6 @@ class MaasIngress(BatchMethods):
         """A text completion as chunks; call through ``handle.options(stream=True)``."""
         async for chunk in await self.open_completion_stream(request):
             yield chunk
-
-    async def responses(self, request: ResponsesRequest) -> ResponseObject:
-        """A whole response of the Responses API (``stream`` is ignored), over the chat path."""
-        chat = responses_rules.chat_request(request).model_copy(update={"stream": False})
-        return responses_rules.response_from_chat(request, await self.chat(chat))
-
-    async def responses_stream(self, request: ResponsesRequest) -> AsyncIterator[ResponseEvent]:
-        """A response as the Responses API's events; call through ``handle.options(stream=True)``."""
-        async for event in await self.open_responses_stream(request):
-            yield event
 
     async def messages(self, request: MessagesRequest) -> MessageResponse:
         """A whole message of Anthropic's Messages API (``stream`` is ignored), over the chat path."""
@@ -355,11 +345,6 @@ class MaasIngress(BatchMethods):
         """Validate a completion request and open its streams now (errors before any byte is sent)."""
         prompts, params = await self._prepare_completion(request)
         return await self._completion_chunks(request, prompts, params)
-
-    async def open_responses_stream(self, request: ResponsesRequest) -> AsyncIterator[ResponseEvent]:
-        """Validate a Responses request and open its stream now (errors before any byte is sent)."""
-        chunks = await self.open_chat_stream(responses_rules.chat_request(request))
-        return responses_rules.response_events(request, chunks)
 
     async def open_messages_stream(self, request: MessagesRequest) -> AsyncIterator[MessageEvent]:
         """Validate a Messages request and open its stream now (errors before any byte is sent)."""

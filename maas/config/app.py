@@ -82,6 +82,20 @@ class IngressConfig(StrictModel):
         description="Requests of one batch in flight at a time: a batch takes no more than this "
         "share of the service from interactive traffic.",
     )
+    store_responses: bool = Field(
+        True,
+        description="Whether /v1/responses stores a response when its request does not say (`store`): "
+        "stored responses can be retrieved and continued by `previous_response_id`, on any replica.",
+    )
+    response_retention_s: int = Field(
+        30 * 24 * 3600, ge=60,
+        description="Seconds a stored response is kept after its creation; then it is deleted (a 404).",
+    )
+    max_stored_responses_per_key: int = Field(
+        10_000, ge=1,
+        description="Stored responses an API key may hold; one more is a 413 (`storage_quota_exceeded`). "
+        "Without keys, for the whole service.",
+    )
     deployment: DeploymentOptions = Field(
         default_factory=lambda: DeploymentOptions(num_cpus=0.1, max_ongoing_requests=256),
         description="Serve options.",
@@ -106,8 +120,8 @@ class AppConfig(StrictModel):
         None, description="Model registry folder (shared storage on a cluster); None: cache_dir()/registry."
     )
     batch_dir: str | None = Field(
-        None, description="Batch API files and batch states (shared storage on a cluster); "
-        "None: cache_dir()/batches.",
+        None, description="Batch API files and batch states, and stored responses (`responses/`) "
+        "(shared storage on a cluster); None: cache_dir()/batches.",
     )
 
     @model_validator(mode="after")

@@ -23,10 +23,12 @@ from maas.endpoints.encoding import router as encoding
 from maas.endpoints.generation import router as generation
 from maas.endpoints.messages import router as messages
 from maas.endpoints.messages.errors import install_anthropic_errors
+from maas.endpoints.responses import router as responses
 from maas.endpoints.service import router as service
 from maas.endpoints.tasks import router as tasks
 
-ROUTERS = (service.router, generation.router, messages.router, encoding.router, tasks.router, batches.router)
+ROUTERS = (service.router, generation.router, responses.router, messages.router, encoding.router, tasks.router,
+           batches.router)
 
 
 def build_app(ingress: Any, config: IngressConfig, shared_limits_app: str | None = None) -> FastAPI:

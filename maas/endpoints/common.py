@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from maas.edge.auth import request_key
 from maas.edge.http import ServeErrorRoute
 
 
@@ -17,6 +18,12 @@ def new_router() -> APIRouter:
 def ingress_of(request: Request) -> Any:
     """The ingress deployment (:class:`deployments.ingress.MaasIngress`) serving this request."""
     return request.app.state.ingress
+
+
+def owner_of(request: Request) -> str | None:
+    """The id of the request's API key: the owner of what it stores (None when the service has no keys)."""
+    key = request_key(request)
+    return key.id if key else None
 
 
 def streamed(model: type) -> dict[int | str, dict[str, Any]]:

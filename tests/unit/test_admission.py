@@ -26,11 +26,15 @@ OPEN_ROUTES = {("GET", "/health"), ("GET", "/metrics"), ("GET", "/"), ("GET", "/
                ("POST", "/v1/files"), ("GET", "/v1/files"), ("GET", "/v1/files/{file_id}"),
                ("GET", "/v1/files/{file_id}/content"), ("DELETE", "/v1/files/{file_id}"),
                ("GET", "/v1/batches"), ("GET", "/v1/batches/{batch_id}"),
-               ("POST", "/v1/batches/{batch_id}/cancel")}
+               ("POST", "/v1/batches/{batch_id}/cancel"),
+               ("GET", "/v1/responses/{response_id}"), ("DELETE", "/v1/responses/{response_id}"),
+               ("GET", "/v1/responses/{response_id}/input_items"),
+               ("POST", "/v1/responses/{response_id}/cancel")}
 """Routes that use no model: /v1/models lists only what the key allows, and /v1/models/{id} is a 404
 for a model the key may not use (checked by their own tests);
 the Batch API's files and batches belong to a key (another key gets 404), a batch's models are
-admitted when it is created (that route is admitted) and each of its requests when it runs."""
+admitted when it is created (that route is admitted) and each of its requests when it runs; a stored
+response belongs to a key too, and reading or deleting it runs no model."""
 
 
 def test_every_route_of_the_app_is_admitted() -> None:

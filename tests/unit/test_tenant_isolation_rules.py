@@ -57,7 +57,7 @@ class Ingress:
             raise ModelNotFoundError.for_model(body.model, "embeddings", [ENCODER])
         return EmbeddingResponse(data=[], model=ENCODER, usage=UsageInfo.of(1))
 
-    async def responses(self, body: Any) -> dict[str, Any]:
+    async def responses(self, body: Any, owner: str | None = None) -> dict[str, Any]:
         return {"messages": len(responses_rules.chat_request(body).messages)}
 
 

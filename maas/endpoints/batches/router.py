@@ -15,7 +15,6 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from maas.edge.admission import admitted
-from maas.edge.auth import request_key
 from maas.endpoints.batches.protocol import (
     MAX_ID_LENGTH,
     BatchCreateRequest,
@@ -25,7 +24,7 @@ from maas.endpoints.batches.protocol import (
     FileList,
     FileObject,
 )
-from maas.endpoints.common import ingress_of, new_router
+from maas.endpoints.common import ingress_of, new_router, owner_of
 
 router = new_router()
 
@@ -38,12 +37,6 @@ UPLOAD_CHUNK_BYTES = 1024 * 1024
 JSONL_CONTENT: dict[int | str, dict[str, Any]] = {200: {
     "description": "The file's bytes (JSON lines).",
     "content": {"application/jsonl": {"schema": {"type": "string"}}}}}
-
-
-def owner_of(request: Request) -> str | None:
-    """The id of the request's API key (None when the service has no keys)."""
-    key = request_key(request)
-    return key.id if key else None
 
 
 @router.post("/v1/files", response_model=FileObject)

@@ -1,9 +1,9 @@
 """The generation family's protocol: ``/v1/responses`` and ``/v1/completions``. The chat request
 and its answers are in :mod:`maas.protocol.chat`, shared with the other families and the engines.
 
-``/v1/responses`` is OpenAI's Responses API over the chat path (text in, text out). Responses are
-not stored: ``store`` is answered ``false``, and ``previous_response_id`` or ``background`` are
-refused with a 400.
+``/v1/responses`` is OpenAI's Responses API over the chat path (text in, text or function calls
+out). Responses are stored unless ``store`` is false (``maas/endpoints/responses/``), and a
+request may continue one by ``previous_response_id`` or run in the ``background``.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
+from maas.limits import MAX_TOOLS
 from maas.protocol.base import (
     MAX_MESSAGES,
     Metadata,
@@ -34,14 +35,59 @@ class InputContentPart(RequestModel):
 
     type: str
     text: str | None = None
+    annotations: list[Any] | None = None
 
 
 class InputMessage(RequestModel):
-    """One message of ``input`` (``type: "message"`` may be left out)."""
+    """One message of ``input`` (``type: "message"`` may be left out). ``id`` and ``status`` are
+    those of an earlier output message sent back as input."""
 
     type: Literal["message"] = "message"
     role: Role
     content: str | list[InputContentPart]
+    id: str | None = Field(None, max_length=128)
+    status: str | None = None
+
+
+class FunctionCallInput(RequestModel):
+    """An earlier ``function_call`` output item, sent back as input."""
+
+    type: Literal["function_call"]
+    call_id: str = Field(..., min_length=1, max_length=256)
+    name: str = Field(..., min_length=1, max_length=64)
+    arguments: str = Field("{}", description="The arguments, a JSON object as text.")
+    id: str | None = Field(None, max_length=128)
+    status: str | None = None
+
+
+class FunctionCallOutputInput(RequestModel):
+    """The result of a function call: ``output`` answers the call ``call_id``."""
+
+    type: Literal["function_call_output"]
+    call_id: str = Field(..., min_length=1, max_length=256)
+    output: str
+    id: str | None = Field(None, max_length=128)
+    status: str | None = None
+
+
+InputItem = InputMessage | FunctionCallInput | FunctionCallOutputInput
+
+
+class FunctionTool(RequestModel):
+    """A function the model may call, in the Responses shape (flat, no ``function`` object)."""
+
+    type: str = Field("function", description="`function` (other tool types are a 400).")
+    name: str | None = Field(None, min_length=1, max_length=64)
+    description: str | None = Field(None, max_length=8192)
+    parameters: dict[str, Any] | None = Field(None, description="JSON schema of the arguments.")
+    strict: bool | None = None
+
+
+class NamedFunctionChoice(RequestModel):
+    """``tool_choice`` naming one function: ``{"type": "function", "name": ...}``."""
+
+    type: Literal["function"] = "function"
+    name: str = Field(..., min_length=1, max_length=64)
 
 
 class TextFormat(RequestModel):
@@ -70,20 +116,30 @@ class ResponsesRequest(RequestModel):
     """``POST /v1/responses``."""
 
     model: ModelName
-    input: Annotated[str | Annotated[list[InputMessage], Field(max_length=MAX_MESSAGES)], NonEmptyInput] = Field(
-        ..., description=f"A text, or up to {MAX_MESSAGES} messages ({MAX_MESSAGES - 1} with `instructions`).")
+    input: Annotated[str | Annotated[list[InputItem], Field(max_length=MAX_MESSAGES)], NonEmptyInput] = Field(
+        ..., description=f"A text, or up to {MAX_MESSAGES} items ({MAX_MESSAGES - 1} with `instructions`): "
+        "messages, earlier `function_call` items and `function_call_output` items.")
     instructions: str | None = Field(None, description="A system message put first.")
     max_output_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     stream: bool = False
     text: TextConfig | None = None
-    store: bool | None = Field(None, description="Accepted; responses are never stored.")
+    store: bool | None = Field(None, description="Store the response (retrieve it, continue it by "
+                               "`previous_response_id`); default `ingress.store_responses` (true).")
     metadata: Metadata | None = None
     user: UserId | None = None
-    previous_response_id: str | None = Field(None, description="Not supported (no stored responses).")
-    background: bool | None = Field(None, description="Not supported.")
-    tools: list[dict[str, Any]] | None = Field(None, description="Not supported here: use chat.")
+    previous_response_id: str | None = Field(
+        None, max_length=128, description="A stored response of this API key whose input and output "
+        "come before `input` (its `instructions` do not).")
+    background: bool | None = Field(None, description="Answer at once with the response `queued`; it "
+                                    "runs apart from the request (poll `GET /v1/responses/{id}`). Needs `store`.")
+    tools: list[FunctionTool] | None = Field(None, max_length=MAX_TOOLS, description="Functions the "
+                                             "model may call (type `function`).")
+    tool_choice: Literal["none", "auto", "required"] | NamedFunctionChoice | None = Field(
+        None, description="`none`, `auto` (default with tools), `required`, or `{\"type\": \"function\", "
+        "\"name\"}`.")
+    parallel_tool_calls: bool | None = Field(None, description="`false`: at most one call.")
 
 
 class OutputText(WireModel):
@@ -116,6 +172,20 @@ class ResponseUsage(WireModel):
     total_tokens: int
 
 
+class FunctionCallItem(WireModel):
+    """An output item: the model calls a function (answer it with a ``function_call_output``)."""
+
+    type: Literal["function_call"] = "function_call"
+    id: str = Field(default_factory=lambda: new_id("fc"))
+    call_id: str
+    name: str
+    arguments: str
+    status: Literal["in_progress", "completed", "incomplete"] = "completed"
+
+
+OutputItem = OutputMessage | FunctionCallItem
+
+
 class IncompleteDetails(WireModel):
     reason: Literal["max_output_tokens", "content_filter"]
 
@@ -126,9 +196,9 @@ class ResponseObject(WireModel):
     id: str = Field(default_factory=lambda: new_id("resp"))
     object: Literal["response"] = "response"
     created_at: int = Field(default_factory=now)
-    status: Literal["in_progress", "completed", "incomplete", "failed"] = "completed"
+    status: Literal["queued", "in_progress", "completed", "incomplete", "failed", "cancelled"] = "completed"
     model: str
-    output: list[OutputMessage] = Field(default_factory=list)
+    output: list[OutputItem] = Field(default_factory=list)
     usage: ResponseUsage | None = None
     instructions: str | None = None
     max_output_tokens: int | None = None
@@ -139,10 +209,11 @@ class ResponseObject(WireModel):
     incomplete_details: IncompleteDetails | None = None
     error: dict[str, Any] | None = None
     parallel_tool_calls: bool = True
-    tool_choice: str = "none"
-    tools: list[Any] = Field(default_factory=list)
+    tool_choice: str | dict[str, Any] = "auto"
+    tools: list[dict[str, Any]] = Field(default_factory=list)
     previous_response_id: str | None = None
     store: bool = False
+    background: bool = False
     truncation: Literal["disabled"] = "disabled"
 
 
@@ -155,10 +226,11 @@ class ResponseEvent(WireModel):
     output_index: int | None = None
     content_index: int | None = None
     item_id: str | None = None
-    item: OutputMessage | None = None
+    item: OutputItem | None = None
     part: OutputText | None = None
     delta: str | None = None
     text: str | None = None
+    arguments: str | None = None
 
     @property
     def usage(self) -> ResponseUsage | None:

@@ -1,0 +1,136 @@
+"""Stored responses on disk (``<batch_dir>/responses``, shared storage on a cluster): every ingress
+replica reads what any other one wrote, so a conversation continued by ``previous_response_id``
+may land on any replica.
+
+Layout: ``owners/<owner folder>/<response id>.json``, one file per response holding the response,
+the input items of its request and the items before them (``context``: what a follow-up
+continues). The owner folder is a hash of the owner (an API key id; ``none`` without keys): a
+response is looked up in its owner's folder only, so another key's id is simply absent, and an
+owner's count is a listing of one folder. Each file is written atomically (temporary file, then
+rename): retention is checked from its modification time (its creation, or a background
+response's last change), with no read. A new response is added under its owner folder's lock after an ``admit(count)``
+check that may refuse it (the per-owner cap holds across threads and ingress replicas).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from maas.endpoints.batches.store import default_batch_dir
+from maas.storage.files import locked, read_json, write_atomic
+
+MAX_RESPONSE_ID_LENGTH = 128
+"""The longest response id a request may name (ours are much shorter)."""
+
+
+class StoredResponse(BaseModel):
+    """What is kept of one response: the response object (a dict, as answered), the input items
+    of its request (ids given), and the items of the responses it continues."""
+
+    response: dict[str, Any]
+    input_items: list[dict[str, Any]] = Field(default_factory=list)
+    context: list[dict[str, Any]] = Field(default_factory=list)
+    request: dict[str, Any] | None = Field(None, description="A background response's request, for its runner.")
+
+
+def safe_response_id(response_id: str) -> str:
+    """``response_id`` if it can name a file (letters, digits, ``-`` and ``_``, as ours are);
+    else ``KeyError``: no path outside the store can be named."""
+    if not response_id or len(response_id) > MAX_RESPONSE_ID_LENGTH or \
+            not all(c.isascii() and (c.isalnum() or c in "-_") for c in response_id):
+        raise KeyError(response_id)
+    return response_id
+
+
+def owner_folder_name(owner: str | None) -> str:
+    """The folder of an owner's responses: a hash of its key id (any text is a safe name)."""
+    return "none" if owner is None else "key-" + hashlib.sha256(owner.encode()).hexdigest()[:32]
+
+
+class ResponseStore:
+    """Stored responses, by owner."""
+
+    def __init__(self, root: str | Path | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.root = (Path(root).expanduser() if root else default_batch_dir()) / "responses"
+        self.clock = clock
+
+    def _folder(self, owner: str | None) -> Path:
+        return self.root / "owners" / owner_folder_name(owner)
+
+    def _path(self, response_id: str, owner: str | None) -> Path:
+        return self._folder(owner) / f"{safe_response_id(response_id)}.json"
+
+    def add(self, response_id: str, stored: StoredResponse, owner: str | None,
+            admit: Callable[[int], None] | None = None) -> None:
+        """Store a new response; ``admit(count)``, called under the owner's lock with the number
+        of responses it holds, may refuse it (e.g. its cap)."""
+        path = self._path(response_id, owner)
+        with locked(self._folder(owner) / ".lock"):
+            if admit is not None:
+                admit(self.count(owner))
+            write_atomic(path, json.dumps(stored.model_dump(mode="json")))
+
+    def get(self, response_id: str, owner: str | None, max_age_s: float | None = None) -> StoredResponse:
+        """The owner's response; ``KeyError`` when it has none of this id (another owner's
+        included). One older than ``max_age_s`` is deleted and absent."""
+        path = self._path(response_id, owner)
+        if max_age_s is not None and self._age(path) > max_age_s:
+            path.unlink(missing_ok=True)
+        data = read_json(path)
+        if not data:
+            raise KeyError(response_id)
+        return StoredResponse.model_validate(data)
+
+    def update(self, response_id: str, owner: str | None, change: Callable[[StoredResponse], None]) -> StoredResponse:
+        """Apply ``change`` to the owner's stored response under its owner's lock; the changed one
+        (``KeyError`` when there is none)."""
+        with locked(self._folder(owner) / ".lock"):
+            stored = self.get(response_id, owner)
+            change(stored)
+            write_atomic(self._path(response_id, owner), json.dumps(stored.model_dump(mode="json")))
+            return stored
+
+    def delete(self, response_id: str, owner: str | None) -> None:
+        """Delete the owner's response; ``KeyError`` when it has none of this id."""
+        path = self._path(response_id, owner)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            raise KeyError(response_id) from None
+
+    def count(self, owner: str | None) -> int:
+        """How many responses the owner holds (a listing, no reads)."""
+        return sum(1 for _ in self._files(self._folder(owner)))
+
+    def sweep(self, max_age_s: float, owner: str | None = None, every_owner: bool = False) -> int:
+        """Delete the responses older than ``max_age_s``, of one owner or of all; how many went."""
+        folders = [p for p in (self.root / "owners").glob("*") if p.is_dir()] if every_owner \
+            else [self._folder(owner)]
+        removed = 0
+        for folder in folders:
+            for path in self._files(folder):
+                if self._age(path) > max_age_s:
+                    path.unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
+    def _age(self, path: Path) -> float:
+        try:
+            return self.clock() - path.stat().st_mtime
+        except FileNotFoundError:
+            return 0.0
+
+    @staticmethod
+    def _files(folder: Path) -> Iterator[Path]:
+        """The response files of a folder (not the lock, nor a temporary file being written)."""
+        if not folder.is_dir():
+            return iter(())
+        return (p for p in folder.iterdir() if p.suffix == ".json" and not p.name.startswith("."))
+
