@@ -7,10 +7,12 @@ request when the consumer goes away (the generator is closed or cancelled).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from maas.config import GeneratorModelConfig
@@ -55,6 +57,7 @@ def build_engine_args(config: GeneratorModelConfig, on_gpu: bool) -> Any:
         os.environ.setdefault("MALLOC_ARENA_MAX", "2")
         if config.cpu_threads_bind != "auto":  # read by vLLM's CPU worker processes
             os.environ["VLLM_CPU_OMP_THREADS_BIND"] = config.cpu_threads_bind
+        lower_cpu_priority(config.cpu_nice)
     kwargs: dict[str, Any] = {
         "model": str(resolve_model_path(config.path)),
         "served_model_name": config.name,
@@ -78,6 +81,19 @@ def build_engine_args(config: GeneratorModelConfig, on_gpu: bool) -> Any:
     kwargs.update(lora_engine_kwargs(config))
     kwargs.update(config.engine_kwargs)
     return AsyncEngineArgs(**kwargs)
+
+
+def lower_cpu_priority(nice: int) -> None:
+    """Run this process, and the engine processes it starts after this, at niceness ``nice``
+    (raised only: a process cannot take back priority it gave away without privileges)."""
+    if nice <= 0:
+        return
+    # Linux keeps a niceness per thread (new threads and processes inherit their creator's): every
+    # thread of this process gets it.
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            if os.getpriority(os.PRIO_PROCESS, int(task.name)) < nice:
+                os.setpriority(os.PRIO_PROCESS, int(task.name), nice)
 
 
 def executor_backend(on_gpu: bool) -> str:
