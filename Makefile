@@ -105,7 +105,8 @@ SOAK_S ?= 1500
 soak: install
 	MAAS_SOAK_S=$(SOAK_S) $(PY) -m pytest tests/integration/test_soak.py -s $(PYTEST_ARGS)
 
-# The edit-test loop: ruff and the unit tests (no Ray, no vLLM), well under 2 minutes.
+# The edit-test loop: ruff and the unit tests (no Ray, no vLLM): about 2 minutes of CPU, one core
+# (benchmarks/results/suite-time/unit-2026-12-07.txt).
 check: install
 	$(VENV)/bin/ruff check maas deployments pipelines tests benchmarks
 	$(PY) -m pytest tests/unit -q

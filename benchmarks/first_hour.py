@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="maas-first-hour-") as home:
         lines, times = run(args.config, args.port, Path(home))
-    report(lines, times)
+    report(lines, times, args.config)
     return 0
 
 
@@ -96,18 +96,28 @@ def answers(http: httpx.Client, name: str, capability: str) -> bool:
         return False
 
 
-def report(lines: list[str], times: dict[str, float]) -> None:
+def report(lines: list[str], times: dict[str, float], config: str) -> None:
     rows = [f"| {name} | {seconds / 60:.1f} min |" for name, seconds in sorted(times.items(), key=lambda x: x[1])]
     table = "\n".join(["| model | first answer after `maas serve` started |", "|---|---:|", *rows])
     print(table)
     print(f"terminal lines until the last model answered: {len(lines)}")
     RESULTS.write_text(
         "# The first hour (`python -m benchmarks.first_hour`)\n\n"
-        "`maas serve --config cluster/maas-cpu.yaml` on an empty `$MAAS_HOME`, environment "
-        f"installed, on this machine ({os.cpu_count()} cores).\n\n{table}\n\n"
+        f"`maas serve --config {Path(config).relative_to(ROOT) if Path(config).is_relative_to(ROOT) else config}` "
+        f"on an empty `$MAAS_HOME`, environment installed. {machine_line()}\n\n{table}\n\n"
         f"Terminal lines until then, and at Ctrl-C: {len(lines)}.\n\n```\n{''.join(lines)}```\n",
         encoding="utf-8",
     )
+
+
+def machine_line() -> str:
+    """The machine the run measured: date, CPU model, cores, SIMD flags, memory, load at the end."""
+    from benchmarks.report import describe_machine
+
+    m = describe_machine()
+    return (f"Run on {m['date']}: {m['cpu_model']}, {m['cpu_cores']} cores, {m['ram_gib']} GiB RAM, "
+            f"SIMD: {' '.join(m['cpu_simd_flags']) or '?'}; load average (1, 5, 15 min) at the end "
+            f"{m['load_average_at_start']}.")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,12 @@ def blocks(path: Path) -> list[Block]:
     return [Block(path, text.count("\n", 0, m.start()) + 2, m.group(1), m.group(2)) for m in FENCE.finditer(text)]
 
 
+def fence_lines(path: Path) -> list[int]:
+    """Line numbers of every line that opens or closes a fenced block, indented ones included
+    (the block reader sees only fences at the start of a line: an indented one would hide its block)."""
+    return [i for i, line in enumerate(read(path).splitlines(), 1) if line.lstrip().startswith(("```", "~~~"))]
+
+
 def prose(path: Path) -> str:
     """The text outside fenced code blocks."""
     return FENCE.sub("", read(path))
@@ -66,19 +72,39 @@ def commands(tool: str) -> list[tuple[str, list[str], bool]]:
     return found
 
 
+WRAPPERS = {"sudo": 1, "time": 1, "nohup": 1, "env": 1, "exec": 1, "timeout": 2, "flock": 2}
+"""Commands that run the command after them (with this many words of their own)."""
+
+
 def _invocations(line: str, tool: str) -> list[list[str]]:
-    """``tool`` invocations of a shell line (also after ``&&``, ``;``, ``|``, ``.venv/bin/``)."""
+    """``tool`` invocations of a shell line: also after ``&&``, ``;``, ``|``, ``.venv/bin/``,
+    ``VAR=value``, a wrapper (``timeout 600``, ``sudo``) or the ``--`` of a launcher
+    (``ray job submit ... -- maas train ...``)."""
     out: list[list[str]] = []
     for part in re.split(r"&&|;|\|\||\|", line):
         try:
             words = shlex.split(part.strip())
         except ValueError:
             continue
-        while words and "=" in words[0] and not words[0].startswith("-"):
-            words = words[1:]  # VAR=value before the command
+        words = _command_words(words, tool)
         if words and words[0] in (tool, f".venv/bin/{tool}"):
             out.append(words[1:])
     return out
+
+
+def _command_words(words: list[str], tool: str) -> list[str]:
+    """``words`` from the command they run: environment assignments, wrappers and a launcher's
+    arguments up to its ``--`` dropped."""
+    while words:
+        if "=" in words[0] and not words[0].startswith("-"):
+            words = words[1:]  # VAR=value before the command
+        elif words[0] in WRAPPERS:
+            words = words[WRAPPERS[words[0]]:]
+        elif words[0] not in (tool, f".venv/bin/{tool}") and "--" in words:
+            words = words[words.index("--") + 1:]
+        else:
+            return words
+    return words
 
 
 def make_targets(makefile: Path = ROOT / "Makefile") -> set[str]:

@@ -1,12 +1,13 @@
-"""The README and ``docs/`` stay true: commands parse, config excerpts validate, routes and settings
-are documented. Nothing is executed: each command goes through the real argument parsers."""
+"""The README and ``docs/`` stay true: commands parse, config excerpts validate, routes are
+documented both ways, links resolve, quoted messages are the code's (settings, flags and variables:
+``test_docs_settings.py``). Nothing is executed: each command goes through the real argument parsers."""
 
 from __future__ import annotations
 
 import argparse
 import re
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import pytest
 import yaml
@@ -19,20 +20,20 @@ from docs_text import (
     commands,
     curl_paths,
     documented_routes,
+    fence_lines,
     make_targets,
     message_patterns,
     normalize,
     printed_messages,
+    prose,
     read,
     route_pattern,
 )
-from pydantic import BaseModel
 
 from maas.cli import build_parser, split_address
 from maas.config import AppConfig
 
 API_DOC = ROOT / "docs" / "api.md"
-CONFIG_DOC = ROOT / "docs" / "configuration.md"
 FASTAPI_OWN = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 
 
@@ -123,11 +124,70 @@ def test_every_make_command_of_the_docs_names_a_target() -> None:
         assert set(names) <= targets, f"{where}: `make {' '.join(argv)}`: no target {set(names) - targets}"
 
 
+def test_every_make_target_is_documented() -> None:
+    """A new target without a `make TARGET` in the README or docs/ fails here."""
+    shown = {word for _, argv, _ in commands("make") for word in argv if "=" not in word}
+    missing = sorted(make_targets() - shown)
+    assert not missing, f"Makefile targets no doc shows as `make TARGET`: {missing}"
+
+
 def test_every_python_module_the_docs_run_exists() -> None:
     for path in DOC_FILES:
         for module in re.findall(r"python -m ((?:benchmarks|pipelines|maas|examples)[\w.]*)", read(path)):
             file = ROOT / module.replace(".", "/")
             assert file.with_suffix(".py").exists() or (file / "__main__.py").exists(), (path.name, module)
+
+
+def _python_parser(argv: list[str]) -> tuple[str, Any] | None:
+    """The argument parser of ``python ARGV`` (``-m MODULE`` or ``FILE.py``), where the module
+    exposes one: ``build_parser()`` or ``parse_args(argv)``; None for the others."""
+    import importlib
+
+    if argv[:1] == ["-m"] and len(argv) > 1:
+        name, rest = argv[1], argv[2:]
+    elif argv and argv[0].endswith(".py") and (ROOT / argv[0]).exists():
+        name, rest = argv[0].removesuffix(".py").replace("/", "."), argv[1:]
+    else:
+        return None
+    if not name.startswith(("benchmarks", "examples", "pipelines", "maas")) or "pytest" in name:
+        return None
+    module = importlib.import_module(name)
+    if hasattr(module, "build_parser"):
+        return name, lambda: module.build_parser().parse_args(rest)
+    if hasattr(module, "parse_args"):
+        return name, lambda: module.parse_args(rest)
+    return None
+
+
+PYTHON_COMMANDS = [(where, argv) for where, argv, inline in commands("python") if not inline]
+
+
+def test_the_docs_show_python_commands_with_parsers() -> None:
+    assert sum(_python_parser(argv) is not None for _, argv in PYTHON_COMMANDS) >= 5
+
+
+@pytest.mark.parametrize(("where", "argv"), PYTHON_COMMANDS, ids=[" ".join(a) for _, a in PYTHON_COMMANDS])
+def test_every_python_command_of_the_docs_parses(where: str, argv: list[str]) -> None:
+    """``python -m benchmarks.run --systems ...``, ``python examples/classify_dataset.py ...``:
+    parsed by the module's own parser (``--help`` and an unknown option both exit)."""
+    found = _python_parser(argv)
+    if found is None or "--help" in argv:
+        return
+    name, parse = found
+    try:
+        parse()
+    except SystemExit as exc:
+        pytest.fail(f"{where}: `python {' '.join(argv)}`: {name} refuses it (exit {exc.code})")
+
+
+def test_commands_are_found_behind_wrappers_and_launchers() -> None:
+    from docs_text import _invocations
+
+    assert _invocations("timeout 600 make check", "make") == [["check"]]
+    assert _invocations("ray job submit --address x -- maas train a --epochs 1", "maas") == [
+        ["train", "a", "--epochs", "1"]]
+    assert _invocations("MAAS_HOME=/x flock /tmp/l .venv/bin/maas status", "maas") == [["status"]]
+    assert _invocations("make run", "maas") == []
 
 
 def test_the_train_address_may_follow_the_task() -> None:
@@ -162,6 +222,8 @@ CONFIG_BLOCKS = _config_blocks()
 def validate_excerpt(text: str) -> None:
     """A Serve file, an application's ``args``, or top-level sections of them; an excerpt headed
     ``# <file> (excerpt)`` must also be part of that file."""
+    from maas.edge.key_file import KeyFile
+    from pipelines.training.lora import LoraTrainConfig
     from pipelines.training.train import TrainConfig
 
     data = yaml.safe_load(text)
@@ -175,8 +237,13 @@ def validate_excerpt(text: str) -> None:
         check_embedded(AppConfig.model_validate(data))
     elif set(data) <= set(TrainConfig.model_fields):
         TrainConfig.model_validate(data)
+    elif set(data) <= set(LoraTrainConfig.model_fields):
+        LoraTrainConfig.model_validate(data)
+    elif set(data) == {"keys"}:
+        KeyFile.model_validate(data)
     else:
-        raise AssertionError(f"neither a Serve config nor an AppConfig or TrainConfig part: {sorted(data)}")
+        raise AssertionError("neither a Serve config nor a part of an AppConfig, a TrainConfig, a "
+                             f"LoraTrainConfig or a key file: {sorted(data)}")
     header = re.match(r"#\s*(\S+)\s+\(excerpt\)", text.strip())
     if header:
         whole = yaml.safe_load((ROOT / header.group(1)).read_text(encoding="utf-8"))
@@ -223,6 +290,55 @@ def test_every_serve_config_the_docs_name_validates(name: str) -> None:
     check_embedded(load_app_config(ROOT / "cluster" / name))
 
 
+CONFIG_LANGS = ("yaml", "yml", "json")
+"""The languages of config blocks: each such block must validate. A config of another program
+(Prometheus' scrape config) goes in a ``text`` block; code in ``python`` or ``bash``."""
+
+
+def config_keys() -> set[str]:
+    """Top-level keys of every file maas reads: a Serve file, an app's ``args``, a training
+    config, a key file."""
+    from maas.edge.key_file import KeyFile
+    from pipelines.training.lora import LoraTrainConfig
+    from pipelines.training.train import TrainConfig
+
+    return ({"applications", "args", "http_options", "proxy_location"} | set(AppConfig.model_fields)
+            | set(TrainConfig.model_fields) | set(LoraTrainConfig.model_fields) | set(KeyFile.model_fields))
+
+
+def hidden_config(text: str) -> set[str]:
+    """The maas config keys at the top of a block that parses as a YAML mapping (none if it does not)."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return set()
+    return set(data) & config_keys() if isinstance(data, dict) else set()
+
+
+def test_no_config_hides_in_a_block_that_is_not_checked() -> None:
+    """A block whose top keys are maas settings must be labelled ``yaml`` (or ``json``) so that
+    it is validated; every other block (transcripts, diagrams, answers) holds none."""
+    hidden = [f"{b.where()} ({b.lang or 'no language'}): {sorted(keys)}" for path in DOC_FILES
+              for b in blocks(path) if b.lang not in (*CONFIG_LANGS, "python")
+              and (keys := hidden_config(b.text))]
+    assert not hidden, "config blocks not labelled yaml, so never validated:\n" + "\n".join(hidden)
+
+
+def test_a_hidden_config_is_found() -> None:
+    assert hidden_config("generators:\n  - {name: x, path: y}\n") == {"generators"}
+    assert hidden_config("scrape_configs:\n  - job_name: maas\n") == set()
+    assert hidden_config('{"error": {"message": "m"}}') == set()
+    assert hidden_config("[maas] serving on http://127.0.0.1:8000") == set()
+
+
+def test_every_fence_starts_a_line() -> None:
+    """The block reader sees fences at the start of a line only: an indented or ``~~~`` fence
+    would hide its commands and configs from every check here."""
+    for path in DOC_FILES:
+        assert len(fence_lines(path)) == 2 * len(blocks(path)), (
+            f"{path.name}: a fence not at the start of a line, or unclosed: lines {fence_lines(path)}")
+
+
 def test_an_excerpt_must_match_its_file() -> None:
     assert is_part({"args": {"ingress": {"deployment": {"num_cpus": 0.1}}}},
                    {"args": {"ingress": {"deployment": {"num_cpus": 0.1, "x": 1}}}})
@@ -262,55 +378,35 @@ def test_every_documented_route_exists() -> None:
             assert any(r.match(route) for _, r in patterns), f"{path.name}: $B{route} is not a route"
 
 
-# --------------------------------------------------------------------------- settings and flags
+INLINE_PATH = re.compile(r"(?<![\w.<>/])(/v[12]/[^\s`'\")]*)")
 
 
-def config_fields(model: type[BaseModel], seen: set[type] | None = None) -> set[str]:
-    """Every field name of ``model`` and of the config models inside it."""
-    seen = set() if seen is None else seen
-    if model in seen:
-        return set()
-    seen.add(model)
-    names = set(model.model_fields)
-    for field in model.model_fields.values():
-        for inner in (field.annotation, *_nested(field.annotation)):
-            if isinstance(inner, type) and issubclass(inner, BaseModel):
-                names |= config_fields(inner, seen)
-    return names
-
-
-def _nested(annotation: Any) -> list[Any]:
-    out = []
-    for arg in get_args(annotation):
-        out += [arg, *_nested(arg)]
-    return out
-
-
-def code_words(text: str) -> set[str]:
-    """Identifiers inside the text's inline code spans (an example in a code block documents nothing)."""
-    spans = re.findall(r"`([^`\n]+)`", FENCE.sub("", text))
-    return {word for span in spans for word in re.findall(r"[A-Za-z_][\w-]*", span)}
-
-
-def test_every_setting_is_documented_in_configuration_md() -> None:
-    missing = sorted(config_fields(AppConfig) - code_words(read(CONFIG_DOC)))
-    assert not missing, f"docs/configuration.md does not document: {missing}"
-
-
-def test_every_maas_command_and_flag_is_documented_in_configuration_md() -> None:
-    text = read(CONFIG_DOC)
-    parser = build_parser()
-    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    for name, sub in subparsers.choices.items():
-        assert f"maas {name}" in text, f"docs/configuration.md lists no `maas {name}`"
-        flags = {o for a in sub._actions for o in a.option_strings if o.startswith("--") and o != "--help"}
-        missing = sorted(f for f in flags if not re.search(rf"{re.escape(f)}\b", text))
-        assert not missing, f"`maas {name}`: docs/configuration.md does not mention {missing}"
+def test_every_api_path_the_docs_name_exists() -> None:
+    """Inline code naming a path without a method (`/v1/classify`, `/v1/files/{file_id}`) names a
+    route, or a route prefix when it ends with ``/`` (`/v1/pipelines/`)."""
+    routes = code_routes()
+    patterns = [route_pattern(p) for _, p in routes]
+    for path in DOC_FILES:
+        for span in re.findall(r"`([^`\n]+)`", prose(path)):
+            for named in INLINE_PATH.findall(span):
+                named = named.split("?", 1)[0].rstrip(".,:")
+                ok = (any(p.startswith(named) for _, p in routes) if named.endswith("/")
+                      else any(r.match(named) for r in patterns))
+                assert ok, f"{path.name}: `{named}` is not a route"
 
 
 def test_every_doc_link_resolves() -> None:
     broken = {path.name: links for path in DOC_FILES if (links := broken_links(path))}
     assert not broken, f"links to no file or heading: {broken}"
+
+
+def test_the_api_reference_lists_every_section_in_its_contents() -> None:
+    text = read(API_DOC)
+    contents = text[:text.index("\n## ")]
+    headings = re.findall(r"^#{2,3} (.+)$", FENCE.sub("", text), re.M)
+    linked = set(re.findall(r"\]\(#([^)]+)\)", contents))
+    missing = [h for h in headings if re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") not in linked]
+    assert not missing, f"docs/api.md's contents list lacks: {missing}"
 
 
 def test_a_link_to_a_missing_heading_is_broken(tmp_path: Path) -> None:
