@@ -349,7 +349,8 @@ def table(results: dict[str, Any]) -> str:
     names = {"chat": f"chat ({s['b_chat_tokens']} tokens)", "classify": "classify (1 text)"}
     for kind, ratio in ratios(results).items():
         quiet, flood = results["b"]["quiet"][kind], results["b"]["flood"][kind]
-        met = "met" if ratio["p95_ms"] is not None and ratio["p95_ms"] <= GOAL_RATIO else "missed"
+        exact = flood["p95_ms"] / quiet["p95_ms"] if flood["p95_ms"] and quiet["p95_ms"] else None
+        met = "met" if exact is not None and exact <= GOAL_RATIO else "missed"  # not the rounded ratio
         rows.append(f"| {names[kind]} | {quiet['median_ms']} ms | {quiet['p95_ms']} ms | {flood['median_ms']} ms | "
                     f"{flood['p95_ms']} ms | {ratio['p95_ms']}x | {met} |")
     a = results["a"]

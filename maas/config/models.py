@@ -77,6 +77,13 @@ class GeneratorModelConfig(StrictModel):
         "multi-device replica on a machine with one NUMA node needs `nobind` or CPU lists per worker, "
         "e.g. `0-3|4-7` (one list per rank, in rank order).",
     )
+    cpu_nice_increment: int = Field(
+        0, ge=0, le=19,
+        description="CPU backend: added to the niceness of the generator's processes (its replica and "
+        "vLLM's engine, which inherits it; Ray starts every replica at 15, the most is 19). Above 0 "
+        "the short requests of the encoders, classifiers and the ingress on the same cores go "
+        "before a decode step, at the cost of generation speed only while they run. Ignored on GPUs.",
+    )
     placement_strategy: PlacementStrategy = Field(
         "STRICT_PACK",
         description="Ray placement strategy of a multi-device replica's bundles: STRICT_PACK keeps "

@@ -7,10 +7,12 @@ request when the consumer goes away (the generator is closed or cancelled).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from maas.config import GeneratorModelConfig
@@ -55,6 +57,7 @@ def build_engine_args(config: GeneratorModelConfig, on_gpu: bool) -> Any:
         os.environ.setdefault("MALLOC_ARENA_MAX", "2")
         if config.cpu_threads_bind != "auto":  # read by vLLM's CPU worker processes
             os.environ["VLLM_CPU_OMP_THREADS_BIND"] = config.cpu_threads_bind
+        lower_cpu_priority(config.cpu_nice_increment)
     kwargs: dict[str, Any] = {
         "model": str(resolve_model_path(config.path)),
         "served_model_name": config.name,
@@ -78,6 +81,20 @@ def build_engine_args(config: GeneratorModelConfig, on_gpu: bool) -> Any:
     kwargs.update(lora_engine_kwargs(config))
     kwargs.update(config.engine_kwargs)
     return AsyncEngineArgs(**kwargs)
+
+
+def lower_cpu_priority(increment: int) -> None:
+    """Add ``increment`` to the niceness of this process (at most 19), and so of the engine
+    processes it starts after this."""
+    if increment <= 0:
+        return
+    target = min(19, os.getpriority(os.PRIO_PROCESS, 0) + increment)
+    # Linux keeps a niceness per thread (new threads and processes inherit their creator's): every
+    # thread of this process gets it.
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            if os.getpriority(os.PRIO_PROCESS, int(task.name)) < target:
+                os.setpriority(os.PRIO_PROCESS, int(task.name), target)
 
 
 def executor_backend(on_gpu: bool) -> str:

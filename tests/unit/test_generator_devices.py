@@ -118,3 +118,30 @@ def test_vllm_refuses_to_split_smollm2s_nine_heads_in_two(restored_environ: None
     config = _config(path=str(_smollm2_dir()), tensor_parallel_size=2, max_model_len=512)
     with pytest.raises(ValueError, match=r"attention heads \(9\) must be divisible by tensor parallel size \(2\)"):
         build_vllm_config(config, on_gpu=False)
+
+
+PRIORITY_CHILD = """
+import os, subprocess, sys, threading
+from maas.engines.generator import lower_cpu_priority
+
+started = threading.Event()
+done = threading.Event()
+earlier = threading.Thread(target=lambda: (started.set(), done.wait()))
+earlier.start()
+started.wait()
+os.setpriority(os.PRIO_PROCESS, 0, 2)  # Ray starts its workers at 15; this test's own base
+lower_cpu_priority(3)
+later = subprocess.run([sys.executable, "-c", "import os; print(os.getpriority(os.PRIO_PROCESS, 0))"],
+                       capture_output=True, text=True).stdout.strip()
+print(os.getpriority(os.PRIO_PROCESS, 0), os.getpriority(os.PRIO_PROCESS, earlier.native_id), later)
+done.set()
+"""
+
+
+def test_cpu_nice_increment_lowers_every_thread_and_the_engine_processes_started_after() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", PRIORITY_CHILD], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["5", "5", "5"]  # 2 + 3, the thread too (it had 0)
