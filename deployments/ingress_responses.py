@@ -27,7 +27,7 @@ FINAL_EVENTS = frozenset({"response.completed", "response.incomplete"})
 
 class ResponseMethods:
     """The ingress's Responses API: it expects ``stored_responses`` (:class:`StoredResponses`),
-    ``preparation``, and the operations ``chat`` and ``open_chat_stream`` of
+    ``preparation``, and the operations ``chat``, ``open_chat_stream`` and ``_prepare_chat`` of
     :class:`deployments.ingress.MaasIngress`."""
 
     stored_responses: StoredResponses
@@ -80,12 +80,14 @@ class ResponseMethods:
 
     async def _queue_background(self, request: ResponsesRequest, owner: str | None) -> ResponseObject:
         """Store the response ``queued`` and start its runner (a 400 without ``store``); the
-        request is checked now, so a bad one is a 400 here, not a failed response later."""
+        request is prepared now as the chat path prepares it (template, tokens, context length,
+        limits), so a bad one is a 4xx here, not a failed response later."""
         if not self.stored_responses.stores(request):
             raise InvalidRequestError("background needs store: a background response is read by "
                                       "retrieving it (leave out store, or send store: true).", "background")
         context, _ = await self._response_context(request, owner)
-        responses_rules.chat_request(request, context)
+        chat = responses_rules.chat_request(request, context)
+        await _within_context(request, lambda: self._prepare_chat(chat))  # type: ignore[attr-defined]
         response = responses_rules.new_response(request, status="queued", store=True)
         await self.preparation.run(self.stored_responses.queue, request, response, context, owner)
         self._start_response_runner(response.id, owner)
@@ -103,7 +105,8 @@ class ResponseMethods:
 
     def response_input_items(self, response_id: str, owner: str | None = None, limit: int = 20,
                              order: Literal["asc", "desc"] = "desc", after: str | None = None) -> InputItemList:
-        """The input items of a stored response's request."""
+        """The items used to generate a stored response of ``owner`` (the conversation it
+        continued, then its request's), newest first by default."""
         return self.stored_responses.input_items(response_id, owner, limit, order, after)
 
     async def _response_context(self, request: ResponsesRequest,

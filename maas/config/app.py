@@ -96,6 +96,12 @@ class IngressConfig(StrictModel):
         description="Stored responses an API key may hold; one more is a 413 (`storage_quota_exceeded`). "
         "Without keys, for the whole service.",
     )
+    max_stored_response_mib_per_key: int = Field(
+        1024, ge=1,
+        description="MiB of stored responses an API key may hold on `batch_dir` (each response's file: "
+        "its output, input items and the conversation it continues); a response that would pass it is "
+        "a 413 (`storage_quota_exceeded`). Without keys, for the whole service.",
+    )
     deployment: DeploymentOptions = Field(
         default_factory=lambda: DeploymentOptions(num_cpus=0.1, max_ongoing_requests=256),
         description="Serve options.",

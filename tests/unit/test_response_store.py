@@ -84,7 +84,8 @@ def test_delete_then_404_and_a_later_response_keeps_its_conversation(api: Stored
         "My name is Ada.", "Hello Ada.", "What is my name?", "Ada."]
 
 
-def test_input_items_are_the_request_s_own_with_ids_newest_first(api: StoredResponses) -> None:
+def test_input_items_are_the_conversation_s_then_the_request_s_with_ids_newest_first(
+        api: StoredResponses) -> None:
     first = saved(api, "one", "1")
     request = ResponsesRequest(model="m", previous_response_id=first.id, input=[
         {"role": "user", "content": "two"},
@@ -93,12 +94,17 @@ def test_input_items_are_the_request_s_own_with_ids_newest_first(api: StoredResp
     response = answered("done", request)
     api.save(request, response, api.context_of(request, "alice"), "alice")
     page = api.input_items(response.id, "alice")
-    assert [item["type"] for item in page.data] == ["function_call_output", "function_call", "message"]
+    assert [(item["type"], item.get("role")) for item in page.data] == [
+        ("function_call_output", None), ("function_call", None), ("message", "user"),
+        ("message", "assistant"), ("message", "user")]  # then first's output and its input
     assert page.data[2]["content"] == [{"type": "input_text", "text": "two"}]
+    assert page.data[3]["content"][0]["text"] == "1" and page.data[4]["content"][0]["text"] == "one"
+    assert page.data[3]["id"] == first.output[0].id  # an output item keeps its id
+    assert page.data[4]["id"] == api.input_items(first.id, "alice").data[0]["id"]
     assert all(item["id"] for item in page.data) and page.first_id == page.data[0]["id"]
     oldest = api.input_items(response.id, "alice", limit=1, order="asc")
-    assert oldest.data[0]["type"] == "message" and oldest.has_more
-    after = api.input_items(response.id, "alice", order="asc", after=oldest.last_id)
+    assert oldest.data[0]["content"][0]["text"] == "one" and oldest.has_more
+    after = api.input_items(response.id, "alice", order="asc", after=page.data[2]["id"])
     assert [item["type"] for item in after.data] == ["function_call", "function_call_output"]
 
 
@@ -139,6 +145,40 @@ def test_the_per_key_cap_refuses_one_more_and_holds_for_each_key(api: StoredResp
     api.check_room(ResponsesRequest(model="m", input="x", store=False), "alice")  # not stored: no cap
     api.check_room(request, "bob")  # another key has its own
     saved(api, "b", "b", owner="bob")
+
+
+def test_the_per_key_byte_cap_refuses_a_response_that_would_pass_it(tmp_path: Path) -> None:
+    api = StoredResponses(ResponseStore(tmp_path), ResponseLimits(max_bytes_per_key=4096))
+    first = saved(api, "a" * 1000, "b" * 1000)
+    held = api.store.held("alice")
+    assert held.count == 1 and 2000 < held.bytes < 4096
+    assert held.bytes == sum(p.stat().st_size for p in api.store.root.rglob("*.json"))
+    api.check_room(ResponsesRequest(model="m", input="x"), "alice")  # room left: the model may run
+    with pytest.raises(PayloadTooLargeError) as error:  # this one would pass the cap
+        saved(api, "c" * 1000, "d" * 1000)
+    assert error.value.code == "storage_quota_exceeded" and error.value.param == "store"
+    assert "MiB" in error.value.message and "DELETE /v1/responses/{id}" in error.value.message
+    assert api.store.held("alice").count == 1  # nothing written
+    saved(api, "c" * 1000, "d" * 1000, owner="bob")  # another key has its own
+    api.delete(first.id, "alice")
+    saved(api, "c" * 1000, "d" * 1000)  # room again
+
+
+def test_an_owner_at_its_byte_cap_is_refused_before_the_model_runs(tmp_path: Path) -> None:
+    api = StoredResponses(ResponseStore(tmp_path), ResponseLimits(max_bytes_per_key=1024))
+    api.store.add("resp-1", StoredResponse(response={"pad": "x" * 1100}), "alice")  # e.g. a grown answer
+    with pytest.raises(PayloadTooLargeError) as error:
+        api.check_room(ResponsesRequest(model="m", input="x"), "alice")
+    assert error.value.code == "storage_quota_exceeded"
+    api.check_room(ResponsesRequest(model="m", input="x", store=False), "alice")  # not stored: no cap
+
+
+def test_the_byte_cap_comes_from_the_config() -> None:
+    from maas.config import IngressConfig
+
+    assert ResponseLimits.of(IngressConfig()).max_bytes_per_key == 1024 * 1024 * 1024
+    limits = ResponseLimits.of(IngressConfig(max_stored_response_mib_per_key=2))
+    assert limits.max_bytes_per_key == 2 * 1024 * 1024
 
 
 def test_concurrent_saves_do_not_pass_the_cap(tmp_path: Path) -> None:

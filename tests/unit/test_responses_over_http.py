@@ -112,3 +112,26 @@ def test_bad_ids_background_and_cancel_are_client_errors(keyed: tuple[TestClient
     assert cancel.status_code == 400 and "background" in cancel.json()["error"]["message"]
     other = client.post(f"/v1/responses/{plain['id']}/cancel", json={}, headers={"authorization": keys["bob"]})
     assert other.status_code == 404
+
+
+def test_an_over_long_background_prompt_is_a_400_at_creation_not_a_failed_response(
+        keyed: tuple[TestClient, dict[str, str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    client, keys = keyed
+    started: list[str] = []  # the runner is a Ray actor: here, only whether it was started
+    monkeypatch.setattr(type(client.app.state.ingress), "_start_response_runner",
+                        lambda self, response_id, owner: started.append(response_id))
+    long_text = "x" * (MAX_CHARS // 2)
+    first = create(client, keys["alice"], input=long_text).json()
+    store = client.app.state.ingress.stored_responses.store
+    before = store.count("alice")
+    over = create(client, keys["alice"], background=True, input="x" * (MAX_CHARS + 1))
+    error = over.json()["error"]
+    assert over.status_code == 400 and error["code"] == "context_length_exceeded", over.text
+    chained = create(client, keys["alice"], background=True, input=long_text, previous_response_id=first["id"])
+    error = chained.json()["error"]
+    assert chained.status_code == 400 and error["code"] == "context_length_exceeded"
+    assert error["param"] == "previous_response_id" and first["id"] in error["message"]
+    assert started == [] and store.count("alice") == before == 1  # nothing queued
+    queued = create(client, keys["alice"], background=True, input=long_text)  # alone, it fits
+    assert queued.status_code == 200 and queued.json()["status"] == "queued"
+    assert started == [queued.json()["id"]]

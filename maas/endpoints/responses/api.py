@@ -1,12 +1,14 @@
-"""The stored-responses operations: save, retrieve, delete, list input items, and the context a
-``previous_response_id`` continues, each for the owner (API key) asking.
+"""The stored-responses operations: save, retrieve, delete, list input items (the conversation a
+response continued, then its own request's), and the context a ``previous_response_id``
+continues, each for the owner (API key) asking.
 
 Another owner's response is a 404, as an id that does not exist; so is one past its retention
 (``ingress.response_retention_s``: it is deleted when next looked at, and by a sweep at each
-save). An owner holds at most ``ingress.max_stored_responses_per_key`` responses: one more is a
-413 ``storage_quota_exceeded`` (checked before the model runs, and again where the response is
-added, under its owner's lock, so requests running at once cannot pass it together). Without
-keys every response has the owner None and the cap is the whole service's.
+save). An owner holds at most ``ingress.max_stored_responses_per_key`` responses and
+``ingress.max_stored_response_mib_per_key`` MiB of them: one more is a 413
+``storage_quota_exceeded`` (checked before the model runs, and again where the response is added,
+under its owner's lock, so requests running at once cannot pass it together). Without keys every
+response has the owner None and the caps are the whole service's.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pydantic import BaseModel, TypeAdapter
 from maas.endpoints.generation.protocol import InputItem, InputMessage, ResponseObject, ResponsesRequest
 from maas.endpoints.generation.responses import input_items
 from maas.endpoints.responses.protocol import InputItemList, ResponseDeleted
-from maas.endpoints.responses.store import ResponseStore, StoredResponse
+from maas.endpoints.responses.store import Held, ResponseStore, StoredResponse
 from maas.protocol.base import new_id
 from maas.protocol.errors import InvalidRequestError, NotFoundError, PayloadTooLargeError
 
@@ -35,18 +37,22 @@ RUNNING = frozenset({"queued", "in_progress"})
 
 ITEM_ID_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco"}
 
+MIB = 1024 * 1024
+
 
 class ResponseLimits(BaseModel):
-    """How long responses are kept, and how many one owner may hold."""
+    """How long responses are kept, and how many (and how many bytes) one owner may hold."""
 
     store_by_default: bool = True
     retention_s: int = 30 * 24 * 3600
     max_per_key: int = 10_000
+    max_bytes_per_key: int = 1024 * MIB
 
     @classmethod
     def of(cls, config: IngressConfig) -> ResponseLimits:
         return cls(store_by_default=config.store_responses, retention_s=config.response_retention_s,
-                   max_per_key=config.max_stored_responses_per_key)
+                   max_per_key=config.max_stored_responses_per_key,
+                   max_bytes_per_key=config.max_stored_response_mib_per_key * MIB)
 
 
 class StoredResponses:
@@ -81,8 +87,10 @@ class StoredResponses:
 
     def input_items(self, response_id: str, owner: str | None, limit: int = 20,
                     order: Literal["asc", "desc"] = "desc", after: str | None = None) -> InputItemList:
-        """The input items of the response's own request (not those of the responses it continues)."""
-        items = self.get(response_id, owner).input_items
+        """The items used to generate the response, as OpenAI lists them: those of the conversation
+        it continues (by ``previous_response_id``: earlier inputs and outputs), then its request's."""
+        stored = self.get(response_id, owner)
+        items = [*stored.context, *stored.input_items]
         items = items if order == "asc" else items[::-1]
         if after is not None:
             ids = [item.get("id") for item in items]
@@ -105,7 +113,7 @@ class StoredResponses:
     def check_room(self, request: ResponsesRequest, owner: str | None) -> None:
         """The 413 of an owner at its cap, before the model runs (when the response is to be stored)."""
         if self.stores(request):
-            self._admit(self.store.count(owner))
+            self._admit(self.store.held(owner), 1)  # any response takes a byte at least
 
     def prepare(self, request: ResponsesRequest, owner: str | None) -> tuple[list[InputItem], bool]:
         """Before the model runs: the items the request continues, and whether its response is
@@ -144,12 +152,14 @@ class StoredResponses:
 
         return ResponseObject.model_validate(self.store.update(response_id, owner, cancelled).response)
 
-    def _admit(self, count: int) -> None:
-        cap = self.limits.max_per_key
-        if count >= cap:
-            raise PayloadTooLargeError(
-                f"This API key stores {count} responses (at most {cap}): delete some "
-                "(DELETE /v1/responses/{id}), or send store: false.", "store", code="storage_quota_exceeded")
+    def _admit(self, held: Held, size: int) -> None:
+        """A 413 when the owner's responses, with one more of ``size`` bytes, pass a cap."""
+        cap, byte_cap = self.limits.max_per_key, self.limits.max_bytes_per_key
+        if held.count >= cap:
+            raise over_quota(f"{held.count} responses (at most {cap})")
+        if held.bytes + size > byte_cap:
+            raise over_quota(f"{held.bytes / MIB:.1f} MiB of responses (at most {byte_cap / MIB:g} MiB), "
+                             f"and this one takes {size / MIB:.2f} MiB")
 
     def _sweep(self, owner: str | None) -> None:
         """The owner's expired responses deleted; every owner's, at most every few minutes."""
@@ -179,6 +189,12 @@ ITEMS = TypeAdapter(list[InputItem])
 def parse_items(data: list[dict[str, Any]]) -> list[InputItem]:
     """Stored items (and output items) as input items."""
     return ITEMS.validate_python(data)
+
+
+def over_quota(held: str) -> PayloadTooLargeError:
+    return PayloadTooLargeError(
+        f"This API key stores {held}: delete some (DELETE /v1/responses/{{id}}), or send store: false.",
+        "store", code="storage_quota_exceeded")
 
 
 def not_found(response_id: str, param: str) -> NotFoundError:

@@ -14,7 +14,8 @@ class ResponseDeleted(WireModel):
 
 
 class InputItemList(WireModel):
-    """``GET /v1/responses/{id}/input_items``: the items of the response's request."""
+    """``GET /v1/responses/{id}/input_items``: the items used to generate the response (the
+    conversation it continued, then its request's)."""
 
     object: Literal["list"] = "list"
     data: list[dict[str, Any]]

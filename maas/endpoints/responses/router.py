@@ -59,8 +59,9 @@ async def list_input_items(response_id: ResponseId, request: Request,
                            limit: int = Query(20, ge=1, le=100),
                            order: Literal["asc", "desc"] = Query("desc"),
                            after: str | None = Query(None, max_length=MAX_RESPONSE_ID_LENGTH)) -> InputItemList:
-    """The input items of a stored response's request, each with an id (newest first by default);
-    not those of the responses it continued."""
+    """The items used to generate a stored response, each with an id (newest first by default):
+    those of the conversation it continued by `previous_response_id` (earlier inputs and outputs),
+    then its own request's, as OpenAI lists them."""
     return await run_in_threadpool(ingress_of(request).response_input_items, response_id,
                                    owner_of(request), limit, order, after)
 

@@ -8,18 +8,20 @@ continues). The owner folder is a hash of the owner (an API key id; ``none`` wit
 response is looked up in its owner's folder only, so another key's id is simply absent, and an
 owner's count is a listing of one folder. Each file is written atomically (temporary file, then
 rename): retention is checked from its modification time (its creation, or a background
-response's last change), with no read. A new response is added under its owner folder's lock after an ``admit(count)``
-check that may refuse it (the per-owner cap holds across threads and ingress replicas).
+response's last change), with no read. A new response is added under its owner folder's lock after
+an ``admit(held, size)`` check that may refuse it: ``held`` (the owner's count and bytes) comes
+from one listing with ``stat``, so the per-owner caps hold across threads and ingress replicas.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, Field
 
@@ -38,6 +40,13 @@ class StoredResponse(BaseModel):
     input_items: list[dict[str, Any]] = Field(default_factory=list)
     context: list[dict[str, Any]] = Field(default_factory=list)
     request: dict[str, Any] | None = Field(None, description="A background response's request, for its runner.")
+
+
+class Held(NamedTuple):
+    """What an owner stores: its responses and their bytes on disk."""
+
+    count: int
+    bytes: int
 
 
 def safe_response_id(response_id: str) -> str:
@@ -68,14 +77,15 @@ class ResponseStore:
         return self._folder(owner) / f"{safe_response_id(response_id)}.json"
 
     def add(self, response_id: str, stored: StoredResponse, owner: str | None,
-            admit: Callable[[int], None] | None = None) -> None:
-        """Store a new response; ``admit(count)``, called under the owner's lock with the number
-        of responses it holds, may refuse it (e.g. its cap)."""
+            admit: Callable[[Held, int], None] | None = None) -> None:
+        """Store a new response; ``admit(held, size)``, called under the owner's lock with what it
+        holds and the new response's bytes, may refuse it (e.g. its caps)."""
         path = self._path(response_id, owner)
+        data = json.dumps(stored.model_dump(mode="json"))
         with locked(self._folder(owner) / ".lock"):
             if admit is not None:
-                admit(self.count(owner))
-            write_atomic(path, json.dumps(stored.model_dump(mode="json")))
+                admit(self.held(owner), len(data.encode()))
+            write_atomic(path, data)
 
     def get(self, response_id: str, owner: str | None, max_age_s: float | None = None) -> StoredResponse:
         """The owner's response; ``KeyError`` when it has none of this id (another owner's
@@ -107,7 +117,24 @@ class ResponseStore:
 
     def count(self, owner: str | None) -> int:
         """How many responses the owner holds (a listing, no reads)."""
-        return sum(1 for _ in self._files(self._folder(owner)))
+        return self.held(owner).count
+
+    def held(self, owner: str | None) -> Held:
+        """The owner's responses and their bytes (one listing with ``stat``, no reads)."""
+        count = size = 0
+        folder = self._folder(owner)
+        if not folder.is_dir():
+            return Held(0, 0)
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if not _is_response_file(entry.name):
+                    continue
+                try:
+                    size += entry.stat().st_size
+                except FileNotFoundError:  # deleted (or swept) meanwhile
+                    continue
+                count += 1
+        return Held(count, size)
 
     def sweep(self, max_age_s: float, owner: str | None = None, every_owner: bool = False) -> int:
         """Delete the responses older than ``max_age_s``, of one owner or of all; how many went."""
@@ -132,5 +159,10 @@ class ResponseStore:
         """The response files of a folder (not the lock, nor a temporary file being written)."""
         if not folder.is_dir():
             return iter(())
-        return (p for p in folder.iterdir() if p.suffix == ".json" and not p.name.startswith("."))
+        return (p for p in folder.iterdir() if _is_response_file(p.name))
+
+
+def _is_response_file(name: str) -> bool:
+    """A response's file (not the lock, nor a temporary file being written)."""
+    return name.endswith(".json") and not name.startswith(".")
 
