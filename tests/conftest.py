@@ -2,7 +2,8 @@
 
 The service fixture starts the production graph (``pipelines.app.build_app``) with a test
 config: vLLM's CPU build serving SmolLM2, a sentiment classifier fine-tuned by the project's
-own Ray Train pipeline on a small budget, MiniLM embeddings, spaCy NER and the translator.
+own Ray Train pipeline on a small budget, MiniLM embeddings, spaCy NER and the translator. The
+keyed_service fixture adds one ingress with API keys over that app's generator and tokenizer.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
+import contextlib  # noqa: E402
 import socket  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import httpx  # noqa: E402
@@ -34,6 +37,8 @@ NER = "en-core-web-sm"
 TRANSLATOR = "firefox-translations-en-pt"
 TEST_MAX_MODEL_LEN = 512
 STARTUP_TIMEOUT_S = 420
+KEYED_APP = "keyed"
+KEYED_MAX_STREAM_S = 5.0
 
 
 def free_port() -> int:
@@ -215,3 +220,57 @@ def openai_client(service: str):  # noqa: ANN201 - openai.OpenAI
     import openai
 
     return openai.OpenAI(base_url=f"{service}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+@dataclass(frozen=True)
+class KeyedService:
+    """The keyed ingress of :func:`keyed_service`: its base URL, its Serve app and its keys' secrets."""
+
+    url: str
+    app: str
+    secrets: dict[str, str]
+
+    def bearer(self, key_id: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.secrets[key_id]}"}
+
+
+@pytest.fixture(scope="session")
+def keyed_service(service: str, app_config: AppConfig,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedService]:
+    """The production ingress (``MaasIngress``) with a key file and ``max_stream_s`` = 5, whose
+    generator and tokenizer handles are the session app's deployments: one ingress replica starts
+    (a few seconds), no second vLLM engine, and the code that checks keys, meters, limits and
+    stores is the one of ``build_app``'s graph. Keys, each allowed the generator: ``dropper`` (20
+    tokens a minute, for a test that spends them), ``streamer``, ``ann`` and ``ben``."""
+    from ray import serve
+
+    from deployments.ingress import MaasIngress
+    from maas.edge import key_file
+    from maas.edge.auth import SharedRateLimiter
+    from pipelines.app import APP_NAME, generator_deployment_name
+
+    keys = tmp_path_factory.mktemp("keyed") / "api-keys.yaml"
+    secrets = {"dropper": key_file.add_key(keys, "dropper", [GENERATOR], tpm=20)}
+    secrets |= {name: key_file.add_key(keys, name, [GENERATOR], tpm=1_000_000) for name in ("streamer", "ann", "ben")}
+    config = AppConfig.model_validate({
+        "generators": [app_config.generators[0].model_dump()],
+        "ingress": {"api_keys_file": str(keys), "max_stream_s": KEYED_MAX_STREAM_S,
+                    # may run two replicas: each key's counts then live in one limiter actor, which
+                    # tests read (a high target keeps it at one)
+                    "deployment": {"num_cpus": 0.05, "autoscaling": {
+                        "min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1000}}},
+        "registry_dir": app_config.registry_dir,
+        "batch_dir": str(tmp_path_factory.mktemp("keyed-batches")),
+    })
+    tokenizer = serve.get_deployment_handle("tokenizer", APP_NAME)
+    generator = serve.get_deployment_handle(generator_deployment_name(GENERATOR), APP_NAME)
+    app = MaasIngress.options(**config.ingress.deployment.to_serve_options()).bind(
+        config, tokenizer, {GENERATOR: generator}, None, None)
+    serve.run(app, name=KEYED_APP, route_prefix=f"/{KEYED_APP}", blocking=False)
+    wait_healthy(f"{service}/{KEYED_APP}", 180)
+    yield KeyedService(f"{service}/{KEYED_APP}", KEYED_APP, secrets)
+    serve.delete(KEYED_APP, _blocking=False)  # the session's end shuts Serve down anyway
+    import ray
+
+    with contextlib.suppress(ValueError):  # the limiter actor is detached: it outlives the app
+        ray.kill(ray.get_actor(SharedRateLimiter(KEYED_APP).actor_name, namespace=SharedRateLimiter.NAMESPACE))

@@ -4,14 +4,12 @@ plain and multi-turn messages (the same greedy text as the chat route), a stop s
 handle methods for Python callers, and the error shapes (unknown model, oversize input, missing and
 wrong key).
 
-The key test (``long``: ``make test-long``) uses a keyed ingress over the session app's generator and
-tokenizer, as ``test_metered_streams.py`` does: one ingress replica starts, no second vLLM engine.
+The key test uses the session's keyed ingress (``keyed_service`` in ``tests/conftest.py``, over the
+session app's generator and tokenizer): a request or two, no ingress or engine of its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -19,14 +17,10 @@ import httpx
 import jsonschema
 import pytest
 
-from maas.config import AppConfig
-from maas.edge import key_file
-from tests.conftest import GENERATOR, wait_healthy
+from tests.conftest import GENERATOR, KeyedService
 
 pytestmark = pytest.mark.integration
 
-APP = "messages-keyed"
-PREFIX = "/messages-keyed"
 SYSTEM = "You are a helpful assistant. Answer briefly."
 TURNS = [{"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Hello! How can I help?"},
          {"role": "user", "content": "What is the capital of France?"}]
@@ -136,36 +130,8 @@ def test_unknown_model_and_oversize_input_are_anthropic_errors(claude: anthropic
 # ----------------------------------------------------------------------------- API keys
 
 
-@pytest.fixture(scope="module")
-def keyed(service: str, app_config: AppConfig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """A keyed ingress on the session app's generator and tokenizer; yields its URL and a key."""
-    from ray import serve
-
-    from deployments.ingress import MaasIngress
-    from pipelines.app import APP_NAME, generator_deployment_name
-
-    keys: Path = tmp_path_factory.mktemp("messages-keys") / "api-keys.yaml"
-    secret = key_file.add_key(keys, "claude", [GENERATOR])
-    config = AppConfig.model_validate({
-        "generators": [app_config.generators[0].model_dump()],
-        "ingress": {"api_keys_file": str(keys), "deployment": {"num_cpus": 0.05}},
-        "registry_dir": app_config.registry_dir,
-        "batch_dir": str(tmp_path_factory.mktemp("messages-batches")),
-    })
-    tokenizer = serve.get_deployment_handle("tokenizer", APP_NAME)
-    generator = serve.get_deployment_handle(generator_deployment_name(GENERATOR), APP_NAME)
-    app = MaasIngress.options(**config.ingress.deployment.to_serve_options()).bind(
-        config, tokenizer, {GENERATOR: generator}, None, None)
-    serve.run(app, name=APP, route_prefix=PREFIX, blocking=False)
-    wait_healthy(service + PREFIX, 180)
-    yield service + PREFIX, secret
-    serve.delete(APP)
-
-
-@pytest.mark.long  # 35 s here (the keyed ingress: 21 s to start, 13 s to delete), over a module's share of
-# the suite; tests/unit/test_messages_errors.py shows the same through the real ingress app on every run
-def test_keys_are_read_from_x_api_key_and_a_missing_or_wrong_key_is_a_401(keyed: tuple[str, str]) -> None:
-    url, secret = keyed
+def test_keys_are_read_from_x_api_key_and_a_missing_or_wrong_key_is_a_401(keyed_service: KeyedService) -> None:
+    url, secret = keyed_service.url, keyed_service.secrets["ann"]
     only = {"Authorization": anthropic.Omit()}  # the client sends no key unless told
     client = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0, timeout=120,
                                  default_headers={**only, "x-api-key": secret})

@@ -7,83 +7,36 @@ aborted (the engine's running count drops to 0, and nothing more is charged afte
 past ``ingress.max_stream_s`` ends with a ``stream_timeout`` error event and ``data: [DONE]``,
 and its generation is aborted too.
 
-The app under test is the production ingress (``MaasIngress``) with a key file and a small
-``max_stream_s``, whose generator and tokenizer handles are the session app's deployments: no
-second vLLM engine starts (one ingress replica does, a few seconds), and the ingress code that
+The app under test is the session's keyed ingress (``keyed_service`` in ``tests/conftest.py``: the
+production ``MaasIngress`` with a key file and ``max_stream_s`` = 5, whose generator and tokenizer
+handles are the session app's deployments): no second vLLM engine starts, and the ingress code that
 meters, limits and cancels is the one in ``build_app``'s graph. The generator is the real engine.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import ray
 
-from maas.config import AppConfig
-from maas.edge import key_file
 from maas.edge.auth import SharedRateLimiter
-from tests.conftest import GENERATOR, wait_healthy
+from tests.conftest import GENERATOR, KEYED_APP, KeyedService
 
 pytestmark = pytest.mark.integration
 
-APP = "metered"
-PREFIX = "/metered"
-MAX_STREAM_S = 5.0
 MAX_TOKENS = 256  # the session generator's max_tokens_limit: with ignore_eos, well past 5 s here
 MESSAGES = [{"role": "user", "content": "Write a very long essay about the sea."}]
 LONG_STREAM = {"model": GENERATOR, "messages": MESSAGES, "max_tokens": MAX_TOKENS, "ignore_eos": True,
                "temperature": 0.8, "stream": True}
 
 
-@pytest.fixture(scope="module")
-def secrets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    path = tmp_path_factory.mktemp("metered-keys") / "api-keys.yaml"
-    return path, {
-        "dropper": key_file.add_key(path, "dropper", [GENERATOR], tpm=20),
-        "streamer": key_file.add_key(path, "streamer", [GENERATOR], tpm=1_000_000),
-    }
-
-
-@pytest.fixture(scope="module")
-def metered(service: str, app_config: AppConfig, secrets: tuple[Path, dict[str, str]],
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A keyed ingress with ``max_stream_s`` = 5 on the session app's generator and tokenizer."""
-    from ray import serve
-
-    from deployments.ingress import MaasIngress
-    from pipelines.app import APP_NAME, generator_deployment_name
-
-    config = AppConfig.model_validate({
-        "generators": [app_config.generators[0].model_dump()],
-        "ingress": {"api_keys_file": str(secrets[0]), "max_stream_s": MAX_STREAM_S,
-                    # may run two replicas: each key's counts then live in one limiter actor, which
-                    # the test reads (a high target keeps it at one)
-                    "deployment": {"num_cpus": 0.05, "autoscaling": {
-                        "min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1000}}},
-        "registry_dir": app_config.registry_dir,
-        "batch_dir": str(tmp_path_factory.mktemp("metered-batches")),
-    })
-    tokenizer = serve.get_deployment_handle("tokenizer", APP_NAME)
-    generator = serve.get_deployment_handle(generator_deployment_name(GENERATOR), APP_NAME)
-    app = MaasIngress.options(**config.ingress.deployment.to_serve_options()).bind(
-        config, tokenizer, {GENERATOR: generator}, None, None)
-    serve.run(app, name=APP, route_prefix=PREFIX, blocking=False)
-    wait_healthy(service + PREFIX, 180)
-    yield service + PREFIX
-    serve.delete(APP)
-    with contextlib.suppress(ValueError):  # the limiter actor is detached: it outlives the app
-        ray.kill(limiter())
-
-
 def limiter() -> Any:
-    return ray.get_actor(SharedRateLimiter(APP).actor_name, namespace=SharedRateLimiter.NAMESPACE)
+    return ray.get_actor(SharedRateLimiter(KEYED_APP).actor_name, namespace=SharedRateLimiter.NAMESPACE)
 
 
 def tokens_charged(key_id: str) -> int:
@@ -121,8 +74,8 @@ def events(lines: Iterator[str]) -> Iterator[str]:
 
 
 def test_a_dropped_stream_pays_for_its_tokens_and_its_generation_stops(
-        metered: str, secrets: tuple[Path, dict[str, str]], client: httpx.Client) -> None:
-    bearer = {"Authorization": f"Bearer {secrets[1]['dropper']}"}
+        keyed_service: KeyedService, client: httpx.Client) -> None:
+    metered, bearer = keyed_service.url, keyed_service.bearer("dropper")
     prompt = prompt_tokens(client)
     wait_engine_idle()
     read = 0
@@ -149,8 +102,8 @@ def test_a_dropped_stream_pays_for_its_tokens_and_its_generation_stops(
 
 
 def test_a_stream_past_max_stream_s_ends_with_an_error_event_and_stops(
-        metered: str, secrets: tuple[Path, dict[str, str]], client: httpx.Client) -> None:
-    bearer = {"Authorization": f"Bearer {secrets[1]['streamer']}"}
+        keyed_service: KeyedService, client: httpx.Client) -> None:
+    metered, bearer = keyed_service.url, keyed_service.bearer("streamer")
     prompt = prompt_tokens(client)
     wait_engine_idle()
     with httpx.stream("POST", f"{metered}/v1/chat/completions", json=LONG_STREAM, headers=bearer,

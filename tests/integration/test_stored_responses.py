@@ -1,11 +1,10 @@
 """Stored responses and function tools of /v1/responses on the session's real engines, with the
 official ``openai`` client: a conversation continued by ``previous_response_id`` (its prompt is the
-whole conversation, token for token), retrieve, input items, delete then 404, a function call
-(whole and streamed) and its ``function_call_output`` answered (the prompt that of the same chat), an unknown
-``previous_response_id`` a 404; a background response polled to its end, and one cancelled.
-
-Another key's 404 is shown over the real ingress app with two keys in
-``tests/unit/test_responses_over_http.py`` (no second ingress here, to keep the suite short).
+whole conversation, token for token), retrieve, input items (the conversation's, then the
+request's), delete then 404, a function call (whole and streamed) and its ``function_call_output``
+answered (the prompt that of the same chat), an unknown ``previous_response_id`` a 404; a
+background response polled to its end, an over-long one a 400 at creation, and one cancelled while
+it runs; and over the session's keyed ingress, another key's 404 for each operation.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import openai
 import pytest
 import ray
 
-from tests.conftest import GENERATOR
+from tests.conftest import GENERATOR, KeyedService
 
 pytestmark = pytest.mark.integration
 
@@ -49,8 +48,9 @@ def test_a_three_turn_conversation_by_previous_response_id(openai_client: Any) -
     again = openai_client.responses.retrieve(second.id)
     assert (again.id, again.output_text, again.usage.total_tokens) == (
         second.id, second.output_text, second.usage.total_tokens)
-    items = openai_client.responses.input_items.list(third.id).data
-    assert [(item.type, item.role, item.content[0].text) for item in items] == [("message", "user", turns[2])]
+    items = openai_client.responses.input_items.list(third.id).data  # all it was made of, newest first
+    assert [(item.type, item.role, item.content[0].text) for item in items] == [
+        ("message", message["role"], message["content"]) for message in reversed(conversation)]
 
     openai_client.responses.delete(first.id)
     with pytest.raises(openai.NotFoundError):
@@ -86,8 +86,9 @@ def test_a_function_call_and_its_output_round_trip(openai_client: Any) -> None:
         tools=[{"type": "function", "function": {k: WEATHER[k] for k in ("name", "description", "parameters")}}])
     assert answer.usage.input_tokens == chat.usage.prompt_tokens  # the call and its result came before
     items = openai_client.responses.input_items.list(answer.id).data
-    assert [(item.type, item.call_id, item.output) for item in items] == [
-        ("function_call_output", calls[0].call_id, "22 C and sunny")]
+    assert [item.type for item in items] == ["function_call_output", "function_call", "message"]
+    assert (items[0].call_id, items[0].output) == (calls[0].call_id, "22 C and sunny")
+    assert (items[1].id, items[1].call_id) == (calls[0].id, calls[0].call_id)  # asked's output item
 
 
 def test_an_unknown_previous_response_id_is_a_404(openai_client: Any) -> None:
@@ -115,12 +116,16 @@ def test_a_background_response_runs_to_completion(openai_client: Any) -> None:
     with pytest.raises(openai.BadRequestError) as error:
         openai_client.responses.create(background=True, store=False, **asked)
     assert error.value.body["param"] == "background"
+    with pytest.raises(openai.BadRequestError) as error:  # prepared at creation: not a failed response later
+        openai_client.responses.create(**{**asked, "input": "word " * 3000}, background=True)
+    assert error.value.body["code"] == "context_length_exceeded"
 
 
 def test_a_cancelled_background_response_stays_cancelled(openai_client: Any) -> None:
-    queued = openai_client.responses.create(input="Write a story about the sea.", background=True, **ASK)
+    queued = openai_client.responses.create(input="Write a long story about the sea.", background=True,
+                                            **{**ASK, "max_output_tokens": 200})  # seconds: the cancel lands first
     cancelled = openai_client.responses.cancel(queued.id)
-    assert cancelled.status in ("cancelled", "completed", "incomplete")  # it may have ended first
+    assert cancelled.status == "cancelled" and cancelled.id == queued.id
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # until its runner is gone
         try:
@@ -128,4 +133,20 @@ def test_a_cancelled_background_response_stays_cancelled(openai_client: Any) -> 
         except ValueError:
             break
         time.sleep(0.2)
-    assert openai_client.responses.retrieve(queued.id).status == cancelled.status
+    assert openai_client.responses.retrieve(queued.id).status == "cancelled"  # its runner recorded nothing
+
+
+def test_another_key_gets_a_404_for_each_operation(keyed_service: KeyedService) -> None:
+    ann, ben = (openai.OpenAI(base_url=f"{keyed_service.url}/v1", api_key=keyed_service.secrets[key],
+                              max_retries=0, timeout=120) for key in ("ann", "ben"))
+    stored = ann.responses.create(input="Hi", **{**ASK, "max_output_tokens": 4})
+    for call in (lambda: ben.responses.retrieve(stored.id), lambda: ben.responses.delete(stored.id),
+                 lambda: ben.responses.input_items.list(stored.id),
+                 lambda: ben.responses.create(input="Hi", previous_response_id=stored.id, **ASK)):
+        with pytest.raises(openai.NotFoundError) as error:
+            call()
+        assert error.value.body["code"] == "response_not_found" and stored.id in error.value.body["message"]
+    assert error.value.body["param"] == "previous_response_id"
+    again = ann.responses.retrieve(stored.id)  # still there for its key
+    assert (again.id, again.output_text) == (stored.id, stored.output_text)
+    assert [item.content[0].text for item in ann.responses.input_items.list(stored.id).data] == ["Hi"]

@@ -31,10 +31,12 @@ async def create_response(body: ResponsesRequest, request: Request) -> Any:
     `GET /v1/responses/{response_id}` and `previous_response_id`: a stored response of this key
     whose input and output come before `input` (unknown: 404; a conversation that no longer
     fits the model's context: 400 `context_length_exceeded`). Over the key's stored responses
-    (`ingress.max_stored_responses_per_key`): 413 `storage_quota_exceeded`. With `background: true`
-    (needs `store`; not with `stream`) the answer is the response `queued`: it runs apart from the
-    request, even if this ingress replica is lost; poll it (`in_progress`, then `completed`,
-    `incomplete`, `failed` or `cancelled`).
+    (`ingress.max_stored_responses_per_key`, `ingress.max_stored_response_mib_per_key`): 413
+    `storage_quota_exceeded`. With `background: true` (needs `store`; not with `stream`) the request
+    is prepared now (a prompt past the context is a 400 here) and the answer is the response
+    `queued`: it runs apart from the request, even if this ingress replica is lost; poll it
+    (`in_progress`, then `completed`, `incomplete`, `failed` or `cancelled`). A stream whose
+    client leaves before its end is not stored (its generation is aborted and charged).
     """
     ingress = ingress_of(request)
     if not body.stream:
