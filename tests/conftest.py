@@ -239,7 +239,7 @@ def keyed_service(service: str, app_config: AppConfig,
                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyedService]:
     """The production ingress (``MaasIngress``) with a key file and ``max_stream_s`` = 5, whose
     generator and tokenizer handles are the session app's deployments: one ingress replica starts
-    (a few seconds), no second vLLM engine, and the code that checks keys, meters, limits and
+    (about 25 s here, once a session), no second vLLM engine, and the code that checks keys, meters, limits and
     stores is the one of ``build_app``'s graph. Keys, each allowed the generator: ``dropper`` (20
     tokens a minute, for a test that spends them), ``streamer``, ``ann`` and ``ben``."""
     from ray import serve
