@@ -56,7 +56,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     print(f"{'':2}{'model':24} {'created':26} {'task':10} {'kind':9} {'val-F1':>7} {'test-F1':>7} "
           f"{'baseline':>8}  labels")
     for name in registry.names():
-        for v in registry.versions(name):
+        versions = registry.versions(name)
+        for v in versions:
             m = v.metrics
             if _kind(v.config) == "lora":  # an adapter: exact-match accuracy, and the base model's
                 m = {"test_macro_f1": m.get("test_accuracy"), "baseline_test_macro_f1": m.get("base_test_accuracy")}
@@ -65,7 +66,7 @@ def cmd_models(args: argparse.Namespace) -> int:
                   f"{_num(m.get('test_macro_f1')):>7} {_num(m.get('baseline_test_macro_f1')):>8}  "
                   f"{','.join(v.labels)}")
         challenger = registry.challenger(name)
-        if challenger:
+        if challenger and _kind(versions[-1].config) != "lora":  # classifiers only are shadowed
             print(shadow_line(name, registry.live_version(name) or "-", challenger, ShadowLog(registry)))
     print(f"(registry: {registry.root})")
     return 0
