@@ -134,6 +134,8 @@ class ShadowTraffic:
         """Wait for the running shadow calls and write what they found (tests, shutdown)."""
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._writer is not None:  # a scheduled write may be under way
+            await asyncio.gather(self._writer, return_exceptions=True)
         await self._persist()
 
     async def _shadow(self, pair: ShadowPair, challenger_id: str, texts: list[str], live: list[Any],
