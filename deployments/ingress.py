@@ -18,6 +18,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from deployments.ingress_batches import BatchMethods
+from deployments.ingress_classifiers import ClassifierMethods
 from deployments.ingress_responses import ResponseMethods
 from maas.config import AppConfig, GeneratorModelConfig
 from maas.edge.auth import KeyAuth
@@ -29,8 +30,6 @@ from maas.endpoints.batches.protocol import BatchCreateRequest
 from maas.endpoints.batches.store import BatchStore, FileStore
 from maas.endpoints.encoding import scoring
 from maas.endpoints.encoding.protocol import (
-    ClassifyRequest,
-    ClassifyResponse,
     DetokenizeRequest,
     DetokenizeResponse,
     EmbeddingRequest,
@@ -38,7 +37,7 @@ from maas.endpoints.encoding.protocol import (
     TokenizeRequest,
     TokenizeResponse,
 )
-from maas.endpoints.encoding.rules import classify_response, embedding_response, embedding_texts
+from maas.endpoints.encoding.rules import embedding_response, embedding_texts
 from maas.endpoints.encoding.scoring_protocol import (
     RerankRequest,
     RerankResponse,
@@ -70,7 +69,7 @@ from maas.endpoints.messages.protocol import (
 )
 from maas.endpoints.responses.api import ResponseLimits, StoredResponses
 from maas.endpoints.responses.store import ResponseStore
-from maas.endpoints.service.protocol import ModelCard, ModelList, ModelTraining
+from maas.endpoints.service.protocol import ModelCard, ModelList
 from maas.endpoints.tasks.protocol import (
     AnalyzeRequest,
     AnalyzeResponse,
@@ -98,7 +97,6 @@ from maas.protocol.chat import (
     GenerationResult,
 )
 from maas.protocol.errors import (
-    MaasError,
     ModelNotFoundError,
     ServiceUnavailableError,
     log_client_errors_as_one_line,
@@ -109,14 +107,13 @@ from maas.serving.local_tokenizer import InProcessTokenizer
 from maas.serving.preparation import PreparationPool
 from maas.storage.registry import ModelRegistry
 from maas.storage.served_adapters import ServedAdapters, adapter_card_fields
-from maas.storage.served_classifiers import ServedClassifiers
 
 HEALTH_TIMEOUT_S = 10.0
 
 
 @serve.deployment(name="ingress")
 @serve.ingress()
-class MaasIngress(BatchMethods, ResponseMethods):
+class MaasIngress(BatchMethods, ResponseMethods, ClassifierMethods):
     """The ``maas`` application's entry point: HTTP routes and handle methods."""
 
     def __init__(
@@ -143,12 +140,8 @@ class MaasIngress(BatchMethods, ResponseMethods):
         self.fair_share = FairShare.of(config, lambda model: self._generator_config(model).name)
         self.adapters = ServedAdapters(config.generators, ModelRegistry(config.registry_dir))
         self._adapter_handles: dict[str, DeploymentHandle] = {}
-        self.classifiers = ServedClassifiers(config.classifier.models, ModelRegistry(config.registry_dir))
-        self._classifier_handles: dict[str, DeploymentHandle] = {}
+        self._setup_classifiers(config)  # classify, challengers' shadow traffic (ingress_classifiers.py)
         self.encoder_models = {m.name for m in config.encoder.models}
-        # concurrent requests for one model become one call into its deployment (maas/serving/coalesce.py)
-        self.classify_calls = Coalescer(lambda model_id, texts: result_of(
-            self._classifier_handle(model_id).classify.remote(model_id, texts)), **coalescing(config.classifier))
         self.embed_calls = Coalescer(lambda model, texts: result_of(
             self.encoder.embed.remote(model, texts)), **coalescing(config.encoder))
         # --- NER and the pipelines (maas/endpoints/tasks/rules.py) ---
@@ -176,6 +169,7 @@ class MaasIngress(BatchMethods, ResponseMethods):
         shared = self.config.ingress.deployment.can_run_several() and self.config.ingress.api_keys_file
         app = build_app(self, self.config.ingress, serve.get_replica_context().app_name if shared else None)
         self.key_auth = app.state.key_auth
+        self.recorder = app.state.recorder  # shadow traffic's metrics join the app's buffer
         return app
 
     def served_models(self) -> frozenset[str]:
@@ -253,12 +247,6 @@ class MaasIngress(BatchMethods, ResponseMethods):
         self._encoder_handle(request.model)  # 404 for a model the encoder does not serve
         vectors = await self.embed_calls.submit(request.model, embedding_texts(request))
         return embedding_response(request, vectors)
-
-    async def classify(self, request: ClassifyRequest) -> ClassifyResponse:
-        """Every label's probability for one or more texts."""
-        model_id = self._classifier_model_id(request.model)
-        results = await self.classify_calls.submit(model_id, request.texts())
-        return classify_response(model_id, results)
 
     async def score(self, request: ScoreRequest) -> ScoreResponse:
         """Cosine similarity of text pairs from the encoder's embeddings (vLLM's ``/v1/score``)."""
@@ -381,40 +369,6 @@ class MaasIngress(BatchMethods, ResponseMethods):
             handle = self.generators[generator].options(multiplexed_model_id=adapter_id)
             self._adapter_handles[adapter_id] = handle
         return handle, adapter_id
-
-    def _classifier_model_id(self, model: str) -> str:
-        """The model id serving ``model`` now: its live registry version, or a pinned ``name/vN``."""
-        if self.classifier is None:
-            raise ModelNotFoundError.for_model(model, "classification", [])
-        return self.classifiers.resolve(model)
-
-    def _classifier_handle(self, model_id: str) -> DeploymentHandle:
-        """The classifier handle routing to replicas that have ``model_id`` loaded."""
-        handle = self._classifier_handles.get(model_id)
-        if handle is None:
-            handle = self.classifier.options(multiplexed_model_id=model_id)  # type: ignore[union-attr]
-            self._classifier_handles[model_id] = handle
-        return handle
-
-    def _classifier_card(self, name: str, max_seq_len: int) -> ModelCard:
-        """A classifier's card; a registry one says whether it is live and how its training stands."""
-        version = self._live_version(name)
-        registry_name = self.classifiers.registry_name(name)
-        run = self.classifiers.registry.training_status(registry_name) if registry_name else None
-        training = ModelTraining.model_validate(run.model_dump()) if run else None
-        status = "ready"
-        if registry_name and version is None:
-            status = {"training": "training", "failed": "failed"}.get(run.state if run else "", "not_trained")
-        return ModelCard(id=name, capability="classify", max_model_len=max_seq_len, version=version,
-                         status=status, training=training)
-
-    def _live_version(self, name: str) -> str | None:
-        """``vN`` of a registry-backed classifier, else None."""
-        try:
-            model_id = self.classifiers.resolve(name)
-        except MaasError:
-            return None
-        return model_id.rpartition("/")[2] if model_id != name else None
 
     def _encoder_handle(self, model: str) -> DeploymentHandle:
         if self.encoder is None or model not in self.encoder_models:

@@ -130,6 +130,9 @@ def test_app_config(smollm2_dir: Path, registry_dir: Path, minilm_dir: Path) -> 
                        {"name": TOPIC, "path": "registry:topic", "max_seq_len": 64}],
             "batching": {"max_batch_size": 32, "batch_wait_timeout_s": 0.02},
             "deployment": {"num_cpus": 0.2, "max_ongoing_requests": 128},
+            # every request shadowed while a challenger exists: only in test_shadow.py and before
+            # test_rollout.py's switch (its v2, trained and not yet live); the rest have none
+            "shadow": {"fraction": 1.0, "max_in_flight": 4},
         },
         "encoder": {
             "models": [{"name": ENCODER, "path": str(minilm_dir), "max_seq_len": 128}],

@@ -47,14 +47,17 @@ def split_address(train_args: list[str], address: str | None) -> tuple[list[str]
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """``maas models list``: every registry version with its metrics; ``*`` marks the live one."""
+    """``maas models list``: every registry version with its metrics; ``*`` marks the live one; a
+    challenger's shadow traffic statistics follow its model's versions."""
     from maas.storage.registry import ModelRegistry
+    from maas.storage.shadow_stats import ShadowLog
 
     registry = ModelRegistry(registry_dir(args))
     print(f"{'':2}{'model':24} {'created':26} {'task':10} {'kind':9} {'val-F1':>7} {'test-F1':>7} "
           f"{'baseline':>8}  labels")
     for name in registry.names():
-        for v in registry.versions(name):
+        versions = registry.versions(name)
+        for v in versions:
             m = v.metrics
             if _kind(v.config) == "lora":  # an adapter: exact-match accuracy, and the base model's
                 m = {"test_macro_f1": m.get("test_accuracy"), "baseline_test_macro_f1": m.get("base_test_accuracy")}
@@ -62,8 +65,27 @@ def cmd_models(args: argparse.Namespace) -> int:
                   f"{_kind(v.config):9} {_num(m.get('validation_macro_f1')):>7} "
                   f"{_num(m.get('test_macro_f1')):>7} {_num(m.get('baseline_test_macro_f1')):>8}  "
                   f"{','.join(v.labels)}")
+        challenger = registry.challenger(name)
+        if challenger and _kind(versions[-1].config) != "lora":  # classifiers only are shadowed
+            print(shadow_line(name, registry.live_version(name) or "-", challenger, ShadowLog(registry)))
     print(f"(registry: {registry.root})")
     return 0
+
+
+def shadow_line(name: str, live: str, challenger: str, log: Any) -> str:
+    """``  shadow of NAME: vC against live vL: ...``: what shadow traffic found for the challenger."""
+    head = f"  shadow of {name}: {challenger} against live {live}:"
+    record = log.get(name, live, challenger)
+    if record is None:
+        return f"{head} no request shadowed yet"
+    (live_conf, challenger_conf), (live_s, challenger_s) = record.mean_confidence(), record.mean_latency_s()
+    return (f"{head} {record.requests} requests ({record.errors} errors, {record.dropped} dropped), "
+            f"agreement {_num(record.agreement())} over {record.texts} texts, confidence "
+            f"{_num(live_conf)} vs {_num(challenger_conf)}, latency {_ms(live_s)} vs {_ms(challenger_s)}")
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f} ms"
 
 
 def registry_dir(args: argparse.Namespace) -> str | None:

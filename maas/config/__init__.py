@@ -19,6 +19,7 @@ from maas.config.models import (
     GeneratorModelConfig,
     NerConfig,
     NerModelConfig,
+    ShadowConfig,
     TokenizerConfig,
     TranslationModelConfig,
     TranslatorConfig,
@@ -40,6 +41,6 @@ __all__ = [
     "VLLM_LORA_RANKS", "AppConfig", "AutoscalingOptions", "BatchingOptions", "ClassifierConfig",
     "DeploymentOptions", "EncoderConfig", "EncoderDtype", "EncoderModelConfig", "GeneratorModelConfig",
     "IngressConfig", "LoraOptions", "ModelName", "NerConfig", "NerModelConfig", "PlacementStrategy", "Pooling",
-    "ServeFile", "StrictModel", "TokenizerConfig", "TranslationModelConfig", "TranslatorConfig",
+    "ServeFile", "ShadowConfig", "StrictModel", "TokenizerConfig", "TranslationModelConfig", "TranslatorConfig",
     "load_app_config", "load_serve_file",
 ]

@@ -210,11 +210,32 @@ class BatchingOptions(StrictModel):
         return GPU_BATCH_SIZE if device == "cuda" else CPU_BATCH_SIZE
 
 
+class ShadowConfig(StrictModel):
+    """Shadow traffic for a registry classifier's challenger: its newest version when that is
+    newer than the live one, not live, and not the version a rollback just left."""
+
+    fraction: float = Field(
+        0.1, ge=0, le=1,
+        description="Share of the classify requests for a model's live version that are also sent "
+        "to its challenger, after the client's answer (which never waits for it); 0 turns "
+        "shadowing off.",
+    )
+    max_in_flight: int = Field(
+        4, ge=1, le=1024,
+        description="Most shadow calls one ingress replica runs at once; a sampled request over "
+        "it is dropped (and counted), never queued.",
+    )
+
+
 class ClassifierConfig(StrictModel):
     """The classifier deployment and the models it serves."""
 
     models: list[EncoderModelConfig] = Field(default_factory=list, description="Served classifiers.")
     batching: BatchingOptions = Field(default_factory=BatchingOptions, description="Batching.")
+    shadow: ShadowConfig = Field(
+        default_factory=ShadowConfig,
+        description="Shadow traffic for challengers of `registry:` classifiers.",
+    )
     deployment: DeploymentOptions = Field(
         default_factory=lambda: DeploymentOptions(num_cpus=0.2), description="Serve options."
     )

@@ -17,6 +17,8 @@ ACTOR_NAMESPACE = "maas"
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+CONFIDENCE_BUCKETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+SHADOW_LABELS = ("model", "live_version", "challenger_version")
 
 # name -> (kind, help, label names, buckets)
 DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...], tuple[float, ...] | None]] = {
@@ -34,6 +36,20 @@ DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...], tuple[float, ...] | None
                          ("deployment", "model"), None),
     "maas_batch_size": ("histogram", "Inputs per forward call of batched engines.",
                         ("deployment", "model"), BATCH_BUCKETS),
+    # shadow traffic (maas/serving/shadow.py): labels are served names and registry versions only
+    "maas_shadow_requests": ("counter", "Classify requests also sent to a challenger version.",
+                             SHADOW_LABELS, None),
+    "maas_shadow_errors": ("counter", "Shadow calls the challenger failed.", SHADOW_LABELS, None),
+    "maas_shadow_dropped": ("counter", "Sampled requests not shadowed: too many shadow calls running.",
+                            SHADOW_LABELS, None),
+    "maas_shadow_texts": ("counter", "Texts answered by both the live version and the challenger.",
+                          SHADOW_LABELS, None),
+    "maas_shadow_agreements": ("counter", "Shadowed texts whose top label the challenger agreed on.",
+                               SHADOW_LABELS, None),
+    "maas_shadow_confidence": ("histogram", "Top-label probability per shadowed text, by the version answering.",
+                               (*SHADOW_LABELS, "answered_by"), CONFIDENCE_BUCKETS),
+    "maas_shadow_latency_seconds": ("histogram", "Classify call latency of shadowed requests, by the version "
+                                    "answering.", (*SHADOW_LABELS, "answered_by"), LATENCY_BUCKETS),
 }
 
 

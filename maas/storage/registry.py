@@ -162,6 +162,27 @@ class ModelRegistry:
         version = data.get("version") if isinstance(data, dict) else None
         return version if isinstance(version, str) else None
 
+    def challenger(self, name: str) -> str | None:
+        """The version that challenges the live one, if any: the newest complete version when it
+        is newer than the live version and not the one the last rollout left (``previous`` in
+        ``live.json``: a version rolled back from is no challenger)."""
+        folder = self.root / check_name(name)
+        record = read_json(folder / LIVE_FILE)
+        live, previous = record.get("version"), record.get("previous")
+        if not isinstance(live, str) or not VERSION_PATTERN.match(live):
+            return None
+        newest = self._newest_version(folder)
+        if newest is None or version_number(newest) <= version_number(live) or newest == previous:
+            return None
+        return newest
+
+    @staticmethod
+    def _newest_version(folder: Path) -> str | None:
+        if not folder.is_dir():
+            return None
+        numbered = sorted((version_number(p.name), p) for p in folder.iterdir() if VERSION_PATTERN.match(p.name))
+        return next((p.name for _, p in reversed(numbered) if read_marker(p)), None)
+
     def set_live(self, name: str, version: str, allow_label_change: bool = False) -> ModelVersion:
         """Make ``version`` the live one; refuse a label set unlike the live version's.
 

@@ -4,12 +4,16 @@ registry version (or a pinned ``name/vN``)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from maas.protocol.errors import ModelNotFoundError, ModelNotReadyError
 from maas.storage.embedded import resolve_model_path
 from maas.storage.registry import REGISTRY_PREFIX, VERSION_PATTERN, ModelRegistry, ModelVersion, RegistryError
+
+CHALLENGER_RECHECK_S = 10.0
+"""Longest a served name's challenger is remembered without looking at the registry again."""
 
 
 class ServedClassifiers:
@@ -24,6 +28,7 @@ class ServedClassifiers:
     def __init__(self, models: list[Any], registry: ModelRegistry) -> None:
         self.configs = {m.name: m for m in models}
         self.registry = registry
+        self._challengers: dict[str, tuple[tuple[int, float], str | None]] = {}
 
     def names(self) -> list[str]:
         return list(self.configs)
@@ -61,6 +66,26 @@ class ServedClassifiers:
         if live is None:
             raise self.not_ready(name)
         return f"{name}/{live}"
+
+    def challenger_id(self, name: str) -> str | None:
+        """``<name>/vN`` of the registry version challenging ``name``'s live one
+        (:meth:`ModelRegistry.challenger`), else None. Looked up again when the model's registry
+        folder changes (a version stored, a rollout) and at least every
+        :data:`CHALLENGER_RECHECK_S` (storage whose times are coarse)."""
+        registry_name = self.registry_name(name) if name in self.configs else None
+        if registry_name is None:
+            return None
+        try:
+            changed = (self.registry.root / registry_name).stat().st_mtime_ns
+        except OSError:
+            return None
+        key = (changed, time.monotonic() // CHALLENGER_RECHECK_S)
+        cached = self._challengers.get(name)
+        if cached is None or cached[0] != key:
+            version = self.registry.challenger(registry_name)
+            cached = (key, f"{name}/{version}" if version else None)
+            self._challengers[name] = cached
+        return cached[1]
 
     def ready_names(self) -> list[str]:
         """The served names that can answer now (a registry model needs a live version)."""

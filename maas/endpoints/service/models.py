@@ -1,11 +1,12 @@
-"""``GET /v1/models/{id}``: one model's card (plain Python)."""
+"""``GET /v1/models/{id}``: one model's card, and a card's shadow statistics (plain Python)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from maas.endpoints.service.protocol import ModelCard
+from maas.endpoints.service.protocol import ModelCard, ShadowSummary
 from maas.protocol.errors import ModelNotFoundError
+from maas.storage.shadow_stats import ShadowRecord
 
 
 def model_card(cards: list[ModelCard], model_id: str, allowed: Iterable[str]) -> ModelCard:
@@ -16,3 +17,20 @@ def model_card(cards: list[ModelCard], model_id: str, allowed: Iterable[str]) ->
         if card.id == model_id and card.id in allowed:
             return card
     raise ModelNotFoundError(f"The model '{model_id}' does not exist.", param="model")
+
+
+def shadow_summary(record: ShadowRecord) -> ShadowSummary:
+    """The card's view of a stored shadow record: means and the agreement share."""
+    live_conf, challenger_conf = record.mean_confidence()
+    live_s, challenger_s = record.mean_latency_s()
+    return ShadowSummary(
+        live_version=record.live_version, requests=record.requests, errors=record.errors,
+        dropped=record.dropped, texts=record.texts, agreement=_rounded(record.agreement(), 4),
+        live_confidence=_rounded(live_conf, 4), challenger_confidence=_rounded(challenger_conf, 4),
+        live_latency_ms=_rounded(live_s and live_s * 1000, 2),
+        challenger_latency_ms=_rounded(challenger_s and challenger_s * 1000, 2),
+        updated_at=record.updated_at)
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)

@@ -23,6 +23,31 @@ class ModelTraining(WireModel):
     updated_at: str = ""
 
 
+class ShadowSummary(WireModel):
+    """What shadow traffic found for one (live version, challenger version) pair, over every
+    ingress replica since the challenger appeared."""
+
+    live_version: str = Field(description="The live version the shadowed requests were answered by.")
+    requests: int = Field(description="Requests also sent to the challenger (answered or failed).")
+    errors: int = Field(description="Of those, the ones the challenger failed (clients saw none).")
+    dropped: int = Field(description="Sampled requests not shadowed: `max_in_flight` shadow calls were running.")
+    texts: int = Field(description="Texts both versions answered.")
+    agreement: float | None = Field(description="Share of those texts with the same top label.")
+    live_confidence: float | None = Field(description="Mean top-label probability of the live version.")
+    challenger_confidence: float | None = Field(description="The same for the challenger.")
+    live_latency_ms: float | None = Field(description="Mean latency of the live call, answered shadow calls.")
+    challenger_latency_ms: float | None = Field(description="Mean latency of the challenger's call, the same.")
+    updated_at: str = Field("", description="When a replica last added to these figures (UTC).")
+
+
+class ModelChallenger(WireModel):
+    """A registry version newer than the live one and not live: shadowed, not answering clients."""
+
+    version: str = Field(description="The challenger's registry version, e.g. `v3`.")
+    shadow: ShadowSummary | None = Field(
+        None, description="Shadow traffic's findings against the live version; none before the first shadowed request.")
+
+
 class ModelCard(WireModel):
     id: str
     object: Literal["model"] = "model"
@@ -40,6 +65,8 @@ class ModelCard(WireModel):
     training: ModelTraining | None = Field(
         None, description="A training run of this model in progress or ended (registry classifiers)."
     )
+    challenger: ModelChallenger | None = Field(
+        None, description="A registry classifier's challenger version and its shadow traffic statistics.")
     pairs: list[str] | None = Field(None, description="Language pairs, e.g. `en-pt` (translation models).")
     parent: str | None = Field(None, description="The base model a LoRA adapter runs on (as vLLM lists adapters).")
 
