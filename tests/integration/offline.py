@@ -100,7 +100,7 @@ class OfflineEngine:
             self.work.mkdir(parents=True, exist_ok=True)
             engine_file = self.work / "engine.json"
             engine_file.write_text(json.dumps(self.engine))
-            with (self.work / "engine.log").open("w") as log:
+            with (self.work / "engine.log").open("a") as log:
                 self.process = subprocess.Popen(
                     [sys.executable, str(SCRIPT), "--serve", str(engine_file)], stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE, stderr=log, text=True)
