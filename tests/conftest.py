@@ -19,6 +19,7 @@ import socket  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 import httpx  # noqa: E402
 import pytest  # noqa: E402
@@ -68,13 +69,26 @@ def smollm2_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def offline_reference(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """vLLM's offline greedy answers and prompt log probabilities on the served model, computed
-    once per session by one engine start (``tests/integration/offline.py``)."""
-    from tests.integration.offline import reference_job, run_offline_vllm
+def offline_engine(request: pytest.FixtureRequest, smollm2_dir: Path,
+                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """vLLM's offline engine on the served model, started at its first job and stopped after the
+    last job of the session's tests: every offline reference from one engine start
+    (``tests/integration/offline.py``)."""
+    from tests.integration.offline import JOB_FIXTURES, OfflineEngine
 
-    job = {"model_dir": str(smollm2_dir), "max_model_len": TEST_MAX_MODEL_LEN, **reference_job()}
-    return run_offline_vllm(job, tmp_path_factory.mktemp("offline"))
+    expected = {name for item in request.session.items for name in item.fixturenames if name in JOB_FIXTURES}
+    engine = OfflineEngine(smollm2_dir, TEST_MAX_MODEL_LEN, tmp_path_factory.mktemp("offline"), expected)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def offline_reference(offline_engine: Any) -> dict:
+    """vLLM's offline greedy answers and prompt log probabilities on the served model, computed
+    once per session."""
+    from tests.integration.offline import reference_job
+
+    return offline_engine.run("offline_reference", reference_job())
 
 
 @pytest.fixture(scope="session")
