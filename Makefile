@@ -101,7 +101,7 @@ test: install browser
 test-long: install browser
 	$(PY) -m pytest tests -m long --durations=15 $(PYTEST_ARGS)
 
-# The memory soak alone, 25 minutes by default (the suite runs it for 2 minutes): its table shows
+# The memory soak alone, 25 minutes by default (`make test-long` runs it for 2 minutes): its table shows
 # each process's growth.
 SOAK_S ?= 1500
 soak: install

@@ -22,6 +22,7 @@ import time  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 import httpx  # noqa: E402
 import pytest  # noqa: E402
@@ -73,13 +74,26 @@ def smollm2_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def offline_reference(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """vLLM's offline greedy answers and prompt log probabilities on the served model, computed
-    once per session by one engine start (``tests/integration/offline.py``)."""
-    from tests.integration.offline import reference_job, run_offline_vllm
+def offline_engine(request: pytest.FixtureRequest, smollm2_dir: Path,
+                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """vLLM's offline engine on the served model, started at its first job and stopped after the
+    last job of the session's tests: every offline reference from one engine start
+    (``tests/integration/offline.py``)."""
+    from tests.integration.offline import JOB_FIXTURES, OfflineEngine
 
-    job = {"model_dir": str(smollm2_dir), "max_model_len": TEST_MAX_MODEL_LEN, **reference_job()}
-    return run_offline_vllm(job, tmp_path_factory.mktemp("offline"))
+    expected = {name for item in request.session.items for name in item.fixturenames if name in JOB_FIXTURES}
+    engine = OfflineEngine(smollm2_dir, TEST_MAX_MODEL_LEN, tmp_path_factory.mktemp("offline"), expected)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def offline_reference(offline_engine: Any) -> dict:
+    """vLLM's offline greedy answers and prompt log probabilities on the served model, computed
+    once per session."""
+    from tests.integration.offline import reference_job
+
+    return offline_engine.run("offline_reference", reference_job())
 
 
 @pytest.fixture(scope="session")
@@ -101,12 +115,18 @@ def small_train_config(task: str, registry: Path, **overrides: object):  # noqa:
 
 @pytest.fixture(scope="session")
 def registry_dir(ray_cluster: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model registry with ``sentiment/v1`` and ``topic/v1`` live, trained by the real pipeline."""
+    """A model registry with ``sentiment/v1`` and ``topic/v1`` live, trained by the real pipeline:
+    both runs at once, one worker each (data-parallel training is ``test_training.py``'s)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from pipelines.training.train import train_classifier
 
     registry = tmp_path_factory.mktemp("maas") / "registry"
-    for task in ("sentiment", "topic"):
-        result = train_classifier(small_train_config(task, registry))
+    tasks = ("sentiment", "topic")
+    with ThreadPoolExecutor(len(tasks)) as pool:
+        results = list(pool.map(lambda task: train_classifier(small_train_config(
+            task, registry, num_workers=1, cpus_per_worker=1, batch_size=32)), tasks))
+    for task, result in zip(tasks, results, strict=True):
         assert result.model_ref == f"{task}/v1" and result.live
     return registry
 

@@ -331,6 +331,7 @@ def test_load_scales_replicas_and_nodes_up_then_down(
     assert scaled_down, f"not back to 1 replica on 1 worker node after {SCALE_DOWN_WAIT_S}s"
 
 
+@pytest.mark.long  # `make test-long`: replicas replaced after a kill are shown by test_resilience.py
 def test_losing_a_node_under_load(fake_cluster: LocalCluster, service: str,
                                   timelines: dict[str, Any]) -> None:
     url = fake_cluster.dashboard_url

@@ -75,6 +75,8 @@ def _classify_over_http(base_url: str, texts: list[str]) -> list[dict]:
     return answers
 
 
+@pytest.mark.long  # `make test-long`: a Ray job calling the live app is shown by
+# tests/integration/test_handles_and_health.py::test_ray_job_calls_the_app_handle
 def test_job_results_match_direct_http_calls(cluster: LocalCluster, service: str,
                                               tmp_path: Path) -> None:
     deployments = {d.name: d for d in replica_status(cluster.dashboard_url)}

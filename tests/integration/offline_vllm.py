@@ -1,17 +1,21 @@
 """vLLM's offline ``LLM`` on the served model: the reference the integration tests compare with.
 
-Run as a script (vLLM starts its engine in a child process): reads a JSON job from argv[1], runs
-each of its parts on one engine and writes the results as JSON to argv[2]. One engine start
-serves every part: on 2 cores a vLLM start is a minute of the suite.
+Run as a script (vLLM starts its engine in a child process): ``offline_vllm.py --serve ENGINE``
+starts the engine the JSON file ENGINE describes (``model_dir``, ``max_model_len`` and, for LoRA,
+``lora: {"max_lora_rank": R}``), prints ``ready``, then answers jobs for as long as its stdin is
+open: each line is ``JOB OUT`` (two paths); it runs each part of the JSON job in JOB, writes the
+results as JSON to OUT and prints ``done`` (or ``failed``). vLLM's own output goes to stderr.
+``tests/integration/offline.py`` drives it: one engine start serves every job of a test session
+(on 2 cores a vLLM start is a minute of the suite).
 
-The job: ``model_dir``, ``max_model_len`` and any of
+A job holds any of
 
 * ``generate``: ``{"prompts": [...], "max_tokens": N}``: greedy ``LLM.generate``;
 * ``chat``: ``{"messages": [[...], ...], "max_tokens": N}``: greedy ``LLM.chat``, one chat each;
 * ``prompt_logprobs``: ``{"prompts": [...]}``: each prompt's token ids and each one's log
   probability (null first), the reference of ``echo`` + ``logprobs`` on ``/v1/completions``;
-* ``lora``: ``{"max_lora_rank": R, "adapters": {adapter id: folder}}``: the engine is started with
-  LoRA, and ``chat`` is answered by the base model (``"base"``) and by each adapter.
+* ``lora``: ``{"adapters": {adapter id: folder}}`` (the engine started with LoRA): ``chat`` is
+  answered by the base model (``"base"``) and by each adapter.
 
 ``python -m`` is not needed: the repository root is put on ``sys.path`` for ``maas``.
 """
@@ -25,16 +29,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
-def start_engine(job: dict[str, Any]) -> Any:
+def start_engine(engine: dict[str, Any]) -> Any:
     from vllm import LLM
 
     from maas.engines.generator import resolve_dtype
 
-    lora = job.get("lora")
+    lora = engine.get("lora")
     extra = {"enable_lora": True, "max_loras": 2, "max_lora_rank": lora["max_lora_rank"]} if lora else {}
     # The dtype the service picks for its default ``auto`` on this machine.
-    return LLM(model=job["model_dir"], dtype=resolve_dtype("auto", on_gpu=False),
-               max_model_len=job["max_model_len"], enforce_eager=True, seed=0, **extra)
+    return LLM(model=engine["model_dir"], dtype=resolve_dtype("auto", on_gpu=False),
+               max_model_len=engine["max_model_len"], enforce_eager=True, seed=0, **extra)
 
 
 def greedy(max_tokens: int) -> Any:
@@ -58,13 +62,18 @@ def prompt_logprobs(llm: Any, prompts: list[str]) -> list[dict[str, Any]]:
             for o in outputs]
 
 
+LORA_IDS: dict[str, int] = {}
+"""vLLM's integer id of each adapter folder: one per folder for the life of the engine (an engine
+that answers several jobs must not take a new folder for an id it has loaded)."""
+
+
 def lora_chats(llm: Any, part: dict[str, Any], adapters: dict[str, str]) -> dict[str, list[str]]:
     from vllm.lora.request import LoRARequest
 
     params = greedy(part["max_tokens"])
     result = {"base": [o.outputs[0].text for o in llm.chat(part["messages"], params)]}
-    for number, (adapter_id, folder) in enumerate(sorted(adapters.items()), start=1):
-        lora = LoRARequest(adapter_id, number, folder)
+    for adapter_id, folder in sorted(adapters.items()):
+        lora = LoRARequest(adapter_id, LORA_IDS.setdefault(folder, len(LORA_IDS) + 1), folder)
         result[adapter_id] = [o.outputs[0].text for o in llm.chat(part["messages"], params, lora_request=lora)]
     return result
 
@@ -83,16 +92,34 @@ def run(llm: Any, job: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def main() -> None:
-    job = json.loads(Path(sys.argv[1]).read_text())
-    llm = start_engine(job)
-    Path(sys.argv[2]).write_text(json.dumps(run(llm, job)))
+def serve(engine: dict[str, Any]) -> None:
+    """Answer jobs from stdin on one engine until stdin closes (see the module's docstring)."""
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # vLLM's logs (and its engine processes' output) go to stderr
+    llm = start_engine(engine)
+    print("ready", file=replies, flush=True)
+    for line in sys.stdin:
+        job_file, out_file = line.split()
+        try:
+            Path(out_file).write_text(json.dumps(run(llm, json.loads(Path(job_file).read_text()))))
+            print("done", file=replies, flush=True)
+        except Exception:  # noqa: BLE001 - the caller fails its test; the engine serves the next job
+            import traceback
+
+            traceback.print_exc()
+            print("failed", file=replies, flush=True)
     llm.llm_engine.engine_core.shutdown()  # stops vLLM's engine processes (see __main__)
+
+
+def main() -> None:
+    if sys.argv[1:2] != ["--serve"] or len(sys.argv) != 3:
+        sys.exit("usage: offline_vllm.py --serve ENGINE.json")
+    serve(json.loads(Path(sys.argv[2]).read_text()))
 
 
 if __name__ == "__main__":
     main()
-    # The result is written and the engine stopped: skip the interpreter's teardown, where
+    # The results are written and the engine stopped: skip the interpreter's teardown, where
     # vLLM's CPU build has aborted the process ("terminate called without an active
     # exception", SIGABRT).
     sys.stdout.flush()

@@ -1,7 +1,7 @@
 """The Batch API, /v1/responses, /v1/score and /v1/rerank on the real engines, with the openai client.
 
-* A batch of 60 mixed requests (20 each of chat, completions and embeddings) uploaded with
-  ``client.files.create`` and run with ``client.batches.create`` completes with 60 results equal
+* A batch of 30 mixed requests (10 each of chat, completions and embeddings) uploaded with
+  ``client.files.create`` and run with ``client.batches.create`` completes with 30 results equal
   to the same requests sent directly (greedy); counts are live while it runs.
 * Cancelling a running batch stops it; killing the ingress replica mid-batch still completes it,
   each request answered once. Stored responses survive that kill too: a response stored just
@@ -25,7 +25,7 @@ from tests.conftest import ENCODER, GENERATOR, wait_healthy
 
 pytestmark = pytest.mark.integration
 
-BATCH_LINES = 60
+BATCH_LINES = 30
 PASSAGES = ["The cat sat on the mat.", "Stock markets fell sharply today.", "A kitten is sleeping on a rug.",
             "The central bank raised interest rates.", "Dogs and cats are popular pets."]
 

@@ -4,10 +4,11 @@ vLLM offline with the same adapter, 404 for an unknown adapter, and rolled out f
 under load with no failed request.
 
 A dedicated application (route prefix ``/lora``) with one generator and a registry of its own;
-the adapters are tiny (20 examples, 4 and 8 steps): the test is about the plumbing, not the
-accuracy (``benchmarks/results/lora_topic.json`` has the full run). v2's training run has one of
-its workers SIGKILLed after its first checkpoint: it resumes from it, and the adapter it then
-stores is the one served and rolled out (one training run shows both).
+the adapters are tiny (20 examples of 64 tokens, 2 and 4 steps): the test is about the plumbing,
+not the accuracy (``benchmarks/results/lora_topic.json`` has the full run). v2's training run has
+one of its workers SIGKILLed after its first checkpoint (step 2): it resumes from it and does the
+last 2 steps, and the adapter it then stores is the one served and rolled out (one training run
+shows both).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import yaml
 from maas.cli import main as maas_main
 from maas.config import AppConfig
 from tests.conftest import STARTUP_TIMEOUT_S, TEST_MAX_MODEL_LEN, free_port, wait_healthy
-from tests.integration.offline import run_offline_vllm
 
 pytestmark = pytest.mark.integration
 
@@ -34,9 +34,14 @@ PREFIX = "/lora"
 GENERATOR = "lora-smollm2"
 ADAPTER = "topic-lora"
 MAX_TOKENS = 6
+TEXT_TOKENS = 64
+"""Tokens of each article in the prompts, trained and asked alike (a training step's cost grows with it)."""
 TINY = {"task": "lora-topic", "model_name": ADAPTER, "generator": GENERATOR, "max_train_examples": 20,
-        "max_validation_examples": 5, "max_test_examples": 5, "max_steps": 4, "batch_size": 2,
-        "learning_rate": 5e-3, "checkpoint_every_steps": 2, "eval_batch_size": 5, "log_every_steps": 2}
+        "max_validation_examples": 5, "max_test_examples": 5, "max_steps": 2, "batch_size": 2,
+        "learning_rate": 5e-3, "checkpoint_every_steps": 2, "eval_batch_size": 5, "log_every_steps": 2,
+        "max_text_tokens": TEXT_TOKENS, "lenient_answer_tokens": 4}
+V2_STEPS = 4
+"""v2's steps: a checkpoint at step 2, the kill, then steps 3 and 4 from that checkpoint."""
 REQUESTS = 36
 CONCURRENCY = 4
 SWITCH_AFTER = 12
@@ -68,7 +73,7 @@ def trained(ray_cluster: str, smollm2_dir: Path, tmp_path_factory: pytest.TempPa
     v1 = train_adapter(LoraTrainConfig.model_validate({**common, "seed": 0, "storage_path": str(home / "v1")}),
                        config)
     v2, killed = train_with_a_killed_worker(LoraTrainConfig.model_validate({
-        **common, "seed": 1, "max_steps": 8, "storage_path": str(home / "v2"), "max_failures": 2}), config)
+        **common, "seed": 1, "max_steps": V2_STEPS, "storage_path": str(home / "v2"), "max_failures": 2}), config)
     assert (v1.model_ref, v1.live, v2.model_ref, v2.live) == (f"{ADAPTER}/v1", True, f"{ADAPTER}/v2", False)
     return {"config": config, "registry": registry, "serve_file": serve_file, "home": home, "killed": killed,
             "paths": {v1.model_ref: v1.path, v2.model_ref: v2.path}, "metrics": v1.metrics,
@@ -100,22 +105,20 @@ def chats(count: int = 3) -> list[list[dict[str, str]]]:
 
     tokenizer = AutoTokenizer.from_pretrained(prepare_smollm2())
     articles = split_dataset(load_examples("topic")).test[:count]
-    return [build_messages(generator_task("lora-topic"), truncate_text(tokenizer, text, 128))
+    return [build_messages(generator_task("lora-topic"), truncate_text(tokenizer, text, TEXT_TOKENS))
             for text, _ in articles]
 
 
 @pytest.fixture(scope="module")
-def offline(trained: dict[str, Any], smollm2_dir: Path) -> dict[str, list[str]]:
-    """Greedy answers of vLLM's offline ``LLM.chat``: base, v1 and v2 (before the app starts: one engine
-    at a time on 2 cores)."""
-    job = {"model_dir": str(smollm2_dir), "max_model_len": TEST_MAX_MODEL_LEN,
-           "chat": {"messages": chats(), "max_tokens": MAX_TOKENS},
-           "lora": {"max_lora_rank": 8, "adapters": trained["paths"]}}
-    return run_offline_vllm(job, trained["home"] / "offline")["chat"]
+def lora_offline(trained: dict[str, Any], offline_engine: Any) -> dict[str, list[str]]:
+    """Greedy answers of vLLM's offline ``LLM.chat``: base, v1 and v2, from the session's offline
+    engine (the one of ``offline_reference``; asked before the app starts)."""
+    job = {"chat": {"messages": chats(), "max_tokens": MAX_TOKENS}, "lora": {"adapters": trained["paths"]}}
+    return offline_engine.run("lora_offline", job)["chat"]
 
 
 @pytest.fixture(scope="module")
-def lora_url(trained: dict[str, Any], offline: dict[str, list[str]]) -> Iterator[str]:
+def lora_url(trained: dict[str, Any], lora_offline: dict[str, list[str]]) -> Iterator[str]:
     """The application on Serve's proxy (started here, on a free port, if Serve is not running)."""
     from ray import serve
 
@@ -151,7 +154,7 @@ def answer(client: Any, model: str, messages: list[dict[str, str]]) -> Any:
 def test_killed_worker_resumes_lora_training_from_its_checkpoint(trained: dict[str, Any]) -> None:
     assert trained["killed"] is not None, "no checkpoint appeared"
     metrics = trained["v2_metrics"]
-    assert metrics["global_step"] == 8  # every step done, none twice
+    assert metrics["global_step"] == V2_STEPS  # every step done, none twice
     assert metrics["resumed_from_step"] >= 2  # the restarted group began at a checkpoint
 
 
@@ -171,7 +174,9 @@ def test_models_list_the_adapter_with_its_base(lora_url: str) -> None:
     assert cards[ADAPTER]["capability"] == "generate" and cards[GENERATOR].get("parent") is None
 
 
-def test_http_greedy_equals_offline_with_the_same_adapter(openai_lora: Any, offline: dict[str, list[str]]) -> None:
+def test_http_greedy_equals_offline_with_the_same_adapter(openai_lora: Any,
+                                                         lora_offline: dict[str, list[str]]) -> None:
+    offline = lora_offline
     # The tiny adapters do change the model's answers (else this test would prove nothing).
     assert offline[f"{ADAPTER}/v1"] != offline["base"] or offline[f"{ADAPTER}/v2"] != offline["base"]
     for i, messages in enumerate(chats()):
@@ -235,13 +240,14 @@ async def chat_load(url: str, trained: dict[str, Any], log: list[dict]) -> float
 
 
 @pytest.mark.timeout(900)
-def test_rollout_v1_to_v2_under_load(lora_url: str, trained: dict[str, Any], offline: dict[str, list[str]]) -> None:
+def test_rollout_v1_to_v2_under_load(lora_url: str, trained: dict[str, Any],
+                                     lora_offline: dict[str, list[str]]) -> None:
     log: list[dict] = []
     switch_time = asyncio.run(chat_load(lora_url, trained, log))
     assert len(log) == REQUESTS and all(e["status"] == 200 for e in log), [e for e in log if e["status"] != 200]
     for entry in log:  # each answer is the one of the version it names
         model = entry["body"]["model"]
-        assert entry["body"]["choices"][0]["message"]["content"] == offline[model][entry["prompt"]]
+        assert entry["body"]["choices"][0]["message"]["content"] == lora_offline[model][entry["prompt"]]
     before = [e for e in log if e["end"] < switch_time]
     after = [e for e in log if e["start"] > switch_time]
     assert before and all(e["body"]["model"] == f"{ADAPTER}/v1" for e in before)

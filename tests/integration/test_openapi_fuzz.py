@@ -17,7 +17,7 @@ from schemathesis.checks import (
 
 pytestmark = pytest.mark.integration
 
-EXAMPLES_PER_OPERATION = 5
+EXAMPLES_PER_OPERATION = 3
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 

@@ -322,6 +322,7 @@ def sleep_until(moment: float, stop_early: Callable[[], bool]) -> None:
 # ----------------------------------------------------------------------------- the test
 
 
+@pytest.mark.long  # `make soak` (25 min) and `make test-long` run it; `make test` does not
 @pytest.mark.timeout(int(SOAK_S) + 900)
 def test_mixed_load_soak_no_loss_no_5xx_flat_memory(service: str) -> None:
     begin = time.monotonic()

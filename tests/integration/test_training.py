@@ -16,6 +16,8 @@ from tests.conftest import small_train_config
 
 pytestmark = pytest.mark.integration
 LABELS = ["negative", "neutral", "positive"]
+KILLED_RUN_EXAMPLES, KILLED_RUN_BATCH = 160, 16
+"""The killed-worker run: 5 steps an epoch on 2 workers, a checkpoint after each of its 2 epochs."""
 
 
 @pytest.fixture
@@ -84,7 +86,8 @@ def test_killed_worker_resumes_from_checkpoint_into_a_model_and_report(
     storage = tmp_path / "ray"
     config = TrainConfig(
         task="sentiment", output_dir=str(tmp_path / "sentiment"), storage_path=str(storage),
-        max_train_examples=320, max_eval_examples=64, epochs=2, max_seq_len=32, batch_size=16,
+        max_train_examples=KILLED_RUN_EXAMPLES, max_eval_examples=64, epochs=2, max_seq_len=32,
+        batch_size=KILLED_RUN_BATCH,
         num_workers=2, cpus_per_worker=0.5, max_failures=2,
     )
     outcome: dict[str, TrainResult] = {}
@@ -95,7 +98,7 @@ def test_killed_worker_resumes_from_checkpoint_into_a_model_and_report(
     assert killed is not None, "no checkpoint appeared"
     result = outcome["result"]
 
-    steps_per_epoch = 10  # 320 examples / (16 x 2 workers)
+    steps_per_epoch = KILLED_RUN_EXAMPLES // (KILLED_RUN_BATCH * config.num_workers)
     assert result.metrics["global_step"] == 2 * steps_per_epoch  # every step done, none twice
     assert result.metrics["resumed_from_step"] >= steps_per_epoch  # restarted from a checkpoint
     assert result.metrics["epoch"] == 2
