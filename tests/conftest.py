@@ -115,18 +115,12 @@ def small_train_config(task: str, registry: Path, **overrides: object):  # noqa:
 
 @pytest.fixture(scope="session")
 def registry_dir(ray_cluster: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model registry with ``sentiment/v1`` and ``topic/v1`` live, trained by the real pipeline:
-    both runs at once, one worker each (data-parallel training is ``test_training.py``'s)."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    """A model registry with ``sentiment/v1`` and ``topic/v1`` live, trained by the real pipeline."""
     from pipelines.training.train import train_classifier
 
     registry = tmp_path_factory.mktemp("maas") / "registry"
-    tasks = ("sentiment", "topic")
-    with ThreadPoolExecutor(len(tasks)) as pool:
-        results = list(pool.map(lambda task: train_classifier(small_train_config(
-            task, registry, num_workers=1, cpus_per_worker=1, batch_size=32)), tasks))
-    for task, result in zip(tasks, results, strict=True):
+    for task in ("sentiment", "topic"):
+        result = train_classifier(small_train_config(task, registry))
         assert result.model_ref == f"{task}/v1" and result.live
     return registry
 
