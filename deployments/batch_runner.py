@@ -203,15 +203,20 @@ def _error_of(exc: Exception) -> BatchErrorData:
 
 def ensure_runner(app_name: str, batch_dir: str | None, batch: BatchObject, concurrency: int,
                   file_expiry_s: int | None = None) -> None:
-    """Start the batch's runner unless it runs (once per batch across replicas: a named actor)."""
+    """Start the batch's runner unless it runs (once per batch across replicas: a named actor).
+
+    A runner whose batch is still ``validating`` is told to run again (``run`` twice is one run):
+    the ``run`` call is owned by the replica that sent it, and one sent while the actor was still
+    starting is lost with that replica if it dies, leaving the actor idle and the batch waiting.
+    """
     if batch.status not in ACTIVE:
         return
     try:
-        ray.get_actor(runner_name(batch.id), namespace="serve")
-        return
-    except ValueError:
-        pass  # none: a new batch, or its runner was lost
-    runner = BatchRunner.options(name=runner_name(batch.id), lifetime="detached", get_if_exists=True,
-                                 namespace="serve").remote(app_name, batch_dir, batch.id, concurrency,
-                                                           file_expiry_s)
+        runner = ray.get_actor(runner_name(batch.id), namespace="serve")
+        if batch.status != "validating":
+            return  # it has begun: it sees the batch to its end
+    except ValueError:  # none: a new batch, or its runner was lost
+        runner = BatchRunner.options(name=runner_name(batch.id), lifetime="detached", get_if_exists=True,
+                                     namespace="serve").remote(app_name, batch_dir, batch.id, concurrency,
+                                                               file_expiry_s)
     runner.run.remote()

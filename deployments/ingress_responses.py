@@ -71,7 +71,7 @@ class ResponseMethods:
         response not yet ended is started again if it was lost."""
         response = self.stored_responses.retrieve(response_id, owner)
         if response.background and response.status in RUNNING:
-            self._start_response_runner(response_id, owner)
+            self._start_response_runner(response_id, owner, queued=response.status == "queued")
         return response
 
     def cancel_response(self, response_id: str, owner: str | None = None) -> ResponseObject:
@@ -93,11 +93,11 @@ class ResponseMethods:
         self._start_response_runner(response.id, owner)
         return response
 
-    def _start_response_runner(self, response_id: str, owner: str | None) -> None:
+    def _start_response_runner(self, response_id: str, owner: str | None, queued: bool = True) -> None:
         from ray import serve
 
         ensure_response_runner(serve.get_replica_context().app_name, self.config.batch_dir,  # type: ignore[attr-defined]
-                               response_id, owner)
+                               response_id, owner, queued)
 
     def delete_response(self, response_id: str, owner: str | None = None) -> ResponseDeleted:
         """Delete a stored response of ``owner``."""

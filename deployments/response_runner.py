@@ -146,13 +146,19 @@ class ResponseRunner:
             ray.actor.exit_actor()
 
 
-def ensure_response_runner(app_name: str, batch_dir: str | None, response_id: str, owner: str | None) -> None:
-    """Start the response's runner unless it runs (once per response across replicas: a named actor)."""
+def ensure_response_runner(app_name: str, batch_dir: str | None, response_id: str, owner: str | None,
+                           queued: bool = True) -> None:
+    """Start the response's runner unless it runs (once per response across replicas: a named actor).
+
+    A runner whose response is still ``queued`` is told to run again (``run`` twice is one run):
+    the ``run`` call is owned by the replica that sent it, and one sent while the actor was still
+    starting is lost with that replica if it dies, leaving the actor idle and the response queued.
+    """
     try:
-        ray.get_actor(runner_name(response_id), namespace="serve")
-        return
-    except ValueError:
-        pass  # none: a new response, or its runner was lost
-    runner = ResponseRunner.options(name=runner_name(response_id), lifetime="detached", get_if_exists=True,
-                                    namespace="serve").remote(app_name, batch_dir, response_id, owner)
+        runner = ray.get_actor(runner_name(response_id), namespace="serve")
+        if not queued:
+            return  # it has begun: it sees the run to its end
+    except ValueError:  # none: a new response, or its runner was lost
+        runner = ResponseRunner.options(name=runner_name(response_id), lifetime="detached", get_if_exists=True,
+                                        namespace="serve").remote(app_name, batch_dir, response_id, owner)
     runner.run.remote()

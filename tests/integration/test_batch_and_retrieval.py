@@ -6,8 +6,7 @@
 * Cancelling a running batch stops it; killing the ingress replica mid-batch still completes it,
   each request answered once. Stored responses survive that kill too: a response stored just
   before it is retrieved from the new replica, the same, and continued by
-  ``previous_response_id``. (A background response whose call was on the killed replica stays
-  ``in_progress``: a known gap of issue 32, not tested here yet.)
+  ``previous_response_id``; a background response created just before it runs to its end.
 * ``client.responses.create`` answers, streamed and not, as the chat path does.
 * score and rerank order passages as the cosine of ``/v1/embeddings`` does.
 """
@@ -76,6 +75,15 @@ def wait_for(openai_client: Any, batch_id: str, statuses: set[str], timeout_s: f
             return batch
         time.sleep(1)
     raise AssertionError(f"batch {batch_id} not {statuses} in {timeout_s}s: {batch}")
+
+
+def wait_for_response(openai_client: Any, response_id: str, timeout_s: float = 300) -> Any:
+    """A background response once it has ended (it fails the test if it has not in ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while (response := openai_client.responses.retrieve(response_id)).status in ("queued", "in_progress"):
+        assert time.monotonic() < deadline, f"response {response_id} still {response.status}"
+        time.sleep(0.5)
+    return response
 
 
 def results(openai_client: Any, file_id: str) -> dict[str, Any]:
@@ -147,6 +155,8 @@ def test_a_batch_survives_the_loss_of_the_ingress_replica(openai_client: Any, se
         time.sleep(0.5)
     asked = {"model": GENERATOR, "temperature": 0}
     stored = openai_client.responses.create(input="What is the capital of France?", max_output_tokens=8, **asked)
+    background = openai_client.responses.create(input="Write a story about the sea.", max_output_tokens=128,
+                                                background=True, **asked)
     kill_ingress_replica()
     time.sleep(2)
     wait_healthy(service, 300)
@@ -159,6 +169,8 @@ def test_a_batch_survives_the_loss_of_the_ingress_replica(openai_client: Any, se
     assert finished.status == "completed" and finished.request_counts.completed == 40, finished
     answered = results(openai_client, finished.output_file_id)
     assert sorted(answered) == sorted(line["custom_id"] for line in lines)
+    ended = wait_for_response(openai_client, background.id)
+    assert ended.status in ("completed", "incomplete") and ended.output_text, ended  # its runner outlived the replica
 
 
 def test_bad_batch_input_gets_the_openai_error(client: Any, openai_client: Any) -> None:

@@ -122,3 +122,26 @@ def test_an_ended_response_is_not_run_again(tmp_path: Path, queued: tuple[Stored
     handle = Handle()
     run(tmp_path, response_id, handle)  # a runner started again after the end
     assert handle.sent == [] and api.retrieve(response_id, OWNER).output[0].content[0].text == "Once."
+
+
+class FakeRunner:
+    """A named runner actor that exists (only which ``run`` calls it gets)."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+        self.run = self
+
+    def remote(self) -> None:
+        self.runs += 1
+
+
+def test_a_runner_of_a_queued_response_is_told_to_run_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``run`` sent by a replica that died while the actor started is lost with it: the next
+    retrieve of a response still queued sends it again (``run`` twice is one run); one that has
+    begun is left alone."""
+    runner = FakeRunner()
+    monkeypatch.setattr(response_runner.ray, "get_actor", lambda name, namespace: runner)
+    response_runner.ensure_response_runner("maas", None, "resp-1", OWNER, queued=True)
+    assert runner.runs == 1
+    response_runner.ensure_response_runner("maas", None, "resp-1", OWNER, queued=False)
+    assert runner.runs == 1

@@ -119,7 +119,7 @@ def test_an_over_long_background_prompt_is_a_400_at_creation_not_a_failed_respon
     client, keys = keyed
     started: list[str] = []  # the runner is a Ray actor: here, only whether it was started
     monkeypatch.setattr(type(client.app.state.ingress), "_start_response_runner",
-                        lambda self, response_id, owner: started.append(response_id))
+                        lambda self, response_id, owner, queued=True: started.append(response_id))
     long_text = "x" * (MAX_CHARS // 2)
     first = create(client, keys["alice"], input=long_text).json()
     store = client.app.state.ingress.stored_responses.store
