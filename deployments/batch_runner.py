@@ -21,6 +21,7 @@ from typing import Any
 
 import ray
 
+from deployments.detached_run import RunsOnce, ensure_running
 from maas.endpoints.batches import lines as rules
 from maas.endpoints.batches.api import ACTIVE
 from maas.endpoints.batches.protocol import BatchErrorData, BatchErrors, BatchObject, BatchRequestLine
@@ -138,25 +139,13 @@ class BatchRun:
 
 
 @ray.remote(num_cpus=0, max_restarts=0)
-class BatchRunner:
+class BatchRunner(RunsOnce):
     """Runs one batch to its end (see the module doc) and exits, whatever the end; ``run`` twice
     is one run."""
 
     def __init__(self, app_name: str, batch_dir: str | None, batch_id: str, concurrency: int,
                  file_expiry_s: int | None = None) -> None:
-        self.app_name = app_name
-        self.job = BatchRun(batch_dir, batch_id, concurrency, file_expiry_s)
-        self._run: asyncio.Task[None] | None = None
-
-    async def run(self) -> None:
-        from ray import serve
-
-        try:
-            if self._run is None:
-                self._run = asyncio.ensure_future(self.job.run(lambda: serve.get_app_handle(self.app_name)))
-            await asyncio.shield(self._run)
-        finally:
-            ray.actor.exit_actor()
+        super().__init__(app_name, BatchRun(batch_dir, batch_id, concurrency, file_expiry_s))
 
 
 def _started(batch: BatchObject, total: int, counts: tuple[int, int], at: int) -> None:
@@ -203,20 +192,8 @@ def _error_of(exc: Exception) -> BatchErrorData:
 
 def ensure_runner(app_name: str, batch_dir: str | None, batch: BatchObject, concurrency: int,
                   file_expiry_s: int | None = None) -> None:
-    """Start the batch's runner unless it runs (once per batch across replicas: a named actor).
-
-    A runner whose batch is still ``validating`` is told to run again (``run`` twice is one run):
-    the ``run`` call is owned by the replica that sent it, and one sent while the actor was still
-    starting is lost with that replica if it dies, leaving the actor idle and the batch waiting.
-    """
-    if batch.status not in ACTIVE:
-        return
-    try:
-        runner = ray.get_actor(runner_name(batch.id), namespace="serve")
-        if batch.status != "validating":
-            return  # it has begun: it sees the batch to its end
-    except ValueError:  # none: a new batch, or its runner was lost
-        runner = BatchRunner.options(name=runner_name(batch.id), lifetime="detached", get_if_exists=True,
-                                     namespace="serve").remote(app_name, batch_dir, batch.id, concurrency,
-                                                               file_expiry_s)
-    runner.run.remote()
+    """Start the batch's runner unless it runs; one whose batch is still ``validating`` is told to
+    run again (:func:`deployments.detached_run.ensure_running`)."""
+    if batch.status in ACTIVE:
+        ensure_running(BatchRunner, runner_name(batch.id), batch.status != "validating",
+                       app_name, batch_dir, batch.id, concurrency, file_expiry_s)

@@ -18,6 +18,7 @@ from typing import Any
 
 import ray
 
+from deployments.detached_run import RunsOnce, ensure_running
 from maas.endpoints.generation.protocol import ResponsesRequest
 from maas.endpoints.generation.responses import chat_request, response_from_chat
 from maas.endpoints.responses.api import RUNNING, parse_items
@@ -127,38 +128,15 @@ async def _outcome(call: Any) -> Any:
 
 
 @ray.remote(num_cpus=0, max_restarts=0)
-class ResponseRunner:
+class ResponseRunner(RunsOnce):
     """Runs one background response to its end and exits; ``run`` twice is one run."""
 
     def __init__(self, app_name: str, batch_dir: str | None, response_id: str, owner: str | None) -> None:
-        self.app_name = app_name
-        self.job = BackgroundRun(batch_dir, response_id, owner)
-        self._run: asyncio.Task[None] | None = None
-
-    async def run(self) -> None:
-        from ray import serve
-
-        try:
-            if self._run is None:
-                self._run = asyncio.ensure_future(self.job.run(lambda: serve.get_app_handle(self.app_name)))
-            await asyncio.shield(self._run)
-        finally:
-            ray.actor.exit_actor()
+        super().__init__(app_name, BackgroundRun(batch_dir, response_id, owner))
 
 
 def ensure_response_runner(app_name: str, batch_dir: str | None, response_id: str, owner: str | None,
                            queued: bool = True) -> None:
-    """Start the response's runner unless it runs (once per response across replicas: a named actor).
-
-    A runner whose response is still ``queued`` is told to run again (``run`` twice is one run):
-    the ``run`` call is owned by the replica that sent it, and one sent while the actor was still
-    starting is lost with that replica if it dies, leaving the actor idle and the response queued.
-    """
-    try:
-        runner = ray.get_actor(runner_name(response_id), namespace="serve")
-        if not queued:
-            return  # it has begun: it sees the run to its end
-    except ValueError:  # none: a new response, or its runner was lost
-        runner = ResponseRunner.options(name=runner_name(response_id), lifetime="detached", get_if_exists=True,
-                                        namespace="serve").remote(app_name, batch_dir, response_id, owner)
-    runner.run.remote()
+    """Start the response's runner unless it runs; one whose response is still ``queued`` is told
+    to run again (:func:`deployments.detached_run.ensure_running`)."""
+    ensure_running(ResponseRunner, runner_name(response_id), not queued, app_name, batch_dir, response_id, owner)

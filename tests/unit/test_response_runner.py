@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from deployments import response_runner
+from deployments import detached_run, response_runner
 from deployments.response_runner import BackgroundRun
 from maas.endpoints.generation.protocol import ResponsesRequest
 from maas.endpoints.generation.responses import new_response
@@ -140,7 +140,7 @@ def test_a_runner_of_a_queued_response_is_told_to_run_again(monkeypatch: pytest.
     retrieve of a response still queued sends it again (``run`` twice is one run); one that has
     begun is left alone."""
     runner = FakeRunner()
-    monkeypatch.setattr(response_runner.ray, "get_actor", lambda name, namespace: runner)
+    monkeypatch.setattr(detached_run.ray, "get_actor", lambda name, namespace: runner)
     response_runner.ensure_response_runner("maas", None, "resp-1", OWNER, queued=True)
     assert runner.runs == 1
     response_runner.ensure_response_runner("maas", None, "resp-1", OWNER, queued=False)
