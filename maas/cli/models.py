@@ -152,8 +152,8 @@ def cmd_rollout(args: argparse.Namespace) -> int:
 
 def start_canary(args: argparse.Namespace, registry: Any) -> int:
     """``maas rollout NAME VERSION --canary PERCENT``: store a canary of a classifier version
-    (``0``: stop the running one); the service's replicas route, judge and decide."""
-    from maas.serving.canary import thresholds
+    (``0``: stop the running one); the service's replicas route, judge and decide, with the
+    thresholds of the service's config (each judging decision stores the ones it applied)."""
     from maas.storage.canary_store import CanaryStore
     from maas.storage.registry import RegistryError
     from maas.storage.served_adapters import is_adapter
@@ -168,9 +168,7 @@ def start_canary(args: argparse.Namespace, registry: Any) -> int:
         if is_adapter(registry.get(args.name, args.version)):
             raise RegistryError("a canary is for registry classifiers; roll an adapter out with "
                                 "`maas rollout` without --canary.")
-        config = load_app_config(args.config).classifier
-        started = store.start(args.name, args.version, args.canary, args.allow_label_change,
-                              evidence={**thresholds(config.canary), **config.promotion.model_dump()})
+        started = store.start(args.name, args.version, args.canary, args.allow_label_change)
     except RegistryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

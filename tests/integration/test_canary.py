@@ -101,6 +101,7 @@ def test_a_canary_answers_its_share_and_a_good_one_is_promoted(
         metrics = settled_metrics(service)
         assert maas_main(["models", "list", "--registry-dir", str(registry_dir)]) == 0
         listing = capsys.readouterr().out
+        print(listing)
     finally:
         restore(registry, live)  # the copy is `previous` now: no challenger
     assert registry.challenger(TOPIC) is None
@@ -126,7 +127,7 @@ def test_a_canary_answers_its_share_and_a_good_one_is_promoted(
 
 
 def test_a_failing_canary_is_rolled_back_and_clients_see_no_error(
-        service: str, client: httpx.Client, registry_dir: Path) -> None:
+        service: str, client: httpx.Client, registry_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     registry = ModelRegistry(registry_dir)
     live = registry.live_version(TOPIC)
     assert live is not None
@@ -135,9 +136,12 @@ def test_a_failing_canary_is_rolled_back_and_clients_see_no_error(
         start_canary(registry_dir, broken)
         answered, card = until_decided(client, 0)  # each asserts a 200
         challenger = registry.challenger(TOPIC)
+        assert maas_main(["models", "list", "--registry-dir", str(registry_dir)]) == 0
+        listing = capsys.readouterr().out
     finally:
         restore(registry, live)
-    print(f"{len(answered)} requests until rolled back; {card['decisions'][-1]}")
+    print(f"{len(answered)} requests until rolled back; {card['decisions'][-1]}\n{listing}")
+    assert f"rolled_back {broken} (live {live}): error rate 1.000" in listing
     assert set(answered) == {f"{TOPIC}/{live}"}  # every answer the live version's
     decision = card["decisions"][-1]
     assert card["running"] is None and decision["action"] == "rolled_back" and decision["version"] == broken

@@ -306,3 +306,27 @@ def test_the_ingress_promotes_a_good_canary(tmp_path: Path) -> None:
     assert registry.live_version("sentiment") == "v2" and "sentiment/v2" in answered
     decision = CanaryStore(registry).read("sentiment").decisions[-1]
     assert decision.action == "promoted" and decision.evidence["rule"]["agreement"] == 1.0
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+
+def test_rollout_canary_and_models_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from maas.cli import main as maas_main
+
+    registry = registry_with(tmp_path)
+    args = ["--registry-dir", str(tmp_path)]
+    assert maas_main(["rollout", "sentiment", "v2", "--canary", "25", *args]) == 0
+    assert "canary of sentiment/v2 started against live v1: 25%" in capsys.readouterr().out
+    CanaryStore(registry).add("sentiment", "v2", CanaryTally(live=arm(3), canary=arm(2, errors=1)), 10,
+                              lambda r: None)
+    assert maas_main(["models", "list", *args]) == 0
+    listing = capsys.readouterr().out
+    assert ("  canary of sentiment: v2 at 25% against live v1: canary 2 requests (1 errors, p95 50.0 ms), "
+            "live 3 requests (0 errors, p95 50.0 ms)") in listing
+    assert "started v2 (live v1): 25% of requests" in listing
+    assert maas_main(["rollout", "sentiment", "v1", "--canary", "10", *args]) == 2  # the live version
+    assert "is live" in capsys.readouterr().err
+    assert maas_main(["rollout", "sentiment", "v2", "--canary", "0", *args]) == 0
+    assert "canary of sentiment/v2 stopped" in capsys.readouterr().out
+    assert CanaryStore(registry).active("sentiment") is None and registry.live_version("sentiment") == "v1"
