@@ -6,10 +6,10 @@ has still never answered a client. The mechanism: ``maas rollout NAME VERSION --
 stores a running canary (:class:`maas.storage.canary_store.CanaryStore`). For each classify
 request of the served name (not a pinned ``name/vN``), :meth:`CanaryTraffic.answer` draws: a
 ``percent`` share is answered by the canary version, the rest by the live one; both are timed
-and counted per ingress replica. A canary call that fails (a server-side error, not the
-request's own 4xx) is counted and the request is answered by the live version instead, so the
-client sees no error from the canary. About once a second a replica adds its tallies to the
-registry and judges the sum (:func:`judge`, thresholds in ``classifier.canary``):
+and counted per ingress replica. A canary call that fails is answered by the live version
+instead, so the client sees no error from the canary; a server-side failure is counted as the
+canary's error, a 4xx (the request's own fault) is not counted. About once a second a replica
+adds its tallies to the registry and judges the sum (:func:`judge`, thresholds in ``classifier.canary``):
 
 - **rolled back** once the canary has ``min_requests`` requests and its error rate exceeds the
   live version's by more than ``max_error_rate_margin``, or (both with ``min_requests`` answered
@@ -163,9 +163,9 @@ class CanaryTraffic:
     async def _try_canary(self, key: CanaryKey, canary_id: str, texts: list[str]) -> Sequence[Any] | None:
         try:
             return await self._timed(key, "canary", canary_id, texts)
-        except Exception as exc:
-            if getattr(exc, "status_code", 500) < 500:
-                raise  # the request's own fault (4xx): the live version would refuse it too
+        except Exception as exc:  # noqa: BLE001 - the live version answers instead
+            # a 4xx is not counted against the canary (the request's own fault, or the canary
+            # version gone from the registry); the live version's answer, or its 4xx, is the client's
             logger.warning("canary call to %s failed: %s", canary_id, type(exc).__name__)
             return None
 
