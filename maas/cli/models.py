@@ -127,7 +127,8 @@ def _num(value: float | None) -> str:
 
 def cmd_rollout(args: argparse.Namespace) -> int:
     """``maas rollout NAME VERSION``: make a registry version live; the service follows at once.
-    An operator's action: the promotion rule is not applied (a canary's promotion applies it).
+    An operator's action: the promotion rule is not applied (a canary's promotion applies it);
+    a running canary of the model is cancelled.
     With ``--canary PERCENT``: start a canary of the version instead (``0`` stops one)."""
     from maas.storage.registry import ModelRegistry, RegistryError
     from maas.storage.served_adapters import check_servable, is_adapter
@@ -144,6 +145,10 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     except RegistryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from maas.storage.canary_store import CanaryStore
+
+    if CanaryStore(registry).stop(args.name, f"ended by `maas rollout` of {args.version}"):
+        print(f"[maas] the running canary of '{args.name}' is cancelled.")
     kind = "generation" if is_adapter(version) else "classify"
     print(f"[maas] {version.ref} is live (was {previous or 'none'}); {kind} requests for "
           f"'{args.name}' use it from the next request on.")

@@ -147,11 +147,12 @@ class CanaryStore:
             self._write(name, state, [*ended, started])
         return started
 
-    def stop(self, name: str) -> Decision | None:
-        """End the running canary without a verdict (``--canary 0``); None if none runs."""
+    def stop(self, name: str, reason: str = "stopped by the operator") -> Decision | None:
+        """End the running canary without a verdict (``--canary 0``, a plain rollout); None if
+        none runs."""
         with locked(self._lock(name)):
             state = self.read(name)
-            ended = self._cancel(state, "stopped by the operator")
+            ended = self._cancel(state, reason)
             if ended:
                 self._write(name, state, ended)
         return ended[0] if ended else None

@@ -329,3 +329,10 @@ def test_rollout_canary_and_models_list(tmp_path: Path, capsys: pytest.CaptureFi
     assert maas_main(["rollout", "sentiment", "v2", "--canary", "0", *args]) == 0
     assert "canary of sentiment/v2 stopped" in capsys.readouterr().out
     assert CanaryStore(registry).active("sentiment") is None and registry.live_version("sentiment") == "v1"
+    # a plain rollout is the operator's decision: it ends a running canary
+    assert maas_main(["rollout", "sentiment", "v2", "--canary", "25", *args]) == 0
+    assert maas_main(["rollout", "sentiment", "v2", *args]) == 0
+    assert "the running canary of 'sentiment' is cancelled" in capsys.readouterr().out
+    last = CanaryStore(registry).read("sentiment").decisions[-1]
+    assert (last.action, last.reason) == ("cancelled", "ended by `maas rollout` of v2")
+    assert registry.live_version("sentiment") == "v2"
