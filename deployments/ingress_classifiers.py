@@ -1,6 +1,7 @@
 """The classification methods of the ingress deployment (:class:`deployments.ingress.MaasIngress`
 inherits them): ``/v1/classify`` over the classifier deployment's multiplexed model ids, the
-classifiers' cards, and shadow traffic to a challenger version (:mod:`maas.serving.shadow`).
+classifiers' cards, shadow traffic to a challenger version (:mod:`maas.serving.shadow`) and a
+canary answering a share of a model's requests (:mod:`maas.serving.canary`).
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from maas.config import AppConfig
 from maas.edge.metrics import MetricsRecorder
 from maas.endpoints.encoding.protocol import ClassifyRequest, ClassifyResponse
 from maas.endpoints.encoding.rules import classify_response
-from maas.endpoints.service.models import shadow_summary
+from maas.endpoints.service.models import canary_summary, shadow_summary
 from maas.endpoints.service.protocol import ModelCard, ModelChallenger, ModelTraining
 from maas.protocol.errors import MaasError, ModelNotFoundError
 from maas.serving.calls import result_of
+from maas.serving.canary import CanaryKey, CanaryTraffic, PromotionEvidenceOf, judge
 from maas.serving.coalesce import Coalescer, coalescing
+from maas.serving.promotion import FeedbackSource, no_feedback
 from maas.serving.shadow import Event, ShadowPair, ShadowTraffic, version_of
+from maas.storage.canary_store import CanaryTally, Decision
 from maas.storage.registry import ModelRegistry
 from maas.storage.served_classifiers import ServedClassifiers
 from maas.storage.shadow_stats import ShadowLog, ShadowTally
@@ -40,14 +44,20 @@ class ClassifierMethods:
         self.recorder = MetricsRecorder()  # the HTTP app's, once built (one buffer per replica)
         self.shadow = ShadowTraffic(config.classifier.shadow, self.classifiers.challenger_id,
                                     self._call_classifier, self._record, self._persist_shadow)
+        self.canary_config, self.promotion_config = config.classifier.canary, config.classifier.promotion
+        # labelled feedback for the promotion rule: none until a feedback store plugs in here
+        self.feedback_source: FeedbackSource = no_feedback
+        self.canary = CanaryTraffic(self.canary_config, self.classifiers.canary_of, self.classify_calls.submit,
+                                    self._record, self._persist_canary)
 
     async def classify(self, request: ClassifyRequest) -> ClassifyResponse:
-        """Every label's probability for one or more texts (a sampled share also goes to the
-        model's challenger afterwards, if it has one: never delaying this answer)."""
+        """Every label's probability for one or more texts (a drawn share answered by the model's
+        canary, if it has one; a sampled share also goes to its challenger afterwards, if it has
+        one: never delaying this answer)."""
         model_id = self._classifier_model_id(request.model)
         texts = request.texts()
         start = time.perf_counter()
-        results = await self.classify_calls.submit(model_id, texts)
+        model_id, results = await self.canary.answer(request.model, model_id, texts)
         self.shadow.after_answer(request.model, model_id, texts, results, time.perf_counter() - start)
         return classify_response(model_id, results)
 
@@ -60,6 +70,13 @@ class ClassifierMethods:
     def _persist_shadow(self, pair: ShadowPair, tally: ShadowTally) -> None:
         registry_name = self.classifiers.registry_name(pair.model) or pair.model
         self.shadow_log.add(registry_name, pair.live_version, pair.challenger_version, tally)
+
+    def _persist_canary(self, key: CanaryKey, tally: CanaryTally) -> Decision | None:
+        name = self.classifiers.registry_name(key.model) or key.model
+        evidence = PromotionEvidenceOf(self.classifiers.registry, name, self.feedback_source)
+        return self.classifiers.canaries.add(
+            name, key.canary_version, tally, self.canary_config.latency_samples,
+            lambda record: judge(self.canary_config, self.promotion_config, record, evidence))
 
     def _classifier_model_id(self, model: str) -> str:
         """The model id serving ``model`` now: its live registry version, or a pinned ``name/vN``."""
@@ -85,8 +102,10 @@ class ClassifierMethods:
         status = "ready"
         if registry_name and version is None:
             status = {"training": "training", "failed": "failed"}.get(run.state if run else "", "not_trained")
+        canary = canary_summary(self.classifiers.canaries.read(registry_name)) if registry_name else None
         return ModelCard(id=name, capability="classify", max_model_len=max_seq_len, version=version,
-                         status=status, training=training, challenger=self._challenger(name, version))
+                         status=status, training=training, challenger=self._challenger(name, version),
+                         canary=canary)
 
     def _challenger(self, name: str, live: str | None) -> ModelChallenger | None:
         challenger_id = self.classifiers.challenger_id(name) if live else None

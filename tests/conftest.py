@@ -147,6 +147,11 @@ def test_app_config(smollm2_dir: Path, registry_dir: Path, minilm_dir: Path) -> 
             # every request shadowed while a challenger exists: only in test_shadow.py and before
             # test_rollout.py's switch (its v2, trained and not yet live); the rest have none
             "shadow": {"fraction": 1.0, "max_in_flight": 4},
+            # canaries judged after few requests (tests/integration/test_canary.py); a generous
+            # latency ratio: a few samples on a shared machine must not roll a good copy back
+            "canary": {"min_requests": 4, "promote_after_requests": 24, "max_error_rate_margin": 0.1,
+                       "max_p95_latency_ratio": 10.0, "latency_samples": 50},
+            "promotion": {"min_shadow_texts": 4, "min_agreement": 0.9},
         },
         "encoder": {
             "models": [{"name": ENCODER, "path": str(minilm_dir), "max_seq_len": 128}],

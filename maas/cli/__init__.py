@@ -103,6 +103,9 @@ def _registry_options(command: argparse.ArgumentParser, name: str) -> None:
         command.add_argument("version", help="version to make live, e.g. v2")
         command.add_argument("--allow-label-change", action="store_true",
                              help="roll out a version whose labels differ from the live one's")
+        command.add_argument("--canary", type=float, default=None, metavar="PERCENT",
+                             help="answer this share of the model's requests (0-100) with the version, "
+                                  "rolled back or promoted by itself (classifier.canary); 0 stops a canary")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,7 +48,9 @@ def split_address(train_args: list[str], address: str | None) -> tuple[list[str]
 
 def cmd_models(args: argparse.Namespace) -> int:
     """``maas models list``: every registry version with its metrics; ``*`` marks the live one; a
-    challenger's shadow traffic statistics follow its model's versions."""
+    challenger's shadow traffic statistics, a running canary and the latest canary decisions
+    follow its model's versions."""
+    from maas.storage.canary_store import CanaryStore
     from maas.storage.registry import ModelRegistry
     from maas.storage.shadow_stats import ShadowLog
 
@@ -68,6 +70,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         challenger = registry.challenger(name)
         if challenger and _kind(versions[-1].config) != "lora":  # classifiers only are shadowed
             print(shadow_line(name, registry.live_version(name) or "-", challenger, ShadowLog(registry)))
+        for line in canary_lines(name, CanaryStore(registry).read(name)):
+            print(line)
     print(f"(registry: {registry.root})")
     return 0
 
@@ -82,6 +86,23 @@ def shadow_line(name: str, live: str, challenger: str, log: Any) -> str:
     return (f"{head} {record.requests} requests ({record.errors} errors, {record.dropped} dropped), "
             f"agreement {_num(record.agreement())} over {record.texts} texts, confidence "
             f"{_num(live_conf)} vs {_num(challenger_conf)}, latency {_ms(live_s)} vs {_ms(challenger_s)}")
+
+
+def canary_lines(name: str, state: Any, decisions: int = 3) -> list[str]:
+    """``  canary of NAME: ...`` for a running canary, then its model's latest decisions."""
+    lines = []
+    if (record := state.active) is not None:
+        held = "; held: passed, waiting for the promotion rule" if record.held else ""
+        lines.append(f"  canary of {name}: {record.version} at {record.percent:g}% against live "
+                     f"{record.live_version}: canary {_arm(record.canary)}, live {_arm(record.live)}{held}")
+    for decision in state.decisions[-decisions:]:
+        lines.append(f"  canary decision {decision.at}: {decision.action} {decision.version} "
+                     f"(live {decision.live_version}): {decision.reason}")
+    return lines
+
+
+def _arm(tally: Any) -> str:
+    return f"{tally.requests} requests ({tally.errors} errors, p95 {_ms(tally.p95_s())})"
 
 
 def _ms(seconds: float | None) -> str:
@@ -105,11 +126,16 @@ def _num(value: float | None) -> str:
 
 
 def cmd_rollout(args: argparse.Namespace) -> int:
-    """``maas rollout NAME VERSION``: make a registry version live; the service follows at once."""
+    """``maas rollout NAME VERSION``: make a registry version live; the service follows at once.
+    An operator's action: the promotion rule is not applied (a canary's promotion applies it);
+    a running canary of the model is cancelled.
+    With ``--canary PERCENT``: start a canary of the version instead (``0`` stops one)."""
     from maas.storage.registry import ModelRegistry, RegistryError
     from maas.storage.served_adapters import check_servable, is_adapter
 
     registry = ModelRegistry(registry_dir(args))
+    if getattr(args, "canary", None) is not None:
+        return start_canary(args, registry)
     previous = registry.live_version(args.name)
     try:
         target = registry.get(args.name, args.version)
@@ -119,9 +145,41 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     except RegistryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from maas.storage.canary_store import CanaryStore
+
+    if CanaryStore(registry).stop(args.name, f"ended by `maas rollout` of {args.version}"):
+        print(f"[maas] the running canary of '{args.name}' is cancelled.")
     kind = "generation" if is_adapter(version) else "classify"
     print(f"[maas] {version.ref} is live (was {previous or 'none'}); {kind} requests for "
           f"'{args.name}' use it from the next request on.")
+    return 0
+
+
+def start_canary(args: argparse.Namespace, registry: Any) -> int:
+    """``maas rollout NAME VERSION --canary PERCENT``: store a canary of a classifier version
+    (``0``: stop the running one); the service's replicas route, judge and decide, with the
+    thresholds of the service's config (each judging decision stores the ones it applied)."""
+    from maas.storage.canary_store import CanaryStore
+    from maas.storage.registry import RegistryError
+    from maas.storage.served_adapters import is_adapter
+
+    store = CanaryStore(registry)
+    try:
+        if args.canary == 0:
+            stopped = store.stop(args.name)
+            print(f"[maas] canary of {args.name}/{stopped.version} stopped." if stopped
+                  else f"[maas] no canary of '{args.name}' runs.")
+            return 0
+        if is_adapter(registry.get(args.name, args.version)):
+            raise RegistryError("a canary is for registry classifiers; roll an adapter out with "
+                                "`maas rollout` without --canary.")
+        started = store.start(args.name, args.version, args.canary, args.allow_label_change)
+    except RegistryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"[maas] canary of {args.name}/{args.version} started against live {started.live_version}: "
+          f"{args.canary:g}% of the classify requests for '{args.name}' are answered by it from the next "
+          "request on; it is rolled back or promoted by itself (`maas models list` shows how it does).")
     return 0
 
 

@@ -13,12 +13,14 @@ from maas.config.models import (
     PAIR_PATTERN,
     PARALLEL_ENGINE_KWARGS,
     BatchingOptions,
+    CanaryConfig,
     ClassifierConfig,
     EncoderConfig,
     EncoderModelConfig,
     GeneratorModelConfig,
     NerConfig,
     NerModelConfig,
+    PromotionConfig,
     ShadowConfig,
     TokenizerConfig,
     TranslationModelConfig,
@@ -38,9 +40,11 @@ from maas.config.options import (
 
 __all__ = [
     "CPU_BATCH_SIZE", "GPU_BATCH_SIZE", "MAX_INPUTS_PER_REQUEST", "PAIR_PATTERN", "PARALLEL_ENGINE_KWARGS",
-    "VLLM_LORA_RANKS", "AppConfig", "AutoscalingOptions", "BatchingOptions", "ClassifierConfig",
+    "VLLM_LORA_RANKS", "AppConfig", "AutoscalingOptions", "BatchingOptions", "CanaryConfig",
+    "ClassifierConfig",
     "DeploymentOptions", "EncoderConfig", "EncoderDtype", "EncoderModelConfig", "GeneratorModelConfig",
     "IngressConfig", "LoraOptions", "ModelName", "NerConfig", "NerModelConfig", "PlacementStrategy", "Pooling",
+    "PromotionConfig",
     "ServeFile", "ShadowConfig", "StrictModel", "TokenizerConfig", "TranslationModelConfig", "TranslatorConfig",
     "load_app_config", "load_serve_file",
 ]

@@ -227,6 +227,69 @@ class ShadowConfig(StrictModel):
     )
 
 
+class CanaryConfig(StrictModel):
+    """A canary of a registry classifier (``maas rollout NAME VERSION --canary PERCENT``): a share
+    of the live name's requests answered by the canary version, judged against the live one."""
+
+    max_error_rate_margin: float = Field(
+        0.02, ge=0, le=1,
+        description="Roll the canary back when its error rate exceeds the live version's by more "
+        "than this (0.02: two points); its failed requests were answered by the live version.",
+    )
+    max_p95_latency_ratio: float = Field(
+        1.5, ge=1,
+        description="Roll the canary back when its p95 classify latency exceeds the live "
+        "version's times this.",
+    )
+    min_requests: int = Field(
+        20, ge=1,
+        description="Requests each version must have answered (the canary: answered or failed) "
+        "before a rollback is decided.",
+    )
+    promote_after_requests: int = Field(
+        200, ge=1,
+        description="Canary requests within the margins after which it is promoted, if the "
+        "promotion rule (`classifier.promotion`) also passes; else it keeps running.",
+    )
+    latency_samples: int = Field(
+        200, ge=10, le=10000,
+        description="Latest latency samples kept per version, per ingress replica and in the "
+        "registry, for the p95s.",
+    )
+
+
+class PromotionConfig(StrictModel):
+    """The promotion rule: when a challenger may go live by itself (a canary's promotion)."""
+
+    validation_metric: str = Field(
+        "validation_macro_f1",
+        description="The stored metric of a version (`maas models list`) compared on validation.",
+    )
+    min_validation_gain: float = Field(
+        0.0, ge=-1, le=1,
+        description="The challenger's validation metric must exceed the live version's by more "
+        "than this (0.0: strictly better).",
+    )
+    min_agreement: float = Field(
+        0.9, ge=0, le=1,
+        description="Shadow agreement (share of texts with the live version's top label) that "
+        "counts as agreeing with the live version.",
+    )
+    min_shadow_texts: int = Field(
+        50, ge=1,
+        description="Shadowed texts needed before the agreement counts.",
+    )
+    min_feedback_gain: float = Field(
+        0.0, ge=-1, le=1,
+        description="The challenger beats the live version on labelled feedback when its accuracy "
+        "there exceeds the live version's by more than this (instead of agreeing).",
+    )
+    min_feedback_labels: int = Field(
+        20, ge=1,
+        description="Labelled feedback examples needed before the feedback comparison counts.",
+    )
+
+
 class ClassifierConfig(StrictModel):
     """The classifier deployment and the models it serves."""
 
@@ -235,6 +298,14 @@ class ClassifierConfig(StrictModel):
     shadow: ShadowConfig = Field(
         default_factory=ShadowConfig,
         description="Shadow traffic for challengers of `registry:` classifiers.",
+    )
+    canary: CanaryConfig = Field(
+        default_factory=CanaryConfig,
+        description="Canaries of `registry:` classifiers: automatic rollback and promotion.",
+    )
+    promotion: PromotionConfig = Field(
+        default_factory=PromotionConfig,
+        description="The rule a challenger passes to go live by itself (a canary's promotion).",
     )
     deployment: DeploymentOptions = Field(
         default_factory=lambda: DeploymentOptions(num_cpus=0.2), description="Serve options."

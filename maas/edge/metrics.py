@@ -19,6 +19,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 CONFIDENCE_BUCKETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 SHADOW_LABELS = ("model", "live_version", "challenger_version")
+CANARY_LABELS = ("model", "live_version", "canary_version")
 
 # name -> (kind, help, label names, buckets)
 DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...], tuple[float, ...] | None]] = {
@@ -50,6 +51,15 @@ DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...], tuple[float, ...] | None
                                (*SHADOW_LABELS, "answered_by"), CONFIDENCE_BUCKETS),
     "maas_shadow_latency_seconds": ("histogram", "Classify call latency of shadowed requests, by the version "
                                     "answering.", (*SHADOW_LABELS, "answered_by"), LATENCY_BUCKETS),
+    # canaries (maas/serving/canary.py): the same kind of labels; answered_by is `live` or `canary`
+    "maas_canary_requests": ("counter", "Classify requests of a model with a canary, by the version they were "
+                             "sent to.", (*CANARY_LABELS, "answered_by"), None),
+    "maas_canary_errors": ("counter", "Of those, the failed ones (a canary's were answered by the live version).",
+                           (*CANARY_LABELS, "answered_by"), None),
+    "maas_canary_latency_seconds": ("histogram", "Classify call latency of a model with a canary, by the "
+                                    "version answering.", (*CANARY_LABELS, "answered_by"), LATENCY_BUCKETS),
+    "maas_canary_decisions": ("counter", "Canary decisions taken by this service: rolled_back, promoted, held.",
+                              (*CANARY_LABELS, "decision"), None),
 }
 
 

@@ -6,6 +6,7 @@ Layout under the registry root (``cache_dir()/registry`` unless configured)::
     <root>/<name>/v2/
     <root>/<name>/live.json    {"version": "v2", "updated_at": ...}
     <root>/<name>/training.json  the state of a training run of <name> (:class:`TrainingStatus`)
+    <root>/<name>/canary.json  a running canary and its decisions (:mod:`maas.storage.canary_store`)
 
 A version folder appears atomically with its marker (:func:`maas.storage.staged_folder`), so a
 half-written version is never listed. ``live.json`` is replaced atomically (``os.replace``);
@@ -29,6 +30,7 @@ from maas.storage.files import cache_dir, locked, read_json, read_marker, staged
 
 REGISTRY_PREFIX = "registry:"
 LIVE_FILE = "live.json"
+CANARY_FILE = "canary.json"
 STATUS_FILE = "training.json"
 TRAINING_FILE = "maas_training.json"
 VERSION_PATTERN = re.compile(r"^v([1-9][0-9]*)$")
@@ -165,7 +167,7 @@ class ModelRegistry:
     def challenger(self, name: str) -> str | None:
         """The version that challenges the live one, if any: the newest complete version when it
         is newer than the live version and not the one the last rollout left (``previous`` in
-        ``live.json``: a version rolled back from is no challenger)."""
+        ``live.json``: a version rolled back from is no challenger), nor one a canary rolled back."""
         folder = self.root / check_name(name)
         record = read_json(folder / LIVE_FILE)
         live, previous = record.get("version"), record.get("previous")
@@ -173,6 +175,8 @@ class ModelRegistry:
             return None
         newest = self._newest_version(folder)
         if newest is None or version_number(newest) <= version_number(live) or newest == previous:
+            return None
+        if newest in (read_json(folder / CANARY_FILE).get("rolled_back") or []):
             return None
         return newest
 

@@ -9,8 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from maas.protocol.errors import ModelNotFoundError, ModelNotReadyError
+from maas.storage.canary_store import CanaryRecord, CanaryStore
 from maas.storage.embedded import resolve_model_path
-from maas.storage.registry import REGISTRY_PREFIX, VERSION_PATTERN, ModelRegistry, ModelVersion, RegistryError
+from maas.storage.registry import (
+    CANARY_FILE,
+    REGISTRY_PREFIX,
+    VERSION_PATTERN,
+    ModelRegistry,
+    ModelVersion,
+    RegistryError,
+)
 
 CHALLENGER_RECHECK_S = 10.0
 """Longest a served name's challenger is remembered without looking at the registry again."""
@@ -29,6 +37,8 @@ class ServedClassifiers:
         self.configs = {m.name: m for m in models}
         self.registry = registry
         self._challengers: dict[str, tuple[tuple[int, float], str | None]] = {}
+        self.canaries = CanaryStore(registry)
+        self._canaries: dict[str, tuple[tuple[int, float], CanaryRecord | None]] = {}
 
     def names(self) -> list[str]:
         return list(self.configs)
@@ -85,6 +95,24 @@ class ServedClassifiers:
             version = self.registry.challenger(registry_name)
             cached = (key, f"{name}/{version}" if version else None)
             self._challengers[name] = cached
+        return cached[1]
+
+    def canary_of(self, name: str) -> CanaryRecord | None:
+        """The running canary of a served registry name, else None (a pinned ``name/vN`` has
+        none). Read again when ``canary.json`` changes and at least every
+        :data:`CHALLENGER_RECHECK_S`."""
+        registry_name = self.registry_name(name) if name in self.configs else None
+        if registry_name is None:
+            return None
+        try:
+            changed = (self.registry.root / registry_name / CANARY_FILE).stat().st_mtime_ns
+        except OSError:
+            return None
+        key = (changed, time.monotonic() // CHALLENGER_RECHECK_S)
+        cached = self._canaries.get(name)
+        if cached is None or cached[0] != key:
+            cached = (key, self.canaries.active(registry_name))
+            self._canaries[name] = cached
         return cached[1]
 
     def ready_names(self) -> list[str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -48,6 +48,49 @@ class ModelChallenger(WireModel):
         None, description="Shadow traffic's findings against the live version; none before the first shadowed request.")
 
 
+class CanaryArm(WireModel):
+    """One version's requests during a canary, over every ingress replica."""
+
+    requests: int = Field(description="Requests sent to this version (answered or failed).")
+    errors: int = Field(description="Of those, the failed ones (a canary's were answered by the live version).")
+    error_rate: float | None = Field(description="errors / requests; none before the first request.")
+    p95_ms: float | None = Field(description="p95 latency of the latest answered calls (milliseconds).")
+
+
+class RunningCanary(WireModel):
+    """A canary answering a share of the model's requests now."""
+
+    version: str = Field(description="The canary version, e.g. `v3`.")
+    live_version: str = Field(description="The live version it is compared with.")
+    percent: float = Field(description="Share of the requests for the model's name it answers, in percent.")
+    held: bool = Field(description="It passed its canary but the promotion rule did not (yet): it keeps running.")
+    live: CanaryArm = Field(description="The live version's figures since the canary started.")
+    canary: CanaryArm = Field(description="The canary version's figures.")
+    started_at: str = Field("", description="When `maas rollout --canary` started it (UTC).")
+    updated_at: str = Field("", description="When a replica last added to these figures (UTC).")
+
+
+class CanaryDecisionView(WireModel):
+    """One decision about a canary, as stored in the registry."""
+
+    action: Literal["started", "held", "rolled_back", "promoted", "cancelled"]
+    version: str = Field(description="The canary version decided on.")
+    live_version: str = Field(description="The live version it was compared with.")
+    at: str = Field(description="When (UTC).")
+    reason: str = Field("", description="Why, for people.")
+    evidence: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Counts, error rates, p95s (ms), thresholds and, for a promotion, the rule's checks.")
+
+
+class ModelCanary(WireModel):
+    """A registry classifier's canary: the running one, if any, and the latest decisions."""
+
+    running: RunningCanary | None = Field(None, description="The canary running now; none between canaries.")
+    decisions: list[CanaryDecisionView] = Field(
+        default_factory=list, description="The latest decisions, oldest first (the registry keeps more).")
+
+
 class ModelCard(WireModel):
     id: str
     object: Literal["model"] = "model"
@@ -67,6 +110,8 @@ class ModelCard(WireModel):
     )
     challenger: ModelChallenger | None = Field(
         None, description="A registry classifier's challenger version and its shadow traffic statistics.")
+    canary: ModelCanary | None = Field(
+        None, description="A registry classifier's canary and its decisions; none if it never had one.")
     pairs: list[str] | None = Field(None, description="Language pairs, e.g. `en-pt` (translation models).")
     parent: str | None = Field(None, description="The base model a LoRA adapter runs on (as vLLM lists adapters).")
 
