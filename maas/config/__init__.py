@@ -29,6 +29,8 @@ from maas.config.options import (
     AutoscalingOptions,
     DeploymentOptions,
     EncoderDtype,
+    GeneratorAutoscalingOptions,
+    GeneratorDeploymentOptions,
     LoraOptions,
     ModelName,
     PlacementStrategy,
@@ -39,7 +41,8 @@ from maas.config.options import (
 __all__ = [
     "CPU_BATCH_SIZE", "GPU_BATCH_SIZE", "MAX_INPUTS_PER_REQUEST", "PAIR_PATTERN", "PARALLEL_ENGINE_KWARGS",
     "VLLM_LORA_RANKS", "AppConfig", "AutoscalingOptions", "BatchingOptions", "ClassifierConfig",
-    "DeploymentOptions", "EncoderConfig", "EncoderDtype", "EncoderModelConfig", "GeneratorModelConfig",
+    "DeploymentOptions", "EncoderConfig", "EncoderDtype", "EncoderModelConfig", "GeneratorAutoscalingOptions",
+    "GeneratorDeploymentOptions", "GeneratorModelConfig",
     "IngressConfig", "LoraOptions", "ModelName", "NerConfig", "NerModelConfig", "PlacementStrategy", "Pooling",
     "ServeFile", "ShadowConfig", "StrictModel", "TokenizerConfig", "TranslationModelConfig", "TranslatorConfig",
     "load_app_config", "load_serve_file",
