@@ -107,10 +107,11 @@ class GeneratorDeployment:
         await self.engine.engine.add_lora(request)
         return request
 
-    def record_autoscaling_stats(self) -> dict[str, float]:
+    async def record_autoscaling_stats(self) -> dict[str, float]:
         """Serve's custom autoscaling metrics (called every ``metrics_interval_s`` when the
         deployment autoscales): this replica's TTFT p95 and samples over its window, queue wait and
-        waiting requests, for the latency policy (``maas/serving/latency_autoscaling.py``)."""
+        waiting requests, for the latency policy (``maas/serving/latency_autoscaling.py``). Async:
+        it runs on the replica's event loop, as the requests that update the watch do."""
         return self.first_tokens.stats()
 
     def running_requests(self) -> int:
