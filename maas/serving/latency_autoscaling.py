@@ -17,10 +17,11 @@ The mechanism (Serve's own API, no controller of ours):
 
 The rule, with ``n`` running replicas and ``pressure`` the largest measured/target ratio:
 
-* pressure > 1: scale up to ``ceil(n * pressure)``, at least ``n + 1`` and at most ``2n``;
+* pressure > 1: scale up to ``ceil(n * pressure)``, at least ``n + 1`` and at most ``2n`` (never
+  below Serve's current target, which is above ``n`` while replicas start);
 * pressure < ``downscale_ratio`` and the ongoing-requests rule would also need fewer than ``n``
   replicas (the load allows it): ``n - 1``;
-* otherwise hold at ``n``;
+* otherwise hold (``n``, or the current target while replicas start);
 * no latency samples in the window (no request reached a first token, none is waiting): Serve's
   ongoing-requests rule, unchanged. Requests queued at Serve's handles (every replica at its
   ``max_ongoing_requests``) never reach a replica's measurements: then the ongoing-requests rule
@@ -141,13 +142,15 @@ def ongoing_requests_replicas(ctx: Any) -> float:
     return float(desired)
 
 
-def latency_rule(n: int, level: float, ongoing: float, targets: LatencyTargets) -> tuple[int, str]:
-    """Replicas and rule from the pressure ``level`` with ``n`` running replicas."""
+def latency_rule(n: int, target: int, level: float, ongoing: float, targets: LatencyTargets) -> tuple[int, str]:
+    """Replicas and rule from the pressure ``level`` with ``n`` running replicas and Serve's current
+    ``target`` (above ``n`` while replicas start: up and hold keep it, so a decision is not undone
+    while its replicas start)."""
     if level > 1:
-        return min(max(n + 1, math.ceil(n * level)), 2 * n), "latency_up"
+        return max(target, min(max(n + 1, math.ceil(n * level)), 2 * n)), "latency_up"
     if level < targets.downscale_ratio and n > 1 and ongoing <= n - 1:
         return n - 1, "latency_down"
-    return n, "latency_hold"
+    return max(n, target), "latency_hold"
 
 
 def decide(ctx: Any, targets: LatencyTargets) -> Decision:
@@ -162,7 +165,7 @@ def decide(ctx: Any, targets: LatencyTargets) -> Decision:
         replicas, rule = ongoing, "ongoing_requests"
         reason = f"no latency samples; {ctx.total_num_requests:g} ongoing requests"
     else:
-        replicas, rule = latency_rule(n, level, ongoing, targets)
+        replicas, rule = latency_rule(n, ctx.target_num_replicas, level, ongoing, targets)
         reason = f"{describe(signal, targets)}: pressure {level:.2f}"
         if (ctx.total_queued_requests or 0) > 0 and ongoing > replicas:
             replicas, rule = ongoing, "handle_queue"

@@ -107,6 +107,14 @@ def test_between_downscale_ratio_and_target_holds() -> None:
     assert decide(context(replicas, ongoing=1), TARGETS).replicas == 3
 
 
+def test_replicas_still_starting_are_kept_while_latency_is_high_or_within_target() -> None:
+    starting = dict(max_replicas=10, target=4)  # 1 running, 4 asked for: 3 start
+    high = decide(context([replica(ttft_p95=2.0, samples=10)], **starting), TARGETS)
+    assert (high.replicas, high.rule) == (4, "latency_up")
+    within = decide(context([replica(ttft_p95=0.4, samples=10)], **starting), TARGETS)
+    assert (within.replicas, within.rule) == (4, "latency_hold")
+
+
 def test_bounds_are_kept() -> None:
     at_max = [replica(ttft_p95=5.0, samples=10)] * 2
     assert decide(context(at_max, max_replicas=2), TARGETS).replicas == 2
