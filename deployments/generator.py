@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,9 +16,12 @@ from maas.engines.generator import GeneratorEngine
 from maas.engines.lora import LoraIds, check_adapter, lora_request, read_adapter
 from maas.protocol.chat import GenerationParams, GenerationResult
 from maas.protocol.errors import ServiceUnavailableError, log_client_errors_as_one_line
+from maas.serving.first_token_watch import FirstTokenWatch
 from maas.storage.registry import ModelRegistry
 from maas.storage.served_adapters import ServedAdapters
 
+DEFAULT_LATENCY_WINDOW_S = 10.0
+"""Window of the TTFT p95 a replica reports when its deployment has no autoscaling config."""
 MAX_LOADED_ADAPTERS = 16
 """Adapter versions one replica routes for at once (Serve's multiplexing LRU); vLLM itself keeps
 ``lora.max_loaded_adapters`` of them in memory and drops the least recently used."""
@@ -50,20 +52,33 @@ class GeneratorDeployment:
         self.engine = GeneratorEngine(config, on_gpu=_on_gpu(config), placement_group=_placement_group())
         self.metrics = MetricsRecorder()
         self.health = HealthCache()
+        scaling = config.deployment.autoscaling
+        self.first_tokens = FirstTokenWatch(scaling.look_back_period_s if scaling else DEFAULT_LATENCY_WINDOW_S)
         log_client_errors_as_one_line()
 
     async def generate_stream(
         self, prompt_token_ids: list[int], params: GenerationParams
     ) -> AsyncIterator[GenerationResult]:
-        """Stream results; a cancelled caller aborts the engine request."""
-        start = time.perf_counter()
+        """Stream results; a cancelled caller aborts the engine request. The time to its first
+        token counts from its arrival here (the adapter's loading included)."""
+        ticket = self.first_tokens.arrived()
+        try:  # aclosing: closing this stream closes the inner one at once, aborting the engine
+            async with contextlib.aclosing(self._stream(prompt_token_ids, params, ticket)) as stream:
+                async for result in stream:
+                    yield result
+        finally:
+            self.first_tokens.left(ticket)
+
+    async def _stream(
+        self, prompt_token_ids: list[int], params: GenerationParams, ticket: int
+    ) -> AsyncIterator[GenerationResult]:
         first = True
         last: GenerationResult | None = None
         lora = await self._request_adapter()
         try:
             async for result in self.engine.generate(prompt_token_ids, params, lora_request=lora):
                 if first and result.completion_tokens:
-                    self._record_ttft(time.perf_counter() - start)
+                    self._record_ttft(self.first_tokens.first_token(ticket))
                     first = False
                 last = result
                 yield result
@@ -91,6 +106,13 @@ class GeneratorDeployment:
         request = lora_request(adapter_id, self.lora_ids(adapter_id), path, self.config.name)
         await self.engine.engine.add_lora(request)
         return request
+
+    async def record_autoscaling_stats(self) -> dict[str, float]:
+        """Serve's custom autoscaling metrics (called every ``metrics_interval_s`` when the
+        deployment autoscales): this replica's TTFT p95 and samples over its window, queue wait and
+        waiting requests, for the latency policy (``maas/serving/latency_autoscaling.py``). Async:
+        it runs on the replica's event loop, as the requests that update the watch do."""
+        return self.first_tokens.stats()
 
     def running_requests(self) -> int:
         """Requests the engine is working on now (vLLM's unfinished count)."""

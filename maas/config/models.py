@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from maas.config.options import (
     DeploymentOptions,
     EncoderDtype,
+    GeneratorDeploymentOptions,
     LoraOptions,
     ModelName,
     PlacementStrategy,
@@ -93,10 +94,11 @@ class GeneratorModelConfig(StrictModel):
     lora: LoraOptions = Field(
         default_factory=LoraOptions, description="LoRA adapters served on this model (vLLM's LoRA support)."
     )
-    deployment: DeploymentOptions = Field(
-        default_factory=lambda: DeploymentOptions(num_cpus=0.5, max_ongoing_requests=64),
+    deployment: GeneratorDeploymentOptions = Field(
+        default_factory=lambda: GeneratorDeploymentOptions(num_cpus=0.5, max_ongoing_requests=64),
         description="Serve options of this model's generator deployment. With several devices, "
-        "`num_gpus` is per device (0: CPU workers, 1: one GPU each).",
+        "`num_gpus` is per device (0: CPU workers, 1: one GPU each). Its `autoscaling` takes "
+        "latency targets (`target_ttft_p95_s`, `target_queue_wait_s`).",
     )
 
     @model_validator(mode="after")

@@ -39,6 +39,55 @@ class AutoscalingOptions(StrictModel):
             raise ValueError("min_replicas must not exceed max_replicas")
         return self
 
+    def serve_config(self) -> dict[str, Any]:
+        """Serve's ``autoscaling_config`` for these settings."""
+        return self.model_dump(exclude_none=True)
+
+
+LATENCY_POLICY = "maas.serving.latency_autoscaling:LatencyAutoscalingPolicy"
+"""Import path of the latency-driven autoscaling policy (a string: the config imports no serving code)."""
+LATENCY_FIELDS = ("target_ttft_p95_s", "target_queue_wait_s", "latency_downscale_ratio", "latency_min_samples")
+
+
+class GeneratorAutoscalingOptions(AutoscalingOptions):
+    """A generator's autoscaling: Serve's ongoing-requests rule, or with a latency target the
+    latency-driven policy over the TTFT and queue wait its replicas measure (docs/cluster.md)."""
+
+    target_ttft_p95_s: float | None = Field(
+        None, gt=0,
+        description="Latency policy: the p95 time to first token (seconds, as the replicas measure it "
+        "over `look_back_period_s`) to keep under; above it the deployment scales up, well under it "
+        "(`latency_downscale_ratio`) it may scale down. None with `target_queue_wait_s` None: the "
+        "ongoing-requests rule alone.",
+    )
+    target_queue_wait_s: float | None = Field(
+        None, gt=0,
+        description="Latency policy: the longest a request may wait in a replica for its first token "
+        "(the oldest waiting request's age: vLLM's queue plus prefill) before the deployment scales up.",
+    )
+    latency_downscale_ratio: float = Field(
+        0.5, gt=0, lt=1,
+        description="Latency policy: scale down one replica when every measured latency is under this "
+        "share of its target and the ongoing-requests rule needs fewer replicas too.",
+    )
+    latency_min_samples: int = Field(
+        5, ge=1,
+        description="Latency policy: TTFTs in the window (all replicas) before the TTFT p95 counts; "
+        "with fewer and no request waiting, the ongoing-requests rule decides.",
+    )
+
+    def latency_policy(self) -> bool:
+        """Whether a latency target turns the latency-driven policy on."""
+        return self.target_ttft_p95_s is not None or self.target_queue_wait_s is not None
+
+    def serve_config(self) -> dict[str, Any]:
+        config = self.model_dump(exclude_none=True, exclude=set(LATENCY_FIELDS))
+        if self.latency_policy():
+            config["policy"] = {"policy_function": LATENCY_POLICY, "policy_kwargs": {
+                "target_ttft_p95_s": self.target_ttft_p95_s, "target_queue_wait_s": self.target_queue_wait_s,
+                "downscale_ratio": self.latency_downscale_ratio, "min_samples": self.latency_min_samples}}
+        return config
+
 
 class DeploymentOptions(StrictModel):
     """Serve options of one deployment: replicas, resources, concurrency, health."""
@@ -72,10 +121,18 @@ class DeploymentOptions(StrictModel):
             "graceful_shutdown_timeout_s": self.graceful_shutdown_timeout_s,
         }
         if self.autoscaling is not None:
-            options["autoscaling_config"] = self.autoscaling.model_dump(exclude_none=True)
+            options["autoscaling_config"] = self.autoscaling.serve_config()
         else:
             options["num_replicas"] = self.num_replicas
         return options
+
+
+class GeneratorDeploymentOptions(DeploymentOptions):
+    """Serve options of a generator deployment: those of any deployment, and latency targets in
+    its ``autoscaling``."""
+
+    autoscaling: GeneratorAutoscalingOptions | None = Field(
+        None, description="Autoscale the replicas (on ongoing requests, or on latency with a target).")
 
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
