@@ -33,6 +33,7 @@ from maas.config.options import (
     ModelName,
     PlacementStrategy,
     Pooling,
+    PrefixRoutingOptions,
     StrictModel,
 )
 
@@ -40,7 +41,7 @@ __all__ = [
     "CPU_BATCH_SIZE", "GPU_BATCH_SIZE", "MAX_INPUTS_PER_REQUEST", "PAIR_PATTERN", "PARALLEL_ENGINE_KWARGS",
     "VLLM_LORA_RANKS", "AppConfig", "AutoscalingOptions", "BatchingOptions", "ClassifierConfig",
     "DeploymentOptions", "EncoderConfig", "EncoderDtype", "EncoderModelConfig", "GeneratorModelConfig",
-    "IngressConfig", "LoraOptions", "ModelName", "NerConfig", "NerModelConfig", "PlacementStrategy", "Pooling",
+    "IngressConfig", "LoraOptions", "ModelName", "PrefixRoutingOptions", "NerConfig", "NerModelConfig", "PlacementStrategy", "Pooling",
     "ServeFile", "ShadowConfig", "StrictModel", "TokenizerConfig", "TranslationModelConfig", "TranslatorConfig",
     "load_app_config", "load_serve_file",
 ]

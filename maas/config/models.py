@@ -13,6 +13,7 @@ from maas.config.options import (
     LoraOptions,
     ModelName,
     PlacementStrategy,
+    PrefixRoutingOptions,
     StrictModel,
 )
 
@@ -89,6 +90,17 @@ class GeneratorModelConfig(StrictModel):
         description="Ray placement strategy of a multi-device replica's bundles: STRICT_PACK keeps "
         "every device on one node (tensor parallelism needs the fast links); PACK lets pipeline "
         "stages spill over to other nodes.",
+    )
+    prefix_routing: PrefixRoutingOptions = Field(
+        default_factory=PrefixRoutingOptions,
+        description="Cache-aware routing across this generator's replicas (prompt prefix, "
+        "`x-session-id`); see docs/cluster.md.",
+    )
+    cache_stats: bool = Field(
+        False,
+        description="Count vLLM's prefix-cache queries and hits (tokens) into "
+        "`maas_prefix_cache_queries_total` / `maas_prefix_cache_hits_total`. Turns on vLLM's per-step "
+        "stats (its Prometheus logger in the replica and a throughput log line every 10 s while busy).",
     )
     lora: LoraOptions = Field(
         default_factory=LoraOptions, description="LoRA adapters served on this model (vLLM's LoRA support)."
