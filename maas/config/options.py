@@ -107,7 +107,7 @@ class PrefixRoutingOptions(StrictModel):
     )
     max_blocks: int = Field(
         65536, ge=1, description="Blocks the index remembers per ingress replica (least recently "
-        "used dropped first; about 200 bytes each).",
+        "used dropped first; about 340 bytes each).",
     )
 
     def router_kwargs(self) -> dict[str, Any]:

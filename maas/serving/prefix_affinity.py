@@ -20,7 +20,7 @@ while another is free by that margin.
 Prompts are token ids, remembered as a chain of hashes of ``block_tokens``-token blocks (the way
 vLLM's own prefix cache keys its blocks): a prefix matches block by block from the start. At most
 ``max_blocks`` blocks are kept, the least recently used dropped first, so memory is bounded
-(about 200 bytes a block). The same policy idea as Ray Serve LLM's ``PrefixCacheAffinityRouter``
+(about 340 bytes a block). The same policy idea as Ray Serve LLM's ``PrefixCacheAffinityRouter``
 (balanced load: best prefix match; imbalanced: the default choice), on token ids and in-process.
 Plain Python: :mod:`maas.serving.prefix_router` plugs it into Serve.
 """
