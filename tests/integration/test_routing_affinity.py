@@ -1,7 +1,7 @@
 """Cache-aware routing on 2 real generator replicas (``long``: its own application, two vLLM starts).
 
-A module fixture deploys the application ``routing`` (route prefix ``/routing``) on the session's
-Serve proxy: a generator with 2 replicas, ``prefix_routing`` on and ``cache_stats`` on (vLLM's own
+A module fixture deploys the application ``routing`` (route prefix ``/routing``) on the Serve proxy
+(the session's, or its own when this module runs alone): a generator with 2 replicas, ``prefix_routing`` on and ``cache_stats`` on (vLLM's own
 prefix-cache counters reach ``/metrics``), the tokenizer and an ingress. The replicas start one at
 a time (deployed with 1, then scaled to 2). Which replica served a request is read from vLLM's
 counters: a prompt its replica has seen before is found in that replica's prefix cache (hits > 0),
@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import STARTUP_TIMEOUT_S, wait_healthy
+from tests.conftest import STARTUP_TIMEOUT_S, free_port, wait_healthy
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
 
@@ -48,19 +48,29 @@ def routing_config(smollm2_dir: Path) -> dict[str, Any]:
     }
 
 
+def proxy_url() -> str:
+    """The Serve proxy of this Ray: the session's when the session service runs, else a new one
+    (this module alone needs no session service)."""
+    from ray import serve
+    from ray.serve.context import _get_global_client
+
+    serve.start(http_options={"host": "127.0.0.1", "port": free_port()}, proxy_location="HeadOnly")
+    return f"http://127.0.0.1:{_get_global_client().http_config.port}"
+
+
 @pytest.fixture(scope="module")
-def routing(service: str, smollm2_dir: Path) -> Iterator[str]:
-    """The ``routing`` application on the session's proxy; yields its base URL."""
+def routing(ray_cluster: str, smollm2_dir: Path) -> Iterator[str]:
+    """The ``routing`` application on the Serve proxy; yields its base URL."""
     from ray import serve
 
     from benchmarks.prefix_routing import with_generator_replicas
     from maas.config import AppConfig
     from pipelines.app import build_app
 
+    base = proxy_url() + PREFIX
     app = build_app(AppConfig.model_validate(routing_config(smollm2_dir)))
     serve.run(with_generator_replicas(app, 1), name=APP, route_prefix=None)
     serve.run(app, name=APP, route_prefix=PREFIX, blocking=False)
-    base = service + PREFIX
     try:
         wait_healthy(base, STARTUP_TIMEOUT_S)
         wait_replicas(2)
