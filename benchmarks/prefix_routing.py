@@ -2,7 +2,7 @@
 
 ::
 
-    python -m benchmarks.prefix_routing            # about 8 minutes → benchmarks/results/
+    python -m benchmarks.prefix_routing            # about 9 minutes → benchmarks/results/
     python -m benchmarks.prefix_routing --conversations 4 --turns 3 --results-dir /tmp/pr   # smoke run
 
 Starts maas twice on a private Ray, each time the generator (SmolLM2-135M, vLLM CPU) with 2
@@ -13,14 +13,14 @@ to 2. On a 2-core machine each engine runs one OpenMP thread, unbound (``cpu_thr
 nobind``, ``OMP_NUM_THREADS=1``), so the two engines do not pin their threads to the same core.
 
 The workload, the same in each arm: ``conversations`` chats, ``concurrency`` of them at a time,
-each the same system prompt (about 400 tokens) and then ``turns`` turns; a turn sends the whole
-history plus a new user message (about 100 tokens) and streams a greedy answer of ``max_tokens``
+each the same system prompt (about 170 tokens) and then ``turns`` turns; a turn sends the whole
+history plus a new user message (about 125 tokens) and streams a greedy answer of ``max_tokens``
 tokens (``ignore_eos``), which joins the history. It reports the time to the first token (client
 side, streamed) median and p95, and vLLM's prefix-cache hit rate (its own counters: prompt tokens
 found in the cache / looked up, ``cache_stats: true`` in both arms, read from ``/metrics``), and the
-ratios to the default router. The prefix-routed app then runs a third arm: other conversations of
-the same shape sent with an ``x-session-id`` header each (its replicas have the system prompt
-cached already, as the default arm's have after its first requests).
+ratios to the default router. With ``--sessions`` the prefix-routed app then runs a third arm:
+other conversations of the same shape sent with an ``x-session-id`` header each (its replicas
+have the system prompt cached already, as the default arm's have after its first requests).
 """
 
 from __future__ import annotations
@@ -62,13 +62,15 @@ WORDS = ("harbour ledger invoice cargo vessel customs tariff freight manifest be
 class Workload:
     """One arm's chats (recorded in the results)."""
 
-    conversations: int = 8
-    turns: int = 5
+    conversations: int = 6
+    turns: int = 6
     concurrency: int = 4
     max_tokens: int = 16
-    user_words: int = 70
-    system_sentences: int = 24
+    user_words: int = 100
+    system_sentences: int = 8
     seed: int = 0
+    sessions: bool = False
+    """Also run the third arm (``x-session-id``) on the prefix-routed app."""
 
 
 def system_prompt(workload: Workload) -> str:
@@ -249,7 +251,7 @@ def run_app(router: str, model_dir: Path, work: Path, workload: Workload) -> dic
         log(f"ready after {running.startup_s:.0f}s")
         arms[router] = measure(spec.base_url, workload, 0, sessions=False)
         log(f"{router}: {summary_line(arms[router])}")
-        if router == "prefix":
+        if router == "prefix" and workload.sessions:
             arms["prefix+session"] = measure(spec.base_url, workload, workload.conversations, sessions=True)
             log(f"prefix+session: {summary_line(arms['prefix+session'])}")
     for arm in arms.values():
@@ -318,10 +320,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("conversations", "turns", "concurrency", "max_tokens"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name),
                             help="(default: %(default)s)")
+    parser.add_argument("--sessions", action="store_true",
+                        help="also a third arm: other conversations with x-session-id (about 2 more minutes)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="output folder (default: %(default)s)")
     args = parser.parse_args(argv)
     workload = Workload(conversations=args.conversations, turns=args.turns, concurrency=args.concurrency,
-                        max_tokens=args.max_tokens)
+                        max_tokens=args.max_tokens, sessions=args.sessions)
     command = shlex.join(["python", "-m", "benchmarks.prefix_routing", *argv])
     results = run(workload, command)
     paths = write(results, args.results_dir)
