@@ -15,7 +15,8 @@ nobind``, ``OMP_NUM_THREADS=1``), so the two engines do not pin their threads to
 The workload, the same in each arm: ``conversations`` chats, ``concurrency`` of them at a time,
 each the same system prompt (about 170 tokens) and then ``turns`` turns; a turn sends the whole
 history plus a new user message (about 125 tokens) and streams a greedy answer of ``max_tokens``
-tokens (``ignore_eos``), which joins the history. It reports the time to the first token (client
+tokens (``ignore_eos``), which joins the history; the user pauses ``think_s`` before the next turn.
+It reports the time to the first token (client
 side, streamed) median and p95, and vLLM's prefix-cache hit rate (its own counters: prompt tokens
 found in the cache / looked up, ``cache_stats: true`` in both arms, read from ``/metrics``), and the
 ratios to the default router. With ``--sessions`` the prefix-routed app then runs a third arm:
@@ -69,6 +70,10 @@ class Workload:
     user_words: int = 100
     system_sentences: int = 8
     seed: int = 0
+    think_s: float = 1.0
+    """A user's pause before the next turn (0.5 to 1.5 times this, seeded). Without it the client
+    is a closed loop: the replica that just answered a turn has just freed a slot, so Serve's
+    default router (the shorter queue of two) tends to pick it again for the next turn."""
     sessions: bool = False
     """Also run the third arm (``x-session-id``) on the prefix-routed app."""
 
@@ -189,6 +194,7 @@ async def conversation(session: Any, base: str, workload: Workload, number: int,
         ttft, answer = await chat_turn(session, base, messages, workload, f"chat-{number}" if sessions else None)
         ttfts.append({"conversation": number, "turn": turn, "ttft_s": ttft})
         messages.append({"role": "assistant", "content": answer})
+        await asyncio.sleep(workload.think_s * rng.uniform(0.5, 1.5))
 
 
 async def run_arm(base: str, workload: Workload, first: int, sessions: bool) -> list[dict[str, Any]]:
@@ -295,7 +301,8 @@ def table(results: dict[str, Any]) -> str:
              f"{'met' if exact <= GOAL_P50_RATIO else 'missed'} ({exact:.2f}x).",
              "", f"Workload: {w['conversations']} conversations per arm, {w['concurrency']} at a time, "
              f"{w['turns']} turns each, shared system prompt of {w['system_sentences']} sentences, user turns of "
-             f"{w['user_words']} words, answers of {w['max_tokens']} tokens (greedy, ignore_eos); 2 generator "
+             f"{w['user_words']} words, answers of {w['max_tokens']} tokens (greedy, ignore_eos), a pause of "
+             f"{w.get('think_s', 0)} s (0.5-1.5x) before each next turn; 2 generator "
              "replicas (SmolLM2-135M, vLLM CPU, one unbound OpenMP thread each).",
              "", f"CPU: {m['cpu_model']}, {m['cpu_cores']} cores; SIMD: {' '.join(m['cpu_simd_flags']) or '?'}; "
              f"{m['date']}. Command: `{results['command']}`."]
@@ -317,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         return serve(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m benchmarks.prefix_routing", description=__doc__.splitlines()[0])
     defaults = Workload()
+    parser.add_argument("--think-s", type=float, default=defaults.think_s, help="(default: %(default)s)")
     for name in ("conversations", "turns", "concurrency", "max_tokens"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name),
                             help="(default: %(default)s)")
@@ -325,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="output folder (default: %(default)s)")
     args = parser.parse_args(argv)
     workload = Workload(conversations=args.conversations, turns=args.turns, concurrency=args.concurrency,
-                        max_tokens=args.max_tokens, sessions=args.sessions)
+                        max_tokens=args.max_tokens, think_s=args.think_s, sessions=args.sessions)
     command = shlex.join(["python", "-m", "benchmarks.prefix_routing", *argv])
     results = run(workload, command)
     paths = write(results, args.results_dir)
