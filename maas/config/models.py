@@ -100,7 +100,7 @@ class GeneratorModelConfig(StrictModel):
         False,
         description="Count vLLM's prefix-cache queries and hits (tokens) into "
         "`maas_prefix_cache_queries_total` / `maas_prefix_cache_hits_total`. Turns on vLLM's per-step "
-        "stats (its Prometheus logger in the replica and a throughput log line every 10 s while busy).",
+        "stats (vLLM adds its Prometheus stat logger in the replica; its periodic log line stays off).",
     )
     lora: LoraOptions = Field(
         default_factory=LoraOptions, description="LoRA adapters served on this model (vLLM's LoRA support)."
