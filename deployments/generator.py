@@ -84,6 +84,7 @@ class GeneratorDeployment:
                 yield result
         finally:
             self._record_tokens(len(prompt_token_ids), last.completion_tokens if last else 0)
+            self._record_cache_stats()
 
     async def generate(self, prompt_token_ids: list[int], params: GenerationParams) -> GenerationResult:
         """The whole generation as one result."""
@@ -141,6 +142,16 @@ class GeneratorDeployment:
             ("maas_prompt_tokens", labels, prompt_tokens),
             ("maas_completion_tokens", labels, completion_tokens),
         ])
+
+    def _record_cache_stats(self) -> None:
+        """vLLM's prefix-cache counts since the last request ended (``cache_stats`` on)."""
+        queries, hits = self.engine.cache_counts.take()
+        if queries:
+            labels = {"model": self.config.name}
+            self.metrics.record_many([
+                ("maas_prefix_cache_queries", labels, queries),
+                ("maas_prefix_cache_hits", labels, hits),
+            ])
 
     def __del__(self) -> None:
         engine = getattr(self, "engine", None)

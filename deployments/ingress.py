@@ -101,7 +101,7 @@ from maas.protocol.errors import (
     ServiceUnavailableError,
     log_client_errors_as_one_line,
 )
-from maas.serving.calls import result_of
+from maas.serving.calls import result_of, with_session
 from maas.serving.coalesce import Coalescer, coalescing
 from maas.serving.local_tokenizer import InProcessTokenizer
 from maas.serving.preparation import PreparationPool
@@ -412,10 +412,11 @@ class MaasIngress(BatchMethods, ResponseMethods, ClassifierMethods):
 
     async def _generate(self, handle: DeploymentHandle, ids: list[int], params: GenerationParams) -> GenerationResult:
         """A whole generation; cut off (client gone, deadline), it is charged the most it could be."""
-        return await cut_off_charged(result_of(handle.generate.remote(ids, params)), len(ids) + params.n * params.max_tokens)
+        call = with_session(handle).generate.remote(ids, params)
+        return await cut_off_charged(result_of(call), len(ids) + params.n * params.max_tokens)
 
     def _stream(self, model: str, ids: list[int], params: GenerationParams) -> DeploymentResponseGenerator:
-        return self._generator_route(model)[0].options(stream=True).generate_stream.remote(ids, params)
+        return with_session(self._generator_route(model)[0]).options(stream=True).generate_stream.remote(ids, params)
 
     async def _chat_chunks(self, request: ChatCompletionRequest, ids: list[int],
                            params: GenerationParams) -> AsyncIterator[ChatCompletionChunk]:

@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from ray.serve import Application
+from ray.serve.config import RequestRouterConfig
 
 from deployments.classifier import ClassifierDeployment
 from deployments.encoder import EncoderDeployment
@@ -21,6 +22,7 @@ from deployments.translator import TranslatorDeployment
 from maas.allocator import with_tcmalloc
 from maas.config import AppConfig, GeneratorModelConfig
 from maas.engines.tokenizer import TokenizerSpec
+from maas.serving.prefix_router import PREFIX_ROUTER_PATH
 
 APP_NAME = "maas"
 
@@ -46,6 +48,9 @@ def generator_app(config: GeneratorModelConfig, registry_dir: str | None = None)
     """One model's generator deployment, with the placement group its devices need; LoRA adapters
     are read from the registry in ``registry_dir``."""
     options = with_tcmalloc(config.serve_options())  # vLLM's CPU backend asks for tcmalloc
+    if config.prefix_routing.enabled:
+        options["request_router_config"] = RequestRouterConfig(
+            request_router_class=PREFIX_ROUTER_PATH, request_router_kwargs=config.prefix_routing.router_kwargs())
     return GeneratorDeployment.options(name=generator_deployment_name(config.name), **options).bind(
         config, registry_dir)
 

@@ -37,6 +37,7 @@ from maas.config.options import (
     ModelName,
     PlacementStrategy,
     Pooling,
+    PrefixRoutingOptions,
     StrictModel,
 )
 
@@ -46,7 +47,7 @@ __all__ = [
     "ClassifierConfig", "DeploymentOptions", "EncoderConfig", "EncoderDtype", "EncoderModelConfig",
     "GeneratorAutoscalingOptions", "GeneratorDeploymentOptions", "GeneratorModelConfig",
     "IngressConfig", "LoraOptions", "ModelName", "NerConfig", "NerModelConfig", "PlacementStrategy", "Pooling",
-    "PromotionConfig",
+    "PrefixRoutingOptions", "PromotionConfig",
     "ServeFile", "ShadowConfig", "StrictModel", "TokenizerConfig", "TranslationModelConfig", "TranslatorConfig",
     "load_app_config", "load_serve_file",
 ]

@@ -14,6 +14,7 @@ from maas.config.options import (
     LoraOptions,
     ModelName,
     PlacementStrategy,
+    PrefixRoutingOptions,
     StrictModel,
 )
 
@@ -90,6 +91,17 @@ class GeneratorModelConfig(StrictModel):
         description="Ray placement strategy of a multi-device replica's bundles: STRICT_PACK keeps "
         "every device on one node (tensor parallelism needs the fast links); PACK lets pipeline "
         "stages spill over to other nodes.",
+    )
+    prefix_routing: PrefixRoutingOptions = Field(
+        default_factory=PrefixRoutingOptions,
+        description="Cache-aware routing across this generator's replicas (prompt prefix, "
+        "`x-session-id`); see docs/cluster.md.",
+    )
+    cache_stats: bool = Field(
+        False,
+        description="Count vLLM's prefix-cache queries and hits (tokens) into "
+        "`maas_prefix_cache_queries_total` / `maas_prefix_cache_hits_total`. Turns on vLLM's per-step "
+        "stats (vLLM adds its Prometheus stat logger in the replica; its periodic log line stays off).",
     )
     lora: LoraOptions = Field(
         default_factory=LoraOptions, description="LoRA adapters served on this model (vLLM's LoRA support)."

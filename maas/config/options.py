@@ -135,6 +135,43 @@ class GeneratorDeploymentOptions(DeploymentOptions):
         None, description="Autoscale the replicas (on ongoing requests, or on latency with a target).")
 
 
+class PrefixRoutingOptions(StrictModel):
+    """Cache-aware routing of one generator's requests across its replicas
+    (:mod:`maas.serving.prefix_affinity`): a prompt goes to the replica that was sent its prefix
+    (vLLM's prefix cache there holds it), or to its session's replica (`x-session-id`), unless
+    that replica is overloaded. Matters with more than one replica."""
+
+    enabled: bool = Field(
+        False, description="Route by prompt prefix and session (Serve's request-router API); off: "
+        "Serve's default power-of-two choice.",
+    )
+    sessions: bool = Field(
+        True, description="Pin a request with an `x-session-id` header to its session's replica "
+        "(rendezvous hashing over the live replicas).",
+    )
+    max_imbalance: int = Field(
+        4, ge=0,
+        description="Overloaded: a replica running more than this many requests above the least "
+        "loaded one (or at its max_ongoing_requests) is passed over despite its cache.",
+    )
+    min_match_ratio: float = Field(
+        0.1, ge=0, le=1, description="Least share of the prompt's tokens a replica must hold "
+        "for its prefix to count; below it, Serve's default choice.",
+    )
+    block_tokens: int = Field(
+        16, ge=1, le=1024, description="Tokens per hashed block of the prefix index (prefixes match "
+        "block by block).",
+    )
+    max_blocks: int = Field(
+        65536, ge=1, description="Blocks the index remembers per ingress replica (least recently "
+        "used dropped first; about 340 bytes each).",
+    )
+
+    def router_kwargs(self) -> dict[str, Any]:
+        """The request router's ``initialize_state`` arguments."""
+        return self.model_dump(exclude={"enabled"})
+
+
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 """The LoRA ranks vLLM accepts as ``max_lora_rank``."""
 

@@ -31,6 +31,10 @@ DEFINITIONS: dict[str, tuple[str, str, tuple[str, ...], tuple[float, ...] | None
                                      ("route",), LATENCY_BUCKETS),
     "maas_prompt_tokens": ("counter", "Prompt (input) tokens processed.", ("model",), None),
     "maas_completion_tokens": ("counter", "Completion (output) tokens generated.", ("model",), None),
+    "maas_prefix_cache_queries": ("counter", "Prompt tokens looked up in vLLM's prefix cache (generators "
+                                  "with cache_stats).", ("model",), None),
+    "maas_prefix_cache_hits": ("counter", "Prompt tokens found in vLLM's prefix cache (generators with "
+                               "cache_stats).", ("model",), None),
     "maas_time_to_first_token_seconds": ("histogram", "Time to the first output token.",
                                          ("model",), LATENCY_BUCKETS),
     "maas_model_calls": ("counter", "Forward calls of batched engines.",

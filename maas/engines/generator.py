@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from maas.config import GeneratorModelConfig
+from maas.engines.cache_stats import PrefixCacheCounts, counting_logger
 from maas.engines.lora import lora_engine_kwargs
 from maas.generation_rules.tools import ToolCalls, check_tool_parser, tool_calls_for
 from maas.protocol.chat import (
@@ -202,7 +203,9 @@ class GeneratorEngine:
         self.config = config
         check_tool_parser(config.tool_call_parser)
         vllm_config = build_vllm_config(config, on_gpu, placement_group)
-        self.engine = AsyncLLM.from_vllm_config(vllm_config, disable_log_stats=True)
+        self.cache_counts = PrefixCacheCounts()
+        loggers = [counting_logger(self.cache_counts)] if config.cache_stats else None
+        self.engine = AsyncLLM.from_vllm_config(vllm_config, disable_log_stats=True, stat_loggers=loggers)
         self.last_output_at = 0.0  # monotonic time of the last output of any request
 
     async def generate(

@@ -15,9 +15,21 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any, TypeVar
 
-from ray.serve.handle import DeploymentResponse, DeploymentResponseGenerator
+from ray.serve.handle import DeploymentHandle, DeploymentResponse, DeploymentResponseGenerator
 
 T = TypeVar("T")
+
+
+def with_session(handle: DeploymentHandle) -> DeploymentHandle:
+    """``handle`` carrying the session id of the request this replica serves, if it has one: the
+    ``x-session-id`` header, which Serve's proxy reads (``RAY_SERVE_SESSION_ID_HEADER_KEY`` renames
+    it) but does not pass on to calls the ingress makes. A prefix-routed generator pins a session
+    to a replica (:mod:`maas.serving.prefix_affinity`); other routers ignore it."""
+    from ray.serve.context import _get_serve_request_context
+
+    context = _get_serve_request_context()
+    session = context.session_id if context is not None else ""
+    return handle.options(session_id=session) if session else handle
 
 
 async def result_of(response: DeploymentResponse) -> Any:
