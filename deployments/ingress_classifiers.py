@@ -41,15 +41,20 @@ class ClassifierMethods:
         self.shadow = ShadowTraffic(config.classifier.shadow, self.classifiers.challenger_id,
                                     self._call_classifier, self._record, self._persist_shadow)
 
-    async def classify(self, request: ClassifyRequest) -> ClassifyResponse:
+    async def classify(self, request: ClassifyRequest, owner: str | None = None,
+                       remember: bool = False) -> ClassifyResponse:
         """Every label's probability for one or more texts (a sampled share also goes to the
-        model's challenger afterwards, if it has one: never delaying this answer)."""
+        model's challenger afterwards, if it has one: never delaying this answer); with
+        ``remember``, the texts are kept for feedback by ``owner`` (:mod:`deployments.ingress_feedback`)."""
         model_id = self._classifier_model_id(request.model)
         texts = request.texts()
         start = time.perf_counter()
         results = await self.classify_calls.submit(model_id, texts)
         self.shadow.after_answer(request.model, model_id, texts, results, time.perf_counter() - start)
-        return classify_response(model_id, results)
+        response = classify_response(model_id, results)
+        if remember:
+            await self._remember_classification(request.model, texts, response, owner)  # type: ignore[attr-defined]
+        return response
 
     def _call_classifier(self, model_id: str, texts: list[str]) -> Any:
         return result_of(self._classifier_handle(model_id).classify.remote(model_id, texts))
