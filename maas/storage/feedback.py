@@ -5,9 +5,13 @@ Two stores, both on shared storage so that every ingress replica reads what anot
 * :class:`RecentInputs` (``<batch_dir>/feedback_inputs/owners/<owner folder>/<response id>.json``):
   the input of each recent classify and chat answer, by its response id, in its owner's folder
   (the owner is an API key id; another key's id is simply absent). It is a cache, not an archive:
-  an owner keeps at most ``max_per_key`` answers and ``max_bytes_per_key`` bytes of them (the
-  oldest go first when a new one is added, under the owner folder's lock) for ``retention_s``
-  seconds (older files are absent when looked up, and swept at each add).
+  one file per answer, written without fsync (a crash loses the newest, which only makes their
+  feedback a 404). An owner keeps at most ``max_per_key`` answers and ``max_bytes_per_key`` bytes
+  of them (the oldest go first), for ``retention_s`` seconds (an older file is absent when looked
+  up). The caps and the retention are applied by a sweep of the owner's folder (one listing with
+  ``stat``, under its lock) at the first add and then every ``evict_every`` adds of a process:
+  between sweeps an owner may hold up to ``evict_every`` more per ingress replica, and no add pays
+  for a listing of thousands of files.
 * :class:`FeedbackLog` (one folder per model: ``<registry>/<name>/feedback/`` for a registry
   classifier, which is what ``maas train --with-feedback`` reads through :func:`load_feedback`;
   ``<batch_dir>/feedback/<model>/`` for any other model): one JSON-lines file per owner,
@@ -29,9 +33,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from maas.storage.files import jsonl_lines, locked, read_json, write_atomic
+from maas.storage.files import jsonl_lines, locked, read_json
 
 FEEDBACK_FOLDER = "feedback"
+EVICT_EVERY = 32
+"""A process sweeps an owner's remembered answers at its first add and then every this many adds."""
 MAX_RESPONSE_ID_LENGTH = 128
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -89,10 +95,11 @@ class RecentInputs:
     """The inputs of recent answers, by owner and response id; bounded per owner."""
 
     def __init__(self, root: str | Path, retention_s: float, max_per_key: int, max_bytes_per_key: int,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, evict_every: int = EVICT_EVERY) -> None:
         self.root = Path(root).expanduser() / "feedback_inputs" / "owners"
         self.retention_s, self.max_per_key, self.max_bytes_per_key = retention_s, max_per_key, max_bytes_per_key
-        self.clock = clock
+        self.clock, self.evict_every = clock, evict_every
+        self._adds: dict[str, int] = {}
 
     def _folder(self, owner: str | None) -> Path:
         return self.root / owner_folder_name(owner)
@@ -104,8 +111,14 @@ class RecentInputs:
         if len(data.encode()) > self.max_bytes_per_key:
             return
         folder = self._folder(owner)
+        path = folder / f"{safe_response_id(response_id)}.json"
+        adds = self._adds.get(folder.name, 0)
+        self._adds[folder.name] = adds + 1
+        if adds % self.evict_every:
+            _write_quick(path, data)
+            return
         with locked(folder / ".lock"):
-            write_atomic(folder / f"{safe_response_id(response_id)}.json", data)
+            _write_quick(path, data)
             self._evict(folder)
 
     def get(self, response_id: str, owner: str | None) -> RememberedInput:
@@ -150,6 +163,14 @@ class RecentInputs:
                         continue
                     found.append((Path(entry.path), stat.st_size, stat.st_mtime))
         return found
+
+
+def _write_quick(path: Path, text: str) -> None:
+    """Replace ``path`` atomically (a temporary file, then ``os.replace``), without fsync."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 class FeedbackLog:
