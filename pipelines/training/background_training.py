@@ -171,7 +171,7 @@ def logical_cpus(config: AppConfig, jobs: list[BackgroundJob], machine_cpus: int
     machine's cores (torch threads are capped per replica and worker).
     """
     graph = sum(d.num_cpus * d.num_replicas for d in deployment_options(config))
-    return max(machine_cpus, math.ceil(graph + training_cpus(jobs)))
+    return max(machine_cpus, math.ceil(graph + max(training_cpus(jobs), retrain_cpus(config))))
 
 
 def deployment_options(config: AppConfig) -> list[Any]:
@@ -222,3 +222,17 @@ def feedback_retrain_jobs(config: AppConfig) -> list[BackgroundJob]:
                           "rollout": False, "promote_if_better": True, "with_feedback": True}
             jobs.append(BackgroundJob(name=name, probe=challenger, challenger=None))
     return jobs
+
+
+def retrain_cpus(config: AppConfig) -> float:
+    """Logical CPUs a retrain on feedback may reserve later (the largest of the registry
+    classifiers' training configs); 0 when ``classifier.retrain_after_feedback`` is off."""
+    if config.classifier.retrain_after_feedback <= 0:
+        return 0.0
+    cpus = []
+    for model in config.classifier.models:
+        name = model.path.removeprefix(REGISTRY_PREFIX)
+        values = training_values(model, name) if model.path.startswith(REGISTRY_PREFIX) else None
+        if values is not None:
+            cpus.append(job_for(name, values, config.registry_dir).cpus())
+    return max(cpus, default=0.0)

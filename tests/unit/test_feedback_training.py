@@ -10,7 +10,12 @@ from pathlib import Path
 from maas.config import AppConfig
 from maas.storage.feedback import FeedbackEntry, FeedbackLog, classifier_feedback_folder
 from maas.storage.registry import ModelRegistry, TrainingStatus
-from pipelines.training.background_training import feedback_retrain_jobs, new_feedback
+from pipelines.training.background_training import (
+    feedback_retrain_jobs,
+    logical_cpus,
+    new_feedback,
+    retrain_cpus,
+)
 from pipelines.training.train import TrainConfig, prepare_data
 from tests.unit.test_registry import add_version
 
@@ -86,3 +91,11 @@ def _train_file(tmp_path: Path) -> Path:
     path = tmp_path / "train-reviews.yaml"
     path.write_text(f"task: reviews\ndataset:\n  path: {dataset(tmp_path)}\n")
     return path
+
+
+def test_a_service_that_retrains_on_feedback_keeps_the_cpus_for_it(tmp_path: Path) -> None:
+    model = {"name": "reviews", "path": "registry:reviews", "train_config": str(_train_file(tmp_path))}
+    on = AppConfig.model_validate({"classifier": {"retrain_after_feedback": 5, "models": [model]}})
+    off = AppConfig.model_validate({"classifier": {"models": [model]}})
+    assert retrain_cpus(on) == 1.0 and retrain_cpus(off) == 0.0  # 2 workers x 0.5 CPU by default
+    assert logical_cpus(on, [], 1) == logical_cpus(off, [], 1) + 1  # ceil(graph + 1) on a 1-CPU machine
