@@ -96,7 +96,7 @@ def run(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     registry_dir = scratch / "registry"
     values = {"task": "sentiment", "max_train_examples": args.train, "max_eval_examples": args.eval,
               "epochs": args.epochs, "max_seq_len": 64, "batch_size": 16, "head_init": "probe",
-              "storage_path": str(scratch / "ray_train"), "time_budget_s": 600}
+              "storage_path": str(scratch / "ray_train"), "time_budget_s": 150}
     train_file = scratch / "train-sentiment.yaml"
     train_file.write_text(yaml.safe_dump(values), encoding="utf-8")
     first = train_classifier(TrainConfig.model_validate({**values, "registry_dir": str(registry_dir)}))
