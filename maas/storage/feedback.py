@@ -33,12 +33,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from maas.storage.files import jsonl_lines, locked, read_json
+from maas.storage.files import (
+    jsonl_lines,
+    locked,
+    owner_folder_name,
+    read_json,
+    safe_response_id,
+)
 
 FEEDBACK_FOLDER = "feedback"
 EVICT_EVERY = 32
 """A process sweeps an owner's remembered answers at its first add and then every this many adds."""
-MAX_RESPONSE_ID_LENGTH = 128
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 AnswerKind = Literal["classify", "chat"]
@@ -71,19 +76,6 @@ class FeedbackEntry(BaseModel):
     output: str | None = None
     rating: int | None = None
     created_at: str = ""
-
-
-def owner_folder_name(owner: str | None) -> str:
-    """The file or folder name of an owner: a hash of its key id (any text is a safe name)."""
-    return "none" if owner is None else "key-" + hashlib.sha256(owner.encode()).hexdigest()[:32]
-
-
-def safe_response_id(response_id: str) -> str:
-    """``response_id`` if it can name a file (letters, digits, ``-`` and ``_``); else ``KeyError``."""
-    if not response_id or len(response_id) > MAX_RESPONSE_ID_LENGTH or \
-            not all(c.isascii() and (c.isalnum() or c in "-_") for c in response_id):
-        raise KeyError(response_id)
-    return response_id
 
 
 def model_folder_name(model: str) -> str:

@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from maas.protocol.base import MAX_NAME_LENGTH, RequestModel, WireModel, new_id, now
 from maas.protocol.errors import InvalidRequestError
-from maas.storage.feedback import MAX_RESPONSE_ID_LENGTH
+from maas.storage.files import MAX_RESPONSE_ID_LENGTH
 
 
 class FeedbackRequest(RequestModel):
