@@ -19,6 +19,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from deployments.ingress_batches import BatchMethods
 from deployments.ingress_classifiers import ClassifierMethods
+from deployments.ingress_feedback import FeedbackMethods
 from deployments.ingress_responses import ResponseMethods
 from maas.config import AppConfig, GeneratorModelConfig
 from maas.edge.auth import KeyAuth
@@ -44,6 +45,7 @@ from maas.endpoints.encoding.scoring_protocol import (
     ScoreRequest,
     ScoreResponse,
 )
+from maas.endpoints.feedback.protocol import FeedbackRequest
 from maas.endpoints.generation import budget
 from maas.endpoints.generation import chat as chat_rules
 from maas.endpoints.generation import completions as completion_rules
@@ -113,7 +115,7 @@ HEALTH_TIMEOUT_S = 10.0
 
 @serve.deployment(name="ingress")
 @serve.ingress()
-class MaasIngress(BatchMethods, ResponseMethods, ClassifierMethods):
+class MaasIngress(BatchMethods, ResponseMethods, ClassifierMethods, FeedbackMethods):
     """The ``maas`` application's entry point: HTTP routes and handle methods."""
 
     def __init__(
@@ -141,6 +143,7 @@ class MaasIngress(BatchMethods, ResponseMethods, ClassifierMethods):
         self.adapters = ServedAdapters(config.generators, ModelRegistry(config.registry_dir))
         self._adapter_handles: dict[str, DeploymentHandle] = {}
         self._setup_classifiers(config)  # classify, challengers' shadow traffic (ingress_classifiers.py)
+        self._setup_feedback(config)  # answers' inputs remembered, /v1/feedback (ingress_feedback.py)
         self.encoder_models = {m.name for m in config.encoder.models}
         self.embed_calls = Coalescer(lambda model, texts: result_of(
             self.encoder.embed.remote(model, texts)), **coalescing(config.encoder))
@@ -183,6 +186,8 @@ class MaasIngress(BatchMethods, ResponseMethods, ClassifierMethods):
             return self.pipelines.models_of(body)
         if isinstance(body, BatchCreateRequest):
             return await self.preparation.run(self.batch_api.models_of, body, key_id)
+        if isinstance(body, FeedbackRequest):  # the model of the answer it names (a 404 if none)
+            return [await self.feedback_model(body, key_id)]
         return [body.model]
 
     # ------------------------------------------------------------------ handle methods
@@ -200,13 +205,18 @@ class MaasIngress(BatchMethods, ResponseMethods, ClassifierMethods):
                   for name, pairs in self.pipelines.backend.translators.items()]
         return ModelList(data=cards)
 
-    async def chat(self, request: ChatCompletionRequest) -> ChatCompletionResponse:
-        """A whole chat completion (``stream`` is ignored; see :meth:`chat_stream`)."""
+    async def chat(self, request: ChatCompletionRequest, owner: str | None = None,
+                   remember: bool = False) -> ChatCompletionResponse:
+        """A whole chat completion (``stream`` is ignored; see :meth:`chat_stream`); with
+        ``remember``, its input is kept for feedback by ``owner`` (:mod:`deployments.ingress_feedback`)."""
         ids, params = await self._prepare_chat(request)
         handle, served = self._generator_route(request.model)
         result: GenerationResult = await self.fair_share.call(  # when its tenant's turn comes
             request.model, params.n, lambda: self._generate(handle, ids, params))
-        return chat_response(served, result)
+        response = chat_response(served, result)
+        if remember:
+            await self._remember_chat(request, response.id, served, owner, response)
+        return response
 
     async def chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
         """A chat completion as chunks; call through ``handle.options(stream=True)``."""
@@ -324,10 +334,15 @@ class MaasIngress(BatchMethods, ResponseMethods, ClassifierMethods):
         """One text translated by the translator deployment (batched there with other requests)."""
         return (await self.translator.translate.remote(model, pair, [text]))[0]  # type: ignore[union-attr]
 
-    async def open_chat_stream(self, request: ChatCompletionRequest) -> AsyncIterator[ChatCompletionChunk]:
-        """Validate a chat request and open its stream now (errors before any byte is sent)."""
+    async def open_chat_stream(self, request: ChatCompletionRequest, owner: str | None = None,
+                               remember: bool = False) -> AsyncIterator[ChatCompletionChunk]:
+        """Validate a chat request and open its stream now (errors before any byte is sent); with
+        ``remember``, its input is kept for feedback by ``owner`` under the stream's id."""
         ids, params = await self._prepare_chat(request)
-        return await self._chat_chunks(request, ids, params)
+        response_id = new_id("chatcmpl")
+        if remember:
+            await self._remember_chat(request, response_id, self._generator_route(request.model)[1], owner)
+        return await self._chat_chunks(request, ids, params, response_id)
 
     async def open_completion_stream(self, request: CompletionRequest) -> AsyncIterator[CompletionResponse]:
         """Validate a completion request and open its streams now (errors before any byte is sent)."""
@@ -418,12 +433,12 @@ class MaasIngress(BatchMethods, ResponseMethods, ClassifierMethods):
     def _stream(self, model: str, ids: list[int], params: GenerationParams) -> DeploymentResponseGenerator:
         return with_session(self._generator_route(model)[0]).options(stream=True).generate_stream.remote(ids, params)
 
-    async def _chat_chunks(self, request: ChatCompletionRequest, ids: list[int],
-                           params: GenerationParams) -> AsyncIterator[ChatCompletionChunk]:
+    async def _chat_chunks(self, request: ChatCompletionRequest, ids: list[int], params: GenerationParams,
+                           response_id: str | None = None) -> AsyncIterator[ChatCompletionChunk]:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         results = metered(await self.fair_share.open_stream(  # its sequences when its tenant's turn comes
             request.model, params.n, lambda: self._stream(request.model, ids, params)), current_meter())
-        return chat_chunks(new_id("chatcmpl"), now(), request.model, results, include_usage)
+        return chat_chunks(response_id or new_id("chatcmpl"), now(), request.model, results, include_usage)
 
     async def _completion_chunks(self, request: CompletionRequest, prompts: list[list[int]],
                                  params: GenerationParams) -> AsyncIterator[CompletionResponse]:

@@ -50,16 +50,21 @@ class ClassifierMethods:
         self.canary = CanaryTraffic(self.canary_config, self.classifiers.canary_of, self.classify_calls.submit,
                                     self._record, self._persist_canary)
 
-    async def classify(self, request: ClassifyRequest) -> ClassifyResponse:
+    async def classify(self, request: ClassifyRequest, owner: str | None = None,
+                       remember: bool = False) -> ClassifyResponse:
         """Every label's probability for one or more texts (a drawn share answered by the model's
         canary, if it has one; a sampled share also goes to its challenger afterwards, if it has
-        one: never delaying this answer)."""
+        one: never delaying this answer); with ``remember``, the texts are kept for feedback by
+        ``owner`` (:mod:`deployments.ingress_feedback`)."""
         model_id = self._classifier_model_id(request.model)
         texts = request.texts()
         start = time.perf_counter()
         model_id, results = await self.canary.answer(request.model, model_id, texts)
         self.shadow.after_answer(request.model, model_id, texts, results, time.perf_counter() - start)
-        return classify_response(model_id, results)
+        response = classify_response(model_id, results)
+        if remember:
+            await self._remember_classification(request.model, texts, response, owner)  # type: ignore[attr-defined]
+        return response
 
     def _call_classifier(self, model_id: str, texts: list[str]) -> Any:
         return result_of(self._classifier_handle(model_id).classify.remote(model_id, texts))

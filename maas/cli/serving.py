@@ -91,12 +91,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         console.phase(f"training {', '.join(j.name for j in jobs)} in the background: a linear probe "
                       "goes live first (503 model_not_ready until then), then a fine-tuned "
                       "challenger replaces it if it is better on validation")
-    _wait_for_signal(console, config, [j.name for j in jobs], training)
+    names = [j.name for j in jobs]  # a retrain on feedback adds its model's
+    _wait_for_signal(console, config, names, training)
     console.phase("stopping")
     serve.shutdown()
     ray.shutdown()  # the background training ends with it: no status is written after this
-    mark_unfinished([j.name for j in jobs], config.registry_dir)
+    mark_unfinished(names, config.registry_dir)
     return 0
+
+
+FEEDBACK_CHECK_S = 30.0
+"""How often ``maas serve`` counts new feedback labels (``classifier.retrain_after_feedback``)."""
 
 
 def _wait_for_signal(console: Any, config: AppConfig, training_names: list[str],
@@ -113,11 +118,29 @@ def _wait_for_signal(console: Any, config: AppConfig, training_names: list[str],
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     progress = TrainingProgress(ModelRegistry(config.registry_dir), training_names, console)
+    next_check = time.monotonic() + FEEDBACK_CHECK_S
     while not stop["now"]:
         if training is not None:
             progress.poll()
             training = _report_if_finished(console, training)
+        elif config.classifier.retrain_after_feedback and time.monotonic() >= next_check:
+            next_check = time.monotonic() + FEEDBACK_CHECK_S
+            training = _retrain_on_feedback(console, config, training_names)
         time.sleep(0.5)
+
+
+def _retrain_on_feedback(console: Any, config: AppConfig, training_names: list[str]) -> Any:
+    """Start the retrains that ``classifier.retrain_after_feedback`` asks for now, if any (one Ray
+    task, as the first versions' training); returns its ``ObjectRef`` or None."""
+    from pipelines.training.background_training import feedback_retrain_jobs, start_background_training
+
+    jobs = feedback_retrain_jobs(config)
+    if not jobs:
+        return None
+    training_names.extend(job.name for job in jobs if job.name not in training_names)
+    console.phase(f"retraining {', '.join(j.name for j in jobs)} with its feedback in the background: "
+                  "a challenger, live only if it is better on validation")
+    return start_background_training(jobs, config.registry_dir)
 
 
 def _report_if_finished(console: Any, training: Any) -> Any:

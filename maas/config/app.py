@@ -102,6 +102,26 @@ class IngressConfig(StrictModel):
         "its output, input items and the conversation it continues); a response that would pass it is "
         "a 413 (`storage_quota_exceeded`). Without keys, for the whole service.",
     )
+    feedback_retention_s: int = Field(
+        24 * 3600, ge=0,
+        description="Seconds the input of a classify or chat completion answer is remembered (on "
+        "`batch_dir`, per API key) so that `/v1/feedback` can name it by its id; 0: not remembered "
+        "(feedback off).",
+    )
+    max_feedback_inputs_per_key: int = Field(
+        10_000, ge=1,
+        description="Answers whose input an API key keeps for feedback; past it the oldest are "
+        "forgotten. Without keys, for the whole service.",
+    )
+    max_feedback_input_mib_per_key: int = Field(
+        64, ge=1,
+        description="MiB of remembered answer inputs an API key keeps; past it the oldest are forgotten.",
+    )
+    max_feedback_per_key: int = Field(
+        10_000, ge=1,
+        description="Feedback entries (one per labelled text or rated answer) an API key may hold per "
+        "model; one more is a 413 (`storage_quota_exceeded`).",
+    )
     deployment: DeploymentOptions = Field(
         default_factory=lambda: DeploymentOptions(num_cpus=0.1, max_ongoing_requests=256),
         description="Serve options.",

@@ -321,6 +321,11 @@ class ClassifierConfig(StrictModel):
         default_factory=PromotionConfig,
         description="The rule a challenger passes to go live by itself (a canary's promotion).",
     )
+    retrain_after_feedback: int = Field(
+        0, ge=0,
+        description="Retrain a `registry:` classifier with its feedback (`--with-feedback`, as a "
+        "challenger) once this many new labelled texts arrived since its newest version; 0: never.",
+    )
     deployment: DeploymentOptions = Field(
         default_factory=lambda: DeploymentOptions(num_cpus=0.2), description="Serve options."
     )

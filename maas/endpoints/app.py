@@ -20,6 +20,7 @@ from maas.edge.key_file import KeyStore
 from maas.edge.metrics import MetricsRecorder
 from maas.endpoints.batches import router as batches
 from maas.endpoints.encoding import router as encoding
+from maas.endpoints.feedback import router as feedback
 from maas.endpoints.generation import router as generation
 from maas.endpoints.messages import router as messages
 from maas.endpoints.messages.errors import install_anthropic_errors
@@ -28,7 +29,7 @@ from maas.endpoints.service import router as service
 from maas.endpoints.tasks import router as tasks
 
 ROUTERS = (service.router, generation.router, responses.router, messages.router, encoding.router, tasks.router,
-           batches.router)
+           batches.router, feedback.router)
 
 
 def build_app(ingress: Any, config: IngressConfig, shared_limits_app: str | None = None) -> FastAPI:

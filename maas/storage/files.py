@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -141,3 +142,22 @@ def locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+MAX_RESPONSE_ID_LENGTH = 128
+"""The longest response id a request may name (ours are much shorter)."""
+
+
+def owner_folder_name(owner: str | None) -> str:
+    """The file or folder name of what an owner stores: a hash of its API key id (any text is a
+    safe name); ``none`` without keys."""
+    return "none" if owner is None else "key-" + hashlib.sha256(owner.encode()).hexdigest()[:32]
+
+
+def safe_response_id(response_id: str) -> str:
+    """``response_id`` if it can name a file (letters, digits, ``-`` and ``_``, as ours are);
+    else ``KeyError``: no path outside a store can be named."""
+    if not response_id or len(response_id) > MAX_RESPONSE_ID_LENGTH or \
+            not all(c.isascii() and (c.isalnum() or c in "-_") for c in response_id):
+        raise KeyError(response_id)
+    return response_id

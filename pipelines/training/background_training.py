@@ -171,7 +171,7 @@ def logical_cpus(config: AppConfig, jobs: list[BackgroundJob], machine_cpus: int
     machine's cores (torch threads are capped per replica and worker).
     """
     graph = sum(d.num_cpus * d.num_replicas for d in deployment_options(config))
-    return max(machine_cpus, math.ceil(graph + training_cpus(jobs)))
+    return max(machine_cpus, math.ceil(graph + max(training_cpus(jobs), retrain_cpus(config))))
 
 
 def deployment_options(config: AppConfig) -> list[Any]:
@@ -182,3 +182,57 @@ def deployment_options(config: AppConfig) -> list[Any]:
         if part.models:
             options.append(part.deployment)
     return options
+
+
+# --------------------------------------------------------------------------- retraining on feedback
+
+
+def new_feedback(registry: ModelRegistry, name: str) -> int:
+    """Labelled feedback texts of ``name`` that its newest version has not seen (it records how
+    many there were when it trained: ``feedback_seen`` in its training record)."""
+    from maas.storage.feedback import load_feedback
+    from maas.storage.files import read_json
+    from maas.storage.registry import TRAINING_FILE
+
+    versions = registry.versions(name)
+    seen = int(read_json(Path(versions[-1].path) / TRAINING_FILE).get("feedback_seen") or 0) if versions else 0
+    return max(len(load_feedback(registry, name)) - seen, 0)
+
+
+def feedback_retrain_jobs(config: AppConfig) -> list[BackgroundJob]:
+    """The challenger runs that ``classifier.retrain_after_feedback`` asks for now: for each
+    registry classifier with a live version, no run under way, and at least that many new
+    labelled texts since its newest version, a fine-tune ``--with-feedback`` that goes live only
+    if it beats the live version on validation (``promote_if_better``). None when it is 0."""
+    threshold = config.classifier.retrain_after_feedback
+    if threshold <= 0:
+        return []
+    registry = ModelRegistry(config.registry_dir)
+    jobs = []
+    for model in config.classifier.models:
+        name = model.path.removeprefix(REGISTRY_PREFIX)
+        if not model.path.startswith(REGISTRY_PREFIX) or registry.live_version(name) is None:
+            continue
+        status = registry.training_status(name)
+        values = training_values(model, name)
+        if values is None or (status is not None and status.state == "training"):
+            continue
+        if new_feedback(registry, name) >= threshold:
+            challenger = {**values, "model_name": name, "registry_dir": config.registry_dir,
+                          "rollout": False, "promote_if_better": True, "with_feedback": True}
+            jobs.append(BackgroundJob(name=name, probe=challenger, challenger=None))
+    return jobs
+
+
+def retrain_cpus(config: AppConfig) -> float:
+    """Logical CPUs a retrain on feedback may reserve later (the largest of the registry
+    classifiers' training configs); 0 when ``classifier.retrain_after_feedback`` is off."""
+    if config.classifier.retrain_after_feedback <= 0:
+        return 0.0
+    cpus = []
+    for model in config.classifier.models:
+        name = model.path.removeprefix(REGISTRY_PREFIX)
+        values = training_values(model, name) if model.path.startswith(REGISTRY_PREFIX) else None
+        if values is not None:
+            cpus.append(job_for(name, values, config.registry_dir).cpus())
+    return max(cpus, default=0.0)

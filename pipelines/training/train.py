@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import shutil
 import time
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any, get_args, get_origin
 from pydantic import ValidationError
 
 from maas.storage.embedded import cache_dir, minilm_path, staged_folder
+from maas.storage.feedback import load_feedback
 from maas.storage.registry import TRAINING_FILE, ModelRegistry, TrainingStatus, write_status
 from pipelines.training.report import TrainingReport, score, tfidf_baseline, write_report
 from pipelines.training.runs import cli_main, ensure_ray, fit, fmt_s, silence_transformers
@@ -43,6 +45,7 @@ from pipelines.training.training_data import (
     Example,
     balanced_subsample,
     data_hash,
+    feedback_for_training,
     label_counts,
     load_examples,
     split_dataset,
@@ -118,12 +121,34 @@ def prepare_data(config: TrainConfig) -> PreparedData:
         test=stratified_subsample(splits.test, config.max_eval_examples, config.seed),
         data_hash=data_hash(examples),
     )
+    if config.with_feedback:
+        data = with_feedback(data, config, splits.validation + splits.test)
     _log(
         f"task {config.task}: {len(examples)} examples (sha256 {data.data_hash[:12]}); using "
-        f"{len(data.train)} train {label_counts(data.train)}, {len(data.validation)} validation, "
-        f"{len(data.test)} test"
+        f"{len(data.train)} train {label_counts(data.train)} ({data.feedback_examples} from feedback), "
+        f"{len(data.validation)} validation, {len(data.test)} test"
     )
     return data
+
+
+def with_feedback(data: PreparedData, config: TrainConfig, held_out: list[Example]) -> PreparedData:
+    """``data`` with the model's labelled feedback added to its training split only (after the
+    subsample, so none is dropped); the fingerprint then covers the feedback too."""
+    feedback = load_feedback(ModelRegistry(config.registry_dir), config.registry_name())
+    used = feedback_for_training(feedback, held_out, data.labels)
+    train_texts = {text for text, _ in data.train}
+    added = [example for example in used if example[0] not in train_texts]
+    relabelled = {text for text, _ in used}
+    train = [(t, y) for t, y in data.train if t not in relabelled] + used
+    _log(f"feedback: {len(feedback)} labelled texts, {len(used)} used ({len(added)} new to the training "
+         "split; the others relabel its texts), none in validation or test")
+    return data.model_copy(update={"train": train, "feedback_examples": len(used), "feedback_seen": len(feedback),
+                                   "data_hash": _hash_with(data.data_hash, used)})
+
+
+def _hash_with(base_hash: str, feedback: list[Example]) -> str:
+    """The fingerprint of the task's data plus the feedback used (the task's alone without any)."""
+    return hashlib.sha256(f"{base_hash}+{data_hash(feedback)}".encode()).hexdigest() if feedback else base_hash
 
 
 def _builtin_labels(task: str) -> list[str]:
@@ -159,14 +184,16 @@ def build_report(
     validation = _score_split(config, data.validation, data.labels, model, tokenizer)
     fine_tuned = _score_split(config, data.test, data.labels, model, tokenizer)
     training = {**training, "validation_accuracy": validation.accuracy,
-                "validation_macro_f1": validation.macro_f1}
+                "validation_macro_f1": validation.macro_f1,
+                "feedback_examples": float(data.feedback_examples)}
     _log(f"validation macro-F1 {validation.macro_f1:.3f}; test accuracy {fine_tuned.accuracy:.3f}, "
          f"macro-F1 {fine_tuned.macro_f1:.3f} in {fmt_s(time.perf_counter() - start)}")
     baseline = tfidf_baseline(data.train, data.test, data.labels)
     majority = max(label_counts(data.test).values()) / len(data.test)
     return TrainingReport(
         model=config.registry_name(), task=config.task, labels=data.labels, data_hash=data.data_hash,
-        examples={"train": len(data.train), "validation": len(data.validation), "test": len(data.test)},
+        examples={"train": len(data.train), "validation": len(data.validation), "test": len(data.test),
+                  "feedback": data.feedback_examples},
         fine_tuned=fine_tuned, baseline=baseline, majority_accuracy=majority, training=training,
         config=config.model_dump(mode="json"), created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
@@ -300,6 +327,8 @@ def _fill_folder(
         "data_hash": data.data_hash,
         "examples": report.examples,
         "train_label_counts": label_counts(data.train),
+        "feedback_examples": data.feedback_examples,
+        "feedback_seen": data.feedback_seen,
         "created_at": report.created_at,
     }
     (folder / TRAINING_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

@@ -53,6 +53,12 @@ class TrainConfig(BaseModel):
         description="False: stop after the linear probe (needs head_init 'probe'): the frozen "
         "encoder with a fitted head, the fastest honest first version of a model.",
     )
+    with_feedback: bool = Field(
+        default=False,
+        description="Add the model's labelled feedback (`POST /v1/feedback`, stored in the registry) to "
+        "the training split only; texts also in the validation or test split are left out, so the "
+        "reported scores stay those of the fixed held-out data.",
+    )
     allow_label_change: bool = Field(
         default=False, description="Allow labels that differ from the live version's."
     )
@@ -178,3 +184,5 @@ class PreparedData(BaseModel):
     validation: list[Example]
     test: list[Example]
     data_hash: str
+    feedback_examples: int = 0
+    feedback_seen: int = 0

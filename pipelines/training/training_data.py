@@ -214,6 +214,16 @@ def split_dataset(
     return DatasetSplits(train=list(train), validation=list(validation), test=list(test))
 
 
+def feedback_for_training(feedback: Iterable[Example], held_out: Iterable[Example],
+                          labels: Sequence[str]) -> list[Example]:
+    """The feedback examples a training split may take: those with one of ``labels`` whose text is
+    not in a held-out split (``held_out``: validation and test), so feedback never reaches the data
+    that scores the model, and the reported gain is measured on the same fixed examples."""
+    held_texts = {text for text, _ in held_out}
+    known = set(labels)
+    return sorted((text, label) for text, label in set(feedback) if label in known and text not in held_texts)
+
+
 def stratified_subsample(examples: Sequence[Example], n: int | None, seed: int = 0) -> list[Example]:
     """Return ``n`` examples keeping the label proportions (all of them if ``n`` is None or large)."""
     from sklearn.model_selection import train_test_split

@@ -15,6 +15,7 @@ from maas.config import AppConfig, GeneratorModelConfig, IngressConfig
 from maas.edge import key_file
 from maas.edge.fair_share import FairShare
 from maas.endpoints.app import build_app
+from maas.endpoints.feedback.api import Feedback, FeedbackLimits
 from maas.protocol.chat import GenerationChunk, GenerationParams, GenerationResult
 from maas.protocol.errors import ContextLengthExceededError
 from maas.serving.preparation import PreparationPool
@@ -148,6 +149,8 @@ def ingress(generators: dict[str, Generator], prompts: Prompts) -> Any:
     self.tokenizer = Tokenizer(prompts)
     self.preparation = PreparationPool()
     self._served = frozenset(generators)  # the metrics' model labels
+    self.feedback_api = Feedback("/nonexistent", "/nonexistent", lambda model: None,
+                                 FeedbackLimits(retention_s=0))  # answers not remembered unless a test says
     return self
 
 

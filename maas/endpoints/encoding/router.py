@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import Request
 
 from maas.edge.admission import admitted
-from maas.endpoints.common import ingress_of, new_router
+from maas.endpoints.common import ingress_of, new_router, owner_of
 from maas.endpoints.encoding.protocol import (
     ClassifyRequest,
     ClassifyResponse,
@@ -59,7 +59,9 @@ async def rerank(body: RerankRequest, request: Request) -> RerankResponse:
 @router.post("/v1/classify", response_model=ClassifyResponse)
 @admitted
 async def classify(body: ClassifyRequest, request: Request) -> ClassifyResponse:
-    return await ingress_of(request).classify(body)
+    """Every label's probability for each text. The answer's `id` can be named by `POST /v1/feedback`
+    (with the correct label) for `ingress.feedback_retention_s` seconds, by the same API key."""
+    return await ingress_of(request).classify(body, owner_of(request), remember=True)
 
 
 @router.post("/v1/tokenize", response_model=TokenizeResponse)

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import Request
 
 from maas.edge.admission import Answer, admitted
-from maas.endpoints.common import ingress_of, new_router, streamed
+from maas.endpoints.common import ingress_of, new_router, owner_of, streamed
 from maas.endpoints.generation.protocol import (
     CompletionRequest,
     CompletionResponse,
@@ -23,8 +23,8 @@ router = new_router()
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
     ingress = ingress_of(request)
     if not body.stream:
-        return await ingress.chat(body)
-    return Answer(await ingress.open_chat_stream(body))
+        return await ingress.chat(body, owner_of(request), remember=True)
+    return Answer(await ingress.open_chat_stream(body, owner_of(request), remember=True))
 
 
 @router.post("/v1/completions", response_model=None, responses=streamed(CompletionResponse))

@@ -15,7 +15,6 @@ from one listing with ``stat``, so the per-owner caps hold across threads and in
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -26,10 +25,14 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel, Field
 
 from maas.endpoints.batches.store import default_batch_dir
-from maas.storage.files import locked, read_json, write_atomic
-
-MAX_RESPONSE_ID_LENGTH = 128
-"""The longest response id a request may name (ours are much shorter)."""
+from maas.storage.files import (  # noqa: F401 - MAX_RESPONSE_ID_LENGTH: the routes' bound
+    MAX_RESPONSE_ID_LENGTH,
+    locked,
+    owner_folder_name,
+    read_json,
+    safe_response_id,
+    write_atomic,
+)
 
 
 class StoredResponse(BaseModel):
@@ -47,20 +50,6 @@ class Held(NamedTuple):
 
     count: int
     bytes: int
-
-
-def safe_response_id(response_id: str) -> str:
-    """``response_id`` if it can name a file (letters, digits, ``-`` and ``_``, as ours are);
-    else ``KeyError``: no path outside the store can be named."""
-    if not response_id or len(response_id) > MAX_RESPONSE_ID_LENGTH or \
-            not all(c.isascii() and (c.isalnum() or c in "-_") for c in response_id):
-        raise KeyError(response_id)
-    return response_id
-
-
-def owner_folder_name(owner: str | None) -> str:
-    """The folder of an owner's responses: a hash of its key id (any text is a safe name)."""
-    return "none" if owner is None else "key-" + hashlib.sha256(owner.encode()).hexdigest()[:32]
 
 
 class ResponseStore:
