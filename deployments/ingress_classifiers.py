@@ -7,6 +7,7 @@ canary answering a share of a model's requests (:mod:`maas.serving.canary`).
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 from ray.serve.handle import DeploymentHandle
@@ -21,7 +22,7 @@ from maas.protocol.errors import MaasError, ModelNotFoundError
 from maas.serving.calls import result_of
 from maas.serving.canary import CanaryKey, CanaryTraffic, PromotionEvidenceOf, judge
 from maas.serving.coalesce import Coalescer, coalescing
-from maas.serving.promotion import FeedbackSource, no_feedback
+from maas.serving.feedback_scores import FeedbackScores
 from maas.serving.shadow import Event, ShadowPair, ShadowTraffic, version_of
 from maas.storage.canary_store import CanaryTally, Decision
 from maas.storage.registry import ModelRegistry
@@ -45,8 +46,8 @@ class ClassifierMethods:
         self.shadow = ShadowTraffic(config.classifier.shadow, self.classifiers.challenger_id,
                                     self._call_classifier, self._record, self._persist_shadow)
         self.canary_config, self.promotion_config = config.classifier.canary, config.classifier.promotion
-        # labelled feedback for the promotion rule: none until a feedback store plugs in here
-        self.feedback_source: FeedbackSource = no_feedback
+        # labelled feedback (POST /v1/feedback) for the promotion rule, scored by both versions
+        self.feedback_scores = FeedbackScores(self.classifiers.registry, self.classify_calls.submit)
         self.canary = CanaryTraffic(self.canary_config, self.classifiers.canary_of, self.classify_calls.submit,
                                     self._record, self._persist_canary)
 
@@ -59,6 +60,7 @@ class ClassifierMethods:
         model_id = self._classifier_model_id(request.model)
         texts = request.texts()
         start = time.perf_counter()
+        self.feedback_scores.bind_loop()
         model_id, results = await self.canary.answer(request.model, model_id, texts)
         self.shadow.after_answer(request.model, model_id, texts, results, time.perf_counter() - start)
         response = classify_response(model_id, results)
@@ -78,7 +80,7 @@ class ClassifierMethods:
 
     def _persist_canary(self, key: CanaryKey, tally: CanaryTally) -> Decision | None:
         name = self.classifiers.registry_name(key.model) or key.model
-        evidence = PromotionEvidenceOf(self.classifiers.registry, name, self.feedback_source)
+        evidence = PromotionEvidenceOf(self.classifiers.registry, name, partial(self.feedback_scores.accuracy, key.model))
         return self.classifiers.canaries.add(
             name, key.canary_version, tally, self.canary_config.latency_samples,
             lambda record: judge(self.canary_config, self.promotion_config, record, evidence))
