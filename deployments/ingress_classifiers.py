@@ -46,6 +46,7 @@ class ClassifierMethods:
         model's challenger afterwards, if it has one: never delaying this answer)."""
         model_id = self._classifier_model_id(request.model)
         texts = request.texts()
+        await self._ready("classifier", self.classifier, request.model)  # type: ignore[attr-defined]
         start = time.perf_counter()
         results = await self.classify_calls.submit(model_id, texts)
         self.shadow.after_answer(request.model, model_id, texts, results, time.perf_counter() - start)

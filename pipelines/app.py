@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from ray.serve import Application
@@ -27,7 +26,7 @@ APP_NAME = "maas"
 
 def generator_deployment_name(model: str) -> str:
     """Deployment name of a model's generator, e.g. ``generator-smollm2-135m-instruct``."""
-    return "generator-" + re.sub(r"[^A-Za-z0-9_-]+", "-", model).strip("-")
+    return GeneratorModelConfig.model_construct(name=model).deployment_name()
 
 
 def tokenizer_specs(config: AppConfig) -> list[TokenizerSpec]:
@@ -46,7 +45,7 @@ def generator_app(config: GeneratorModelConfig, registry_dir: str | None = None)
     """One model's generator deployment, with the placement group its devices need; LoRA adapters
     are read from the registry in ``registry_dir``."""
     options = with_tcmalloc(config.serve_options())  # vLLM's CPU backend asks for tcmalloc
-    return GeneratorDeployment.options(name=generator_deployment_name(config.name), **options).bind(
+    return GeneratorDeployment.options(name=config.deployment_name(), **options).bind(
         config, registry_dir)
 
 
