@@ -237,3 +237,12 @@ def test_a_cold_start_past_its_bound_is_a_503_with_retry_after_and_the_openai_bo
         assert share.requests.in_flight() == 0 and share.sequences["gen"].in_flight() == 0
 
     asyncio.run(main())
+
+
+def test_maas_status_says_cold_for_a_deployment_without_replicas() -> None:
+    from maas.deploy import DeploymentReplicas, format_status, replicas_text
+
+    assert replicas_text({}, "HEALTHY") == "none (cold: scaled to zero)"
+    assert replicas_text({}, "DEPLOY_FAILED") == "none"
+    assert replicas_text({"RUNNING": 1, "STARTING": 1}, "UPSCALING") == "RUNNING=1, STARTING=1"
+    assert "cold" in format_status([DeploymentReplicas("maas", "translator", "HEALTHY", 0)])
