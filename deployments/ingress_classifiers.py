@@ -19,6 +19,7 @@ from maas.endpoints.service.protocol import ModelCard, ModelChallenger, ModelTra
 from maas.protocol.errors import MaasError, ModelNotFoundError
 from maas.serving.calls import result_of
 from maas.serving.coalesce import Coalescer, coalescing
+from maas.serving.cold_start import ColdStarts
 from maas.serving.shadow import Event, ShadowPair, ShadowTraffic, version_of
 from maas.storage.registry import ModelRegistry
 from maas.storage.served_classifiers import ServedClassifiers
@@ -27,9 +28,10 @@ from maas.storage.shadow_stats import ShadowLog, ShadowTally
 
 class ClassifierMethods:
     """The ingress's classification: :meth:`_setup_classifiers` from ``__init__``; it expects
-    ``classifier`` (the deployment's handle, or None) of :class:`deployments.ingress.MaasIngress`."""
+    ``classifier`` (the deployment's handle, or None) and ``cold`` of :class:`deployments.ingress.MaasIngress`."""
 
     classifier: DeploymentHandle | None
+    cold: ColdStarts  # scale to zero (maas/serving/cold_start.py)
 
     def _setup_classifiers(self, config: AppConfig) -> None:
         self.classifiers = ServedClassifiers(config.classifier.models, ModelRegistry(config.registry_dir))
@@ -46,7 +48,7 @@ class ClassifierMethods:
         model's challenger afterwards, if it has one: never delaying this answer)."""
         model_id = self._classifier_model_id(request.model)
         texts = request.texts()
-        await self._ready("classifier", self.classifier, request.model)  # type: ignore[attr-defined]
+        await self.cold.ready("classifier", lambda: self.classifier.ping.remote(), request.model)  # type: ignore[union-attr]
         start = time.perf_counter()
         results = await self.classify_calls.submit(model_id, texts)
         self.shadow.after_answer(request.model, model_id, texts, results, time.perf_counter() - start)
