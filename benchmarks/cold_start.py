@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import sys
 import threading
 import time
@@ -118,11 +119,39 @@ class Watcher:
         self.first_running.pop(deployment, None)
 
 
+# ------------------------------------------------------------------ Serve's controller log
+
+STARTED = re.compile(r"^INFO (\S+ \S+) controller \d+ -- Replica\(id='\w+', deployment='([^']+)', app='([^']+)'\) "
+                     r"started successfully .* after ([\d.]+)s .* took ([\d.]+)s\.")
+
+
+def controller_starts(log_dir: str | Path, app: str = "maas") -> list[dict[str, Any]]:
+    """Every replica start of ``app`` in Serve's controller log: when it ran, how long from the
+    controller's decision (``after``: the Ray worker process, imports, then the rest) and how long
+    of that the deployment's constructor, reconfigure and first health check took."""
+    rows = []
+    for path in sorted(Path(log_dir, "serve").glob("controller_*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            match = STARTED.match(line)
+            if match and match.group(3) == app:
+                total, constructor = float(match.group(4)), float(match.group(5))
+                rows.append({"at": match.group(1), "deployment": match.group(2), "start_s": total,
+                             "constructor_s": constructor, "before_constructor_s": round(total - constructor, 1)})
+    return rows
+
+
+def ray_logs() -> str:
+    from maas.cli.local_ray import ray_logs_dir
+
+    return ray_logs_dir()
+
+
 # ------------------------------------------------------------------ the runs
 
 
-def start_service(config: Any, port: int) -> float:
-    """Prepare, start Ray and Serve, run the app; returns when Ray was up (monotonic)."""
+def start_service(config: Any, port: int, watcher: Watcher) -> float:
+    """Prepare, start Ray and Serve, start ``watcher``, run the app (``serve.run`` returns once
+    every deployment is up); returns when Ray was up (monotonic)."""
     from ray import serve
 
     from maas.cli.local_ray import start_serve
@@ -133,6 +162,7 @@ def start_service(config: Any, port: int) -> float:
     prepare_models(config)
     start_serve("127.0.0.1", port, None, num_cpus=logical_cpus(config, [], os.cpu_count() or 1), quiet=True)
     ray_up = time.monotonic()
+    threading.Thread(target=watcher.run, daemon=True).start()
     serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
     return ray_up
 
@@ -154,8 +184,7 @@ def cold_run(kinds: list[str], port: int) -> dict[str, Any]:
     config = bench_config(zero=True)
     start = time.monotonic()
     watcher = Watcher(start)
-    ray_up = start_service(config, port)
-    threading.Thread(target=watcher.run, daemon=True).start()
+    ray_up = start_service(config, port, watcher)
     rows: list[dict[str, Any]] = []
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as http:
         health = wait_health(http)
@@ -166,7 +195,7 @@ def cold_run(kinds: list[str], port: int) -> dict[str, Any]:
             rows.append(cold_start(http, watcher, kind, deployment, route, body))
         after = {m["id"]: m["status"] for m in http.get("/v1/models").json()["data"]}
     watcher.stop.set()
-    return {"mode": "cold", "ray_up_s": ray_up - start, "healthy_s": serving_s, "health": health,
+    return {"mode": "cold", "replica_starts": controller_starts(ray_logs()), "ray_up_s": ray_up - start, "healthy_s": serving_s, "health": health,
             "models_before": cards, "models_after": after, "rows": rows, "transitions": watcher.transitions}
 
 
@@ -188,16 +217,15 @@ def warm_run(port: int) -> dict[str, Any]:
     config = bench_config(zero=False)
     start = time.monotonic()
     watcher = Watcher(start)
-    ray_up = start_service(config, port)
+    ray_up = start_service(config, port, watcher)
     served = time.monotonic()
-    threading.Thread(target=watcher.run, daemon=True).start()
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600) as http:
         wait_health(http)
         healthy = time.monotonic()
     watcher.stop.set()
     rows = [{"deployment": name, "running_s": at} for name, at in sorted(watcher.first_running.items(),
                                                                          key=lambda item: item[1])]
-    return {"mode": "warm", "ray_up_s": ray_up - start, "serve_run_s": served - start,
+    return {"mode": "warm", "replica_starts": controller_starts(ray_logs()), "ray_up_s": ray_up - start, "serve_run_s": served - start,
             "healthy_s": healthy - start, "rows": rows, "transitions": watcher.transitions}
 
 
@@ -226,6 +254,15 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def starts_table(starts: list[dict[str, Any]]) -> str:
+    """Serve's own account of each replica start (its controller log)."""
+    lines = ["| deployment | replica started after (s) | of it: constructor, reconfigure, first health check (s) | "
+             "before the constructor: worker process, imports (s) |", "|---|---|---|---|"]
+    lines += [f"| {r['deployment']} | {r['start_s']:.1f} | {r['constructor_s']:.1f} | {r['before_constructor_s']:.1f} |"
+              for r in starts]
+    return "\n".join(lines)
+
+
 def write(result: dict[str, Any], name: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
@@ -233,7 +270,8 @@ def write(result: dict[str, Any], name: str) -> None:
     text = [f"# {name}", "", f"Command: `{result['command']}`", "",
             f"Machine: {env['cpu']}, {env['cores']} cores, flags {', '.join(env['flags']) or 'none of ' + str(CPU_FLAGS)}; "
             f"load average before {env['load_average']}, after {result['machine_after']['load_average']} "
-            "(the machine is shared: other work ran at the same time).", "", table(result), ""]
+            "(the machine is shared: other work ran at the same time).", "", table(result), "",
+            "Serve's controller log, per replica start:", "", starts_table(result.get("replica_starts", [])), ""]
     if result["mode"] == "cold":
         text += [f"Ray up after {result['ray_up_s']:.1f} s; `/health` 200 (ingress and tokenizer only) after "
                  f"{result['healthy_s']:.1f} s, listing cold: {result['health'].get('cold')}.",
