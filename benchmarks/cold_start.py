@@ -272,6 +272,8 @@ def write(result: dict[str, Any], name: str) -> None:
             f"load average before {env['load_average']}, after {result['machine_after']['load_average']} "
             "(the machine is shared: other work ran at the same time).", "", table(result), "",
             "Serve's controller log, per replica start:", "", starts_table(result.get("replica_starts", [])), ""]
+    if result.get("note"):
+        text += [f"Note: {result['note']}.", ""]
     if result["mode"] == "cold":
         text += [f"Ray up after {result['ray_up_s']:.1f} s; `/health` 200 (ingress and tokenizer only) after "
                  f"{result['healthy_s']:.1f} s, listing cold: {result['health'].get('cold')}.",
