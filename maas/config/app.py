@@ -105,8 +105,9 @@ class IngressConfig(StrictModel):
     replica_status_refresh_s: float = Field(
         2.0, gt=0, le=60,
         description="Scale to zero: how old Serve's replica counts, read by each ingress replica "
-        "for `/v1/models` (`cold`) and `/health`, may be before it reads them again (one call to "
-        "Serve's controller per period at most, only while a deployment has `min_replicas: 0`).",
+        "for `/v1/models` (`cold`), `/health` and the requests of a deployment with "
+        "`min_replicas: 0`, may be before it reads them again (one call to Serve's controller per "
+        "period at most; none without such a deployment).",
     )
     deployment: DeploymentOptions = Field(
         default_factory=lambda: DeploymentOptions(num_cpus=0.1, max_ongoing_requests=256),

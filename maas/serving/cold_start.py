@@ -9,9 +9,10 @@ ingress's own checks must not take such a deployment for dead either: a ``ping``
 
 **The mechanism.** :class:`ReplicaCounts` keeps each deployment's running replicas and Serve status
 as Serve's controller last reported them, read at most every ``replica_status_refresh_s`` and only
-when asked (never per request on the answering path). :meth:`ColdStarts.ready` runs before a call
-into a deployment that may scale to zero: when the last read says a replica runs, it returns at
-once; otherwise one *wake* call per deployment (its ``ping``, issued outside any request's context,
+when asked: by ``/v1/models``, ``/health`` or a request for such a deployment (so one request
+per period pays one controller call, and none without a scale-to-zero deployment).
+:meth:`ColdStarts.ready` runs before a call into a deployment that may scale to zero: when the
+read says a replica runs, it returns at once; otherwise one *wake* call per deployment (its ``ping``, issued outside any request's context,
 so no client leaving cancels it for the others) brings a replica up, and every request that finds
 the deployment cold waits for that wake, each at most the deployment's ``cold_start_timeout_s``
 from its own arrival. Past it: :class:`~maas.protocol.errors.ColdStartTimeoutError` (503,
@@ -21,14 +22,15 @@ fair share's turn), so a cold start never spends a tenant's ``max_wait_s``.
 
 **The guarantees and the gap.** A request is never refused only because its deployment is at zero;
 the first one after idle is answered once the replica runs (within the bound). The counts can be
-up to one refresh period old: a request that arrives just after Serve stopped the last replica,
-before the next read, goes straight to the handle, wakes the deployment there and is answered, but
+up to one refresh period old (or older while the controller does not answer): a request that
+arrives just after Serve stopped the last replica, before the next read, goes straight to the handle, wakes the deployment there and is answered, but
 bounded only by the request deadline (``ingress.request_timeout_s``), not ``cold_start_timeout_s``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import math
 import threading
@@ -42,6 +44,8 @@ from maas.protocol.errors import ColdStartTimeoutError
 
 UNHEALTHY_STATUSES = frozenset({"UNHEALTHY", "DEPLOY_FAILED"})
 """Serve deployment statuses that mean failing, not merely starting or scaled to zero."""
+READ_WAIT_S = 2.0
+"""The most a caller waits for a read of Serve's states (a busy controller); then it uses the last."""
 OVERRUN_RETRY_S = 5.0
 """``Retry-After`` once a cold start has taken longer than the last one did."""
 
@@ -116,12 +120,14 @@ class ReplicaCounts:
         return self._clock() - self._read_at >= self.max_age_s
 
     async def refresh(self) -> None:
-        """Read the states again if the last read is stale (a failed read keeps the old ones)."""
+        """Read the states again if the last read is stale (a failed read keeps the old ones; a
+        read slower than :data:`READ_WAIT_S` is not waited for, and lands for the next caller)."""
         if not self.stale():
             return
         if self._refreshing is None or self._refreshing.done():
             self._refreshing = asyncio.ensure_future(self._refresh())
-        await asyncio.shield(self._refreshing)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._refreshing), READ_WAIT_S)
 
     async def _refresh(self) -> None:
         try:
@@ -163,7 +169,10 @@ class ColdStarts:
     async def ready(self, deployment: str, wake: Callable[[], Awaitable[Any]], model: str) -> None:
         """Return once ``deployment`` has a replica (at once when the last read says so); a cold one
         is woken by ``wake()`` (shared by every request that waits) within its bound."""
-        if not self.scales_to_zero(deployment) or (self.counts.running(deployment) or 0) > 0:
+        if not self.scales_to_zero(deployment):
+            return
+        await self.counts.refresh()  # the first request after a quiet while reads afresh
+        if (self.counts.running(deployment) or 0) > 0:
             return
         waiting = self._wakes.get(deployment)
         if waiting is None or waiting.done():

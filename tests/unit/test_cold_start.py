@@ -119,8 +119,8 @@ def test_a_warm_deployment_is_not_woken_and_a_cold_one_once_for_every_waiting_re
 
 def test_past_the_bound_a_503_with_the_rest_of_the_start_and_the_wake_goes_on() -> None:
     async def main() -> None:
-        clock = Clock()
-        cold = cold_starts({"encoder": DeploymentState(0)}, clock, bound=0.05)
+        clock, states = Clock(), {"encoder": DeploymentState(0)}
+        cold = cold_starts(states, clock, bound=0.05)
         await cold.refreshed()
         cold.last_cold_start_s["encoder"] = 40  # the last cold start took 40 s
         wake = Wake()
@@ -131,8 +131,24 @@ def test_past_the_bound_a_503_with_the_rest_of_the_start_and_the_wake_goes_on() 
         clock.now += 39.5
         assert cold.retry_after_s("encoder") == OVERRUN_RETRY_S  # past the expected start
         wake.replica.set()
+        states["encoder"] = DeploymentState(1)  # Serve's next read shows the replica
         await asyncio.sleep(0.01)  # the wake went on without any request waiting
         await cold.ready("encoder", wake, "enc")
+        assert wake.calls == 1
+
+    asyncio.run(main())
+
+
+def test_the_first_request_after_a_quiet_while_reads_the_counts_again() -> None:
+    async def main() -> None:
+        clock, states = Clock(), {"encoder": DeploymentState(1)}
+        cold = cold_starts(states, clock, bound=0.05)
+        wake = Wake()
+        await cold.ready("encoder", wake, "enc")  # running: no wake
+        states["encoder"] = DeploymentState(0)  # Serve stopped the last replica while idle
+        clock.now += 600
+        with pytest.raises(ColdStartTimeoutError):  # bounded, not sent to the handle unbounded
+            await cold.ready("encoder", wake, "enc")
         assert wake.calls == 1
 
     asyncio.run(main())
