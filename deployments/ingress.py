@@ -105,6 +105,7 @@ from maas.protocol.errors import (
 )
 from maas.serving.calls import result_of, with_session
 from maas.serving.coalesce import Coalescer, coalescing
+from maas.serving.cold_start import ColdStarts, ReplicaCounts, serve_reader, zero_scaled
 from maas.serving.local_tokenizer import InProcessTokenizer
 from maas.serving.preparation import PreparationPool
 from maas.storage.registry import ModelRegistry
@@ -139,6 +140,9 @@ class MaasIngress(BatchMethods, ResponseMethods, ClassifierMethods, FeedbackMeth
         self.classifier = classifier
         self.encoder = encoder
         self.generator_configs = {g.name: g for g in config.generators}
+        # scale to zero: Serve's replica counts, read only while a deployment may have none
+        self.cold = ColdStarts(zero_scaled(config), ReplicaCounts(serve_reader(), config.ingress.replica_status_refresh_s))
+        self.model_deployments = config.model_deployments()
         self.fair_share = FairShare.of(config, lambda model: self._generator_config(model).name)
         self.adapters = ServedAdapters(config.generators, ModelRegistry(config.registry_dir))
         self._adapter_handles: dict[str, DeploymentHandle] = {}
@@ -192,8 +196,19 @@ class MaasIngress(BatchMethods, ResponseMethods, ClassifierMethods, FeedbackMeth
 
     # ------------------------------------------------------------------ handle methods
 
-    def models(self) -> ModelList:
-        """Every served model with its capability."""
+    async def models(self) -> ModelList:
+        """Every served model with its capability; ``status: cold`` where its deployment has scaled
+        to zero (Serve's replica counts, read at most every ``replica_status_refresh_s``)."""
+        await self.cold.refreshed()
+        return ModelList(data=[self._with_cold(card) for card in self._model_cards()])
+
+    def _with_cold(self, card: ModelCard) -> ModelCard:
+        deployment = self.model_deployments.get(card.parent or card.id)
+        if card.status == "ready" and deployment is not None and self.cold.is_cold(deployment):
+            return card.model_copy(update={"status": "cold"})
+        return card
+
+    def _model_cards(self) -> list[ModelCard]:
         cards = [ModelCard(id=g.name, capability="generate", max_model_len=g.max_model_len)
                  for g in self.config.generators]
         cards += [ModelCard(**adapter_card_fields(self.adapters, name)) for name in self.adapters.names()]
@@ -203,13 +218,14 @@ class MaasIngress(BatchMethods, ResponseMethods, ClassifierMethods, FeedbackMeth
         cards += [ModelCard(id=name, capability="entities") for name in self.ner_models]  # NER
         cards += [ModelCard(id=name, capability="translate", pairs=pairs)
                   for name, pairs in self.pipelines.backend.translators.items()]
-        return ModelList(data=cards)
+        return cards
 
     async def chat(self, request: ChatCompletionRequest, owner: str | None = None,
                    remember: bool = False) -> ChatCompletionResponse:
         """A whole chat completion (``stream`` is ignored; see :meth:`chat_stream`); with
         ``remember``, its input is kept for feedback by ``owner`` (:mod:`deployments.ingress_feedback`)."""
         ids, params = await self._prepare_chat(request)
+        await self._generator_ready(request.model)
         handle, served = self._generator_route(request.model)
         result: GenerationResult = await self.fair_share.call(  # when its tenant's turn comes
             request.model, params.n, lambda: self._generate(handle, ids, params))
@@ -226,6 +242,7 @@ class MaasIngress(BatchMethods, ResponseMethods, ClassifierMethods, FeedbackMeth
     async def completions(self, request: CompletionRequest) -> CompletionResponse:
         """A whole text completion for one or more prompts."""
         prompts, params = await self._prepare_completion(request)
+        await self._generator_ready(request.model)
         handle, served = self._generator_route(request.model)
         results = await self.fair_share.calls(request.model, params.n, [
             lambda ids=ids: self._generate(handle, ids, params) for ids in prompts])
@@ -254,13 +271,13 @@ class MaasIngress(BatchMethods, ResponseMethods, ClassifierMethods, FeedbackMeth
 
     async def embeddings(self, request: EmbeddingRequest) -> EmbeddingResponse:
         """Unit-length sentence embeddings of one or more texts."""
-        self._encoder_handle(request.model)  # 404 for a model the encoder does not serve
+        await self._encoder_ready(request.model)  # 404 for a model the encoder does not serve
         vectors = await self.embed_calls.submit(request.model, embedding_texts(request))
         return embedding_response(request, vectors)
 
     async def score(self, request: ScoreRequest) -> ScoreResponse:
         """Cosine similarity of text pairs from the encoder's embeddings (vLLM's ``/v1/score``)."""
-        self._encoder_handle(request.model)  # 404 for a model the encoder does not serve
+        await self._encoder_ready(request.model)  # 404 for a model the encoder does not serve
         pairs = scoring.score_pairs(request)
         texts = scoring.distinct([text for pair in pairs for text in pair])
         vectors = await self.embed_calls.submit(request.model, texts)
@@ -268,7 +285,7 @@ class MaasIngress(BatchMethods, ResponseMethods, ClassifierMethods, FeedbackMeth
 
     async def rerank(self, request: RerankRequest) -> RerankResponse:
         """Documents ranked by the cosine of their embedding to the query's, best first."""
-        self._encoder_handle(request.model)  # 404 for a model the encoder does not serve
+        await self._encoder_ready(request.model)  # 404 for a model the encoder does not serve
         texts = scoring.distinct([request.query, *request.texts()])
         vectors = await self.embed_calls.submit(request.model, texts)
         return scoring.rerank_response(request, texts, vectors)
@@ -276,25 +293,33 @@ class MaasIngress(BatchMethods, ResponseMethods, ClassifierMethods, FeedbackMeth
     async def tokenize(self, request: TokenizeRequest) -> TokenizeResponse:
         """Token ids of a prompt or of chat messages (vLLM's ``/tokenize``)."""
         budget.check_tokenize(request, self.config.ingress.limits)
+        await self._ready("tokenizer", self.tokenizer, request.model)
         return await self.tokenizer.tokenize.remote(request)
 
     async def detokenize(self, request: DetokenizeRequest) -> DetokenizeResponse:
         """Text of token ids (vLLM's ``/detokenize``)."""
+        await self._ready("tokenizer", self.tokenizer, request.model)
         return await self.tokenizer.detokenize.remote(request)
 
     async def health(self) -> dict[str, Any]:
-        """A real call into every deployment; raises 503 if any fails or hangs."""
-        checks = {"tokenizer": self.tokenizer}
-        checks.update({f"generator:{name}": h for name, h in self.generators.items()})
-        checks.update({n: h for n, h in (("classifier", self.classifier), ("encoder", self.encoder),
-                                         ("ner", self.ner), ("translator", self.translator)) if h is not None})
+        """A real call into every deployment; raises 503 if any fails or hangs. A deployment that
+        may scale to zero is not called (that would wake it): Serve's status of it counts, and
+        one with no replica running is listed as ``cold``, which is healthy."""
+        checks = {"tokenizer": ("tokenizer", self.tokenizer)}
+        checks.update({f"generator:{name}": (self.generator_configs[name].deployment_name(), h)
+                       for name, h in self.generators.items()})
+        checks.update({n: (n, h) for n, h in (("classifier", self.classifier), ("encoder", self.encoder),
+                                              ("ner", self.ner), ("translator", self.translator)) if h is not None})
+        cold, failing = await self.cold.health()
+        if failing:
+            raise ServiceUnavailableError(f"Unhealthy: {len(failing)} deployment(s) failing in Serve.")
         try:
-            await asyncio.wait_for(
-                asyncio.gather(*(h.ping.remote() for h in checks.values())), HEALTH_TIMEOUT_S
-            )
+            await asyncio.wait_for(asyncio.gather(*(
+                h.ping.remote() for d, h in checks.values() if not self.cold.scales_to_zero(d))), HEALTH_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
             raise ServiceUnavailableError(f"Unhealthy: {type(exc).__name__}.") from None
-        return {"status": "ok", "deployments": sorted(checks)}
+        return {"status": "ok", "deployments": sorted(checks),
+                "cold": sorted(name for name, (d, _) in checks.items() if d in cold)}
 
     # ------------------------------------------------------------------ pipeline handle methods
     # NER and the classic NLP pipelines; the pipelines themselves are in maas/endpoints/tasks/rules.py.
@@ -305,6 +330,7 @@ class MaasIngress(BatchMethods, ResponseMethods, ClassifierMethods, FeedbackMeth
         if self.ner is None or model not in self.ner_models:
             raise ModelNotFoundError.for_model(model or "(default)", "named-entity recognition",
                                                list(self.ner_models))
+        await self._ready("ner", self.ner, model)
         results = await self.ner.entities.remote(model, request.texts())
         return entities_response(model, results)
 
@@ -332,6 +358,7 @@ class MaasIngress(BatchMethods, ResponseMethods, ClassifierMethods, FeedbackMeth
 
     async def _translate_text(self, model: str, pair: str, text: str) -> Translation:
         """One text translated by the translator deployment (batched there with other requests)."""
+        await self._ready("translator", self.translator, model)
         return (await self.translator.translate.remote(model, pair, [text]))[0]  # type: ignore[union-attr]
 
     async def open_chat_stream(self, request: ChatCompletionRequest, owner: str | None = None,
@@ -385,10 +412,20 @@ class MaasIngress(BatchMethods, ResponseMethods, ClassifierMethods, FeedbackMeth
             self._adapter_handles[adapter_id] = handle
         return handle, adapter_id
 
-    def _encoder_handle(self, model: str) -> DeploymentHandle:
+    async def _encoder_ready(self, model: str) -> None:
         if self.encoder is None or model not in self.encoder_models:
             raise ModelNotFoundError.for_model(model, "embeddings", list(self.encoder_models))
-        return self.encoder
+        await self._ready("encoder", self.encoder, model)
+
+    async def _generator_ready(self, model: str) -> None:
+        """Wait for a replica of ``model``'s generator if it has scaled to zero (bounded)."""
+        config = self._generator_config(model)
+        await self._ready(config.deployment_name(), self.generators[config.name], model)
+
+    async def _ready(self, deployment: str, handle: Any, model: str) -> None:
+        """Return once ``deployment`` runs a replica: at once unless it scaled to zero, where its
+        ``ping`` wakes it (maas/serving/cold_start.py)."""
+        await self.cold.ready(deployment, lambda: handle.ping.remote(), model)
 
     async def _prepare_chat(self, request: ChatCompletionRequest) -> tuple[list[int], GenerationParams]:
         """The prompt's ids and the engine parameters: the model, the request's budget by its fields
@@ -436,6 +473,7 @@ class MaasIngress(BatchMethods, ResponseMethods, ClassifierMethods, FeedbackMeth
     async def _chat_chunks(self, request: ChatCompletionRequest, ids: list[int], params: GenerationParams,
                            response_id: str | None = None) -> AsyncIterator[ChatCompletionChunk]:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        await self._generator_ready(request.model)
         results = metered(await self.fair_share.open_stream(  # its sequences when its tenant's turn comes
             request.model, params.n, lambda: self._stream(request.model, ids, params)), current_meter())
         return chat_chunks(response_id or new_id("chatcmpl"), now(), request.model, results, include_usage)
@@ -443,6 +481,7 @@ class MaasIngress(BatchMethods, ResponseMethods, ClassifierMethods, FeedbackMeth
     async def _completion_chunks(self, request: CompletionRequest, prompts: list[list[int]],
                                  params: GenerationParams) -> AsyncIterator[CompletionResponse]:
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        await self._generator_ready(request.model)
         meter = current_meter()
         opened = await self.fair_share.open_streams(request.model, params.n, [
             lambda ids=ids: self._stream(request.model, ids, params) for ids in prompts])

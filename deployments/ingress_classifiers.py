@@ -22,6 +22,7 @@ from maas.protocol.errors import MaasError, ModelNotFoundError
 from maas.serving.calls import result_of
 from maas.serving.canary import CanaryKey, CanaryTraffic, PromotionEvidenceOf, judge
 from maas.serving.coalesce import Coalescer, coalescing
+from maas.serving.cold_start import ColdStarts
 from maas.serving.feedback_scores import FeedbackScores
 from maas.serving.shadow import Event, ShadowPair, ShadowTraffic, version_of
 from maas.storage.canary_store import CanaryTally, Decision
@@ -32,9 +33,10 @@ from maas.storage.shadow_stats import ShadowLog, ShadowTally
 
 class ClassifierMethods:
     """The ingress's classification: :meth:`_setup_classifiers` from ``__init__``; it expects
-    ``classifier`` (the deployment's handle, or None) of :class:`deployments.ingress.MaasIngress`."""
+    ``classifier`` (the deployment's handle, or None) and ``cold`` of :class:`deployments.ingress.MaasIngress`."""
 
     classifier: DeploymentHandle | None
+    cold: ColdStarts  # scale to zero (maas/serving/cold_start.py)
 
     def _setup_classifiers(self, config: AppConfig) -> None:
         self.classifiers = ServedClassifiers(config.classifier.models, ModelRegistry(config.registry_dir))
@@ -59,6 +61,7 @@ class ClassifierMethods:
         ``owner`` (:mod:`deployments.ingress_feedback`)."""
         model_id = self._classifier_model_id(request.model)
         texts = request.texts()
+        await self.cold.ready("classifier", lambda: self.classifier.ping.remote(), request.model)  # type: ignore[union-attr]
         start = time.perf_counter()
         self.feedback_scores.bind_loop()
         model_id, results = await self.canary.answer(request.model, model_id, texts)

@@ -152,7 +152,15 @@ def format_status(deployments: list[DeploymentReplicas]) -> str:
     """A table of deployments for a terminal: status, target and replicas per state."""
     lines = []
     for dep in deployments:
-        counts = ", ".join(f"{state}={n}" for state, n in sorted(dep.counts().items())) or "none"
+        counts = replicas_text(dep.counts(), dep.status)
         lines.append(f"{dep.application}/{dep.name:38s} {dep.status:10s} "
                      f"target={dep.target_replicas:<3d} replicas: {counts}")
     return "\n".join(lines)
+
+
+def replicas_text(counts: dict[str, int], status: str) -> str:
+    """A deployment's replicas per state for a terminal; none at all is ``cold`` when Serve holds
+    the deployment healthy (scaled to zero) or starting its first replica (a cold start)."""
+    if counts:
+        return ", ".join(f"{state}={n}" for state, n in sorted(counts.items()))
+    return "none (cold: scaled to zero)" if status in ("HEALTHY", "UPSCALING") else "none"

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from ray.serve import Application
@@ -29,7 +28,7 @@ APP_NAME = "maas"
 
 def generator_deployment_name(model: str) -> str:
     """Deployment name of a model's generator, e.g. ``generator-smollm2-135m-instruct``."""
-    return "generator-" + re.sub(r"[^A-Za-z0-9_-]+", "-", model).strip("-")
+    return GeneratorModelConfig.model_construct(name=model).deployment_name()
 
 
 def tokenizer_specs(config: AppConfig) -> list[TokenizerSpec]:
@@ -51,7 +50,7 @@ def generator_app(config: GeneratorModelConfig, registry_dir: str | None = None)
     if config.prefix_routing.enabled:
         options["request_router_config"] = RequestRouterConfig(
             request_router_class=PREFIX_ROUTER_PATH, request_router_kwargs=config.prefix_routing.router_kwargs())
-    return GeneratorDeployment.options(name=generator_deployment_name(config.name), **options).bind(
+    return GeneratorDeployment.options(name=config.deployment_name(), **options).bind(
         config, registry_dir)
 
 

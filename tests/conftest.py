@@ -163,7 +163,11 @@ def test_app_config(smollm2_dir: Path, registry_dir: Path, minilm_dir: Path) -> 
         },
         "translator": {
             "models": [{"name": TRANSLATOR}],
-            "deployment": {"num_cpus": 0.1, "max_ongoing_requests": 128},
+            # scale to zero: no replica at the start; the first translation (test_cold_start_from_zero.py
+            # sorts before the other users) starts one, which then stays for the session
+            "deployment": {"num_cpus": 0.1, "max_ongoing_requests": 128, "cold_start_timeout_s": 180,
+                           "autoscaling": {"min_replicas": 0, "max_replicas": 1, "initial_replicas": 0,
+                                           "downscale_to_zero_delay_s": 7200}},
         },
         "registry_dir": str(registry_dir),
         "batch_dir": str(registry_dir.parent / "batches"),

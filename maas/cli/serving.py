@@ -184,6 +184,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from ray import serve
 
     from maas.cli.running_ray import join_running_ray
+    from maas.deploy import replicas_text
 
     join_running_ray(args.address or "auto")
     status = serve.status()
@@ -191,8 +192,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     for name, app in status.applications.items():
         print(f"application {name}: {_name(app.status)}")
         for dep_name, dep in app.deployments.items():
-            replicas = ", ".join(f"{_name(state)}={n}" for state, n in dep.replica_states.items())
-            print(f"  {dep_name:40s} {_name(dep.status):10s} replicas: {replicas or 'none'}")
+            counts = {_name(state): n for state, n in dep.replica_states.items()}
+            print(f"  {dep_name:40s} {_name(dep.status):10s} replicas: {replicas_text(counts, _name(dep.status))}")
     return 0
 
 

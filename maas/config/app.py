@@ -122,6 +122,13 @@ class IngressConfig(StrictModel):
         description="Feedback entries (one per labelled text or rated answer) an API key may hold per "
         "model; one more is a 413 (`storage_quota_exceeded`).",
     )
+    replica_status_refresh_s: float = Field(
+        2.0, gt=0, le=60,
+        description="Scale to zero: how old Serve's replica counts, read by each ingress replica "
+        "for `/v1/models` (`cold`), `/health` and the requests of a deployment with "
+        "`min_replicas: 0`, may be before it reads them again (one call to Serve's controller per "
+        "period at most; none without such a deployment).",
+    )
     deployment: DeploymentOptions = Field(
         default_factory=lambda: DeploymentOptions(num_cpus=0.1, max_ongoing_requests=256),
         description="Serve options.",
@@ -166,6 +173,39 @@ class AppConfig(StrictModel):
         if clashes:
             raise ValueError(f"adapter names must differ from model names and from each other: {clashes}")
         return self
+
+    @model_validator(mode="after")
+    def _scale_to_zero(self) -> AppConfig:
+        if self.ingress.deployment.scales_to_zero():
+            raise ValueError("the ingress cannot scale to zero (it receives every request): "
+                             "ingress.deployment.autoscaling.min_replicas must be at least 1")
+        deadline = self.ingress.request_timeout_s
+        for name, options in self.deployments().items():
+            if options.scales_to_zero() and deadline is not None and options.cold_start_timeout_s >= deadline:
+                raise ValueError(f"{name}: cold_start_timeout_s ({options.cold_start_timeout_s:g}) must be "
+                                 f"below ingress.request_timeout_s ({deadline:g}), else a cold start "
+                                 "ends in the request deadline's 504")
+        return self
+
+    def deployments(self) -> dict[str, DeploymentOptions]:
+        """The Serve options of every deployment the application starts, by deployment name: the
+        ingress, the tokenizer, one generator per model, and each of the others that has models."""
+        found = {"ingress": self.ingress.deployment, "tokenizer": self.tokenizer.deployment}
+        found.update({g.deployment_name(): g.deployment for g in self.generators})
+        for name, part in (("classifier", self.classifier), ("encoder", self.encoder), ("ner", self.ner),
+                           ("translator", self.translator)):
+            if part.models:
+                found[name] = part.deployment
+        return found
+
+    def model_deployments(self) -> dict[str, str]:
+        """The deployment that serves each model, by model name (LoRA adapters: see
+        :class:`~maas.storage.served_adapters.ServedAdapters`)."""
+        found = {g.name: g.deployment_name() for g in self.generators}
+        for deployment, models in (("classifier", self.classifier.models), ("encoder", self.encoder.models),
+                                   ("ner", self.ner.models), ("translator", self.translator.models)):
+            found.update({m.name: deployment for m in models})
+        return found
 
     def all_models(
         self,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -121,6 +122,10 @@ class GeneratorModelConfig(StrictModel):
         if self.num_devices > 1 and self.deployment.num_gpus not in (0, 1):
             raise ValueError("a multi-device generator takes num_gpus 0 (CPU) or 1 (one GPU per device)")
         return self
+
+    def deployment_name(self) -> str:
+        """The name of this model's generator deployment, e.g. ``generator-smollm2-135m-instruct``."""
+        return "generator-" + re.sub(r"[^A-Za-z0-9_-]+", "-", self.name).strip("-")
 
     @property
     def num_devices(self) -> int:

@@ -30,6 +30,11 @@ class AutoscalingOptions(StrictModel):
     )
     upscale_delay_s: float = Field(5.0, ge=0, description="Seconds of high load before upscaling.")
     downscale_delay_s: float = Field(30.0, ge=0, description="Seconds of low load before downscaling.")
+    downscale_to_zero_delay_s: float | None = Field(
+        None, ge=0,
+        description="With `min_replicas: 0`: seconds without a request before the last replica "
+        "stops (Serve's own setting); None: `downscale_delay_s`.",
+    )
     metrics_interval_s: float = Field(2.0, gt=0, description="How often replicas report load.")
     look_back_period_s: float = Field(10.0, gt=0, description="Window over which load is averaged.")
 
@@ -37,6 +42,9 @@ class AutoscalingOptions(StrictModel):
     def _check_bounds(self) -> AutoscalingOptions:
         if self.min_replicas > self.max_replicas:
             raise ValueError("min_replicas must not exceed max_replicas")
+        initial = self.initial_replicas
+        if initial is not None and not self.min_replicas <= initial <= self.max_replicas:
+            raise ValueError("initial_replicas must lie between min_replicas and max_replicas")
         return self
 
     def serve_config(self) -> dict[str, Any]:
@@ -102,6 +110,16 @@ class DeploymentOptions(StrictModel):
     health_check_period_s: float = Field(10.0, gt=0, description="Seconds between health checks.")
     health_check_timeout_s: float = Field(30.0, gt=0, description="Health check timeout.")
     graceful_shutdown_timeout_s: float = Field(20.0, ge=0, description="Drain time on shutdown.")
+    cold_start_timeout_s: float = Field(
+        120.0, gt=0,
+        description="With `autoscaling.min_replicas: 0` (scale to zero): how long a request that "
+        "finds no replica running waits for the first one to start; past it the answer is a 503 "
+        "`cold_start_timeout` with `Retry-After`, and the replica keeps starting. Unused otherwise.",
+    )
+
+    def scales_to_zero(self) -> bool:
+        """Whether the deployment may run no replica at all (``autoscaling.min_replicas`` 0)."""
+        return self.autoscaling is not None and self.autoscaling.min_replicas == 0
 
     def can_run_several(self) -> bool:
         """Whether the deployment may run more than one replica (fixed or autoscaled)."""

@@ -147,6 +147,13 @@ class ModelNotReadyError(ServiceUnavailableError):
         return (type(self), (self.message, self.param, self.code, self.retry_after_s))
 
 
+class ColdStartTimeoutError(ModelNotReadyError):
+    """A deployment scaled to zero did not start a replica within its ``cold_start_timeout_s``
+    (503, ``Retry-After``: the rest of the expected start); the replica keeps starting."""
+
+    code = "cold_start_timeout"
+
+
 class AuthenticationError(MaasError):
     """No API key, an unknown one or a revoked one (401)."""
 

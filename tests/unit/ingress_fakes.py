@@ -8,6 +8,7 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from deployments.ingress import MaasIngress
@@ -18,6 +19,7 @@ from maas.endpoints.app import build_app
 from maas.endpoints.feedback.api import Feedback, FeedbackLimits
 from maas.protocol.chat import GenerationChunk, GenerationParams, GenerationResult
 from maas.protocol.errors import ContextLengthExceededError
+from maas.serving.cold_start import ColdStarts, ReplicaCounts
 from maas.serving.preparation import PreparationPool
 
 PROMPT_TOKENS = 5
@@ -109,6 +111,15 @@ class Generator:
         self.calls: list[EngineCall] = []
         self.generate_stream = Method(lambda ids, params: self._add(self.streams, EngineStream(delay_s, tokens)))
         self.generate = Method(lambda ids, params: self._add(self.calls, EngineCall(params, hang)))
+        self.awake = asyncio.Event()  # a replica runs: set at once unless a test starts it cold
+        self.awake.set()
+        self.pings = 0
+        self.ping = Method(lambda: self._ping())
+
+    async def _ping(self) -> bool:
+        self.pings += 1
+        await self.awake.wait()
+        return True
 
     @staticmethod
     def _add(calls: list[Any], call: Any) -> Any:
@@ -137,8 +148,9 @@ class _Ingress(MaasIngress.func_or_class):  # type: ignore[misc,name-defined]
         """Serve's replica wrapper shuts its ASGI app down here; this one never started."""
 
 
-def ingress(generators: dict[str, Generator], prompts: Prompts) -> Any:
-    """A :class:`MaasIngress` with only what the generation path uses (no Ray, no models)."""
+def ingress(generators: dict[str, Generator], prompts: Prompts, cold: ColdStarts | None = None) -> Any:
+    """A :class:`MaasIngress` with only what the generation path and ``/v1/models`` use (no Ray, no
+    models); ``cold``: its scale-to-zero deployments and their replica counts (default: none)."""
     self = _Ingress.__new__(_Ingress)
     self.generators = generators
     self.generator_configs = {name: GeneratorModelConfig(name=name, path="/nowhere", max_model_len=256)
@@ -151,14 +163,19 @@ def ingress(generators: dict[str, Generator], prompts: Prompts) -> Any:
     self._served = frozenset(generators)  # the metrics' model labels
     self.feedback_api = Feedback("/nonexistent", "/nonexistent", lambda model: None,
                                  FeedbackLimits(retention_s=0))  # answers not remembered unless a test says
+    self.cold = cold or ColdStarts({}, ReplicaCounts(dict, 2.0))
+    self.model_deployments = self.config.model_deployments()
+    self.ner_models = ()
+    self.pipelines = SimpleNamespace(backend=SimpleNamespace(translators={}))
     return self
 
 
-def app(tmp_path: Path, generators: dict[str, Generator], prompts: Prompts | None = None) -> tuple[Any, str]:
+def app(tmp_path: Path, generators: dict[str, Generator], prompts: Prompts | None = None,
+        cold: ColdStarts | None = None) -> tuple[Any, str]:
     """The ingress's HTTP app over :func:`ingress`, with one API key (its secret is returned)."""
     keys = tmp_path / "keys.yaml"
     secret = key_file.add_key(keys, "tenant", tpm=1_000_000)
-    built = build_app(ingress(generators, prompts or Prompts()), IngressConfig(api_keys_file=str(keys)))
+    built = build_app(ingress(generators, prompts or Prompts(), cold), IngressConfig(api_keys_file=str(keys)))
     built.state.ingress.key_auth = built.state.key_auth
     built.state.recorder._send = lambda events: None  # metrics go to a Ray actor: not here
     return built, secret

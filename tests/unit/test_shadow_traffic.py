@@ -16,6 +16,7 @@ from deployments.ingress_classifiers import ClassifierMethods
 from maas.config import AppConfig, ShadowConfig
 from maas.endpoints.encoding.protocol import ClassifyRequest
 from maas.engines.encoders import Classification
+from maas.serving.cold_start import ColdStarts, ReplicaCounts
 from maas.serving.shadow import ShadowPair, ShadowTraffic, compare
 from maas.storage.registry import ModelRegistry
 from maas.storage.shadow_stats import ShadowLog, ShadowTally
@@ -242,6 +243,7 @@ class Ingress(ClassifierMethods):
             "registry_dir": str(registry_dir)}))
         self.recorded = Recorded()
         self.recorder = self.recorded  # type: ignore[assignment]
+        self.cold = ColdStarts({}, ReplicaCounts(dict, 2.0))  # no scale-to-zero deployment
         self.shadow.persist_every_s = 0.01
 
     async def _call_classifier(self, model_id: str, texts: list[str]) -> Any:

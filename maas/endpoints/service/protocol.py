@@ -99,11 +99,13 @@ class ModelCard(WireModel):
     capability: Literal["generate", "classify", "embed", "entities", "translate"]
     max_model_len: int | None = None
     version: str | None = Field(None, description="Live registry version (classifiers from the registry).")
-    status: Literal["ready", "training", "failed", "not_trained"] = Field(
+    status: Literal["ready", "cold", "training", "failed", "not_trained"] = Field(
         "ready",
-        description="`ready`: answers now. A registry classifier with no live version is "
-        "`training` (its requests get 503 `model_not_ready` with `Retry-After`), `failed`, or "
-        "`not_trained` (train it with `maas train`).",
+        description="`ready`: answers now. `cold`: its deployment scaled to zero (no replica "
+        "running); the next request starts one and is answered after the cold start (503 "
+        "`cold_start_timeout` with `Retry-After` past the deployment's `cold_start_timeout_s`). A "
+        "registry classifier with no live version is `training` (its requests get 503 "
+        "`model_not_ready` with `Retry-After`), `failed`, or `not_trained` (train it with `maas train`).",
     )
     training: ModelTraining | None = Field(
         None, description="A training run of this model in progress or ended (registry classifiers)."

@@ -19,7 +19,7 @@ router = new_router()
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(request: Request) -> ModelList:
     """Every served model the API key may use, with its capability (and training state)."""
-    cards = ingress_of(request).models().data
+    cards = (await ingress_of(request).models()).data
     allowed = set(allowed_models(request, [card.id for card in cards]))
     return ModelList(data=[card for card in cards if card.id in allowed])
 
@@ -27,7 +27,7 @@ async def list_models(request: Request) -> ModelList:
 @router.get("/v1/models/{model_id:path}", response_model=ModelCard)
 async def retrieve_model(model_id: str, request: Request) -> ModelCard:
     """One served model's card; unknown, or not allowed to the API key, is a 404."""
-    cards = ingress_of(request).models().data
+    cards = (await ingress_of(request).models()).data
     return model_card(cards, model_id, allowed_models(request, [card.id for card in cards]))
 
 
