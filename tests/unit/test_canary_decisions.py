@@ -19,6 +19,7 @@ from maas.endpoints.encoding.protocol import ClassifyRequest
 from maas.engines.encoders import Classification
 from maas.protocol.errors import InvalidRequestError
 from maas.serving.canary import CanaryKey, CanaryTraffic, judge
+from maas.serving.cold_start import ColdStarts, ReplicaCounts
 from maas.serving.promotion import PromotionEvidence
 from maas.storage.canary_store import ArmTally, CanaryRecord, CanaryStore, CanaryTally
 from maas.storage.registry import ModelRegistry, RegistryError
@@ -258,6 +259,7 @@ class Ingress(ClassifierMethods):
         self.recorder = type("R", (), {"record_many": lambda _, events: self.events.extend(events)})()
         self.canary.persist_every_s = 0.01
         self.calls = Calls(RuntimeError("engine died"))
+        self.cold = ColdStarts({}, ReplicaCounts(dict, 2.0))  # no scale-to-zero deployment
 
     async def _call_classifier(self, model_id: str, texts: list[str]) -> Any:
         return await self.calls(model_id, texts)
