@@ -9,9 +9,12 @@ Two stores, both on shared storage so that every ingress replica reads what anot
   feedback a 404). An owner keeps at most ``max_per_key`` answers and ``max_bytes_per_key`` bytes
   of them (the oldest go first), for ``retention_s`` seconds (an older file is absent when looked
   up). The caps and the retention are applied by a sweep of the owner's folder (one listing with
-  ``stat``, under its lock) at the first add and then every ``evict_every`` adds of a process:
-  between sweeps an owner may hold up to ``evict_every`` more per ingress replica, and no add pays
-  for a listing of thousands of files.
+  ``stat``, under its lock), not on every add: each process keeps a running count and size per
+  owner from its last sweep, and sweeps again only when an add would take them past a cap (then
+  down to ``SWEEP_TO`` of the caps, so a key at its cap pays for one listing per tenth of the cap,
+  not per add) or ``sweep_every_s`` after the last sweep (the expired ones, and what other
+  replicas added: between sweeps an owner may hold more than the caps by what other ingress
+  replicas added in that time).
 * :class:`FeedbackLog` (one folder per model: ``<registry>/<name>/feedback/`` for a registry
   classifier, which is what ``maas train --with-feedback`` reads through :func:`load_feedback`;
   ``<batch_dir>/feedback/<model>/`` for any other model): one JSON-lines file per owner,
@@ -27,6 +30,7 @@ import os
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -42,8 +46,11 @@ from maas.storage.files import (
 )
 
 FEEDBACK_FOLDER = "feedback"
-EVICT_EVERY = 32
-"""A process sweeps an owner's remembered answers at its first add and then every this many adds."""
+SWEEP_EVERY_S = 60.0
+"""A process sweeps an owner's remembered answers at least this often while it adds (retention,
+and other replicas' adds)."""
+SWEEP_TO = 0.9
+"""A sweep over a cap deletes the oldest answers down to this share of the caps."""
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 AnswerKind = Literal["classify", "chat"]
@@ -83,15 +90,24 @@ def model_folder_name(model: str) -> str:
     return model if _SAFE_NAME.match(model) else "model-" + hashlib.sha256(model.encode()).hexdigest()[:32]
 
 
+@dataclass
+class _Held:
+    """An owner's answers as one process counts them: at its last sweep, plus its adds since."""
+
+    count: int
+    bytes: int
+    swept_at: float
+
+
 class RecentInputs:
     """The inputs of recent answers, by owner and response id; bounded per owner."""
 
     def __init__(self, root: str | Path, retention_s: float, max_per_key: int, max_bytes_per_key: int,
-                 clock: Callable[[], float] = time.time, evict_every: int = EVICT_EVERY) -> None:
+                 clock: Callable[[], float] = time.time, sweep_every_s: float = SWEEP_EVERY_S) -> None:
         self.root = Path(root).expanduser() / "feedback_inputs" / "owners"
         self.retention_s, self.max_per_key, self.max_bytes_per_key = retention_s, max_per_key, max_bytes_per_key
-        self.clock, self.evict_every = clock, evict_every
-        self._adds: dict[str, int] = {}
+        self.clock, self.sweep_every_s = clock, sweep_every_s
+        self._held: dict[str, _Held] = {}  # per owner folder: count and bytes since this process's sweep
 
     def _folder(self, owner: str | None) -> Path:
         return self.root / owner_folder_name(owner)
@@ -100,18 +116,19 @@ class RecentInputs:
         """Keep ``record``; the owner's oldest (and expired) records go past the caps. A record
         larger than the byte cap on its own is not kept."""
         data = record.model_dump_json()
-        if len(data.encode()) > self.max_bytes_per_key:
+        size = len(data.encode())
+        if size > self.max_bytes_per_key:
             return
         folder = self._folder(owner)
         path = folder / f"{safe_response_id(response_id)}.json"
-        adds = self._adds.get(folder.name, 0)
-        self._adds[folder.name] = adds + 1
-        if adds % self.evict_every:
-            _write_quick(path, data)
+        _write_quick(path, data)
+        held, now = self._held.get(folder.name), self.clock()
+        if held is not None and held.count < self.max_per_key and held.bytes + size <= self.max_bytes_per_key \
+                and now - held.swept_at < self.sweep_every_s:
+            held.count, held.bytes = held.count + 1, held.bytes + size
             return
         with locked(folder / ".lock"):
-            _write_quick(path, data)
-            self._evict(folder)
+            self._held[folder.name] = self._sweep(folder, now)
 
     def get(self, response_id: str, owner: str | None) -> RememberedInput:
         """The owner's record of ``response_id``; ``KeyError`` when absent, expired or another owner's."""
@@ -131,14 +148,20 @@ class RecentInputs:
         files = self._files(self._folder(owner))
         return len(files), sum(size for _, size, _ in files)
 
-    def _evict(self, folder: Path) -> None:
+    def _sweep(self, folder: Path, now: float) -> _Held:
+        """Delete the expired answers, and the oldest down to ``SWEEP_TO`` of the caps if over
+        one; what is left."""
         files = sorted(self._files(folder), key=lambda f: f[2], reverse=True)  # newest first
+        max_count, max_bytes = self.max_per_key, self.max_bytes_per_key
+        if len(files) > max_count or sum(f[1] for f in files) > max_bytes:
+            max_count, max_bytes = max(1, int(max_count * SWEEP_TO)), max(1, int(max_bytes * SWEEP_TO))
         count = size = 0
-        now = self.clock()
         for path, bytes_, mtime in files:
-            count, size = count + 1, size + bytes_
-            if count > self.max_per_key or size > self.max_bytes_per_key or now - mtime > self.retention_s:
+            if count + 1 > max_count or size + bytes_ > max_bytes or now - mtime > self.retention_s:
                 path.unlink(missing_ok=True)
+            else:
+                count, size = count + 1, size + bytes_
+        return _Held(count, size, now)
 
     @staticmethod
     def _files(folder: Path) -> list[tuple[Path, int, float]]:

@@ -38,7 +38,7 @@ def test_a_remembered_answer_is_its_owner_s_only(tmp_path: Path) -> None:
 
 def test_the_oldest_answers_go_past_the_count_and_byte_caps(tmp_path: Path) -> None:
     inputs = RecentInputs(tmp_path, retention_s=600, max_per_key=3, max_bytes_per_key=10_000,
-                          clock=lambda: 1100.0, evict_every=1)
+                          clock=lambda: 1100.0, sweep_every_s=0)
     for i in range(5):
         inputs.add(f"classify-{i}", record(f"text {i}"), "alice")
         path = inputs._folder("alice") / f"classify-{i}.json"
@@ -48,7 +48,7 @@ def test_the_oldest_answers_go_past_the_count_and_byte_caps(tmp_path: Path) -> N
     assert kept == [2, 3, 4]
     size = len(record("text 9").model_dump_json())
     small = RecentInputs(tmp_path / "small", retention_s=600, max_per_key=100, max_bytes_per_key=2 * size,
-                         evict_every=1)
+                         sweep_every_s=0)
     for i in range(4):
         small.add(f"classify-{i}", record(f"text {i}"), "alice")
     assert small.held("alice")[0] == 2 and small.held("alice")[1] <= 2 * size
@@ -57,7 +57,7 @@ def test_the_oldest_answers_go_past_the_count_and_byte_caps(tmp_path: Path) -> N
 
 
 def test_an_answer_past_its_retention_is_gone(tmp_path: Path) -> None:
-    inputs = RecentInputs(tmp_path, retention_s=60, max_per_key=10, max_bytes_per_key=10_000, evict_every=1)
+    inputs = RecentInputs(tmp_path, retention_s=60, max_per_key=10, max_bytes_per_key=10_000, sweep_every_s=0)
     inputs.add("classify-1", record(), "alice")
     old = time.time() - 61
     os.utime(inputs._folder("alice") / "classify-1.json", (old, old))
@@ -67,13 +67,19 @@ def test_an_answer_past_its_retention_is_gone(tmp_path: Path) -> None:
     assert inputs.held("alice")[0] == 1
 
 
-def test_between_sweeps_an_owner_holds_at_most_evict_every_more(tmp_path: Path) -> None:
-    inputs = RecentInputs(tmp_path, retention_s=600, max_per_key=3, max_bytes_per_key=10_000, evict_every=4)
-    counts = []
-    for i in range(12):
+def test_an_owner_at_its_cap_is_swept_once_per_tenth_of_the_cap_not_per_add(tmp_path: Path) -> None:
+    """The running count holds the cap between sweeps; a sweep over it deletes down to 90 %, so a
+    key that keeps adding pays for one listing per tenth of the cap (not one per add)."""
+    inputs = RecentInputs(tmp_path, retention_s=600, max_per_key=100, max_bytes_per_key=10_000_000)
+    listings = []
+    files = inputs._files
+    inputs._files = lambda folder: listings.append(folder) or files(folder)  # type: ignore[method-assign]
+    held = []
+    for i in range(400):
         inputs.add(f"classify-{i}", record(f"text {i}"), "alice")
-        counts.append(inputs.held("alice")[0])
-    assert max(counts) <= 3 + 4 and counts[8] == 3  # the 9th add swept
+        held.append(len(files(inputs._folder("alice"))))
+    assert max(held) <= 100 and min(held[100:]) >= 90
+    assert len(listings) <= 1 + 300 // 10 + 1  # the first add, then one per 10 adds over the cap
 
 
 def _has(inputs: RecentInputs, response_id: str) -> bool:
