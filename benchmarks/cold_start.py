@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import sys
 import threading
@@ -38,12 +37,13 @@ from typing import Any
 
 import httpx
 
+from benchmarks import report
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 CONFIG = ROOT / "cluster" / "maas-cpu.yaml"
 KINDS = ("generator", "classifier", "encoder", "ner", "translator")
 POLL_S = 0.25
-CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
 
 # ------------------------------------------------------------------ the config
@@ -233,11 +233,8 @@ def warm_run(port: int) -> dict[str, Any]:
 
 
 def machine() -> dict[str, Any]:
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    return {"cpu": model, "cores": os.cpu_count(), "flags": [f for f in CPU_FLAGS if f in flags],
-            "python": platform.python_version(), "load_average": os.getloadavg()}
+    """The machine (:func:`benchmarks.report.describe_machine`) and its load average now."""
+    return {**report.describe_machine(), "load_average": os.getloadavg()}
 
 
 def table(result: dict[str, Any]) -> str:
@@ -268,7 +265,7 @@ def write(result: dict[str, Any], name: str) -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     env = result["machine_before"]
     text = [f"# {name}", "", f"Command: `{result['command']}`", "",
-            f"Machine: {env['cpu']}, {env['cores']} cores, flags {', '.join(env['flags']) or 'none of ' + str(CPU_FLAGS)}; "
+            f"Machine: {env['cpu_model']}, {env['cpu_cores']} cores, flags {', '.join(env['cpu_simd_flags']) or 'no AVX2'}; "
             f"load average before {env['load_average']}, after {result['machine_after']['load_average']} "
             "(the machine is shared: other work ran at the same time).", "", table(result), "",
             "Serve's controller log, per replica start:", "", starts_table(result.get("replica_starts", [])), ""]
