@@ -22,7 +22,7 @@ from tests.conftest import TEST_MAX_MODEL_LEN
 from tests.integration.offline import MAX_TOKENS, completion
 from tests.integration.offline import TENSOR_PARALLEL_PROMPTS as PROMPTS
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 DEVICES = 3
 APP = "generator-tp"
