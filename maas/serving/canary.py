@@ -24,7 +24,6 @@ the rule's checks) and to ``/metrics``; labels are served names and registry ver
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import time
@@ -35,6 +34,7 @@ from typing import Any
 from maas.config import CanaryConfig, PromotionConfig
 from maas.serving.promotion import FeedbackSource, PromotionEvidence, no_feedback, promotion_verdict
 from maas.serving.shadow import Event, version_of
+from maas.serving.tally_writer import TallyWriter
 from maas.storage.canary_store import ArmTally, CanaryRecord, CanaryTally, Decision, evidence_of
 from maas.storage.registry import ModelRegistry
 from maas.storage.shadow_stats import ShadowLog
@@ -138,12 +138,10 @@ class CanaryTraffic:
         self.canary_of = canary_of
         self.call = call
         self.record = record
-        self.persist = persist
         self.rng = rng or random.Random()
-        self.persist_every_s = persist_every_s
-        self._unsaved: dict[CanaryKey, CanaryTally] = {}
-        self._persist_scheduled = False
-        self._writer: asyncio.Task[None] | None = None
+        self.writer: TallyWriter[CanaryKey, CanaryTally] = TallyWriter(
+            persist, lambda a, b: a.plus(b, config.latency_samples), "canary tallies", persist_every_s,
+            self._report)
 
     async def answer(self, model: str, live_id: str, texts: list[str]) -> tuple[str, Sequence[Any]]:
         """``(model id that answered, results)``: the canary version for a drawn share of a
@@ -184,36 +182,24 @@ class CanaryTraffic:
                   [("maas_canary_requests", labels, 1), ("maas_canary_latency_seconds", labels, seconds)])
         return results
 
+    @property
+    def persist_every_s(self) -> float:
+        return self.writer.persist_every_s
+
+    @persist_every_s.setter
+    def persist_every_s(self, seconds: float) -> None:
+        self.writer.persist_every_s = seconds
+
     async def drain(self) -> None:
         """Write what was gathered (tests, shutdown)."""
-        if self._writer is not None:
-            await asyncio.gather(self._writer, return_exceptions=True)
-        await self._persist()
+        await self.writer.drain()
 
     def _add(self, key: CanaryKey, arm: str, tally: ArmTally, events: list[Event]) -> None:
         self.record(events)
-        added = CanaryTally(**{arm: tally})
-        self._unsaved[key] = self._unsaved.get(key, CanaryTally()).plus(added, self.config.latency_samples)
-        if not self._persist_scheduled:
-            self._persist_scheduled = True
-            asyncio.get_running_loop().call_later(self.persist_every_s, self._start_persist)
+        self.writer.add(key, CanaryTally(**{arm: tally}))
 
-    def _start_persist(self) -> None:
-        self._writer = asyncio.get_running_loop().create_task(self._persist())
-
-    async def _persist(self) -> None:
-        """Add the gathered tallies to the registry (in a thread) and report decisions; a failed
-        write is kept for the next."""
-        self._persist_scheduled = False
-        unsaved, self._unsaved = self._unsaved, {}
-        loop = asyncio.get_running_loop()
-        for key, tally in unsaved.items():
-            try:
-                decision = await loop.run_in_executor(None, self.persist, key, tally)
-            except Exception:  # noqa: BLE001 - kept and retried with the next tallies
-                logger.warning("could not store canary tallies of %s", key.model, exc_info=True)
-                self._unsaved[key] = self._unsaved.get(key, CanaryTally()).plus(tally, self.config.latency_samples)
-                continue
-            if decision is not None:
-                logger.info("canary %s/%s %s: %s", key.model, key.canary_version, decision.action, decision.reason)
-                self.record([("maas_canary_decisions", {**key.labels(), "decision": decision.action}, 1)])
+    def _report(self, key: CanaryKey, decision: Decision | None) -> None:
+        """Log and count a decision the registry write took."""
+        if decision is not None:
+            logger.info("canary %s/%s %s: %s", key.model, key.canary_version, decision.action, decision.reason)
+            self.record([("maas_canary_decisions", {**key.labels(), "decision": decision.action}, 1)])

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from maas.config import ShadowConfig
+from maas.serving.tally_writer import TallyWriter
 from maas.storage.shadow_stats import ShadowTally
 
 logger = logging.getLogger(__name__)
@@ -99,13 +100,10 @@ class ShadowTraffic:
         self.challenger_of = challenger_of
         self.call = call
         self.record = record
-        self.persist = persist
         self.rng = rng or random.Random()
-        self.persist_every_s = persist_every_s
+        self.writer: TallyWriter[ShadowPair, ShadowTally] = TallyWriter(
+            persist, ShadowTally.plus, "shadow stats", persist_every_s)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._unsaved: dict[ShadowPair, ShadowTally] = {}
-        self._persist_scheduled = False
-        self._writer: asyncio.Task[None] | None = None
 
     @property
     def in_flight(self) -> int:
@@ -130,13 +128,19 @@ class ShadowTraffic:
         task.add_done_callback(self._tasks.discard)
         return True
 
+    @property
+    def persist_every_s(self) -> float:
+        return self.writer.persist_every_s
+
+    @persist_every_s.setter
+    def persist_every_s(self, seconds: float) -> None:
+        self.writer.persist_every_s = seconds
+
     async def drain(self) -> None:
         """Wait for the running shadow calls and write what they found (tests, shutdown)."""
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._writer is not None:  # a scheduled write may be under way
-            await asyncio.gather(self._writer, return_exceptions=True)
-        await self._persist()
+        await self.writer.drain()
 
     async def _shadow(self, pair: ShadowPair, challenger_id: str, texts: list[str], live: list[Any],
                       live_s: float) -> None:
@@ -154,22 +158,4 @@ class ShadowTraffic:
 
     def _add(self, pair: ShadowPair, tally: ShadowTally, events: list[Event]) -> None:
         self.record(events)
-        self._unsaved[pair] = self._unsaved.get(pair, ShadowTally()).plus(tally)
-        if not self._persist_scheduled:
-            self._persist_scheduled = True
-            asyncio.get_running_loop().call_later(self.persist_every_s, self._start_persist)
-
-    def _start_persist(self) -> None:
-        self._writer = asyncio.get_running_loop().create_task(self._persist())
-
-    async def _persist(self) -> None:
-        """Add the gathered tallies to the registry (in a thread); a failed write is kept for the next."""
-        self._persist_scheduled = False
-        unsaved, self._unsaved = self._unsaved, {}
-        loop = asyncio.get_running_loop()
-        for pair, tally in unsaved.items():
-            try:
-                await loop.run_in_executor(None, self.persist, pair, tally)
-            except Exception:  # noqa: BLE001 - kept and retried with the next tallies
-                logger.warning("could not store shadow stats of %s", pair.model, exc_info=True)
-                self._unsaved[pair] = self._unsaved.get(pair, ShadowTally()).plus(tally)
+        self.writer.add(pair, tally)
