@@ -362,19 +362,13 @@ def table(results: dict[str, Any]) -> str:
              f"{sum(v['failed'] for v in results['b']['quiet'].values())}, flood "
              f"{sum(v['failed'] for v in results['b']['flood'].values())}."]
     m = results["machine"]
-    rows += ["", f"CPU: {m['cpu_model']}, {m['cpu_cores']} cores; SIMD: {' '.join(m['cpu_simd_flags']) or '?'} "
-             f"({'AVX-512' if any(f.startswith('avx512') for f in m['cpu_simd_flags']) else 'no AVX-512'}); "
-             f"{m['date']}. Command: `{results['command']}`."]
+    rows += ["", f"{report.machine_line(m)} Command: `{results['command']}`."]
     return "\n".join(rows)
 
 
 def write(results: dict[str, Any], results_dir: Path) -> list[Path]:
-    results_dir.mkdir(parents=True, exist_ok=True)
     results["ratios"] = ratios(results)
-    json_path, md_path = results_dir / "noisy_neighbour.json", results_dir / "noisy_neighbour.md"
-    json_path.write_text(json.dumps(results, indent=2) + "\n")
-    md_path.write_text("# Noisy neighbour (`python -m benchmarks.noisy_neighbour`)\n\n" + table(results) + "\n")
-    return [json_path, md_path]
+    return report.write_results(results_dir, "noisy_neighbour", "Noisy neighbour (`python -m benchmarks.noisy_neighbour`)", results, table(results))
 
 
 def main(argv: list[str] | None = None) -> int:

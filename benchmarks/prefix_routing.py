@@ -304,18 +304,13 @@ def table(results: dict[str, Any]) -> str:
              f"{w['user_words']} words, answers of {w['max_tokens']} tokens (greedy, ignore_eos), a pause of "
              f"{w.get('think_s', 0)} s (0.5-1.5x) before each next turn; 2 generator "
              "replicas (SmolLM2-135M, vLLM CPU, one unbound OpenMP thread each).",
-             "", f"CPU: {m['cpu_model']}, {m['cpu_cores']} cores; SIMD: {' '.join(m['cpu_simd_flags']) or '?'}; "
-             f"{m['date']}. Command: `{results['command']}`."]
+             "", f"{report.machine_line(m)} Command: `{results['command']}`."]
     return "\n".join(rows)
 
 
 def write(results: dict[str, Any], results_dir: Path) -> list[Path]:
-    results_dir.mkdir(parents=True, exist_ok=True)
     results["ratios"] = ratios(results)
-    json_path, md_path = results_dir / "prefix_routing.json", results_dir / "prefix_routing.md"
-    json_path.write_text(json.dumps(results, indent=2) + "\n")
-    md_path.write_text("# Cache-aware routing (`python -m benchmarks.prefix_routing`)\n\n" + table(results) + "\n")
-    return [json_path, md_path]
+    return report.write_results(results_dir, "prefix_routing", "Cache-aware routing (`python -m benchmarks.prefix_routing`)", results, table(results))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -68,6 +68,23 @@ def describe_machine() -> dict[str, Any]:
     }
 
 
+def machine_line(machine: dict[str, Any]) -> str:
+    """One line for a results file: the CPU, its cores and vector flags, the date."""
+    flags = machine["cpu_simd_flags"]
+    avx512 = "AVX-512" if any(f.startswith("avx512") for f in flags) else "no AVX-512"
+    return (f"CPU: {machine['cpu_model']}, {machine['cpu_cores']} cores; SIMD: {' '.join(flags) or '?'} "
+            f"({avx512}); {machine['date']}.")
+
+
+def write_results(results_dir: Path, name: str, title: str, results: dict[str, Any], text: str) -> list[Path]:
+    """``<name>.json`` (the results) and ``<name>.md`` (``# title`` and ``text``) in ``results_dir``."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = results_dir / f"{name}.json", results_dir / f"{name}.md"
+    json_path.write_text(json.dumps(results, indent=2) + "\n")
+    md_path.write_text(f"# {title}\n\n{text}\n")
+    return [json_path, md_path]
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
