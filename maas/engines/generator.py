@@ -18,6 +18,7 @@ from typing import Any
 from maas.config import GeneratorModelConfig
 from maas.engines.cache_stats import PrefixCacheCounts, counting_logger
 from maas.engines.lora import lora_engine_kwargs
+from maas.generation_rules.params import check_prompt_logprobs
 from maas.generation_rules.tools import ToolCalls, check_tool_parser, tool_calls_for
 from maas.protocol.chat import (
     GenerationChunk,
@@ -217,6 +218,7 @@ class GeneratorEngine:
         from vllm.inputs import TokensPrompt
 
         request_id = request_id or uuid.uuid4().hex
+        check_prompt_logprobs(params, self.config, "prompt_logprobs")  # a Python handle's call too
         try:
             sampling = to_sampling_params(params)
         except Exception as exc:  # noqa: BLE001 - vLLM's own parameter checks

@@ -30,6 +30,18 @@ def resolve_max_tokens(
     return requested
 
 
+def check_prompt_logprobs(params: GenerationParams, config: GeneratorModelConfig, param: str) -> None:
+    """Refuse prompt log probabilities on a generator that serves LoRA adapters: vLLM's V1 engine
+    cannot compute them there (its LoRA logits mapping has one row per request, not per prompt
+    token), and a batch holding such a request and any other one kills the engine for every
+    caller (vllm-project/vllm#16668, #29955)."""
+    if params.prompt_logprobs is not None and config.lora.enabled:
+        raise InvalidRequestError(
+            f"Prompt log probabilities (echo with logprobs, or prompt_logprobs) are not available on "
+            f"'{config.name}': it serves LoRA adapters, and vLLM cannot compute them on such an engine.",
+            param, code="unsupported_with_lora")
+
+
 def with_response_format(params: GenerationParams, response_format: ResponseFormat | None) -> GenerationParams:
     """Structured output: JSON of a schema (compiled here, so a bad schema is a 400) or any object."""
     if response_format is None or response_format.type == "text":

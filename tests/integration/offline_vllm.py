@@ -55,7 +55,11 @@ def answers(outputs: list[Any]) -> list[dict[str, Any]]:
 def prompt_logprobs(llm: Any, prompts: list[str]) -> list[dict[str, Any]]:
     from vllm import SamplingParams
 
-    outputs = llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=1))
+    # One prompt per call: the engine runs with LoRA on, where vLLM's V1 computes prompt log
+    # probabilities only for a batch of one request (vllm-project/vllm#16668); the service refuses
+    # them on a LoRA generator (maas.generation_rules.params.check_prompt_logprobs).
+    params = SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=1)
+    outputs = [llm.generate([prompt], params)[0] for prompt in prompts]
     return [{"token_ids": list(o.prompt_token_ids),
              "logprobs": [None if position is None else position[token_id].logprob
                           for token_id, position in zip(o.prompt_token_ids, o.prompt_logprobs)]}

@@ -197,6 +197,18 @@ def test_unknown_adapter_is_404(openai_lora: Any) -> None:
         assert error.value.body["code"] == "model_not_found"
 
 
+def test_prompt_logprobs_are_a_clear_400_and_the_engine_lives(openai_lora: Any) -> None:
+    """vLLM cannot compute prompt log probabilities with LoRA on (a batch of two kills its engine):
+    refused before the engine, which keeps answering."""
+    import openai
+
+    with pytest.raises(openai.BadRequestError) as error:
+        openai_lora.completions.create(model=GENERATOR, prompt="The capital of France is", max_tokens=1,
+                                       echo=True, logprobs=1)
+    assert error.value.body["param"] == "echo" and error.value.body["code"] == "unsupported_with_lora"
+    assert answer(openai_lora, GENERATOR, [{"role": "user", "content": "Hi"}]).choices[0].message.content
+
+
 def test_rollout_refuses_an_adapter_whose_base_is_not_served(trained: dict[str, Any], tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     other = trained["config"].model_dump(mode="json")

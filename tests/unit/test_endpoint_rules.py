@@ -72,6 +72,20 @@ def test_completion_prompts_of_every_shape() -> None:
     assert params.max_tokens == 3
 
 
+def test_prompt_logprobs_are_refused_on_a_lora_generator() -> None:
+    """vLLM's engine with LoRA on dies when a prompt-logprobs request shares a batch: a 400 instead."""
+    lora = CONFIG.model_copy(update={"lora": CONFIG.lora.model_copy(update={"enabled": True})})
+    echo = CompletionRequest(model="chat", prompt="a", max_tokens=1, echo=True, logprobs=1)
+    vllm_extra = CompletionRequest(model="chat", prompt="a", max_tokens=1, prompt_logprobs=0)
+    for request, param in ((echo, "echo"), (vllm_extra, "prompt_logprobs")):
+        assert completions.completion_params(request, 5, CONFIG).prompt_logprobs is not None
+        with pytest.raises(InvalidRequestError, match="serves LoRA adapters") as error:
+            completions.completion_params(request, 5, lora)
+        assert error.value.param == param and error.value.code == "unsupported_with_lora"
+    echo_only = CompletionRequest(model="chat", prompt="a", max_tokens=1, echo=True)
+    assert completions.completion_params(echo_only, 5, lora).prompt_logprobs is None
+
+
 def test_embeddings_take_text_and_answer_floats_or_base64() -> None:
     assert embedding_texts(EmbeddingRequest(model="e", input="a")) == ["a"]
     with pytest.raises(InvalidRequestError, match="token ids"):

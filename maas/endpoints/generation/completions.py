@@ -5,7 +5,7 @@ from __future__ import annotations
 from maas.config import GeneratorModelConfig
 from maas.endpoints.generation.completions_echo import check_echo, with_prompt_logprobs
 from maas.endpoints.generation.protocol import CompletionRequest
-from maas.generation_rules.params import resolve_max_tokens
+from maas.generation_rules.params import check_prompt_logprobs, resolve_max_tokens
 from maas.protocol.chat import GenerationParams
 
 Prompt = str | list[int]
@@ -30,4 +30,6 @@ def completion_params(request: CompletionRequest, longest_prompt_tokens: int,
                       config: GeneratorModelConfig) -> GenerationParams:
     """The engine parameters of a completion whose longest prompt has that many tokens."""
     max_tokens = resolve_max_tokens(request.max_tokens, longest_prompt_tokens, config, "max_tokens")
-    return with_prompt_logprobs(request.generation_params(max_tokens, request.logprobs), request)
+    params = with_prompt_logprobs(request.generation_params(max_tokens, request.logprobs), request)
+    check_prompt_logprobs(params, config, "prompt_logprobs" if request.prompt_logprobs is not None else "echo")
+    return params
