@@ -10,7 +10,7 @@ from ray import serve
 from deployments.health import EngineHealth, HealthCache
 from maas.config import ClassifierConfig, EncoderConfig
 from maas.edge.metrics import MetricsRecorder
-from maas.engines.encoders import LoadedEncoder, set_torch_threads
+from maas.engines.encoders import LoadedEncoder, set_torch_threads, use_torch_threads
 from maas.protocol.errors import InvalidRequestError, log_client_errors_as_one_line
 from maas.serving.request_batching import run_grouped
 
@@ -29,6 +29,7 @@ class BatchedEncoderBase(EngineHealth):
         """Batching sized for ``device``, where the engine runs its models (``cpu`` or ``cuda``)."""
         set_torch_threads(config.batching.torch_threads)
         self.batching = config.batching
+        self.pending_texts = 0  # texts of the requests in this replica, batched or waiting
         self.max_batch_size = config.batching.batch_size(device)
         self.engine = engine
         self.health = HealthCache()
@@ -48,7 +49,11 @@ class BatchedEncoderBase(EngineHealth):
                 "input",
             )
         encoder = await self._encoder(model_id)
-        return list(await asyncio.gather(*(self.run_batch((model_id, (encoder, t))) for t in texts)))
+        self.pending_texts += len(texts)
+        try:
+            return list(await asyncio.gather(*(self.run_batch((model_id, (encoder, t))) for t in texts)))
+        finally:
+            self.pending_texts -= len(texts)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
     async def run_batch(self, items: list[tuple[str, tuple[LoadedEncoder, str]]]) -> list[Any]:
@@ -61,6 +66,8 @@ class BatchedEncoderBase(EngineHealth):
 
     def _forward_group(self, model_id: str, inputs: list[tuple[LoadedEncoder, str]]) -> list[Any]:
         self._record_batch(model_id, len(inputs))
+        # in the executor's thread: torch's thread count is applied per calling thread
+        use_torch_threads(self.batching.threads_for(len(inputs), self.pending_texts))
         return self._forward(inputs[0][0], [text for _, text in inputs])
 
     def _forward(self, encoder: LoadedEncoder, texts: list[str]) -> list[Any]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, Literal
 
@@ -207,6 +208,16 @@ MAX_INPUTS_PER_REQUEST = 256
 ``batching.max_inputs_per_request``'s default, and what the request schemas announce."""
 
 
+LOW_LOAD_THREADS_CAP = 8
+"""Beyond this many threads one short text's forward call gains nothing (and a large node's other
+replicas lose their cores)."""
+
+
+def default_low_load_threads() -> int:
+    """The cores this process may run on, at most :data:`LOW_LOAD_THREADS_CAP`."""
+    return max(1, min(LOW_LOAD_THREADS_CAP, len(os.sched_getaffinity(0))))
+
+
 class BatchingOptions(StrictModel):
     """Dynamic batching of a transformers deployment (``@serve.batch``)."""
 
@@ -220,7 +231,23 @@ class BatchingOptions(StrictModel):
         MAX_INPUTS_PER_REQUEST, ge=1,
         description=f"Most inputs in one request (the request schemas announce {MAX_INPUTS_PER_REQUEST}; "
         "a lower value refuses more with a 400).")
-    torch_threads: int = Field(1, ge=1, description="Torch intra-op threads per replica.")
+    torch_threads: int = Field(1, ge=1, description="Torch intra-op threads per replica when it is busy.")
+    low_load_torch_threads: int | None = Field(
+        None, ge=1, le=256,
+        description="Torch intra-op threads for a forward call that is all of the replica's work and "
+        "has at most `low_load_max_texts` texts: a lone request gets the idle cores, as a plain "
+        "`pipeline()` server's does. Unset: the cores this replica's process may run on, at most "
+        f"{LOW_LOAD_THREADS_CAP}; equal to `torch_threads`: off.")
+    low_load_max_texts: int = Field(
+        8, ge=1, le=1024, description="Most texts of a forward call run on `low_load_torch_threads`.")
+
+    def threads_for(self, texts: int, pending_texts: int) -> int:
+        """Torch threads for a forward call over ``texts`` texts while the replica holds
+        ``pending_texts`` texts in all (this call's included)."""
+        lone = pending_texts <= texts and texts <= self.low_load_max_texts
+        if not lone:
+            return self.torch_threads
+        return max(self.torch_threads, self.low_load_torch_threads or default_low_load_threads())
 
     def batch_size(self, device: str) -> int:
         """Most inputs in one model call on ``device`` (``cpu`` or ``cuda``)."""

@@ -7,6 +7,7 @@ the texts of many requests at once.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,24 @@ def set_torch_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+_THREAD_STATE = threading.local()
+
+
+def use_torch_threads(threads: int) -> None:
+    """Run the calling thread's next torch operations on ``threads`` intra-op threads.
+
+    Set in each calling thread: OpenMP's thread count belongs to the thread that sets it, and a
+    new executor thread starts at ``OMP_NUM_THREADS`` (Ray sets it from the replica's
+    ``num_cpus``: 1 for a fractional one; unset, the machine's cores) whatever the replica's
+    ``__init__`` set, while ``torch.get_num_threads()`` there may report the process's value."""
+    if getattr(_THREAD_STATE, "torch_threads", None) == threads:
+        return
+    import torch
+
+    torch.set_num_threads(threads)
+    _THREAD_STATE.torch_threads = threads
 
 
 class ClassifierEngine:

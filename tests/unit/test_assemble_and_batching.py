@@ -74,3 +74,33 @@ def test_run_grouped_calls_once_per_model_and_keeps_order() -> None:
     items = [("a", 1), ("b", 2), ("a", 3), ("a", 4)]
     assert run_grouped(items, run, max_batch_size=2) == ["a:1", "b:2", "a:3", "a:4"]
     assert sorted(calls) == [("a", 1), ("a", 2), ("b", 1)]
+
+
+def test_a_lone_small_forward_call_gets_the_idle_cores() -> None:
+    from maas.config.models import BatchingOptions, default_low_load_threads
+
+    options = BatchingOptions(torch_threads=1, low_load_torch_threads=4, low_load_max_texts=8)
+    assert options.threads_for(texts=1, pending_texts=1) == 4  # one request in the replica
+    assert options.threads_for(texts=8, pending_texts=8) == 4
+    assert options.threads_for(texts=1, pending_texts=3) == 1  # others wait: busy
+    assert options.threads_for(texts=9, pending_texts=9) == 1  # a large call: busy
+    assert BatchingOptions(torch_threads=2, low_load_torch_threads=2).threads_for(1, 1) == 2  # off
+    assert BatchingOptions().threads_for(1, 1) == default_low_load_threads() >= 1
+
+
+def test_torch_threads_are_set_in_the_calling_thread() -> None:
+    """OpenMP's thread count is per thread: the forward's thread sets its own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from maas.engines.encoders import use_torch_threads
+
+    def threads_after(count: int) -> int:
+        use_torch_threads(count)
+        return torch.get_num_threads()
+
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(threads_after, 1).result() == 1
+        assert pool.submit(threads_after, 2).result() == 2
+        assert pool.submit(threads_after, 1).result() == 1
