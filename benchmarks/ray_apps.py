@@ -67,7 +67,7 @@ def default_app_args() -> dict[str, Any]:
 
 def maas_classify_config(model_dir: str, max_batch_size: int, workload: ClassifyWorkload,
                          quantize: str = "none", torch_threads: int | None = None,
-                         replicas: int | None = None) -> dict[str, Any]:
+                         replicas: int | None = None, low_load_threads: int | None = None) -> dict[str, Any]:
     """maas ``AppConfig`` args: the classifier, tokenizer and ingress sections of the default
     config (cluster/maas-cpu.yaml) serving the benchmark's model, with a variant's overrides."""
     defaults = copy.deepcopy(default_app_args())
@@ -78,6 +78,8 @@ def maas_classify_config(model_dir: str, max_batch_size: int, workload: Classify
                                   batch_wait_timeout_s=workload.batch_wait_timeout_s)
     if torch_threads is not None:
         classifier["batching"]["torch_threads"] = torch_threads
+    if low_load_threads is not None:
+        classifier["batching"]["low_load_torch_threads"] = low_load_threads
     if replicas is not None:
         classifier["deployment"]["num_replicas"] = replicas
     return {"classifier": classifier, "tokenizer": defaults["tokenizer"], "ingress": defaults["ingress"]}
@@ -170,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quantize", default="none", choices=("none", "int8"), help="classifier")
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="classifier torch threads (default: cluster/maas-cpu.yaml's)")
+    parser.add_argument("--low-load-threads", type=int, default=None,
+                        help="classifier torch threads for a lone request (default: the cores)")
     parser.add_argument("--replicas", type=int, default=None,
                         help="classifier replicas (default: cluster/maas-cpu.yaml's)")
     parser.add_argument("--dtype", default=None, help="generator dtype (default: the shared setting)")
@@ -189,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             maas_generate_config(args.model_dir, engine, args.stream_interval)),
         "maas-classify": lambda: maas_app(
             maas_classify_config(args.model_dir, args.max_batch_size, workload, args.quantize,
-                                 args.torch_threads, args.replicas)),
+                                 args.torch_threads, args.replicas, args.low_load_threads)),
         "maas-overhead": lambda: maas_app(
             maas_overhead_config(args.model_dir, args.classifier_dir, engine, workload)),
         "rayllm": lambda: rayllm_app(args.model_dir, engine),

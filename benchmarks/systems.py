@@ -131,12 +131,14 @@ def classify_spec(variant: str, model_dir: Path, max_batch_size: int) -> SystemS
 
 
 def variant_overrides(variant: str) -> list[str]:
-    """Flags of a classify variant's ``-t<N>`` (torch threads) and ``-r<N>`` (replicas) parts,
-    e.g. ``maas-batched-t2-r2``; without them the classifier is as in cluster/maas-cpu.yaml."""
+    """Flags of a classify variant's ``-t<N>`` (torch threads), ``-l<N>`` (torch threads of a
+    lone request: ``-l1`` turns the low-load threads off) and ``-r<N>`` (replicas) parts, e.g.
+    ``maas-batched-t2-r2``; without them the classifier is as in cluster/maas-cpu.yaml."""
+    names = {"t": "--torch-threads", "l": "--low-load-threads", "r": "--replicas"}
     flags: list[str] = []
     for part in variant.split("-")[2:]:
-        if part[:1] in ("t", "r") and part[1:].isdigit():
-            flags += ["--torch-threads" if part[0] == "t" else "--replicas", part[1:]]
+        if part[:1] in names and part[1:].isdigit():
+            flags += [names[part[0]], part[1:]]
     return flags
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from typing import Any, Literal
 
@@ -208,16 +207,6 @@ MAX_INPUTS_PER_REQUEST = 256
 ``batching.max_inputs_per_request``'s default, and what the request schemas announce."""
 
 
-LOW_LOAD_THREADS_CAP = 8
-"""Beyond this many threads one short text's forward call gains nothing (and a large node's other
-replicas lose their cores)."""
-
-
-def default_low_load_threads() -> int:
-    """The cores this process may run on, at most :data:`LOW_LOAD_THREADS_CAP`."""
-    return max(1, min(LOW_LOAD_THREADS_CAP, len(os.sched_getaffinity(0))))
-
-
 class BatchingOptions(StrictModel):
     """Dynamic batching of a transformers deployment (``@serve.batch``)."""
 
@@ -235,9 +224,9 @@ class BatchingOptions(StrictModel):
     low_load_torch_threads: int | None = Field(
         None, ge=1, le=256,
         description="Torch intra-op threads for a forward call that is all of the replica's work and "
-        "has at most `low_load_max_texts` texts: a lone request gets the idle cores, as a plain "
-        "`pipeline()` server's does. Unset: the cores this replica's process may run on, at most "
-        f"{LOW_LOAD_THREADS_CAP}; equal to `torch_threads`: off.")
+        "has at most `low_load_max_texts` texts (a lone request on idle cores). Unset: "
+        "`torch_threads` (off): on 2 cores a lone request on 2 threads was slower, the other core "
+        "being the proxy's and the ingress's.")
     low_load_max_texts: int = Field(
         8, ge=1, le=1024, description="Most texts of a forward call run on `low_load_torch_threads`.")
 
@@ -245,9 +234,9 @@ class BatchingOptions(StrictModel):
         """Torch threads for a forward call over ``texts`` texts while the replica holds
         ``pending_texts`` texts in all (this call's included)."""
         lone = pending_texts <= texts and texts <= self.low_load_max_texts
-        if not lone:
+        if not lone or self.low_load_torch_threads is None:
             return self.torch_threads
-        return max(self.torch_threads, self.low_load_torch_threads or default_low_load_threads())
+        return max(self.torch_threads, self.low_load_torch_threads)
 
     def batch_size(self, device: str) -> int:
         """Most inputs in one model call on ``device`` (``cpu`` or ``cuda``)."""
