@@ -86,3 +86,22 @@ def test_write_report(tmp_path: Path) -> None:
     assert "| generation | maas | 40 | 1.5 → 2.2 |" in readme
     assert "- **generation / vllm**: `python -m vllm...`" in readme
     assert "Ratios" in report.console_summary(data)
+
+
+def test_step_load_summarises_each_phase_and_plots(tmp_path: Path) -> None:
+    from benchmarks import step_load
+
+    load = step_load.StepLoad(phases=step_load.parse_phases("10:1,20:4"))
+    assert load.phases == ((10.0, 1), (20.0, 4))
+    samples = [{"t": t, "ttft_s": ttft, "total_s": 1.0} for t, ttft in ((1, 0.2), (5, 0.3), (12, 1.5), (20, 0.4))]
+    measured = {"samples": samples, "replicas": [[0, 1], [9, 1], [15, 1], [22, 2], [29, 2]]}
+    first, second = step_load.phase_summaries(measured, load)
+    assert (first["requests"], first["replicas_at_end"], first["second_replica_after_s"]) == (2, 1, None)
+    assert (second["requests"], second["ttft_p95_s"], second["second_replica_after_s"]) == (2, 1.5, 12)
+    results = {"command": "c", "machine": report.describe_machine(), "load": {"phases": load.phases,
+               "target_ttft_p95_s": 1.0}, "prompt_tokens": 30,
+               "arms": [{"arm": "latency", "phases": [first, second], **measured}]}
+    assert "| latency | 2: 4 client(s), 20 s | 2 |" in step_load.table(results)
+    assert step_load.sliding_p95(samples)[1] == [0.2, 0.3, 1.5, 1.5]
+    paths = step_load.write(results, tmp_path)
+    assert all(p.exists() for p in paths) and "step_load.png" in (tmp_path / "step_load.md").read_text()
