@@ -182,14 +182,6 @@ class CanaryTraffic:
                   [("maas_canary_requests", labels, 1), ("maas_canary_latency_seconds", labels, seconds)])
         return results
 
-    @property
-    def persist_every_s(self) -> float:
-        return self.writer.persist_every_s
-
-    @persist_every_s.setter
-    def persist_every_s(self, seconds: float) -> None:
-        self.writer.persist_every_s = seconds
-
     async def drain(self) -> None:
         """Write what was gathered (tests, shutdown)."""
         await self.writer.drain()

@@ -128,14 +128,6 @@ class ShadowTraffic:
         task.add_done_callback(self._tasks.discard)
         return True
 
-    @property
-    def persist_every_s(self) -> float:
-        return self.writer.persist_every_s
-
-    @persist_every_s.setter
-    def persist_every_s(self, seconds: float) -> None:
-        self.writer.persist_every_s = seconds
-
     async def drain(self) -> None:
         """Wait for the running shadow calls and write what they found (tests, shutdown)."""
         while self._tasks:
