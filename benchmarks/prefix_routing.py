@@ -332,8 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", "-m", "benchmarks.prefix_routing", *argv])
     results = run(workload, command)
     paths = write(results, args.results_dir)
-    print("\n" + table(results) + "\n", flush=True)
-    print("wrote " + ", ".join(str(p) for p in paths), flush=True)
+    report.print_written(table(results), paths)
     return 0
 
 

@@ -85,6 +85,12 @@ def write_results(results_dir: Path, name: str, title: str, results: dict[str, A
     return [json_path, md_path]
 
 
+def print_written(table: str, paths: list[Path]) -> None:
+    """A benchmark's closing lines: its table, then the files it wrote."""
+    print("\n" + table + "\n", flush=True)
+    print("wrote " + ", ".join(str(p) for p in paths), flush=True)
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -304,8 +304,7 @@ def main(argv: list[str] | None = None) -> int:
                     target_ongoing_requests=args.target_ongoing_requests, target_ttft_p95_s=args.target_ttft_p95_s)
     results = run(load, shlex.join(["python", "-m", "benchmarks.step_load", *argv]))
     paths = write(results, args.results_dir)
-    print("\n" + table(results) + "\n", flush=True)
-    print("wrote " + ", ".join(str(p) for p in paths), flush=True)
+    report.print_written(table(results), paths)
     return 0
 
 
